@@ -1,0 +1,394 @@
+//! The load engine: one task per in-flight request, each timestamped on the monotonic clock at the
+//! moment its bytes arrive, each ending in a [`RequestRecord`] whatever happens.
+
+use crate::backend::{StreamEvent, ollama};
+use crate::http::{HttpClient, MAX_SMALL_BODY, root_cause};
+use crate::log::RecordLog;
+use crate::ndjson::LineSplitter;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokengun_common::{
+    Api, CycleDone, CyclePlan, OutcomeKind, Progress, RecordBody, RequestRecord, ServerTimings,
+    TokenChunk, TokenSource,
+};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often a running cycle reports progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Live counters of a cycle, bumped by its workers (relaxed atomics: figures for display).
+#[derive(Debug, Default)]
+pub struct CycleCounters {
+    pub tokens: AtomicU64,
+    pub completed: AtomicU32,
+    pub failed: AtomicU32,
+}
+
+/// What every request of a cycle shares.
+struct Shared {
+    client: HttpClient,
+    plan: CyclePlan,
+    uri: hyper::Uri,
+    body: Bytes,
+    origin: Instant,
+    cancel: CancellationToken,
+    counters: CycleCounters,
+}
+
+/// A cycle could not even begin (the plan was unusable on this agent).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot build a request for {url}: {reason}")]
+    Request { url: String, reason: String },
+}
+
+fn ns_since(origin: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn unix_now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A cycle whose requests are built and ready to fire.
+pub struct PreparedCycle {
+    plan: CyclePlan,
+    uri: hyper::Uri,
+    body: Bytes,
+}
+
+impl PreparedCycle {
+    /// Builds the request every worker of the cycle will send.
+    pub fn new(plan: CyclePlan) -> Result<Self, EngineError> {
+        let url = format!(
+            "{}{}",
+            plan.target_url.trim_end_matches('/'),
+            match plan.api {
+                Api::Ollama => ollama::GENERATE_PATH,
+            }
+        );
+        let bad = |reason: String| EngineError::Request {
+            url: url.clone(),
+            reason,
+        };
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))?;
+        let body = match plan.api {
+            Api::Ollama => ollama::request_body(&plan).map_err(|e| bad(e.to_string()))?,
+        };
+        Ok(Self {
+            plan,
+            uri,
+            body: Bytes::from(body),
+        })
+    }
+
+    /// The plan this cycle runs.
+    pub fn plan(&self) -> &CyclePlan {
+        &self.plan
+    }
+}
+
+/// Runs one burst cycle to its end, appending every record to `log`: `CycleStarted`, one
+/// `Request` per request as each ends, `Progress` every [`PROGRESS_EVERY`], then `CycleDone`.
+pub async fn run_cycle(
+    client: HttpClient,
+    cycle: PreparedCycle,
+    log: Arc<RecordLog>,
+    cancel: CancellationToken,
+) -> CycleDone {
+    let PreparedCycle { plan, uri, body } = cycle;
+    let origin = Instant::now();
+    log.append(RecordBody::CycleStarted {
+        cycle_id: plan.cycle_id,
+        started_unix_ns: unix_now_ns(),
+    });
+    let level = plan.level;
+    let cycle_id = plan.cycle_id;
+    let shared = Arc::new(Shared {
+        client,
+        plan,
+        uri,
+        body,
+        origin,
+        cancel,
+        counters: CycleCounters::default(),
+    });
+    let mut workers = JoinSet::new();
+    for request_id in 1..=level {
+        let shared = shared.clone();
+        let log = log.clone();
+        // Burst: every request is meant to start at the cycle's origin.
+        workers.spawn(async move {
+            let rec = run_request(&shared, request_id, Duration::ZERO).await;
+            let c = &shared.counters;
+            if rec.outcome.is_failure() {
+                c.failed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            log.append(RecordBody::Request(Box::new(rec)));
+        });
+    }
+    let progress = |shared: &Shared| {
+        let c = &shared.counters;
+        let completed = c.completed.load(Ordering::Relaxed);
+        let failed = c.failed.load(Ordering::Relaxed);
+        Progress {
+            cycle_id,
+            in_flight: level.saturating_sub(completed + failed),
+            completed,
+            failed,
+            tokens: c.tokens.load(Ordering::Relaxed),
+            elapsed_ns: ns_since(shared.origin, Instant::now()),
+        }
+    };
+    let mut tick = tokio::time::interval_at(origin + PROGRESS_EVERY, PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lost = 0u32;
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                Some(Ok(())) => {}
+                // A worker that panicked wrote no record: count it so totals still add up.
+                Some(Err(e)) => {
+                    tracing::error!("request task of cycle {cycle_id} failed: {e}");
+                    lost += 1;
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                log.append(RecordBody::Progress(progress(&shared)));
+            }
+        }
+    }
+    let last = progress(&shared);
+    log.append(RecordBody::Progress(last));
+    let done = CycleDone {
+        cycle_id,
+        requests: level,
+        completed: last.completed,
+        failed: last.failed + lost,
+        aborted: shared.cancel.is_cancelled(),
+    };
+    log.append(RecordBody::CycleDone(done));
+    done
+}
+
+/// The state of one request as it is measured.
+struct Measure {
+    rec: RequestRecord,
+    done: bool,
+}
+
+impl Measure {
+    /// Records a failure; the first one wins, later ones are its consequences.
+    fn fail(&mut self, kind: OutcomeKind, error: impl Into<String>) {
+        if !self.rec.outcome.is_failure() {
+            self.rec.outcome = kind;
+            self.rec.error = error.into();
+        }
+    }
+}
+
+async fn run_request(s: &Shared, request_id: u32, intended: Duration) -> RequestRecord {
+    let intended_at = s.origin + intended;
+    tokio::time::sleep_until(intended_at).await;
+    let deadline = intended_at + s.plan.request_timeout;
+    let sent = Instant::now();
+    let mut m = Measure {
+        rec: RequestRecord {
+            cycle_id: s.plan.cycle_id,
+            request_id,
+            intended_start_ns: ns_since(s.origin, intended_at),
+            sent_ns: ns_since(s.origin, sent),
+            first_byte_ns: None,
+            first_token_ns: None,
+            last_token_ns: None,
+            end_ns: 0,
+            status_code: None,
+            // Provisional: any failure overwrites it; a stream that never says done is truncated.
+            outcome: OutcomeKind::Completed,
+            error: String::new(),
+            output_tokens: 0,
+            token_source: TokenSource::Counted,
+            counted_tokens: 0,
+            prompt_tokens: None,
+            server: ServerTimings::default(),
+            done_reason: String::new(),
+            timeline: Vec::new(),
+        },
+        done: false,
+    };
+    tokio::select! {
+        () = exchange(s, &mut m) => {}
+        () = s.cancel.cancelled() => m.fail(OutcomeKind::Aborted, "cycle aborted"),
+        () = tokio::time::sleep_until(deadline) => m.fail(
+            OutcomeKind::Timeout,
+            format!("no complete answer within {:?}", s.plan.request_timeout),
+        ),
+    }
+    let end = Instant::now();
+    let r = &mut m.rec;
+    r.end_ns = ns_since(s.origin, end);
+    r.counted_tokens = r.timeline.iter().map(|c| u64::from(c.tokens)).sum();
+    if r.token_source == TokenSource::Counted {
+        r.output_tokens = r.counted_tokens;
+    }
+    if !m.done && r.outcome == OutcomeKind::Completed {
+        r.outcome = OutcomeKind::Truncated;
+        r.error = "the stream ended before the server said it was done".into();
+    }
+    m.rec
+}
+
+/// Sends the request and reads the stream into `m` until it ends, fails or is done.
+async fn exchange(s: &Shared, m: &mut Measure) {
+    let req = hyper::Request::post(s.uri.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::ACCEPT, "application/x-ndjson")
+        .body(Full::new(s.body.clone()));
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => return m.fail(OutcomeKind::ConnectError, e.to_string()),
+    };
+    let resp = match s.client.request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let what = if e.is_connect() {
+                "cannot connect"
+            } else {
+                "no response"
+            };
+            return m.fail(
+                OutcomeKind::ConnectError,
+                format!("{what}: {}", root_cause(&e)),
+            );
+        }
+    };
+    m.rec.first_byte_ns = Some(ns_since(s.origin, Instant::now()));
+    let status = resp.status();
+    m.rec.status_code = Some(status.as_u16());
+    let body = resp.into_body();
+    if !status.is_success() {
+        let text = read_error_body(body).await;
+        let msg = if text.is_empty() {
+            format!("HTTP {}", status.as_u16())
+        } else {
+            text
+        };
+        return m.fail(OutcomeKind::HttpError, msg);
+    }
+    read_stream(s, m, body).await;
+}
+
+async fn read_error_body(body: Incoming) -> String {
+    match http_body_util::Limited::new(body, MAX_SMALL_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => {
+            let text = ollama::error_text(&b.to_bytes());
+            text.chars().take(500).collect()
+        }
+        Err(e) => format!("(error body unreadable: {e})"),
+    }
+}
+
+async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
+    let mut lines = LineSplitter::new();
+    loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                if !m.done {
+                    m.fail(
+                        OutcomeKind::Truncated,
+                        format!("stream broken: {}", root_cause(&e)),
+                    );
+                }
+                return;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let at = ns_since(s.origin, Instant::now());
+        let mut failure: Option<(OutcomeKind, String)> = None;
+        let pushed = lines.push(&data, |line| {
+            if m.done {
+                return true; // nothing after done counts
+            }
+            let event = match s.plan.api {
+                Api::Ollama => ollama::parse_line(line),
+            };
+            match event {
+                Ok(StreamEvent::Tokens(n)) => {
+                    on_tokens(s, &mut m.rec, at, n);
+                    true
+                }
+                Ok(StreamEvent::Done(f)) => {
+                    on_tokens(s, &mut m.rec, at, f.tokens_in_line);
+                    if let Some(n) = f.output_tokens {
+                        m.rec.output_tokens = n;
+                        m.rec.token_source = TokenSource::Server;
+                    }
+                    m.rec.prompt_tokens = f.prompt_tokens;
+                    m.rec.done_reason = f.done_reason;
+                    m.rec.server = f.timings;
+                    m.done = true;
+                    true
+                }
+                Ok(StreamEvent::Error(e)) => {
+                    failure = Some((OutcomeKind::ServerError, e));
+                    false
+                }
+                Err(e) => {
+                    failure = Some((OutcomeKind::Malformed, e));
+                    false
+                }
+            }
+        });
+        if let Err(e) = pushed {
+            failure = Some((OutcomeKind::Malformed, e.to_string()));
+        }
+        if let Some((kind, e)) = failure {
+            return m.fail(kind, e);
+        }
+    }
+    if !m.done && !lines.remainder().is_empty() {
+        m.fail(
+            OutcomeKind::Truncated,
+            format!(
+                "the stream ended inside a line ({} bytes without a newline)",
+                lines.remainder().len()
+            ),
+        );
+    }
+}
+
+fn on_tokens(s: &Shared, r: &mut RequestRecord, at_ns: u64, tokens: u32) {
+    if tokens == 0 {
+        return;
+    }
+    r.first_token_ns.get_or_insert(at_ns);
+    r.last_token_ns = Some(at_ns);
+    r.timeline.push(TokenChunk {
+        offset_ns: at_ns,
+        tokens,
+    });
+    s.counters
+        .tokens
+        .fetch_add(u64::from(tokens), Ordering::Relaxed);
+}

@@ -1,0 +1,94 @@
+//! The agent's HTTP/1.1 client (hyper): one shared connection pool, plus small JSON GET helpers.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+/// The pooled client every request of an agent goes through.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Largest error or probe body read into memory.
+pub const MAX_SMALL_BODY: usize = 1024 * 1024;
+
+/// Builds the client: no Nagle delay (token chunks are tiny), a connect timeout, keep-alive pool.
+pub fn client(connect_timeout: Duration) -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(conn)
+}
+
+/// A probe GET failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} did not answer within {0:?}", timeout)]
+    Timeout { url: String, timeout: Duration },
+    #[error("invalid URL {0}")]
+    BadUrl(String),
+}
+
+/// The deepest cause's text of an error chain ("connection refused" rather than "client error").
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    let mut text = e.to_string();
+    while let Some(next) = cur.source() {
+        text = next.to_string();
+        cur = next;
+    }
+    text
+}
+
+/// GETs `url` and returns the body (at most [`MAX_SMALL_BODY`] bytes) of a 2xx reply.
+pub async fn get_small(
+    client: &HttpClient,
+    url: &str,
+    timeout: Duration,
+) -> Result<Bytes, GetError> {
+    let uri: hyper::Uri = url.parse().map_err(|_| GetError::BadUrl(url.to_string()))?;
+    let fut = async {
+        let resp = client.get(uri).await.map_err(|e| GetError::Unreachable {
+            url: url.to_string(),
+            reason: root_cause(&e),
+        })?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_SMALL_BODY)
+            .collect()
+            .await
+            .map_err(|e| GetError::Unreachable {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(GetError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body)
+                    .trim()
+                    .chars()
+                    .take(300)
+                    .collect(),
+            });
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| GetError::Timeout {
+            url: url.to_string(),
+            timeout,
+        })?
+}

@@ -1,0 +1,141 @@
+//! tokengun's agent: generates load next to an inference server and streams back what it measured.
+//!
+//! Flow: gRPC [`service`] (shim) -> [`runner`] (owns cycle state) -> [`engine`] (one task per
+//! request) -> [`backend`] parsers -> [`log`] (sequenced records) -> `Results` stream.
+#![forbid(unsafe_code)]
+
+pub mod allow;
+pub mod backend;
+pub mod engine;
+pub mod http;
+pub mod log;
+pub mod ndjson;
+pub mod runner;
+pub mod service;
+
+pub use allow::TargetPolicy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// The agent's own limits and policy, whatever a controller asks.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Reported in Hello; defaults to `hostname-pid`.
+    pub agent_id: String,
+    /// Most concurrent requests one cycle may ask for.
+    pub max_concurrency: u32,
+    /// Which targets it fires at.
+    pub targets: TargetPolicy,
+    /// TCP connect timeout toward the target.
+    pub connect_timeout: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            agent_id: format!(
+                "{}-{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            ),
+            max_concurrency: 10_000,
+            targets: TargetPolicy::LoopbackAnd(Vec::new()),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The agent could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("agent gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Serves the Agent gRPC service on an already-bound listener until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    let config = Arc::new(config);
+    let client = http::client(config.connect_timeout);
+    let log = Arc::new(log::RecordLog::new());
+    let runner = runner::RunnerHandle::spawn(client.clone(), log.clone(), config.max_concurrency);
+    let svc = service::AgentService::new(config, runner, log, client);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(tokengun_proto::agent_server::AgentServer::new(svc))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// An agent serving in this process on a loopback port: the same gRPC path as a remote agent.
+pub struct LocalAgent {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+impl LocalAgent {
+    /// Binds `127.0.0.1:0` and serves.
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let addr = "127.0.0.1:0";
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Bind {
+                addr: addr.into(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| AgentError::Bind {
+            addr: addr.into(),
+            source,
+        })?;
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, config, async {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            addr: local,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and waits at most `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for LocalAgent {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.abort();
+    }
+}

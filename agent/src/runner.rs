@@ -1,0 +1,215 @@
+//! The Runner actor: the one owner of the agent's cycle state (idle, prepared, running).
+
+use crate::engine::{EngineError, PreparedCycle, run_cycle};
+use crate::http::HttpClient;
+use crate::log::RecordLog;
+use std::sync::Arc;
+use tokengun_common::CyclePlan;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Why the runner refused a command.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("the agent is busy with cycle {0}; abort it or wait for it to end")]
+    Busy(u32),
+    #[error("cycle {0} was not prepared on this agent")]
+    NotPrepared(u32),
+    #[error(
+        "level {level} is above this agent's limit of {max} concurrent requests (--max-concurrency)"
+    )]
+    Limit { level: u32, max: u32 },
+    #[error(transparent)]
+    Build(#[from] EngineError),
+    #[error("the agent is shutting down")]
+    Gone,
+}
+
+/// What the runner is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerState {
+    Idle,
+    Prepared(u32),
+    Running(u32),
+}
+
+enum Command {
+    Prepare(CyclePlan, oneshot::Sender<Result<(), RunnerError>>),
+    Start(u32, oneshot::Sender<Result<(), RunnerError>>),
+    Abort(u32, oneshot::Sender<bool>),
+    Status(oneshot::Sender<RunnerState>),
+}
+
+/// Cheap handle to the runner task; the task ends (aborting any cycle) when all handles drop.
+#[derive(Clone)]
+pub struct RunnerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl RunnerHandle {
+    /// Starts the runner task.
+    pub fn spawn(client: HttpClient, log: Arc<RecordLog>, max_concurrency: u32) -> Self {
+        let (tx, rx) = mpsc::channel(32);
+        tokio::spawn(
+            Runner {
+                client,
+                log,
+                max_concurrency,
+                state: State::Idle,
+            }
+            .run(rx),
+        );
+        Self { tx }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, RunnerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| RunnerError::Gone)?;
+        rx.await.map_err(|_| RunnerError::Gone)
+    }
+
+    /// Arms a cycle (replacing any prepared, not yet started one).
+    pub async fn prepare(&self, plan: CyclePlan) -> Result<(), RunnerError> {
+        self.ask(|r| Command::Prepare(plan, r)).await?
+    }
+
+    /// Starts the prepared cycle `cycle_id`.
+    pub async fn start(&self, cycle_id: u32) -> Result<(), RunnerError> {
+        self.ask(|r| Command::Start(cycle_id, r)).await?
+    }
+
+    /// Aborts `cycle_id` if it runs (0 = whatever runs); true when something was running.
+    pub async fn abort(&self, cycle_id: u32) -> Result<bool, RunnerError> {
+        self.ask(|r| Command::Abort(cycle_id, r)).await
+    }
+
+    /// The current state.
+    pub async fn status(&self) -> Result<RunnerState, RunnerError> {
+        self.ask(Command::Status).await
+    }
+}
+
+enum State {
+    Idle,
+    Prepared(PreparedCycle),
+    Running {
+        cycle_id: u32,
+        cancel: CancellationToken,
+    },
+}
+
+struct Runner {
+    client: HttpClient,
+    log: Arc<RecordLog>,
+    max_concurrency: u32,
+    state: State,
+}
+
+impl Runner {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let (done_tx, mut done_rx) = mpsc::channel::<u32>(4);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd, &done_tx),
+                    None => break,
+                },
+                Some(finished) = done_rx.recv() => {
+                    if matches!(self.state, State::Running { cycle_id, .. } if cycle_id == finished) {
+                        self.state = State::Idle;
+                    }
+                }
+            }
+        }
+        if let State::Running { cancel, .. } = &self.state {
+            cancel.cancel();
+        }
+    }
+
+    fn handle(&mut self, cmd: Command, done_tx: &mpsc::Sender<u32>) {
+        match cmd {
+            Command::Prepare(plan, reply) => {
+                let r = self.prepare(plan);
+                let _ = reply.send(r);
+            }
+            Command::Start(cycle_id, reply) => {
+                let r = self.start(cycle_id, done_tx);
+                let _ = reply.send(r);
+            }
+            Command::Abort(id, reply) => {
+                let was = match &self.state {
+                    State::Running { cycle_id, cancel } if id == 0 || id == *cycle_id => {
+                        cancel.cancel();
+                        true
+                    }
+                    _ => false,
+                };
+                if matches!(&self.state, State::Prepared(c) if id == 0 || c.plan().cycle_id == id) {
+                    self.state = State::Idle;
+                }
+                let _ = reply.send(was);
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(match &self.state {
+                    State::Idle => RunnerState::Idle,
+                    State::Prepared(c) => RunnerState::Prepared(c.plan().cycle_id),
+                    State::Running { cycle_id, .. } => RunnerState::Running(*cycle_id),
+                });
+            }
+        }
+    }
+
+    fn prepare(&mut self, plan: CyclePlan) -> Result<(), RunnerError> {
+        if let State::Running { cycle_id, .. } = self.state {
+            return Err(RunnerError::Busy(cycle_id));
+        }
+        if plan.level > self.max_concurrency {
+            return Err(RunnerError::Limit {
+                level: plan.level,
+                max: self.max_concurrency,
+            });
+        }
+        self.state = State::Prepared(PreparedCycle::new(plan)?);
+        Ok(())
+    }
+
+    fn start(&mut self, cycle_id: u32, done_tx: &mpsc::Sender<u32>) -> Result<(), RunnerError> {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Prepared(c) if c.plan().cycle_id == cycle_id => {
+                let cancel = CancellationToken::new();
+                let (client, log, token, done_tx) = (
+                    self.client.clone(),
+                    self.log.clone(),
+                    cancel.clone(),
+                    done_tx.clone(),
+                );
+                tokio::spawn(async move {
+                    run_cycle(client, c, log, token).await;
+                    let _ = done_tx.send(cycle_id).await;
+                });
+                self.state = State::Running { cycle_id, cancel };
+                Ok(())
+            }
+            State::Running {
+                cycle_id: running,
+                cancel,
+            } => {
+                self.state = State::Running {
+                    cycle_id: running,
+                    cancel,
+                };
+                Err(RunnerError::Busy(running))
+            }
+            other => {
+                self.state = other;
+                Err(RunnerError::NotPrepared(cycle_id))
+            }
+        }
+    }
+}

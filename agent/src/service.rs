@@ -1,0 +1,230 @@
+//! The gRPC service: a thin shim that validates, forwards to the Runner, and streams the log.
+
+use crate::AgentConfig;
+use crate::allow::{AllowError, check_target};
+use crate::backend::ollama;
+use crate::http::{GetError, HttpClient, get_small};
+use crate::log::RecordLog;
+use crate::runner::{RunnerError, RunnerHandle, RunnerState};
+use futures_util::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokengun_common::{Api, CyclePlan};
+use tokengun_proto::{self as pb, convert};
+use tonic::{Request, Response, Status};
+
+/// Records per streamed batch.
+const BATCH_MAX: usize = 256;
+/// How long a preflight probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Implements `tokengun.v1.Agent`.
+pub struct AgentService {
+    config: Arc<AgentConfig>,
+    runner: RunnerHandle,
+    log: Arc<RecordLog>,
+    client: HttpClient,
+}
+
+impl AgentService {
+    /// A service over a runner and its log.
+    pub fn new(
+        config: Arc<AgentConfig>,
+        runner: RunnerHandle,
+        log: Arc<RecordLog>,
+        client: HttpClient,
+    ) -> Self {
+        Self {
+            config,
+            runner,
+            log,
+            client,
+        }
+    }
+}
+
+fn runner_status(e: RunnerError) -> Status {
+    match e {
+        RunnerError::Busy(_) | RunnerError::NotPrepared(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        RunnerError::Limit { .. } | RunnerError::Build(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        RunnerError::Gone => Status::unavailable(e.to_string()),
+    }
+}
+
+fn allow_status(e: AllowError) -> Status {
+    match e {
+        AllowError::NotAllowed { .. } => Status::permission_denied(e.to_string()),
+        AllowError::BadUrl(_) => Status::invalid_argument(e.to_string()),
+        AllowError::Resolve { .. } => Status::unavailable(e.to_string()),
+    }
+}
+
+type ResultsStream = Pin<Box<dyn Stream<Item = Result<pb::ResultBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for AgentService {
+    async fn hello(
+        &self,
+        req: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloReply>, Status> {
+        let req = req.into_inner();
+        if req.protocol_version != tokengun_proto::PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol mismatch: controller speaks version {} (tokengun {}), this agent speaks {} (tokengun-agent {}); \
+                 install the same tokengun version on both",
+                req.protocol_version,
+                req.controller_version,
+                tokengun_proto::PROTOCOL_VERSION,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        Ok(Response::new(pb::HelloReply {
+            protocol_version: tokengun_proto::PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            agent_id: self.config.agent_id.clone(),
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            capabilities: vec!["api:ollama".into(), "shape:burst".into()],
+            max_concurrency: self.config.max_concurrency,
+        }))
+    }
+
+    async fn preflight(
+        &self,
+        req: Request<pb::PreflightRequest>,
+    ) -> Result<Response<pb::PreflightReply>, Status> {
+        let req = req.into_inner();
+        let api =
+            convert::api_from_wire(req.api).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        check_target(&self.config.targets, &req.target_url)
+            .await
+            .map_err(allow_status)?;
+        let base = req.target_url.trim_end_matches('/');
+        match api {
+            Api::Ollama => {
+                let tags_url = format!("{base}/api/tags");
+                let tags = get_small(&self.client, &tags_url, PROBE_TIMEOUT)
+                    .await
+                    .map_err(|e| match e {
+                        GetError::Unreachable { .. } | GetError::Timeout { .. } => Status::unavailable(e.to_string()),
+                        _ => Status::failed_precondition(format!(
+                            "{e} (is {base} an Ollama server? its /api/tags did not answer as Ollama does)"
+                        )),
+                    })?;
+                let models = ollama::parse_tags(&tags).map_err(|e| {
+                    Status::failed_precondition(format!(
+                        "{tags_url} did not answer as Ollama does ({e}); is {base} an Ollama server?"
+                    ))
+                })?;
+                let version =
+                    get_small(&self.client, &format!("{base}/api/version"), PROBE_TIMEOUT)
+                        .await
+                        .ok()
+                        .and_then(|b| ollama::parse_version(&b))
+                        .unwrap_or_default();
+                Ok(Response::new(pb::PreflightReply {
+                    server_version: version,
+                    models,
+                }))
+            }
+        }
+    }
+
+    async fn prepare(
+        &self,
+        req: Request<pb::PrepareRequest>,
+    ) -> Result<Response<pb::PrepareReply>, Status> {
+        let wire = req
+            .into_inner()
+            .plan
+            .ok_or_else(|| Status::invalid_argument("prepare without a plan"))?;
+        let plan =
+            CyclePlan::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        check_target(&self.config.targets, &plan.target_url)
+            .await
+            .map_err(allow_status)?;
+        self.runner.prepare(plan).await.map_err(runner_status)?;
+        Ok(Response::new(pb::PrepareReply {}))
+    }
+
+    async fn start(
+        &self,
+        req: Request<pb::StartRequest>,
+    ) -> Result<Response<pb::StartReply>, Status> {
+        self.runner
+            .start(req.into_inner().cycle_id)
+            .await
+            .map_err(runner_status)?;
+        Ok(Response::new(pb::StartReply {}))
+    }
+
+    type ResultsStream = ResultsStream;
+
+    async fn results(
+        &self,
+        req: Request<pb::ResultsRequest>,
+    ) -> Result<Response<ResultsStream>, Status> {
+        let after = req.into_inner().after_seq;
+        let log = self.log.clone();
+        let wake = log.subscribe();
+        let stream = futures_util::stream::unfold(
+            (log, after, wake),
+            |(log, mut after, mut wake)| async move {
+                loop {
+                    let batch = log.after(after, BATCH_MAX);
+                    if let Some(last) = batch.last() {
+                        after = last.seq;
+                        let records = batch.iter().map(pb::Record::from).collect();
+                        return Some((Ok(pb::ResultBatch { records }), (log, after, wake)));
+                    }
+                    // Mark the current value seen, re-check (an append may have raced), then wait.
+                    wake.borrow_and_update();
+                    if log.after(after, 1).is_empty() && wake.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckReply>, Status> {
+        self.log.ack(req.into_inner().seq);
+        Ok(Response::new(pb::AckReply {}))
+    }
+
+    async fn abort(
+        &self,
+        req: Request<pb::AbortRequest>,
+    ) -> Result<Response<pb::AbortReply>, Status> {
+        let was_running = self
+            .runner
+            .abort(req.into_inner().cycle_id)
+            .await
+            .map_err(runner_status)?;
+        Ok(Response::new(pb::AbortReply { was_running }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        let state = self.runner.status().await.map_err(runner_status)?;
+        let (last_seq, acked_seq, _) = self.log.counts();
+        let (state, cycle_id) = match state {
+            RunnerState::Idle => ("idle", 0),
+            RunnerState::Prepared(c) => ("prepared", c),
+            RunnerState::Running(c) => ("running", c),
+        };
+        Ok(Response::new(pb::StatusReply {
+            state: state.into(),
+            cycle_id,
+            last_seq,
+            acked_seq,
+        }))
+    }
+}

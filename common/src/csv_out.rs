@@ -1,0 +1,346 @@
+//! The study's CSV files (kept column for column, extra columns after) and `cycles.csv`.
+
+use crate::record::RequestRecord;
+use crate::stats::CycleSummary;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A results file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Csv {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn csv_err(path: &Path) -> impl FnOnce(csv::Error) -> OutputError + '_ {
+    move |source| OutputError::Csv {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn writer(path: &Path) -> Result<csv::Writer<BufWriter<File>>, OutputError> {
+    let f = File::create(path).map_err(io_err(path))?;
+    Ok(csv::Writer::from_writer(BufWriter::new(f)))
+}
+
+fn secs(ns: u64) -> String {
+    format!("{:.6}", ns as f64 / 1e9)
+}
+
+fn opt_s(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.6}")).unwrap_or_default()
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// Columns of `request_summary.csv`: the study's eight, then tokengun's.
+pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
+    "RequestID",
+    "TTFB",
+    "TotalDuration",
+    "ResponseDuration",
+    "WaitingTime",
+    "TokenCount",
+    "StatusCode",
+    "Status",
+    "TTFT",
+    "TokensPerSecond",
+    "TokenSource",
+    "CountedTokens",
+    "PromptTokens",
+    "ErrorKind",
+    "Error",
+    "DoneReason",
+    "IntendedStart",
+    "Sent",
+    "FirstByte",
+    "FirstToken",
+    "LastToken",
+    "End",
+    "ServerTotalDuration",
+    "ServerLoadDuration",
+    "ServerPromptEvalDuration",
+    "ServerEvalDuration",
+];
+
+/// Writes `request_summary.csv`: one row per request, in order of completion.
+pub fn write_request_summary(path: &Path, records: &[RequestRecord]) -> Result<(), OutputError> {
+    let mut w = writer(path)?;
+    w.write_record(REQUEST_SUMMARY_HEADER)
+        .map_err(csv_err(path))?;
+    let mut order: Vec<&RequestRecord> = records.iter().collect();
+    order.sort_by_key(|r| (r.end_ns, r.request_id));
+    for r in order {
+        let ns_s = |v: Option<u64>| v.map(secs).unwrap_or_default();
+        let row = [
+            r.request_id.to_string(),
+            opt_s(r.ttfb_s()),
+            format!("{:.6}", r.total_s()),
+            opt_s(r.response_s()),
+            opt_s(r.waiting_s()),
+            r.output_tokens.to_string(),
+            opt(r.status_code),
+            r.outcome.status_text().to_string(),
+            opt_s(r.ttft_s()),
+            r.tokens_per_s()
+                .map(|x| format!("{x:.3}"))
+                .unwrap_or_default(),
+            r.token_source.as_str().to_string(),
+            r.counted_tokens.to_string(),
+            opt(r.prompt_tokens),
+            if r.outcome.is_failure() {
+                r.outcome.as_str().to_string()
+            } else {
+                String::new()
+            },
+            r.error.clone(),
+            r.done_reason.clone(),
+            secs(r.intended_start_ns),
+            secs(r.sent_ns),
+            ns_s(r.first_byte_ns),
+            ns_s(r.first_token_ns),
+            ns_s(r.last_token_ns),
+            secs(r.end_ns),
+            ns_s(r.server.total_ns),
+            ns_s(r.server.load_ns),
+            ns_s(r.server.prompt_eval_ns),
+            ns_s(r.server.eval_ns),
+        ];
+        w.write_record(&row).map_err(csv_err(path))?;
+    }
+    w.flush().map_err(io_err(path))
+}
+
+/// Columns of `request_<id>_throughput.csv`.
+pub const THROUGHPUT_HEADER: &[&str] = &[
+    "Timestamp",
+    "TokenCount",
+    "Throughput",
+    "Elapsed",
+    "ChunkTokens",
+];
+
+/// RFC 3339 UTC with milliseconds for a cycle origin plus an offset.
+pub fn timestamp(origin_unix_ns: i64, offset_ns: u64) -> String {
+    let origin = if origin_unix_ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(origin_unix_ns.unsigned_abs())
+    } else {
+        UNIX_EPOCH
+    };
+    let t: SystemTime = origin + Duration::from_nanos(offset_ns);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Writes one request's token timeline. `Throughput` is tokens after the first chunk over the time
+/// since the first chunk: empty on the first row (a rate needs two points), never a division by ~0.
+pub fn write_throughput(
+    path: &Path,
+    r: &RequestRecord,
+    origin_unix_ns: i64,
+) -> Result<(), OutputError> {
+    let mut w = writer(path)?;
+    w.write_record(THROUGHPUT_HEADER).map_err(csv_err(path))?;
+    let mut cumulative = 0u64;
+    let first = r.timeline.first().copied();
+    for c in &r.timeline {
+        cumulative += u64::from(c.tokens);
+        let rate = first.and_then(|f| {
+            let dt_s = c.offset_ns.saturating_sub(f.offset_ns) as f64 / 1e9;
+            (dt_s > 0.0).then(|| (cumulative - u64::from(f.tokens)) as f64 / dt_s)
+        });
+        let row = [
+            timestamp(origin_unix_ns, c.offset_ns),
+            cumulative.to_string(),
+            rate.map(|x| format!("{x:.2}")).unwrap_or_default(),
+            secs(c.offset_ns.saturating_sub(r.intended_start_ns)),
+            c.tokens.to_string(),
+        ];
+        w.write_record(&row).map_err(csv_err(path))?;
+    }
+    w.flush().map_err(io_err(path))
+}
+
+/// Columns of `cycles.csv`.
+pub const CYCLES_HEADER: &[&str] = &[
+    "model",
+    "level",
+    "requests",
+    "completed",
+    "failed",
+    "error_rate",
+    "duration_s",
+    "output_tokens",
+    "aggregate_tokens_per_s",
+    "requests_per_s",
+    "ttft_p50_s",
+    "ttft_p90_s",
+    "ttft_p99_s",
+    "e2e_p50_s",
+    "e2e_p99_s",
+    "mean_request_tokens_per_s",
+    "goodput_requests",
+    "slo_tokens_per_s",
+    "errors_by_kind",
+    "partial",
+];
+
+/// `cycles.csv`, appended and flushed after every cycle so an interrupted run keeps its rows.
+pub struct CyclesCsv {
+    path: PathBuf,
+    w: csv::Writer<BufWriter<File>>,
+}
+
+impl CyclesCsv {
+    /// Creates the file and writes its header.
+    pub fn create(path: &Path) -> Result<Self, OutputError> {
+        let mut w = writer(path)?;
+        w.write_record(CYCLES_HEADER).map_err(csv_err(path))?;
+        w.flush().map_err(io_err(path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            w,
+        })
+    }
+
+    /// Appends one cycle and flushes it to disk.
+    pub fn append(&mut self, s: &CycleSummary) -> Result<(), OutputError> {
+        let f3 = |x: f64| format!("{x:.3}");
+        let row = [
+            s.model.clone(),
+            s.level.to_string(),
+            s.requests.to_string(),
+            s.completed.to_string(),
+            s.failed.to_string(),
+            format!("{:.4}", s.error_rate),
+            format!("{:.6}", s.duration_s),
+            s.output_tokens.to_string(),
+            f3(s.aggregate_tokens_per_s),
+            format!("{:.4}", s.requests_per_s),
+            opt_s(s.ttft_p50_s),
+            opt_s(s.ttft_p90_s),
+            opt_s(s.ttft_p99_s),
+            opt_s(s.e2e_p50_s),
+            opt_s(s.e2e_p99_s),
+            s.mean_request_tokens_per_s.map(f3).unwrap_or_default(),
+            s.goodput_requests.to_string(),
+            f3(s.slo_tokens_per_s),
+            s.errors_by_kind.clone(),
+            s.partial.to_string(),
+        ];
+        self.w.write_record(&row).map_err(csv_err(&self.path))?;
+        self.w.flush().map_err(io_err(&self.path))?;
+        self.w
+            .get_ref()
+            .get_ref()
+            .sync_data()
+            .map_err(io_err(&self.path))
+    }
+}
+
+/// Writes bytes to `path` through a temporary file and a rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_data().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{OutcomeKind, ServerTimings, TokenChunk, TokenSource};
+
+    fn record() -> RequestRecord {
+        RequestRecord {
+            cycle_id: 1,
+            request_id: 7,
+            intended_start_ns: 0,
+            sent_ns: 0,
+            first_byte_ns: Some(2_000_000_000),
+            first_token_ns: Some(2_000_000_000),
+            last_token_ns: Some(2_200_000_000),
+            end_ns: 2_300_000_000,
+            status_code: Some(200),
+            outcome: OutcomeKind::Completed,
+            error: String::new(),
+            output_tokens: 3,
+            token_source: TokenSource::Server,
+            counted_tokens: 3,
+            prompt_tokens: Some(12),
+            server: ServerTimings::default(),
+            done_reason: "stop".into(),
+            timeline: vec![
+                TokenChunk {
+                    offset_ns: 2_000_000_000,
+                    tokens: 1,
+                },
+                TokenChunk {
+                    offset_ns: 2_000_000_000,
+                    tokens: 1,
+                },
+                TokenChunk {
+                    offset_ns: 2_200_000_000,
+                    tokens: 1,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn throughput_rows_are_finite_and_the_first_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        write_throughput(&p, &record(), 1_700_000_000_000_000_000).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            rows[0],
+            "Timestamp,TokenCount,Throughput,Elapsed,ChunkTokens"
+        );
+        assert_eq!(rows[1], "2023-11-14T22:13:22.000Z,1,,2.000000,1");
+        // Same instant as the first chunk: no rate rather than infinity.
+        assert_eq!(rows[2], "2023-11-14T22:13:22.000Z,2,,2.000000,1");
+        assert_eq!(rows[3], "2023-11-14T22:13:22.200Z,3,10.00,2.200000,1");
+    }
+
+    #[test]
+    fn summary_keeps_the_study_columns_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.csv");
+        write_request_summary(&p, &[record()]).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut lines = text.lines();
+        assert!(lines.next().unwrap().starts_with(
+            "RequestID,TTFB,TotalDuration,ResponseDuration,WaitingTime,TokenCount,StatusCode,Status,"
+        ));
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("7,2.000000,2.300000,0.200000,2.000000,3,200,Completed,")
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! What agents report: per-request records with their token timelines, progress and cycle ends.
+
+use serde::{Deserialize, Serialize};
+
+/// How a request ended. Everything but `Completed` counts as failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// The server finished the stream (`done: true`).
+    Completed,
+    /// The server answered with a non-2xx status.
+    HttpError,
+    /// No connection, or it was refused or reset before any response.
+    ConnectError,
+    /// The per-request timeout fired.
+    Timeout,
+    /// A line of the stream was not valid JSON of the expected shape.
+    Malformed,
+    /// The stream ended (EOF, reset or a broken chunk) before the server said it was done.
+    Truncated,
+    /// The server put an `error` in the stream of a 200 response.
+    ServerError,
+    /// The cycle was aborted (Ctrl-C, `Abort`) while the request ran.
+    Aborted,
+}
+
+impl OutcomeKind {
+    /// The `Status` column text (`Completed` as in the study; failures name their kind).
+    pub fn status_text(self) -> &'static str {
+        match self {
+            OutcomeKind::Completed => "Completed",
+            OutcomeKind::HttpError => "Failed: http",
+            OutcomeKind::ConnectError => "Failed: connect",
+            OutcomeKind::Timeout => "Failed: timeout",
+            OutcomeKind::Malformed => "Failed: malformed",
+            OutcomeKind::Truncated => "Failed: truncated",
+            OutcomeKind::ServerError => "Failed: server error",
+            OutcomeKind::Aborted => "Aborted",
+        }
+    }
+
+    /// Short machine name (`ErrorKind` column, `errors_by_kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Completed => "completed",
+            OutcomeKind::HttpError => "http_error",
+            OutcomeKind::ConnectError => "connect_error",
+            OutcomeKind::Timeout => "timeout",
+            OutcomeKind::Malformed => "malformed",
+            OutcomeKind::Truncated => "truncated",
+            OutcomeKind::ServerError => "server_error",
+            OutcomeKind::Aborted => "aborted",
+        }
+    }
+
+    /// True for every outcome but `Completed`.
+    pub fn is_failure(self) -> bool {
+        self != OutcomeKind::Completed
+    }
+}
+
+/// Where `output_tokens` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenSource {
+    /// The server's own count (`eval_count`).
+    Server,
+    /// tokengun counted content-bearing stream chunks (no server count was given).
+    Counted,
+}
+
+impl TokenSource {
+    /// Column text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Server => "server",
+            TokenSource::Counted => "counted",
+        }
+    }
+}
+
+/// Server-side timings, when the API reports them (Ollama's final line), in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerTimings {
+    pub total_ns: Option<u64>,
+    pub load_ns: Option<u64>,
+    pub prompt_eval_ns: Option<u64>,
+    pub eval_ns: Option<u64>,
+}
+
+/// One content-bearing chunk of a stream: when it arrived and how many tokens it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenChunk {
+    /// Arrival, ns from the cycle origin (agent monotonic clock).
+    pub offset_ns: u64,
+    pub tokens: u32,
+}
+
+/// Everything measured about one request. Offsets are ns from the cycle origin on the agent's
+/// monotonic clock; `None` means the moment never came.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub cycle_id: u32,
+    /// 1-based within the cycle, as the study numbered them.
+    pub request_id: u32,
+    /// When the schedule meant the request to start; latencies count from here.
+    pub intended_start_ns: u64,
+    /// When the request was handed to the HTTP client.
+    pub sent_ns: u64,
+    /// First byte of the response (status line and headers).
+    pub first_byte_ns: Option<u64>,
+    /// First chunk carrying generated text (answer or reasoning).
+    pub first_token_ns: Option<u64>,
+    /// Last chunk carrying generated text.
+    pub last_token_ns: Option<u64>,
+    /// The request ended (success or failure).
+    pub end_ns: u64,
+    pub status_code: Option<u16>,
+    pub outcome: OutcomeKind,
+    /// The server's error text or the client's, empty on success.
+    pub error: String,
+    /// Authoritative output token count (see `token_source`).
+    pub output_tokens: u64,
+    pub token_source: TokenSource,
+    /// Tokens counted from the stream's chunks (one per content chunk unless told otherwise).
+    pub counted_tokens: u64,
+    pub prompt_tokens: Option<u64>,
+    pub server: ServerTimings,
+    /// Why the server stopped (`stop`, `length`, ...), empty when unknown.
+    pub done_reason: String,
+    /// Every content-bearing chunk, in arrival order.
+    pub timeline: Vec<TokenChunk>,
+}
+
+const NS_PER_S: f64 = 1e9;
+
+fn span_s(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / NS_PER_S
+}
+
+impl RequestRecord {
+    /// Sent -> first response byte, seconds.
+    pub fn ttfb_s(&self) -> Option<f64> {
+        self.first_byte_ns.map(|t| span_s(self.sent_ns, t))
+    }
+
+    /// Intended start -> first response byte, seconds: time spent waiting for the server to answer.
+    pub fn waiting_s(&self) -> Option<f64> {
+        self.first_byte_ns
+            .map(|t| span_s(self.intended_start_ns, t))
+    }
+
+    /// Intended start -> first generated token, seconds.
+    pub fn ttft_s(&self) -> Option<f64> {
+        self.first_token_ns
+            .map(|t| span_s(self.intended_start_ns, t))
+    }
+
+    /// Intended start -> end, seconds.
+    pub fn total_s(&self) -> f64 {
+        span_s(self.intended_start_ns, self.end_ns)
+    }
+
+    /// First token -> last token, seconds (the study's "active duration").
+    pub fn response_s(&self) -> Option<f64> {
+        match (self.first_token_ns, self.last_token_ns) {
+            (Some(a), Some(b)) => Some(span_s(a, b)),
+            _ => None,
+        }
+    }
+
+    /// Decode rate: tokens after the first chunk over first -> last token, tokens/s.
+    /// `None` when fewer than two chunks arrived or they arrived at the same instant.
+    pub fn tokens_per_s(&self) -> Option<f64> {
+        let first = self.timeline.first()?;
+        let last = self.timeline.last()?;
+        let dt = span_s(first.offset_ns, last.offset_ns);
+        if self.timeline.len() < 2 || dt <= 0.0 {
+            return None;
+        }
+        let after_first: u64 = self.timeline[1..].iter().map(|c| u64::from(c.tokens)).sum();
+        Some(after_first as f64 / dt)
+    }
+
+    /// Mean time between chunks after the first (time per output token when one chunk = one token).
+    pub fn tpot_s(&self) -> Option<f64> {
+        self.tokens_per_s().filter(|r| *r > 0.0).map(|r| 1.0 / r)
+    }
+}
+
+/// A periodic snapshot of a running cycle, for live views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub cycle_id: u32,
+    pub in_flight: u32,
+    pub completed: u32,
+    pub failed: u32,
+    /// Tokens counted so far over all requests of the cycle.
+    pub tokens: u64,
+    pub elapsed_ns: u64,
+}
+
+/// The end of a cycle on one agent, with its own totals for cross-checking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleDone {
+    pub cycle_id: u32,
+    pub requests: u32,
+    pub completed: u32,
+    pub failed: u32,
+    /// The cycle was stopped before all requests ended on their own.
+    pub aborted: bool,
+}
+
+/// What a record says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordBody {
+    /// A cycle began; `started_unix_ns` is the wall clock at its monotonic origin.
+    CycleStarted {
+        cycle_id: u32,
+        started_unix_ns: i64,
+    },
+    Request(Box<RequestRecord>),
+    Progress(Progress),
+    CycleDone(CycleDone),
+}
+
+/// A record with its per-agent sequence number (from 1, no gaps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub seq: u64,
+    pub body: RecordBody,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(timeline: &[(u64, u32)]) -> RequestRecord {
+        RequestRecord {
+            cycle_id: 1,
+            request_id: 1,
+            intended_start_ns: 0,
+            sent_ns: 1_000_000,
+            first_byte_ns: Some(100_000_000),
+            first_token_ns: timeline.first().map(|c| c.0),
+            last_token_ns: timeline.last().map(|c| c.0),
+            end_ns: 2_000_000_000,
+            status_code: Some(200),
+            outcome: OutcomeKind::Completed,
+            error: String::new(),
+            output_tokens: timeline.iter().map(|c| u64::from(c.1)).sum(),
+            token_source: TokenSource::Counted,
+            counted_tokens: 0,
+            prompt_tokens: None,
+            server: ServerTimings::default(),
+            done_reason: String::new(),
+            timeline: timeline
+                .iter()
+                .map(|&(offset_ns, tokens)| TokenChunk { offset_ns, tokens })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn durations_follow_their_definitions() {
+        let r = rec(&[(100_000_000, 1), (200_000_000, 1), (300_000_000, 1)]);
+        assert!((r.ttfb_s().unwrap() - 0.099).abs() < 1e-12);
+        assert!((r.waiting_s().unwrap() - 0.1).abs() < 1e-12);
+        assert!((r.ttft_s().unwrap() - 0.1).abs() < 1e-12);
+        assert!((r.response_s().unwrap() - 0.2).abs() < 1e-12);
+        assert!((r.total_s() - 2.0).abs() < 1e-12);
+        assert!((r.tokens_per_s().unwrap() - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_single_chunk_has_no_rate() {
+        assert_eq!(rec(&[(5, 1)]).tokens_per_s(), None);
+        assert_eq!(rec(&[]).tokens_per_s(), None);
+        assert_eq!(rec(&[(5, 1), (5, 1)]).tokens_per_s(), None);
+    }
+}

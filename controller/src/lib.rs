@@ -1,0 +1,73 @@
+//! tokengun's controller: the CLI, the orchestrator of cycles, agent links, result writers.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod console;
+pub mod link;
+pub mod orchestrator;
+pub mod output;
+
+use cli::{Cli, Command};
+use console::Console;
+use orchestrator::RunError;
+use output::RunStatus;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code when the user interrupted a run (results kept), as shells report SIGINT.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs a parsed command line; returns the process exit code. `stop` is cancelled on Ctrl-C.
+pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
+    match cli.command {
+        Command::Run(args) => {
+            let cfg = match args.config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 2;
+                }
+            };
+            let mut console = Console::new(args.quiet);
+            match orchestrator::run(cfg, &mut console, stop).await {
+                Ok(report) => {
+                    println!("\nresults: {}", report.run_dir.display());
+                    match report.status {
+                        RunStatus::Interrupted => {
+                            eprintln!(
+                                "interrupted: finished cycles and the partial one are written"
+                            );
+                            EXIT_INTERRUPTED
+                        }
+                        _ => 0,
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    match e {
+                        RunError::Plan(_) | RunError::TooManyAgents(_) => 2,
+                        _ => 1,
+                    }
+                }
+            }
+        }
+        Command::Sim(args) => {
+            let config = args.config();
+            let handle = match tokengun_simulator::SimHandle::start(&args.listen, config).await {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            };
+            println!(
+                "tokengun simulator serving Ollama's API on {} (models: {}); Ctrl-C to stop",
+                handle.url(),
+                args.models.join(", ")
+            );
+            stop.cancelled().await;
+            handle.stop(Duration::from_secs(2)).await;
+            0
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The controller's link to one agent: a tonic client with timeouts and errors that say what to do.
+
+use std::time::Duration;
+use tokengun_common::{Api, CyclePlan, Record};
+use tokengun_proto::{self as pb, agent_client::AgentClient, convert};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long a unary call may take before the agent counts as not answering.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Preflight probes the target from the agent, so it gets longer.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Talking to an agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("invalid agent address {0:?}: use HOST:PORT, e.g. 127.0.0.1:7411")]
+    Address(String),
+    #[error(
+        "agent at {addr} did not answer ({reason}); is `tokengun-agent serve` running there and reachable?"
+    )]
+    Unreachable { addr: String, reason: String },
+    #[error("agent at {addr}: {call} did not answer within {timeout:?}")]
+    Timeout {
+        addr: String,
+        call: &'static str,
+        timeout: Duration,
+    },
+    #[error("agent at {addr}: {message}")]
+    Refused {
+        addr: String,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("agent at {addr} sent a record it could not have meant: {reason}")]
+    Protocol { addr: String, reason: String },
+}
+
+/// What the agent said about itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentInfo {
+    pub address: String,
+    pub agent_id: String,
+    pub version: String,
+    pub hostname: String,
+    pub capabilities: Vec<String>,
+    pub max_concurrency: u32,
+    pub in_process: bool,
+}
+
+/// What the agent found at the target.
+#[derive(Debug, Clone)]
+pub struct TargetInfo {
+    pub server_version: Option<String>,
+    pub models: Vec<String>,
+}
+
+/// One connected agent.
+#[derive(Clone)]
+pub struct AgentLink {
+    addr: String,
+    client: AgentClient<Channel>,
+}
+
+impl AgentLink {
+    /// Connects (TCP + HTTP/2) within `timeout`.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, LinkError> {
+        let trimmed = addr.trim();
+        let uri = if trimmed.starts_with("http://") {
+            trimmed.to_string()
+        } else {
+            format!("http://{trimmed}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|_| LinkError::Address(addr.to_string()))?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let channel = tokio::time::timeout(timeout, endpoint.connect())
+            .await
+            .map_err(|_| LinkError::Unreachable {
+                addr: addr.to_string(),
+                reason: format!("no connection within {timeout:?}"),
+            })?
+            .map_err(|e| LinkError::Unreachable {
+                addr: addr.to_string(),
+                reason: tokengun_agent::http::root_cause(&e),
+            })?;
+        Ok(Self {
+            addr: trimmed.to_string(),
+            client: AgentClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+
+    /// The address as given.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn status(&self, s: tonic::Status) -> LinkError {
+        match s.code() {
+            tonic::Code::Unavailable
+                if s.message().contains("transport") || s.message().is_empty() =>
+            {
+                LinkError::Unreachable {
+                    addr: self.addr.clone(),
+                    reason: s.message().to_string(),
+                }
+            }
+            code => LinkError::Refused {
+                addr: self.addr.clone(),
+                code,
+                message: s.message().to_string(),
+            },
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        call: &'static str,
+        timeout: Duration,
+        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, LinkError> {
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(LinkError::Timeout {
+                addr: self.addr.clone(),
+                call,
+                timeout,
+            }),
+            Ok(Err(s)) => Err(self.status(s)),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+        }
+    }
+
+    /// Handshake: protocol version check and the agent's identity.
+    pub async fn hello(&self, in_process: bool) -> Result<AgentInfo, LinkError> {
+        let mut c = self.client.clone();
+        let r = self
+            .call(
+                "Hello",
+                CALL_TIMEOUT,
+                c.hello(pb::HelloRequest {
+                    protocol_version: tokengun_proto::PROTOCOL_VERSION,
+                    controller_version: env!("CARGO_PKG_VERSION").into(),
+                }),
+            )
+            .await?;
+        if r.protocol_version != tokengun_proto::PROTOCOL_VERSION {
+            return Err(LinkError::Refused {
+                addr: self.addr.clone(),
+                code: tonic::Code::FailedPrecondition,
+                message: format!(
+                    "protocol mismatch: agent speaks version {} (tokengun-agent {}), this controller speaks {}; \
+                     install the same tokengun version on both",
+                    r.protocol_version,
+                    r.agent_version,
+                    tokengun_proto::PROTOCOL_VERSION
+                ),
+            });
+        }
+        Ok(AgentInfo {
+            address: self.addr.clone(),
+            agent_id: r.agent_id,
+            version: r.agent_version,
+            hostname: r.hostname,
+            capabilities: r.capabilities,
+            max_concurrency: r.max_concurrency,
+            in_process,
+        })
+    }
+
+    /// Asks the agent to probe the target.
+    pub async fn preflight(&self, target_url: &str, api: Api) -> Result<TargetInfo, LinkError> {
+        let mut c = self.client.clone();
+        let r = self
+            .call(
+                "Preflight",
+                PREFLIGHT_TIMEOUT,
+                c.preflight(pb::PreflightRequest {
+                    target_url: target_url.into(),
+                    api: convert::api_to(api),
+                }),
+            )
+            .await?;
+        Ok(TargetInfo {
+            server_version: Some(r.server_version).filter(|v| !v.is_empty()),
+            models: r.models,
+        })
+    }
+
+    /// Arms one cycle.
+    pub async fn prepare(&self, plan: &CyclePlan) -> Result<(), LinkError> {
+        let mut c = self.client.clone();
+        self.call(
+            "Prepare",
+            CALL_TIMEOUT,
+            c.prepare(pb::PrepareRequest {
+                plan: Some(plan.into()),
+            }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Starts the prepared cycle.
+    pub async fn start(&self, cycle_id: u32) -> Result<(), LinkError> {
+        let mut c = self.client.clone();
+        self.call(
+            "Start",
+            CALL_TIMEOUT,
+            c.start(pb::StartRequest { cycle_id }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Aborts a cycle; true when it was running.
+    pub async fn abort(&self, cycle_id: u32) -> Result<bool, LinkError> {
+        let mut c = self.client.clone();
+        self.call(
+            "Abort",
+            CALL_TIMEOUT,
+            c.abort(pb::AbortRequest { cycle_id }),
+        )
+        .await
+        .map(|r| r.was_running)
+    }
+
+    /// Tells the agent everything up to `seq` is stored.
+    pub async fn ack(&self, seq: u64) -> Result<(), LinkError> {
+        let mut c = self.client.clone();
+        self.call("Ack", CALL_TIMEOUT, c.ack(pb::AckRequest { seq }))
+            .await
+            .map(drop)
+    }
+
+    /// Opens the results stream after `after_seq` and forwards decoded records into the returned
+    /// channel; the channel ends with `Err` if the stream breaks or carries an undecodable record.
+    pub async fn results(
+        &self,
+        after_seq: u64,
+    ) -> Result<mpsc::Receiver<Result<Record, LinkError>>, LinkError> {
+        let mut c = self.client.clone();
+        let mut stream = self
+            .call(
+                "Results",
+                CALL_TIMEOUT,
+                c.results(pb::ResultsRequest { after_seq }),
+            )
+            .await?;
+        let (tx, rx) = mpsc::channel(4096);
+        let link = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => {
+                        let _ = tx
+                            .send(Err(LinkError::Unreachable {
+                                addr: link.addr.clone(),
+                                reason: "the agent closed the results stream".into(),
+                            }))
+                            .await;
+                        return;
+                    }
+                    Err(s) => {
+                        let _ = tx.send(Err(link.status(s))).await;
+                        return;
+                    }
+                };
+                for wire in item.records {
+                    let rec = Record::try_from(wire).map_err(|e| LinkError::Protocol {
+                        addr: link.addr.clone(),
+                        reason: e.to_string(),
+                    });
+                    let stop = rec.is_err();
+                    if tx.send(rec).await.is_err() || stop {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

@@ -1,0 +1,423 @@
+//! The orchestrator: validates the plan, brings up the simulator and agent if asked, checks the
+//! target, then runs the sweep cycle by cycle, writing each cycle's results as soon as it ends.
+
+use crate::console::Console;
+use crate::link::{AgentInfo, AgentLink, LinkError};
+use crate::output::{Manifest, OutDirError, RunDir, RunStatus, default_run_id, probe_writable};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tokengun_agent::backend::ollama::model_available;
+use tokengun_agent::{AgentConfig, LocalAgent, TargetPolicy};
+use tokengun_common::plan::parse_target;
+use tokengun_common::{
+    Api, CyclePlan, CycleSummary, LoadShape, PlanError, Record, RecordBody, RequestRecord,
+};
+use tokengun_simulator::{SimConfig, SimHandle};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long to wait for an agent to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After an abort, how long in-flight requests get to be recorded.
+const ABORT_GRACE: Duration = Duration::from_secs(10);
+/// Silence on the results stream longer than this, while a cycle runs, means the agent is lost
+/// (progress records arrive every 250 ms).
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Everything a run needs, compiled from flags.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: String,
+    pub api: Api,
+    pub model: String,
+    pub prompt: String,
+    pub levels: Vec<u32>,
+    /// Agent addresses; empty = an agent inside this process.
+    pub agents: Vec<String>,
+    pub out: PathBuf,
+    pub run_id: Option<String>,
+    pub request_timeout: Duration,
+    pub extra_body_json: String,
+    pub slo_tokens_per_s: f64,
+    /// Serve the built-in simulator and aim at it instead of `target`.
+    pub sim: Option<SimConfig>,
+}
+
+/// A run could not start, or broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Output(#[from] OutDirError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("cannot start the simulator: {0}")]
+    Sim(#[from] tokengun_simulator::SimError),
+    #[error("cannot start the in-process agent: {0}")]
+    Agent(#[from] tokengun_agent::AgentError),
+    #[error(
+        "target {target} is unreachable ({reason}); is the server running? start it (e.g. `ollama serve`) or pass --target, or try --sim"
+    )]
+    TargetUnreachable { target: String, reason: String },
+    #[error(
+        "model {model:?} is not on {target}; it has: {available}. Pull it (`ollama pull {model}`) or pass --model with one of those"
+    )]
+    ModelMissing {
+        model: String,
+        target: String,
+        available: String,
+    },
+    #[error("{0} agents given, but this version drives one agent per run; pass a single --agent")]
+    TooManyAgents(usize),
+    #[error(
+        "the run stopped early: {reason}. Results collected so far are in {run_dir} (marked partial)"
+    )]
+    Broken { reason: String, run_dir: PathBuf },
+}
+
+/// What a finished (or interrupted) run produced.
+#[derive(Debug)]
+pub struct RunReport {
+    pub run_dir: PathBuf,
+    pub status: RunStatus,
+    pub cycles: Vec<CycleSummary>,
+}
+
+struct Started {
+    _sim: Option<SimHandle>,
+    _agent: Option<LocalAgent>,
+    link: AgentLink,
+    info: AgentInfo,
+    target: String,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn validate(cfg: &RunConfig) -> Result<(), RunError> {
+    if cfg.levels.is_empty() {
+        return Err(PlanError::NoLevels.into());
+    }
+    if let Some(&l) = cfg
+        .levels
+        .iter()
+        .find(|&&l| l == 0 || l > tokengun_common::plan::MAX_LEVEL)
+    {
+        return Err(PlanError::Level(l).into());
+    }
+    if cfg.model.trim().is_empty() {
+        return Err(PlanError::EmptyModel.into());
+    }
+    if cfg.request_timeout.is_zero() {
+        return Err(PlanError::ZeroTimeout.into());
+    }
+    if cfg.sim.is_none() {
+        parse_target(&cfg.target)?;
+    }
+    if cfg.agents.len() > 1 {
+        return Err(RunError::TooManyAgents(cfg.agents.len()));
+    }
+    Ok(())
+}
+
+async fn bring_up(cfg: &RunConfig) -> Result<Started, RunError> {
+    let sim = match &cfg.sim {
+        Some(sim_cfg) => {
+            let mut sim_cfg = sim_cfg.clone();
+            if !sim_cfg.models.contains(&cfg.model) {
+                sim_cfg.models.push(cfg.model.clone());
+            }
+            Some(SimHandle::start("127.0.0.1:0", sim_cfg).await?)
+        }
+        None => None,
+    };
+    let target = sim
+        .as_ref()
+        .map_or_else(|| cfg.target.clone(), SimHandle::url);
+    let (agent, addr, in_process) = match cfg.agents.first() {
+        Some(a) => (None, a.clone(), false),
+        None => {
+            // The user is the controller here: the in-process agent fires where it is told.
+            let a = LocalAgent::start(AgentConfig {
+                targets: TargetPolicy::Any,
+                ..AgentConfig::default()
+            })
+            .await?;
+            let addr = a.addr().to_string();
+            (Some(a), addr, true)
+        }
+    };
+    let link = AgentLink::connect(&addr, CONNECT_TIMEOUT).await?;
+    let info = link.hello(in_process).await?;
+    Ok(Started {
+        _sim: sim,
+        _agent: agent,
+        link,
+        info,
+        target,
+    })
+}
+
+/// Runs the whole sweep. `stop` cancels it cleanly (Ctrl-C): the running cycle is aborted, every
+/// record already collected is written, and the run is marked interrupted.
+pub async fn run(
+    cfg: RunConfig,
+    console: &mut Console,
+    stop: CancellationToken,
+) -> Result<RunReport, RunError> {
+    validate(&cfg)?;
+    probe_writable(&cfg.out)?;
+    let up = bring_up(&cfg).await?;
+    let target_info = up
+        .link
+        .preflight(&up.target, cfg.api)
+        .await
+        .map_err(|e| match e {
+            LinkError::Refused {
+                code: tonic::Code::Unavailable,
+                message,
+                ..
+            } => RunError::TargetUnreachable {
+                target: up.target.clone(),
+                reason: message,
+            },
+            other => other.into(),
+        })?;
+    if !model_available(&cfg.model, &target_info.models) {
+        return Err(RunError::ModelMissing {
+            model: cfg.model.clone(),
+            target: up.target.clone(),
+            available: if target_info.models.is_empty() {
+                "no models at all".into()
+            } else {
+                target_info.models.join(", ")
+            },
+        });
+    }
+    let run_id = cfg
+        .run_id
+        .clone()
+        .unwrap_or_else(|| default_run_id(SystemTime::now()));
+    let mut dir = RunDir::create(&cfg.out, &run_id)?;
+    let mut manifest = Manifest {
+        tool: "tokengun",
+        version: env!("CARGO_PKG_VERSION"),
+        run_id,
+        status: RunStatus::Running,
+        started_at: now_rfc3339(),
+        ended_at: None,
+        controller_host: gethostname::gethostname().to_string_lossy().into_owned(),
+        target: up.target.clone(),
+        api: cfg.api,
+        model: cfg.model.clone(),
+        prompt: cfg.prompt.clone(),
+        levels: cfg.levels.clone(),
+        shape: "burst",
+        request_timeout_ms: u64::try_from(cfg.request_timeout.as_millis()).unwrap_or(u64::MAX),
+        extra_body_json: cfg.extra_body_json.clone(),
+        slo_tokens_per_s: cfg.slo_tokens_per_s,
+        server_version: target_info.server_version.clone(),
+        simulator: cfg.sim.as_ref().map(sim_manifest),
+        agents: vec![up.info.clone()],
+        cycles: Vec::new(),
+        notes: Vec::new(),
+    };
+    dir.write_manifest(&manifest)?;
+    console.line(&format!(
+        "tokengun {} · target {} ({}) · model {} · levels {:?} · results in {}",
+        env!("CARGO_PKG_VERSION"),
+        up.target,
+        target_info
+            .server_version
+            .as_deref()
+            .map_or_else(|| "version unknown".to_string(), |v| format!("server {v}")),
+        cfg.model,
+        cfg.levels,
+        dir.root().display()
+    ));
+
+    let mut results = up.link.results(0).await?;
+    let mut last_seq = 0u64;
+    let mut broken: Option<String> = None;
+    for (index, &level) in cfg.levels.iter().enumerate() {
+        if stop.is_cancelled() {
+            break;
+        }
+        let plan = CyclePlan {
+            cycle_id: u32::try_from(index + 1).unwrap_or(u32::MAX),
+            level,
+            shape: LoadShape::Burst,
+            target_url: up.target.clone(),
+            api: cfg.api,
+            model: cfg.model.clone(),
+            prompt: cfg.prompt.clone(),
+            request_timeout: cfg.request_timeout,
+            extra_body_json: cfg.extra_body_json.clone(),
+        };
+        plan.validate()?;
+        console.cycle_start(index, cfg.levels.len(), level, &cfg.model);
+        if let Err(e) = start_cycle(&up.link, &plan).await {
+            broken = Some(e.to_string());
+            break;
+        }
+        let outcome =
+            collect_cycle(&up.link, &plan, &mut results, &mut last_seq, console, &stop).await;
+        let partial = outcome.lost.is_some() || outcome.aborted || outcome.gaps > 0;
+        let summary = CycleSummary::from_records(
+            &cfg.model,
+            level,
+            &outcome.records,
+            cfg.slo_tokens_per_s,
+            partial,
+        );
+        dir.write_cycle(cfg.api, &summary, &outcome.records, outcome.origin_unix_ns)?;
+        console.cycle_end(&summary, &outcome.records);
+        if outcome.gaps > 0 {
+            manifest.notes.push(format!(
+                "cycle {}: {} record(s) missing from the agent's stream",
+                plan.cycle_id, outcome.gaps
+            ));
+        }
+        manifest.cycles.push(summary);
+        dir.write_manifest(&manifest)?;
+        // Everything up to here is on disk: the agent may forget it.
+        if outcome.lost.is_none() && last_seq > 0 {
+            if let Err(e) = up.link.ack(last_seq).await {
+                tracing::warn!("ack failed: {e}");
+            }
+        }
+        if let Some(reason) = outcome.lost {
+            broken = Some(reason);
+            break;
+        }
+        if outcome.aborted {
+            break;
+        }
+    }
+    manifest.status = if broken.is_some() {
+        RunStatus::Partial
+    } else if stop.is_cancelled() {
+        RunStatus::Interrupted
+    } else {
+        RunStatus::Complete
+    };
+    if let Some(reason) = &broken {
+        manifest.notes.push(format!("run stopped early: {reason}"));
+    }
+    manifest.ended_at = Some(now_rfc3339());
+    dir.write_manifest(&manifest)?;
+    console.sweep_table(&manifest.cycles);
+    if let Some(reason) = broken {
+        return Err(RunError::Broken {
+            reason,
+            run_dir: dir.root().to_path_buf(),
+        });
+    }
+    Ok(RunReport {
+        run_dir: dir.root().to_path_buf(),
+        status: manifest.status,
+        cycles: manifest.cycles,
+    })
+}
+
+async fn start_cycle(link: &AgentLink, plan: &CyclePlan) -> Result<(), LinkError> {
+    link.prepare(plan).await?;
+    link.start(plan.cycle_id).await
+}
+
+struct CycleOutcome {
+    records: Vec<RequestRecord>,
+    origin_unix_ns: i64,
+    aborted: bool,
+    /// Why the cycle's stream broke off, if it did.
+    lost: Option<String>,
+    /// Sequence numbers that never arrived.
+    gaps: u64,
+}
+
+async fn collect_cycle(
+    link: &AgentLink,
+    plan: &CyclePlan,
+    results: &mut mpsc::Receiver<Result<Record, LinkError>>,
+    last_seq: &mut u64,
+    console: &mut Console,
+    stop: &CancellationToken,
+) -> CycleOutcome {
+    let mut out = CycleOutcome {
+        records: Vec::with_capacity(plan.level as usize),
+        origin_unix_ns: 0,
+        aborted: false,
+        lost: None,
+        gaps: 0,
+    };
+    let mut abort_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let silence = tokio::time::sleep(SILENCE_LIMIT);
+        let grace = async {
+            match abort_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            rec = results.recv() => {
+                let rec = match rec {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => { out.lost = Some(e.to_string()); break; }
+                    None => { out.lost = Some("the results stream ended".into()); break; }
+                };
+                if rec.seq <= *last_seq {
+                    continue; // a replayed duplicate
+                }
+                out.gaps += rec.seq - *last_seq - 1;
+                *last_seq = rec.seq;
+                match rec.body {
+                    RecordBody::CycleStarted { cycle_id, started_unix_ns } if cycle_id == plan.cycle_id => {
+                        out.origin_unix_ns = started_unix_ns;
+                    }
+                    RecordBody::Request(r) if r.cycle_id == plan.cycle_id => out.records.push(*r),
+                    RecordBody::Progress(p) if p.cycle_id == plan.cycle_id => console.progress(plan.level, &p),
+                    RecordBody::CycleDone(d) if d.cycle_id == plan.cycle_id => {
+                        out.aborted |= d.aborted;
+                        break;
+                    }
+                    _ => {} // records of an earlier cycle, already counted
+                }
+            }
+            () = stop.cancelled(), if abort_deadline.is_none() => {
+                console.line("\n  stopping: aborting in-flight requests and keeping what was measured…");
+                out.aborted = true;
+                abort_deadline = Some(tokio::time::Instant::now() + ABORT_GRACE);
+                if let Err(e) = link.abort(plan.cycle_id).await {
+                    out.lost = Some(format!("abort failed: {e}"));
+                    break;
+                }
+            }
+            () = grace => {
+                out.lost = Some(format!("the agent did not finish the aborted cycle within {ABORT_GRACE:?}"));
+                break;
+            }
+            () = silence => {
+                out.lost = Some(format!("no word from the agent for {SILENCE_LIMIT:?}"));
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn sim_manifest(c: &SimConfig) -> serde_json::Value {
+    serde_json::json!({
+        "models": c.models,
+        "ttft_ms": c.ttft.as_secs_f64() * 1e3,
+        "token_delay_ms": c.token_delay.as_secs_f64() * 1e3,
+        "tokens": c.tokens,
+        "slots": c.slots,
+        "fail_every": c.faults.fail_every,
+        "cut_every": c.faults.cut_every,
+        "cut_after_tokens": c.faults.cut_after_tokens,
+        "malformed_every": c.faults.malformed_every,
+    })
+}

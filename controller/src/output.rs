@@ -1,0 +1,166 @@
+//! The run's folder on disk: layout, the study's per-cycle files, `cycles.csv` and `run.json`.
+
+use crate::link::AgentInfo;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use tokengun_common::csv_out::{self, CyclesCsv, OutputError};
+use tokengun_common::{Api, CycleSummary, RequestRecord, path_safe};
+
+/// The output folder cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OutDirError {
+    #[error("cannot write results under {path}: {source}; pass --out with a writable folder")]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] OutputError),
+    #[error("cannot encode run.json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Checks that `out` exists (creating it) and accepts files, before any load is sent.
+pub fn probe_writable(out: &Path) -> Result<(), OutDirError> {
+    let err = |source| OutDirError::NotWritable {
+        path: out.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(out).map_err(err)?;
+    let probe = out.join(format!(".tokengun-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)?;
+    Ok(())
+}
+
+/// A run id from the clock: `20261127T192130Z`.
+pub fn default_run_id(now: SystemTime) -> String {
+    let s = humantime::format_rfc3339_seconds(now).to_string();
+    s.replace(['-', ':'], "")
+}
+
+/// Where a run writes.
+pub struct RunDir {
+    root: PathBuf,
+    cycles: CyclesCsv,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Still going (what an interrupted process leaves behind if it could not finish the file).
+    Running,
+    /// Every level ran to its end.
+    Complete,
+    /// Stopped by the user; finished cycles are whole, the last one partial.
+    Interrupted,
+    /// An agent was lost or records were missing; figures cover what was collected.
+    Partial,
+}
+
+/// The `run.json` manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub controller_host: String,
+    pub target: String,
+    pub api: Api,
+    pub model: String,
+    pub prompt: String,
+    pub levels: Vec<u32>,
+    pub shape: &'static str,
+    pub request_timeout_ms: u64,
+    pub extra_body_json: String,
+    pub slo_tokens_per_s: f64,
+    pub server_version: Option<String>,
+    pub simulator: Option<serde_json::Value>,
+    pub agents: Vec<AgentInfo>,
+    pub cycles: Vec<CycleSummary>,
+    pub notes: Vec<String>,
+}
+
+impl RunDir {
+    /// Creates `<out>/<run_id>` (refusing to reuse one) and its `cycles.csv`.
+    pub fn create(out: &Path, run_id: &str) -> Result<Self, OutDirError> {
+        let root = out.join(path_safe(run_id));
+        std::fs::create_dir(&root).map_err(|source| OutDirError::NotWritable {
+            path: root.clone(),
+            source,
+        })?;
+        let cycles = CyclesCsv::create(&root.join("cycles.csv"))?;
+        Ok(Self { root, cycles })
+    }
+
+    /// The run's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<run>/<api>/<model>/test_results_<level>`, the study's layout.
+    pub fn level_dir(&self, api: Api, model: &str, level: u32) -> PathBuf {
+        self.root
+            .join(api.as_str())
+            .join(path_safe(model))
+            .join(format!("test_results_{level}"))
+    }
+
+    /// Writes one cycle's files and appends its row to `cycles.csv`.
+    pub fn write_cycle(
+        &mut self,
+        api: Api,
+        summary: &CycleSummary,
+        records: &[RequestRecord],
+        origin_unix_ns: i64,
+    ) -> Result<PathBuf, OutDirError> {
+        let dir = self.level_dir(api, &summary.model, summary.level);
+        std::fs::create_dir_all(&dir).map_err(|source| OutDirError::NotWritable {
+            path: dir.clone(),
+            source,
+        })?;
+        csv_out::write_request_summary(&dir.join("request_summary.csv"), records)?;
+        for r in records {
+            csv_out::write_throughput(
+                &dir.join(format!("request_{}_throughput.csv", r.request_id)),
+                r,
+                origin_unix_ns,
+            )?;
+        }
+        self.cycles.append(summary)?;
+        Ok(dir)
+    }
+
+    /// Writes `run.json` atomically.
+    pub fn write_manifest(&self, m: &Manifest) -> Result<(), OutDirError> {
+        let bytes = serde_json::to_vec_pretty(m)?;
+        csv_out::write_atomic(&self.root.join("run.json"), &bytes)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_path_friendly() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(default_run_id(t), "20231114T221320Z");
+    }
+
+    #[test]
+    fn an_unwritable_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let e = probe_writable(&file.join("sub")).unwrap_err();
+        assert!(e.to_string().contains("pass --out"), "{e}");
+    }
+}

@@ -1,0 +1,344 @@
+//! The one place where wire (prost) types and domain types meet; nothing else touches prost types.
+
+use crate as pb;
+use std::time::Duration;
+use tokengun_common as dom;
+
+/// A wire message could not be turned into a domain value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConvertError {
+    #[error("field {0} is missing")]
+    Missing(&'static str),
+    #[error("field {field} has unknown value {value} (is the peer a newer version?)")]
+    UnknownEnum { field: &'static str, value: i32 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn api_from(v: i32) -> Result<dom::Api, ConvertError> {
+    match pb::Api::try_from(v) {
+        Ok(pb::Api::Ollama) => Ok(dom::Api::Ollama),
+        _ => Err(ConvertError::UnknownEnum {
+            field: "api",
+            value: v,
+        }),
+    }
+}
+
+/// Domain API to wire API.
+pub fn api_to(api: dom::Api) -> i32 {
+    match api {
+        dom::Api::Ollama => pb::Api::Ollama as i32,
+    }
+}
+
+/// Wire API to domain API.
+pub fn api_from_wire(v: i32) -> Result<dom::Api, ConvertError> {
+    api_from(v)
+}
+
+impl From<&dom::CyclePlan> for pb::CyclePlan {
+    fn from(p: &dom::CyclePlan) -> Self {
+        pb::CyclePlan {
+            cycle_id: p.cycle_id,
+            level: p.level,
+            shape: match p.shape {
+                dom::LoadShape::Burst => pb::LoadShape::Burst as i32,
+            },
+            target_url: p.target_url.clone(),
+            api: api_to(p.api),
+            model: p.model.clone(),
+            prompt: p.prompt.clone(),
+            request_timeout_ms: u64::try_from(p.request_timeout.as_millis()).unwrap_or(u64::MAX),
+            extra_body_json: p.extra_body_json.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
+    type Error = ConvertError;
+    fn try_from(p: pb::CyclePlan) -> Result<Self, ConvertError> {
+        let shape = match pb::LoadShape::try_from(p.shape) {
+            Ok(pb::LoadShape::Burst) => dom::LoadShape::Burst,
+            _ => {
+                return Err(ConvertError::UnknownEnum {
+                    field: "shape",
+                    value: p.shape,
+                });
+            }
+        };
+        let plan = dom::CyclePlan {
+            cycle_id: p.cycle_id,
+            level: p.level,
+            shape,
+            target_url: p.target_url,
+            api: api_from(p.api)?,
+            model: p.model,
+            prompt: p.prompt,
+            request_timeout: Duration::from_millis(p.request_timeout_ms),
+            extra_body_json: p.extra_body_json,
+        };
+        plan.validate()
+            .map_err(|e| ConvertError::Invalid(e.to_string()))?;
+        Ok(plan)
+    }
+}
+
+fn outcome_to(k: dom::OutcomeKind) -> pb::OutcomeKind {
+    use dom::OutcomeKind as D;
+    use pb::OutcomeKind as P;
+    match k {
+        D::Completed => P::Completed,
+        D::HttpError => P::HttpError,
+        D::ConnectError => P::ConnectError,
+        D::Timeout => P::Timeout,
+        D::Malformed => P::Malformed,
+        D::Truncated => P::Truncated,
+        D::ServerError => P::ServerError,
+        D::Aborted => P::Aborted,
+    }
+}
+
+fn outcome_from(v: i32) -> Result<dom::OutcomeKind, ConvertError> {
+    use dom::OutcomeKind as D;
+    use pb::OutcomeKind as P;
+    Ok(match P::try_from(v) {
+        Ok(P::Completed) => D::Completed,
+        Ok(P::HttpError) => D::HttpError,
+        Ok(P::ConnectError) => D::ConnectError,
+        Ok(P::Timeout) => D::Timeout,
+        Ok(P::Malformed) => D::Malformed,
+        Ok(P::Truncated) => D::Truncated,
+        Ok(P::ServerError) => D::ServerError,
+        Ok(P::Aborted) => D::Aborted,
+        _ => {
+            return Err(ConvertError::UnknownEnum {
+                field: "outcome",
+                value: v,
+            });
+        }
+    })
+}
+
+impl From<&dom::RequestRecord> for pb::RequestRecord {
+    fn from(r: &dom::RequestRecord) -> Self {
+        pb::RequestRecord {
+            cycle_id: r.cycle_id,
+            request_id: r.request_id,
+            intended_start_ns: r.intended_start_ns,
+            sent_ns: r.sent_ns,
+            first_byte_ns: r.first_byte_ns,
+            first_token_ns: r.first_token_ns,
+            last_token_ns: r.last_token_ns,
+            end_ns: r.end_ns,
+            status_code: r.status_code.map(u32::from),
+            outcome: outcome_to(r.outcome) as i32,
+            error: r.error.clone(),
+            output_tokens: r.output_tokens,
+            token_source: match r.token_source {
+                dom::TokenSource::Server => pb::TokenSource::Server,
+                dom::TokenSource::Counted => pb::TokenSource::Counted,
+            } as i32,
+            counted_tokens: r.counted_tokens,
+            prompt_tokens: r.prompt_tokens,
+            server_total_ns: r.server.total_ns,
+            server_load_ns: r.server.load_ns,
+            server_prompt_eval_ns: r.server.prompt_eval_ns,
+            server_eval_ns: r.server.eval_ns,
+            done_reason: r.done_reason.clone(),
+            chunk_offsets_ns: r.timeline.iter().map(|c| c.offset_ns).collect(),
+            chunk_tokens: r.timeline.iter().map(|c| c.tokens).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
+    type Error = ConvertError;
+    fn try_from(r: pb::RequestRecord) -> Result<Self, ConvertError> {
+        if r.chunk_offsets_ns.len() != r.chunk_tokens.len() {
+            return Err(ConvertError::Invalid(format!(
+                "request {}: {} chunk offsets but {} chunk token counts",
+                r.request_id,
+                r.chunk_offsets_ns.len(),
+                r.chunk_tokens.len()
+            )));
+        }
+        let status_code = match r.status_code {
+            Some(c) => Some(u16::try_from(c).map_err(|_| {
+                ConvertError::Invalid(format!("status code {c} is not an HTTP status"))
+            })?),
+            None => None,
+        };
+        let token_source = match pb::TokenSource::try_from(r.token_source) {
+            Ok(pb::TokenSource::Server) => dom::TokenSource::Server,
+            Ok(pb::TokenSource::Counted) => dom::TokenSource::Counted,
+            _ => {
+                return Err(ConvertError::UnknownEnum {
+                    field: "token_source",
+                    value: r.token_source,
+                });
+            }
+        };
+        Ok(dom::RequestRecord {
+            cycle_id: r.cycle_id,
+            request_id: r.request_id,
+            intended_start_ns: r.intended_start_ns,
+            sent_ns: r.sent_ns,
+            first_byte_ns: r.first_byte_ns,
+            first_token_ns: r.first_token_ns,
+            last_token_ns: r.last_token_ns,
+            end_ns: r.end_ns,
+            status_code,
+            outcome: outcome_from(r.outcome)?,
+            error: r.error,
+            output_tokens: r.output_tokens,
+            token_source,
+            counted_tokens: r.counted_tokens,
+            prompt_tokens: r.prompt_tokens,
+            server: dom::ServerTimings {
+                total_ns: r.server_total_ns,
+                load_ns: r.server_load_ns,
+                prompt_eval_ns: r.server_prompt_eval_ns,
+                eval_ns: r.server_eval_ns,
+            },
+            done_reason: r.done_reason,
+            timeline: r
+                .chunk_offsets_ns
+                .into_iter()
+                .zip(r.chunk_tokens)
+                .map(|(offset_ns, tokens)| dom::TokenChunk { offset_ns, tokens })
+                .collect(),
+        })
+    }
+}
+
+impl From<&dom::Record> for pb::Record {
+    fn from(r: &dom::Record) -> Self {
+        use pb::record::Body;
+        let body = match &r.body {
+            dom::RecordBody::CycleStarted {
+                cycle_id,
+                started_unix_ns,
+            } => Body::CycleStarted(pb::CycleStarted {
+                cycle_id: *cycle_id,
+                started_unix_ns: *started_unix_ns,
+            }),
+            dom::RecordBody::Request(q) => Body::Request(q.as_ref().into()),
+            dom::RecordBody::Progress(p) => Body::Progress(pb::Progress {
+                cycle_id: p.cycle_id,
+                in_flight: p.in_flight,
+                completed: p.completed,
+                failed: p.failed,
+                tokens: p.tokens,
+                elapsed_ns: p.elapsed_ns,
+            }),
+            dom::RecordBody::CycleDone(d) => Body::CycleDone(pb::CycleDone {
+                cycle_id: d.cycle_id,
+                requests: d.requests,
+                completed: d.completed,
+                failed: d.failed,
+                aborted: d.aborted,
+            }),
+        };
+        pb::Record {
+            seq: r.seq,
+            body: Some(body),
+        }
+    }
+}
+
+impl TryFrom<pb::Record> for dom::Record {
+    type Error = ConvertError;
+    fn try_from(r: pb::Record) -> Result<Self, ConvertError> {
+        use pb::record::Body;
+        let body = match r.body.ok_or(ConvertError::Missing("record.body"))? {
+            Body::CycleStarted(c) => dom::RecordBody::CycleStarted {
+                cycle_id: c.cycle_id,
+                started_unix_ns: c.started_unix_ns,
+            },
+            Body::Request(q) => dom::RecordBody::Request(Box::new(q.try_into()?)),
+            Body::Progress(p) => dom::RecordBody::Progress(dom::Progress {
+                cycle_id: p.cycle_id,
+                in_flight: p.in_flight,
+                completed: p.completed,
+                failed: p.failed,
+                tokens: p.tokens,
+                elapsed_ns: p.elapsed_ns,
+            }),
+            Body::CycleDone(d) => dom::RecordBody::CycleDone(dom::CycleDone {
+                cycle_id: d.cycle_id,
+                requests: d.requests,
+                completed: d.completed,
+                failed: d.failed,
+                aborted: d.aborted,
+            }),
+        };
+        Ok(dom::Record { seq: r.seq, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_record_round_trips() {
+        let r = dom::RequestRecord {
+            cycle_id: 2,
+            request_id: 5,
+            intended_start_ns: 1,
+            sent_ns: 2,
+            first_byte_ns: Some(3),
+            first_token_ns: Some(4),
+            last_token_ns: None,
+            end_ns: 9,
+            status_code: Some(500),
+            outcome: dom::OutcomeKind::HttpError,
+            error: "boom".into(),
+            output_tokens: 7,
+            token_source: dom::TokenSource::Counted,
+            counted_tokens: 7,
+            prompt_tokens: None,
+            server: dom::ServerTimings {
+                total_ns: Some(1),
+                ..Default::default()
+            },
+            done_reason: String::new(),
+            timeline: vec![dom::TokenChunk {
+                offset_ns: 4,
+                tokens: 7,
+            }],
+        };
+        let rec = dom::Record {
+            seq: 42,
+            body: dom::RecordBody::Request(Box::new(r)),
+        };
+        let wire: pb::Record = (&rec).into();
+        let back: dom::Record = wire.try_into().unwrap();
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn unknown_enums_are_refused() {
+        let mut p: pb::CyclePlan = (&dom::CyclePlan {
+            cycle_id: 1,
+            level: 1,
+            shape: dom::LoadShape::Burst,
+            target_url: "http://127.0.0.1:1".into(),
+            api: dom::Api::Ollama,
+            model: "m".into(),
+            prompt: "p".into(),
+            request_timeout: Duration::from_secs(1),
+            extra_body_json: String::new(),
+        })
+            .into();
+        p.api = 99;
+        assert_eq!(
+            dom::CyclePlan::try_from(p).unwrap_err(),
+            ConvertError::UnknownEnum {
+                field: "api",
+                value: 99
+            }
+        );
+    }
+}
