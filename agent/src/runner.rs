@@ -97,7 +97,7 @@ impl RunnerHandle {
 
 enum State {
     Idle,
-    Prepared(PreparedCycle),
+    Prepared(Box<PreparedCycle>),
     Running {
         cycle_id: u32,
         cancel: CancellationToken,
@@ -175,7 +175,7 @@ impl Runner {
                 max: self.max_concurrency,
             });
         }
-        self.state = State::Prepared(PreparedCycle::new(plan)?);
+        self.state = State::Prepared(Box::new(PreparedCycle::new(plan)?));
         Ok(())
     }
 
@@ -190,7 +190,7 @@ impl Runner {
                     done_tx.clone(),
                 );
                 tokio::spawn(async move {
-                    run_cycle(client, c, log, token).await;
+                    run_cycle(client, *c, log, token).await;
                     let _ = done_tx.send(cycle_id).await;
                 });
                 self.state = State::Running { cycle_id, cancel };

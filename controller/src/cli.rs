@@ -24,8 +24,12 @@ pub enum Command {
     Sim(SimArgs),
 }
 
-fn levels_arg(s: &str) -> Result<Vec<u32>, String> {
-    parse_levels(s).map_err(|e| e.to_string())
+/// A parsed `--levels` list (a newtype, so clap treats it as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Levels(pub Vec<u32>);
+
+fn levels_arg(s: &str) -> Result<Levels, String> {
+    parse_levels(s).map(Levels).map_err(|e| e.to_string())
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -47,7 +51,7 @@ pub struct RunArgs {
     /// Concurrency levels, comma-separated; one cycle per level [default: 1,2,4,8,12,16,24,32,64,128;
     /// 1,2,4,8 with --sim].
     #[arg(long, value_parser = levels_arg)]
-    pub levels: Option<Vec<u32>>,
+    pub levels: Option<Levels>,
     /// Agent to generate the load, HOST:PORT (default: an agent inside this process).
     #[arg(long = "agent", value_name = "HOST:PORT")]
     pub agents: Vec<String>,
@@ -180,7 +184,7 @@ impl RunArgs {
         if !(self.slo_tokens_per_s.is_finite() && self.slo_tokens_per_s > 0.0) {
             return Err(FlagError::Slo);
         }
-        let levels = self.levels.clone().unwrap_or_else(|| {
+        let levels = self.levels.clone().map(|l| l.0).unwrap_or_else(|| {
             if self.sim {
                 defaults::SIM_LEVELS.to_vec()
             } else {
@@ -221,6 +225,16 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("tokengun").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let Command::Run(r) = parse(&["run", "--levels", "1,2,4"]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(r.config().unwrap().levels, vec![1, 2, 4]);
     }
 
     #[test]

@@ -26,9 +26,7 @@ impl Console {
 
     fn out(&self, text: &str) {
         if !self.quiet {
-            let mut o = std::io::stdout().lock();
-            let _ = o.write_all(text.as_bytes());
-            let _ = o.flush();
+            write_stdout(text);
         }
     }
 
@@ -114,7 +112,7 @@ impl Console {
         self.out(&t);
     }
 
-    /// The sweep's table at the end of a run.
+    /// The sweep's table at the end of a run (printed even when quiet).
     pub fn sweep_table(&self, summaries: &[CycleSummary]) {
         if summaries.is_empty() {
             return;
@@ -138,8 +136,15 @@ impl Console {
                 if c.partial { " partial" } else { "" }
             ));
         }
-        self.out(&t);
+        write_stdout(&t);
     }
+}
+
+fn write_stdout(text: &str) {
+    let mut o = std::io::stdout().lock();
+    // A closed stdout (a pipe to `head`) must not stop the run: the files are what matter.
+    let _ = o.write_all(text.as_bytes());
+    let _ = o.flush();
 }
 
 /// One line of a cycle's figures.

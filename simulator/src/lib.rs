@@ -348,7 +348,9 @@ async fn next_chunk(mut g: Generation) -> Option<(Result<Bytes, std::io::Error>,
         return Some((Ok(last), g));
     }
     if g.cut_after == Some(g.sent) {
-        // Ends the body with an error: hyper drops the connection without the closing chunk.
+        // The cut comes when the next token would have: what was sent is flushed by then.
+        // Ending the body with an error makes hyper drop the connection without the closing chunk.
+        tokio::time::sleep_until(g.token_deadline(g.sent)).await;
         g.finished = true;
         return Some((
             Err(std::io::Error::new(

@@ -1,1 +1,92 @@
-//! stub
+//! Test harness for end-to-end scenarios: starts real simulators and agents on 127.0.0.1:0,
+//! runs the real controller, and reads back the real files it wrote.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokengun::console::Console;
+use tokengun::orchestrator::{RunConfig, RunError, RunReport};
+use tokengun_common::Api;
+use tokio_util::sync::CancellationToken;
+
+pub use tokengun_simulator::{Faults, SimConfig, SimHandle};
+
+/// A CSV file as rows of column -> value.
+pub fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let headers = r.headers().expect("csv header").clone();
+    r.records()
+        .map(|row| {
+            let row = row.expect("csv row");
+            headers
+                .iter()
+                .zip(row.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Parses a float cell, failing the test with the column's name when it is not one.
+pub fn f(row: &HashMap<String, String>, col: &str) -> f64 {
+    row.get(col)
+        .unwrap_or_else(|| panic!("no column {col} in {row:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("column {col} = {:?} is not a number: {e}", row[col]))
+}
+
+/// A run configuration aimed at `target`, writing under `out`, quiet-by-default values.
+pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunConfig {
+    RunConfig {
+        target: target.to_string(),
+        api: Api::Ollama,
+        model: model.to_string(),
+        prompt: "What is the philosophical definition of time?".into(),
+        levels: levels.to_vec(),
+        agents: Vec::new(),
+        out: out.to_path_buf(),
+        run_id: Some("test-run".into()),
+        request_timeout: Duration::from_secs(30),
+        extra_body_json: String::new(),
+        slo_tokens_per_s: 10.0,
+        sim: None,
+    }
+}
+
+/// Runs the controller to the end with a quiet console.
+pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
+    let mut console = Console::new(true);
+    tokengun::orchestrator::run(cfg, &mut console, CancellationToken::new()).await
+}
+
+/// The study's folder of one level.
+pub fn level_dir(run_dir: &Path, model_dir: &str, level: u32) -> PathBuf {
+    run_dir
+        .join("ollama")
+        .join(model_dir)
+        .join(format!("test_results_{level}"))
+}
+
+/// Path of a sibling binary of this workspace (built by `cargo test --workspace`; built here
+/// with cargo if a narrower command left it out).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    // Integration tests live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_path_buf();
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--bin", name])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+    }
+    path
+}

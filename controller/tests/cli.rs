@@ -1,0 +1,314 @@
+//! The `tokengun` binary end to end: bad input fails before any load with one line that names the
+//! problem and the fix; a separate agent process drives the sweep; Ctrl-C keeps what was measured.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokengun");
+
+/// Kills the child when the test ends, whatever happens.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(bin: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits (bounded) for a stdout line containing `needle`.
+    fn wait_line(&self, needle: &str, limit: Duration) -> String {
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no line containing {needle:?} within {limit:?}: {e}"),
+            }
+        }
+    }
+
+    /// Waits (bounded) for exit; returns the code and stderr.
+    fn finish(mut self, limit: Duration) -> (Option<i32>, String) {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return (status.code(), err);
+            }
+            assert!(
+                Instant::now() < end,
+                "process still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tokengun(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The error must be one line, start with `error:`, and contain every `needle`.
+fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} missing from: {err}");
+    }
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+fn agent_bin() -> PathBuf {
+    let path =
+        Path::new(BIN).with_file_name(format!("tokengun-agent{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "tokengun-agent", "--bin", "tokengun-agent"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot build tokengun-agent");
+    }
+    path
+}
+
+#[test]
+fn invalid_levels_are_refused() {
+    for bad in ["0,2", "1,x", "4,4", ""] {
+        let out = tokengun(&["run", "--levels", bad]);
+        assert_eq!(out.status.code(), Some(2), "--levels {bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--levels"), "{err}");
+    }
+}
+
+#[test]
+fn unreachable_target_fails_before_any_load() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let target = format!("http://127.0.0.1:{}", free_port());
+    let out = tokengun(&[
+        "run",
+        "--target",
+        &target,
+        "--levels",
+        "1",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, 1, &["unreachable", &target, "--target"]);
+    assert!(
+        entries(out_dir.path()).is_empty(),
+        "no run folder for a run that never started"
+    );
+}
+
+#[test]
+fn missing_model_lists_what_the_server_has() {
+    let sim = Proc::spawn(
+        Path::new(BIN),
+        &["sim", "--listen", "127.0.0.1:0", "--model", "qwen3:0.6b"],
+    );
+    let line = sim.wait_line("serving", Duration::from_secs(20));
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = tokengun(&[
+        "run",
+        "--target",
+        url,
+        "--model",
+        "llama9:70b",
+        "--levels",
+        "1",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    assert_one_line_error(
+        &out,
+        1,
+        &["llama9:70b", "qwen3:0.6b", "ollama pull", "--model"],
+    );
+    assert!(entries(out_dir.path()).is_empty());
+}
+
+#[test]
+fn an_agent_that_does_not_answer_is_named() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = tokengun(&[
+        "run",
+        "--sim",
+        "--agent",
+        &addr,
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, 1, &[&addr, "did not answer", "tokengun-agent serve"]);
+}
+
+#[test]
+fn an_unwritable_output_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = tokengun(&["run", "--sim", "--out", file.join("sub").to_str().unwrap()]);
+    assert_one_line_error(&out, 1, &["cannot write results", "--out"]);
+}
+
+#[test]
+fn a_separate_agent_process_runs_the_sweep() {
+    let agent = Proc::spawn(&agent_bin(), &["serve", "--listen", "127.0.0.1:0"]);
+    let line = agent.wait_line("listening on", Duration::from_secs(20));
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = tokengun(&[
+        "run",
+        "--agent",
+        &addr,
+        "--sim",
+        "--sim-tokens",
+        "20",
+        "--sim-token-delay",
+        "2ms",
+        "--levels",
+        "1,3",
+        "--run-id",
+        "separate",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("| REQ ID | TOKENS |"),
+        "the study's table: {stdout}"
+    );
+    let run = out_dir.path().join("separate");
+    let cycles = std::fs::read_to_string(run.join("cycles.csv")).unwrap();
+    assert_eq!(cycles.lines().count(), 3, "{cycles}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "complete");
+    assert_eq!(m["agents"][0]["address"], addr.as_str());
+    assert_eq!(m["agents"][0]["in_process"], false);
+    let summary = run.join("ollama/deepseek-r1-7b/test_results_3/request_summary.csv");
+    let text = std::fs::read_to_string(summary).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(
+        text.lines()
+            .skip(1)
+            .all(|l| l.contains(",20,200,Completed,")),
+        "{text}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_cleanly_and_keeps_the_results() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let run = Proc::spawn(
+        Path::new(BIN),
+        &[
+            "run",
+            "--sim",
+            "--sim-tokens",
+            "100000",
+            "--sim-token-delay",
+            "1ms",
+            "--levels",
+            "3,4",
+            "--run-id",
+            "interrupted",
+            "--out",
+            out_dir.path().to_str().unwrap(),
+        ],
+    );
+    run.wait_line("cycle 1/2", Duration::from_secs(30));
+    // Let tokens flow, then interrupt as a user would.
+    std::thread::sleep(Duration::from_millis(700));
+    let ok = Command::new("kill")
+        .args(["-INT", &run.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let (code, err) = run.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(130), "{err}");
+    let dir = out_dir.path().join("interrupted");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "interrupted");
+    assert!(m["ended_at"].is_string());
+    let cycles = std::fs::read_to_string(dir.join("cycles.csv")).unwrap();
+    let rows: Vec<&str> = cycles.lines().collect();
+    assert_eq!(rows.len(), 2, "one (partial) cycle: {cycles}");
+    assert!(rows[1].ends_with(",true"), "marked partial: {cycles}");
+    let summary = std::fs::read_to_string(
+        dir.join("ollama/deepseek-r1-7b/test_results_3/request_summary.csv"),
+    )
+    .unwrap();
+    let reqs: Vec<&str> = summary.lines().skip(1).collect();
+    assert_eq!(reqs.len(), 3, "every in-flight request recorded: {summary}");
+    for r in reqs {
+        let cols: Vec<&str> = r.split(',').collect();
+        assert_eq!(cols[7], "Aborted", "{r}");
+        assert!(
+            cols[5].parse::<u64>().unwrap() > 10,
+            "tokens received before the stop are kept: {r}"
+        );
+    }
+    assert!(!dir.join("ollama/deepseek-r1-7b/test_results_4").exists());
+}

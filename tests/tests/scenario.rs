@@ -1,0 +1,129 @@
+//! A sweep against a simulator with known timing, through a real agent over real gRPC: the files
+//! hold the right rows, token counts are exact, latencies match the simulator's ground truth.
+
+use std::time::Duration;
+use tokengun_common::defaults;
+use tokengun_tests::{SimConfig, SimHandle, f, level_dir, read_csv, run, run_config};
+
+const TTFT_MS: f64 = 100.0;
+const TOKEN_MS: f64 = 10.0;
+const TOKENS: u32 = 20;
+const SLOTS: u32 = 2;
+/// Scheduling slack allowed above the ground truth on a busy 2-core CI machine (debug build).
+const SLACK_MS: f64 = 60.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_matches_the_simulators_ground_truth() {
+    let sim = SimHandle::start(
+        "127.0.0.1:0",
+        SimConfig {
+            models: vec!["deepseek-r1:7b".into()],
+            ttft: Duration::from_millis(TTFT_MS as u64),
+            token_delay: Duration::from_millis(TOKEN_MS as u64),
+            tokens: TOKENS,
+            slots: SLOTS,
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    // One agent in its own task, reached over real gRPC like a remote one.
+    let agent = tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&sim.url(), defaults::MODEL, &[1, 2, 4], out.path());
+    cfg.agents = vec![agent.addr().to_string()];
+    let report = run(cfg).await.unwrap();
+
+    let cycles = read_csv(&report.run_dir.join("cycles.csv"));
+    assert_eq!(cycles.len(), 3);
+    // One request alone: TTFT, then 19 gaps of 10 ms.
+    let one_request_s = (TTFT_MS + f64::from(TOKENS - 1) * TOKEN_MS) / 1000.0;
+    for (row, level) in cycles.iter().zip([1u32, 2, 4]) {
+        assert_eq!(row["level"], level.to_string());
+        assert_eq!(row["requests"], level.to_string());
+        assert_eq!(row["completed"], level.to_string());
+        assert_eq!(row["failed"], "0");
+        assert_eq!(row["partial"], "false");
+        assert_eq!(f(row, "output_tokens"), f64::from(level * TOKENS));
+        // Aggregate tokens/s follows from the slots: ceil(level / slots) waves of one request time.
+        let waves = f64::from(level.div_ceil(SLOTS));
+        let expected = f64::from(level * TOKENS) / (waves * one_request_s);
+        let got = f(row, "aggregate_tokens_per_s");
+        assert!(
+            got <= expected * 1.01 && got >= expected * 0.80,
+            "level {level}: aggregate {got:.1} tok/s, expected about {expected:.1}"
+        );
+        let rate = f(row, "mean_request_tokens_per_s");
+        assert!(
+            (rate - 1000.0 / TOKEN_MS).abs() < 10.0,
+            "level {level}: {rate} tok/s per request"
+        );
+    }
+    // Past the slots, aggregate throughput stops growing.
+    let agg = |i: usize| f(&cycles[i], "aggregate_tokens_per_s");
+    assert!(
+        agg(1) > agg(0) * 1.6,
+        "2 slots should nearly double throughput"
+    );
+    assert!(
+        (agg(2) - agg(1)).abs() < agg(1) * 0.2,
+        "level 4 saturates 2 slots"
+    );
+
+    for level in [1u32, 2, 4] {
+        let dir = level_dir(&report.run_dir, "deepseek-r1-7b", level);
+        let rows = read_csv(&dir.join("request_summary.csv"));
+        assert_eq!(rows.len(), level as usize);
+        let mut ttfts: Vec<f64> = Vec::new();
+        for r in &rows {
+            assert_eq!(r["TokenCount"], TOKENS.to_string(), "exact token count");
+            assert_eq!(r["CountedTokens"], TOKENS.to_string());
+            assert_eq!(r["TokenSource"], "server");
+            assert_eq!(r["StatusCode"], "200");
+            assert_eq!(r["Status"], "Completed");
+            ttfts.push(f(r, "TTFT") * 1000.0);
+            // Active duration is first -> last token: 19 gaps, not the whole request.
+            let active_ms = f(r, "ResponseDuration") * 1000.0;
+            let truth_ms = f64::from(TOKENS - 1) * TOKEN_MS;
+            assert!(
+                active_ms >= truth_ms - 2.0 && active_ms <= truth_ms + SLACK_MS,
+                "active {active_ms} ms vs {truth_ms}"
+            );
+            assert!(f(r, "TotalDuration") > f(r, "ResponseDuration"));
+            assert!(f(r, "TTFB") <= f(r, "WaitingTime") + 1e-6);
+            let id = &r["RequestID"];
+            let tp = read_csv(&dir.join(format!("request_{id}_throughput.csv")));
+            assert_eq!(tp.len(), TOKENS as usize);
+            assert_eq!(tp.last().unwrap()["TokenCount"], TOKENS.to_string());
+            assert_eq!(tp[0]["Throughput"], "", "no rate from a single point");
+            for s in &tp[1..] {
+                let v = f(s, "Throughput");
+                assert!(
+                    v.is_finite() && v > 0.0 && v < 1000.0,
+                    "throughput sample {v}"
+                );
+            }
+        }
+        // Ground truth: the first `SLOTS` requests get a slot at once; the rest wait one request time.
+        ttfts.sort_by(f64::total_cmp);
+        for (i, ttft) in ttfts.iter().enumerate() {
+            let wave = (i as u32 / SLOTS) as f64;
+            let truth = TTFT_MS + wave * one_request_s * 1000.0;
+            assert!(
+                *ttft >= truth - 1.0 && *ttft <= truth + SLACK_MS,
+                "level {level}: TTFT {ttft:.1} ms, ground truth {truth:.1} ms (all: {ttfts:?})"
+            );
+        }
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.run_dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "complete");
+    assert_eq!(manifest["levels"], serde_json::json!([1, 2, 4]));
+    assert!(manifest["server_version"].as_str().unwrap().contains("sim"));
+    assert_eq!(manifest["agents"][0]["in_process"], false);
+    assert_eq!(manifest["cycles"].as_array().unwrap().len(), 3);
+    agent.stop(Duration::from_secs(1)).await;
+    sim.stop(Duration::from_secs(1)).await;
+}
