@@ -1,6 +1,8 @@
 //! The `tokengun` binary end to end: bad input fails before any load with one line that names the
 //! problem and the fix; a separate agent process drives the sweep; Ctrl-C keeps what was measured.
 #![allow(clippy::unwrap_used)]
+// Plain threads, no async runtime here: blocking sleeps are fine.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
