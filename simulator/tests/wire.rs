@@ -1,4 +1,5 @@
 //! The simulator on the wire, read with a raw TCP client: Ollama's shapes, texts and timing.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 use tokengun_simulator::{SimConfig, SimHandle};
