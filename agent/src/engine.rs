@@ -100,7 +100,8 @@ impl PreparedCycle {
 }
 
 /// Runs one burst cycle to its end, appending every record to `log`: `CycleStarted`, one
-/// `Request` per request as each ends, `Progress` every [`PROGRESS_EVERY`], then `CycleDone`.
+/// `Request` per request as each ends, `Progress` every [`PROGRESS_EVERY`]. Returns the cycle's
+/// totals; the caller logs them as `CycleDone` once it can take the next cycle.
 pub async fn run_cycle(
     client: HttpClient,
     cycle: PreparedCycle,
@@ -174,15 +175,13 @@ pub async fn run_cycle(
     }
     let last = progress(&shared);
     log.append(RecordBody::Progress(last));
-    let done = CycleDone {
+    CycleDone {
         cycle_id,
         requests: level,
         completed: last.completed,
         failed: last.failed + lost,
         aborted: shared.cancel.is_cancelled(),
-    };
-    log.append(RecordBody::CycleDone(done));
-    done
+    }
 }
 
 /// The state of one request as it is measured.
@@ -192,9 +191,10 @@ struct Measure {
 }
 
 impl Measure {
-    /// Records a failure; the first one wins, later ones are its consequences.
+    /// Records a failure; the first one wins, later ones are its consequences, and nothing after
+    /// the server's `done` undoes a completed generation.
     fn fail(&mut self, kind: OutcomeKind, error: impl Into<String>) {
-        if !self.rec.outcome.is_failure() {
+        if !self.done && !self.rec.outcome.is_failure() {
             self.rec.outcome = kind;
             self.rec.error = error.into();
         }
@@ -312,13 +312,10 @@ async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
             None => break,
             Some(Ok(f)) => f,
             Some(Err(e)) => {
-                if !m.done {
-                    m.fail(
-                        OutcomeKind::Truncated,
-                        format!("stream broken: {}", root_cause(&e)),
-                    );
-                }
-                return;
+                return m.fail(
+                    OutcomeKind::Truncated,
+                    format!("stream broken: {}", root_cause(&e)),
+                );
             }
         };
         let Ok(data) = frame.into_data() else {
@@ -367,7 +364,7 @@ async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
             return m.fail(kind, e);
         }
     }
-    if !m.done && !lines.remainder().is_empty() {
+    if !lines.remainder().is_empty() {
         m.fail(
             OutcomeKind::Truncated,
             format!(

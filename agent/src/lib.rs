@@ -22,6 +22,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// At shutdown, how long a running cycle gets to record its aborted requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The agent's own limits and policy, whatever a controller asks.
 #[derive(Debug, Clone)]
@@ -74,11 +78,25 @@ pub async fn serve(
     let client = http::client(config.connect_timeout);
     let log = Arc::new(log::RecordLog::new());
     let runner = runner::RunnerHandle::spawn(client.clone(), log.clone(), config.max_concurrency);
-    let svc = service::AgentService::new(config, runner, log, client);
+    let stop = CancellationToken::new();
+    let svc = service::AgentService::new(config, runner.clone(), log, client, stop.clone());
+    let drain = async move {
+        shutdown.await;
+        // Abort the running cycle, let its last records reach the controller, end the streams.
+        let _ = runner.abort(0).await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while tokio::time::Instant::now() < deadline
+            && matches!(runner.status().await, Ok(runner::RunnerState::Running(_)))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.cancel();
+    };
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(tokengun_proto::agent_server::AgentServer::new(svc))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await?;
     Ok(())
 }

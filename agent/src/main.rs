@@ -87,7 +87,12 @@ async fn main() -> ExitCode {
     tracing::info!(agent_id = %config.agent_id, "ready");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("stopping");
+        tracing::info!("stopping: aborting the running cycle (Ctrl-C again to exit at once)");
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        });
     };
     match tokengun_agent::serve(listener, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

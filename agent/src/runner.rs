@@ -4,7 +4,7 @@ use crate::engine::{EngineError, PreparedCycle, run_cycle};
 use crate::http::HttpClient;
 use crate::log::RecordLog;
 use std::sync::Arc;
-use tokengun_common::CyclePlan;
+use tokengun_common::{CycleDone, CyclePlan, RecordBody};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -113,17 +113,19 @@ struct Runner {
 
 impl Runner {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let (done_tx, mut done_rx) = mpsc::channel::<u32>(4);
+        let (done_tx, mut done_rx) = mpsc::channel::<CycleDone>(4);
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd, &done_tx),
                     None => break,
                 },
-                Some(finished) = done_rx.recv() => {
-                    if matches!(self.state, State::Running { cycle_id, .. } if cycle_id == finished) {
+                Some(done) = done_rx.recv() => {
+                    if matches!(self.state, State::Running { cycle_id, .. } if cycle_id == done.cycle_id) {
                         self.state = State::Idle;
                     }
+                    // Logged only now, when a Prepare for the next cycle can no longer meet "busy".
+                    self.log.append(RecordBody::CycleDone(done));
                 }
             }
         }
@@ -132,7 +134,7 @@ impl Runner {
         }
     }
 
-    fn handle(&mut self, cmd: Command, done_tx: &mpsc::Sender<u32>) {
+    fn handle(&mut self, cmd: Command, done_tx: &mpsc::Sender<CycleDone>) {
         match cmd {
             Command::Prepare(plan, reply) => {
                 let r = self.prepare(plan);
@@ -179,7 +181,11 @@ impl Runner {
         Ok(())
     }
 
-    fn start(&mut self, cycle_id: u32, done_tx: &mpsc::Sender<u32>) -> Result<(), RunnerError> {
+    fn start(
+        &mut self,
+        cycle_id: u32,
+        done_tx: &mpsc::Sender<CycleDone>,
+    ) -> Result<(), RunnerError> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Prepared(c) if c.plan().cycle_id == cycle_id => {
                 let cancel = CancellationToken::new();
@@ -190,8 +196,8 @@ impl Runner {
                     done_tx.clone(),
                 );
                 tokio::spawn(async move {
-                    run_cycle(client, *c, log, token).await;
-                    let _ = done_tx.send(cycle_id).await;
+                    let done = run_cycle(client, *c, log, token).await;
+                    let _ = done_tx.send(done).await;
                 });
                 self.state = State::Running { cycle_id, cancel };
                 Ok(())

@@ -12,10 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokengun_common::{Api, CyclePlan};
 use tokengun_proto::{self as pb, convert};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-/// Records per streamed batch.
+/// Records per streamed batch, at most.
 const BATCH_MAX: usize = 256;
+/// Encoded bytes per batch, at most (one record may exceed it alone): far below the controller's
+/// 64 MiB message limit, even when records carry long token timelines.
+const BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// How long a preflight probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -25,6 +29,8 @@ pub struct AgentService {
     runner: RunnerHandle,
     log: Arc<RecordLog>,
     client: HttpClient,
+    /// Cancelled at shutdown: open results streams end once drained.
+    stop: CancellationToken,
 }
 
 impl AgentService {
@@ -34,14 +40,34 @@ impl AgentService {
         runner: RunnerHandle,
         log: Arc<RecordLog>,
         client: HttpClient,
+        stop: CancellationToken,
     ) -> Self {
         Self {
             config,
             runner,
             log,
             client,
+            stop,
         }
     }
+}
+
+/// Takes kept records after `after` into one batch bounded by count and encoded size.
+fn next_batch(log: &RecordLog, after: u64) -> Option<(pb::ResultBatch, u64)> {
+    let mut bytes = 0usize;
+    let mut records = Vec::new();
+    let mut last = after;
+    for r in log.after(after, BATCH_MAX) {
+        let wire = pb::Record::from(&r);
+        let len = prost::Message::encoded_len(&wire);
+        if !records.is_empty() && bytes + len > BATCH_MAX_BYTES {
+            break;
+        }
+        bytes += len;
+        last = r.seq;
+        records.push(wire);
+    }
+    (!records.is_empty()).then_some((pb::ResultBatch { records }, last))
 }
 
 fn runner_status(e: RunnerError) -> Status {
@@ -171,24 +197,24 @@ impl pb::agent_server::Agent for AgentService {
         let after = req.into_inner().after_seq;
         let log = self.log.clone();
         let wake = log.subscribe();
-        let stream = futures_util::stream::unfold(
-            (log, after, wake),
-            |(log, mut after, mut wake)| async move {
+        let stop = self.stop.clone();
+        let state = (log, after, wake, stop);
+        let stream =
+            futures_util::stream::unfold(state, |(log, after, mut wake, stop)| async move {
                 loop {
-                    let batch = log.after(after, BATCH_MAX);
-                    if let Some(last) = batch.last() {
-                        after = last.seq;
-                        let records = batch.iter().map(pb::Record::from).collect();
-                        return Some((Ok(pb::ResultBatch { records }), (log, after, wake)));
+                    if let Some((batch, last)) = next_batch(&log, after) {
+                        return Some((Ok(batch), (log, last, wake, stop)));
                     }
                     // Mark the current value seen, re-check (an append may have raced), then wait.
                     wake.borrow_and_update();
-                    if log.after(after, 1).is_empty() && wake.changed().await.is_err() {
-                        return None;
+                    if log.after(after, 1).is_empty() {
+                        tokio::select! {
+                            changed = wake.changed() => if changed.is_err() { return None },
+                            () = stop.cancelled() => return None,
+                        }
                     }
                 }
-            },
-        );
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 

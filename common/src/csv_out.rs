@@ -1,6 +1,6 @@
 //! The study's CSV files (kept column for column, extra columns after) and `cycles.csv`.
 
-use crate::record::RequestRecord;
+use crate::record::{MIN_RATE_WINDOW_NS, RequestRecord};
 use crate::stats::CycleSummary;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -154,7 +154,7 @@ pub fn timestamp(origin_unix_ns: i64, offset_ns: u64) -> String {
 }
 
 /// Writes one request's token timeline. `Throughput` is tokens after the first chunk over the time
-/// since the first chunk: empty on the first row (a rate needs two points), never a division by ~0.
+/// since the first chunk, empty until [`MIN_RATE_WINDOW_NS`] has passed: never a division by ~0.
 pub fn write_throughput(
     path: &Path,
     r: &RequestRecord,
@@ -167,8 +167,9 @@ pub fn write_throughput(
     for c in &r.timeline {
         cumulative += u64::from(c.tokens);
         let rate = first.and_then(|f| {
-            let dt_s = c.offset_ns.saturating_sub(f.offset_ns) as f64 / 1e9;
-            (dt_s > 0.0).then(|| (cumulative - u64::from(f.tokens)) as f64 / dt_s)
+            let dt_ns = c.offset_ns.saturating_sub(f.offset_ns);
+            (dt_ns >= MIN_RATE_WINDOW_NS)
+                .then(|| (cumulative - u64::from(f.tokens)) as f64 / (dt_ns as f64 / 1e9))
         });
         let row = [
             timestamp(origin_unix_ns, c.offset_ns),
@@ -298,7 +299,7 @@ mod tests {
                     tokens: 1,
                 },
                 TokenChunk {
-                    offset_ns: 2_000_000_000,
+                    offset_ns: 2_000_016_000,
                     tokens: 1,
                 },
                 TokenChunk {
@@ -321,8 +322,8 @@ mod tests {
             "Timestamp,TokenCount,Throughput,Elapsed,ChunkTokens"
         );
         assert_eq!(rows[1], "2023-11-14T22:13:22.000Z,1,,2.000000,1");
-        // Same instant as the first chunk: no rate rather than infinity.
-        assert_eq!(rows[2], "2023-11-14T22:13:22.000Z,2,,2.000000,1");
+        // 16 us after the first chunk: no rate rather than 62500 tokens/s.
+        assert_eq!(rows[2], "2023-11-14T22:13:22.000Z,2,,2.000016,1");
         assert_eq!(rows[3], "2023-11-14T22:13:22.200Z,3,10.00,2.200000,1");
     }
 

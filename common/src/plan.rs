@@ -3,6 +3,9 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// Request body keys that extra JSON may not override: they define what is measured.
+pub const RESERVED_BODY_KEYS: &[&str] = &["model", "prompt", "stream", "messages"];
+
 /// The most concurrent requests a single level may ask for.
 pub const MAX_LEVEL: u32 = 100_000;
 
@@ -92,7 +95,13 @@ impl CyclePlan {
         parse_target(&self.target_url)?;
         if !self.extra_body_json.trim().is_empty() {
             match serde_json::from_str::<serde_json::Value>(&self.extra_body_json) {
-                Ok(serde_json::Value::Object(_)) => {}
+                Ok(serde_json::Value::Object(m)) => {
+                    if let Some(k) = RESERVED_BODY_KEYS.iter().find(|k| m.contains_key(**k)) {
+                        return Err(PlanError::ExtraBody(format!(
+                            "it sets {k:?}, which tokengun sets itself (use --model, --prompt)"
+                        )));
+                    }
+                }
                 Ok(_) => return Err(PlanError::ExtraBody("not an object".into())),
                 Err(e) => return Err(PlanError::ExtraBody(e.to_string())),
             }

@@ -29,12 +29,12 @@ impl OutcomeKind {
     pub fn status_text(self) -> &'static str {
         match self {
             OutcomeKind::Completed => "Completed",
-            OutcomeKind::HttpError => "Failed: http",
-            OutcomeKind::ConnectError => "Failed: connect",
+            OutcomeKind::HttpError => "Failed: http_error",
+            OutcomeKind::ConnectError => "Failed: connect_error",
             OutcomeKind::Timeout => "Failed: timeout",
             OutcomeKind::Malformed => "Failed: malformed",
             OutcomeKind::Truncated => "Failed: truncated",
-            OutcomeKind::ServerError => "Failed: server error",
+            OutcomeKind::ServerError => "Failed: server_error",
             OutcomeKind::Aborted => "Aborted",
         }
     }
@@ -134,6 +134,11 @@ pub struct RequestRecord {
 
 const NS_PER_S: f64 = 1e9;
 
+/// A token rate needs at least this much time since the first chunk: chunks read off the socket
+/// microseconds apart (queued in one TCP segment) would otherwise give rates in the tens of
+/// thousands, the study's division by almost zero.
+pub const MIN_RATE_WINDOW_NS: u64 = 50_000_000;
+
 fn span_s(from_ns: u64, to_ns: u64) -> f64 {
     to_ns.saturating_sub(from_ns) as f64 / NS_PER_S
 }
@@ -170,14 +175,14 @@ impl RequestRecord {
     }
 
     /// Decode rate: tokens after the first chunk over first -> last token, tokens/s.
-    /// `None` when fewer than two chunks arrived or they arrived at the same instant.
+    /// `None` when first and last chunk are less than [`MIN_RATE_WINDOW_NS`] apart.
     pub fn tokens_per_s(&self) -> Option<f64> {
         let first = self.timeline.first()?;
         let last = self.timeline.last()?;
-        let dt = span_s(first.offset_ns, last.offset_ns);
-        if self.timeline.len() < 2 || dt <= 0.0 {
+        if last.offset_ns.saturating_sub(first.offset_ns) < MIN_RATE_WINDOW_NS {
             return None;
         }
+        let dt = span_s(first.offset_ns, last.offset_ns);
         let after_first: u64 = self.timeline[1..].iter().map(|c| u64::from(c.tokens)).sum();
         Some(after_first as f64 / dt)
     }
@@ -277,5 +282,10 @@ mod tests {
         assert_eq!(rec(&[(5, 1)]).tokens_per_s(), None);
         assert_eq!(rec(&[]).tokens_per_s(), None);
         assert_eq!(rec(&[(5, 1), (5, 1)]).tokens_per_s(), None);
+        // Chunks microseconds apart give no rate rather than an absurd one.
+        assert_eq!(
+            rec(&[(0, 1), (16_000, 1), (49_000_000, 1)]).tokens_per_s(),
+            None
+        );
     }
 }

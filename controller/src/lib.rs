@@ -45,7 +45,10 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                 Err(e) => {
                     eprintln!("error: {e}");
                     match e {
-                        RunError::Plan(_) | RunError::TooManyAgents(_) => 2,
+                        RunError::Plan(_)
+                        | RunError::TooManyAgents(_)
+                        | RunError::AboveAgentLimit { .. } => 2,
+                        RunError::Interrupted => EXIT_INTERRUPTED,
                         _ => 1,
                     }
                 }

@@ -98,7 +98,7 @@ impl AgentLink {
         &self.addr
     }
 
-    fn status(&self, s: tonic::Status) -> LinkError {
+    fn link_error(&self, s: tonic::Status) -> LinkError {
         match s.code() {
             tonic::Code::Unavailable
                 if s.message().contains("transport") || s.message().is_empty() =>
@@ -128,7 +128,7 @@ impl AgentLink {
                 call,
                 timeout,
             }),
-            Ok(Err(s)) => Err(self.status(s)),
+            Ok(Err(s)) => Err(self.link_error(s)),
             Ok(Ok(r)) => Ok(r.into_inner()),
         }
     }
@@ -227,6 +227,14 @@ impl AgentLink {
         .map(|r| r.was_running)
     }
 
+    /// The agent's state: (`idle` | `prepared` | `running`, cycle id, last record seq).
+    pub async fn status(&self) -> Result<(String, u32, u64), LinkError> {
+        let mut c = self.client.clone();
+        self.call("Status", CALL_TIMEOUT, c.status(pb::StatusRequest {}))
+            .await
+            .map(|r| (r.state, r.cycle_id, r.last_seq))
+    }
+
     /// Tells the agent everything up to `seq` is stored.
     pub async fn ack(&self, seq: u64) -> Result<(), LinkError> {
         let mut c = self.client.clone();
@@ -265,7 +273,7 @@ impl AgentLink {
                         return;
                     }
                     Err(s) => {
-                        let _ = tx.send(Err(link.status(s))).await;
+                        let _ = tx.send(Err(link.link_error(s))).await;
                         return;
                     }
                 };

@@ -2,7 +2,7 @@
 //! target, then runs the sweep cycle by cycle, writing each cycle's results as soon as it ends.
 
 use crate::console::Console;
-use crate::link::{AgentInfo, AgentLink, LinkError};
+use crate::link::{AgentInfo, AgentLink, LinkError, TargetInfo};
 use crate::output::{Manifest, OutDirError, RunDir, RunStatus, default_run_id, probe_writable};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -71,6 +71,16 @@ pub enum RunError {
     #[error("{0} agents given, but this version drives one agent per run; pass a single --agent")]
     TooManyAgents(usize),
     #[error(
+        "level {level} is above the limit of agent {agent} ({max} concurrent requests); lower --levels or restart the agent with a higher --max-concurrency"
+    )]
+    AboveAgentLimit { level: u32, agent: String, max: u32 },
+    #[error(
+        "agent {agent} is still running cycle {cycle} of another run; wait for it to end (at most that run's --request-timeout) and try again"
+    )]
+    AgentBusy { agent: String, cycle: u32 },
+    #[error("interrupted before any load was sent")]
+    Interrupted,
+    #[error(
         "the run stopped early: {reason}. Results collected so far are in {run_dir} (marked partial)"
     )]
     Broken { reason: String, run_dir: PathBuf },
@@ -96,25 +106,35 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
+/// The plan of cycle `index` (0-based) of the sweep.
+fn cycle_plan(cfg: &RunConfig, target: &str, index: usize, level: u32) -> CyclePlan {
+    CyclePlan {
+        cycle_id: u32::try_from(index + 1).unwrap_or(u32::MAX),
+        level,
+        shape: LoadShape::Burst,
+        target_url: target.to_string(),
+        api: cfg.api,
+        model: cfg.model.clone(),
+        prompt: cfg.prompt.clone(),
+        request_timeout: cfg.request_timeout,
+        extra_body_json: cfg.extra_body_json.clone(),
+    }
+}
+
+/// Everything that can be checked without a network: every cycle's plan is valid.
 fn validate(cfg: &RunConfig) -> Result<(), RunError> {
     if cfg.levels.is_empty() {
         return Err(PlanError::NoLevels.into());
     }
-    if let Some(&l) = cfg
-        .levels
-        .iter()
-        .find(|&&l| l == 0 || l > tokengun_common::plan::MAX_LEVEL)
-    {
-        return Err(PlanError::Level(l).into());
-    }
-    if cfg.model.trim().is_empty() {
-        return Err(PlanError::EmptyModel.into());
-    }
-    if cfg.request_timeout.is_zero() {
-        return Err(PlanError::ZeroTimeout.into());
-    }
-    if cfg.sim.is_none() {
+    // The simulator's address is known only once it runs; any valid URL stands in for it here.
+    let target = if cfg.sim.is_some() {
+        "http://127.0.0.1:1"
+    } else {
         parse_target(&cfg.target)?;
+        &cfg.target
+    };
+    for (i, &level) in cfg.levels.iter().enumerate() {
+        cycle_plan(cfg, target, i, level).validate()?;
     }
     if cfg.agents.len() > 1 {
         return Err(RunError::TooManyAgents(cfg.agents.len()));
@@ -142,6 +162,7 @@ async fn bring_up(cfg: &RunConfig) -> Result<Started, RunError> {
             // The user is the controller here: the in-process agent fires where it is told.
             let a = LocalAgent::start(AgentConfig {
                 targets: TargetPolicy::Any,
+                max_concurrency: tokengun_common::plan::MAX_LEVEL,
                 ..AgentConfig::default()
             })
             .await?;
@@ -151,6 +172,13 @@ async fn bring_up(cfg: &RunConfig) -> Result<Started, RunError> {
     };
     let link = AgentLink::connect(&addr, CONNECT_TIMEOUT).await?;
     let info = link.hello(in_process).await?;
+    if let Some(&level) = cfg.levels.iter().find(|&&l| l > info.max_concurrency) {
+        return Err(RunError::AboveAgentLimit {
+            level,
+            agent: addr,
+            max: info.max_concurrency,
+        });
+    }
     Ok(Started {
         _sim: sim,
         _agent: agent,
@@ -169,7 +197,36 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     validate(&cfg)?;
     probe_writable(&cfg.out)?;
-    let up = bring_up(&cfg).await?;
+    // Ctrl-C while agents and the target are checked: nothing was sent, nothing to keep.
+    let (up, target_info, first_seq) = tokio::select! {
+        r = prepare_run(&cfg) => r?,
+        () = stop.cancelled() => return Err(RunError::Interrupted),
+    };
+    if !model_available(&cfg.model, &target_info.models) {
+        return Err(RunError::ModelMissing {
+            model: cfg.model.clone(),
+            target: up.target.clone(),
+            available: if target_info.models.is_empty() {
+                "no models at all".into()
+            } else {
+                target_info.models.join(", ")
+            },
+        });
+    }
+    run_sweep(cfg, up, target_info, first_seq, console, stop).await
+}
+
+/// Brings up the simulator and agent, checks the target, and finds where the agent's record
+/// stream stands (an agent serves run after run; its sequence numbers go on across them).
+async fn prepare_run(cfg: &RunConfig) -> Result<(Started, TargetInfo, u64), RunError> {
+    let up = bring_up(cfg).await?;
+    let (state, cycle, last_seq) = up.link.status().await?;
+    if state == "running" {
+        return Err(RunError::AgentBusy {
+            agent: up.link.addr().to_string(),
+            cycle,
+        });
+    }
     let target_info = up
         .link
         .preflight(&up.target, cfg.api)
@@ -185,17 +242,17 @@ pub async fn run(
             },
             other => other.into(),
         })?;
-    if !model_available(&cfg.model, &target_info.models) {
-        return Err(RunError::ModelMissing {
-            model: cfg.model.clone(),
-            target: up.target.clone(),
-            available: if target_info.models.is_empty() {
-                "no models at all".into()
-            } else {
-                target_info.models.join(", ")
-            },
-        });
-    }
+    Ok((up, target_info, last_seq))
+}
+
+async fn run_sweep(
+    cfg: RunConfig,
+    up: Started,
+    target_info: TargetInfo,
+    first_seq: u64,
+    console: &mut Console,
+    stop: CancellationToken,
+) -> Result<RunReport, RunError> {
     let run_id = cfg
         .run_id
         .clone()
@@ -238,25 +295,14 @@ pub async fn run(
         dir.root().display()
     ));
 
-    let mut results = up.link.results(0).await?;
-    let mut last_seq = 0u64;
+    let mut results = up.link.results(first_seq).await?;
+    let mut last_seq = first_seq;
     let mut broken: Option<String> = None;
     for (index, &level) in cfg.levels.iter().enumerate() {
         if stop.is_cancelled() {
             break;
         }
-        let plan = CyclePlan {
-            cycle_id: u32::try_from(index + 1).unwrap_or(u32::MAX),
-            level,
-            shape: LoadShape::Burst,
-            target_url: up.target.clone(),
-            api: cfg.api,
-            model: cfg.model.clone(),
-            prompt: cfg.prompt.clone(),
-            request_timeout: cfg.request_timeout,
-            extra_body_json: cfg.extra_body_json.clone(),
-        };
-        plan.validate()?;
+        let plan = cycle_plan(&cfg, &up.target, index, level);
         console.cycle_start(index, cfg.levels.len(), level, &cfg.model);
         if let Err(e) = start_cycle(&up.link, &plan).await {
             broken = Some(e.to_string());
@@ -293,19 +339,28 @@ pub async fn run(
             break;
         }
         if outcome.aborted {
+            if !stop.is_cancelled() {
+                broken = Some(format!(
+                    "agent {} aborted cycle {} on its own (was it stopped?)",
+                    up.link.addr(),
+                    plan.cycle_id
+                ));
+            }
             break;
         }
     }
-    manifest.status = if broken.is_some() {
-        RunStatus::Partial
-    } else if stop.is_cancelled() {
+    // A stop asked for by the user is an interruption, even if the agent then misbehaved.
+    manifest.status = if stop.is_cancelled() {
         RunStatus::Interrupted
+    } else if broken.is_some() {
+        RunStatus::Partial
     } else {
         RunStatus::Complete
     };
     if let Some(reason) = &broken {
         manifest.notes.push(format!("run stopped early: {reason}"));
     }
+    let broken = broken.filter(|_| !stop.is_cancelled());
     manifest.ended_at = Some(now_rfc3339());
     dir.write_manifest(&manifest)?;
     console.sweep_table(&manifest.cycles);

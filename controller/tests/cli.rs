@@ -314,3 +314,66 @@ fn ctrl_c_stops_cleanly_and_keeps_the_results() {
     }
     assert!(!dir.join("ollama/deepseek-r1-7b/test_results_4").exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn an_agent_stopped_mid_cycle_records_its_requests_and_exits() {
+    let agent = Proc::spawn(&agent_bin(), &["serve", "--listen", "127.0.0.1:0"]);
+    let line = agent.wait_line("listening on", Duration::from_secs(20));
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let out_dir = tempfile::tempdir().unwrap();
+    let run = Proc::spawn(
+        Path::new(BIN),
+        &[
+            "run",
+            "--agent",
+            &addr,
+            "--sim",
+            "--sim-tokens",
+            "100000",
+            "--sim-token-delay",
+            "1ms",
+            "--levels",
+            "2,4",
+            "--run-id",
+            "agent-stopped",
+            "--out",
+            out_dir.path().to_str().unwrap(),
+        ],
+    );
+    run.wait_line("cycle 1/2", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let ok = Command::new("kill")
+        .args(["-INT", &agent.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let (agent_code, agent_err) = agent.finish(Duration::from_secs(15));
+    assert_eq!(
+        agent_code,
+        Some(0),
+        "the agent exits on Ctrl-C even with a cycle running: {agent_err}"
+    );
+    let (code, err) = run.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("stopped early") && err.contains("partial"),
+        "{err}"
+    );
+    let dir = out_dir.path().join("agent-stopped");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "partial");
+    let summary = std::fs::read_to_string(
+        dir.join("ollama/deepseek-r1-7b/test_results_2/request_summary.csv"),
+    )
+    .unwrap();
+    let reqs: Vec<&str> = summary.lines().skip(1).collect();
+    assert_eq!(
+        reqs.len(),
+        2,
+        "the aborted requests reached the controller: {summary}"
+    );
+    assert!(reqs.iter().all(|r| r.contains(",Aborted,")), "{summary}");
+}

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 pub struct Faults {
     /// Every Nth request is answered 500 with an Ollama error body (0 = never).
     pub fail_every: u64,
-    /// Every Nth request has its stream cut (connection dropped) mid-way (0 = never).
+    /// Every Nth request has its stream end mid-way, without the final `done` line (0 = never).
     pub cut_every: u64,
     /// Tokens sent before a cut stream is dropped.
     pub cut_after_tokens: u32,
@@ -115,6 +115,7 @@ pub fn router(config: SimConfig) -> Router {
         .route("/api/version", get(version))
         .route("/api/tags", get(tags))
         .route("/api/generate", post(generate))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") })
         .with_state(shared)
 }
 
@@ -348,17 +349,10 @@ async fn next_chunk(mut g: Generation) -> Option<(Result<Bytes, std::io::Error>,
         return Some((Ok(last), g));
     }
     if g.cut_after == Some(g.sent) {
-        // The cut comes when the next token would have: what was sent is flushed by then.
-        // Ending the body with an error makes hyper drop the connection without the closing chunk.
-        tokio::time::sleep_until(g.token_deadline(g.sent)).await;
-        g.finished = true;
-        return Some((
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "simulated stream cut",
-            )),
-            g,
-        ));
+        // The stream ends where the next token would have been, without Ollama's final `done`
+        // line: what a client sees when a runner dies mid-generation. Ending the body cleanly
+        // (rather than resetting the socket) keeps every token already sent, so counts are exact.
+        return None;
     }
     tokio::time::sleep_until(g.token_deadline(g.sent)).await;
     if g.malformed && g.sent == 1 {

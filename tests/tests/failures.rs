@@ -68,7 +68,7 @@ async fn failed_cut_and_malformed_requests_are_counted_and_the_sweep_completes()
                 }
                 "http_error" => {
                     assert_eq!(r["StatusCode"], "500");
-                    assert_eq!(r["Status"], "Failed: http");
+                    assert_eq!(r["Status"], "Failed: http_error");
                     assert!(
                         r["Error"].contains("llama runner process has terminated"),
                         "{r:?}"

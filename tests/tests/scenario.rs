@@ -9,8 +9,8 @@ const TTFT_MS: f64 = 100.0;
 const TOKEN_MS: f64 = 10.0;
 const TOKENS: u32 = 20;
 const SLOTS: u32 = 2;
-/// Scheduling slack allowed above the ground truth on a busy 2-core CI machine (debug build).
-const SLACK_MS: f64 = 60.0;
+/// Scheduling slack allowed around the ground truth on a busy 2-core CI machine (debug build).
+const SLACK_MS: f64 = 80.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_matches_the_simulators_ground_truth() {
@@ -52,12 +52,13 @@ async fn sweep_matches_the_simulators_ground_truth() {
         let expected = f64::from(level * TOKENS) / (waves * one_request_s);
         let got = f(row, "aggregate_tokens_per_s");
         assert!(
-            got <= expected * 1.01 && got >= expected * 0.80,
+            got <= expected * 1.01 && got >= expected * 0.70,
             "level {level}: aggregate {got:.1} tok/s, expected about {expected:.1}"
         );
         let rate = f(row, "mean_request_tokens_per_s");
+        let truth = 1000.0 / TOKEN_MS;
         assert!(
-            (rate - 1000.0 / TOKEN_MS).abs() < 10.0,
+            (rate - truth).abs() < truth * 0.25,
             "level {level}: {rate} tok/s per request"
         );
     }
@@ -87,8 +88,9 @@ async fn sweep_matches_the_simulators_ground_truth() {
             // Active duration is first -> last token: 19 gaps, not the whole request.
             let active_ms = f(r, "ResponseDuration") * 1000.0;
             let truth_ms = f64::from(TOKENS - 1) * TOKEN_MS;
+            // A late first read shortens the measured span, a late last read lengthens it.
             assert!(
-                active_ms >= truth_ms - 2.0 && active_ms <= truth_ms + SLACK_MS,
+                (active_ms - truth_ms).abs() <= SLACK_MS,
                 "active {active_ms} ms vs {truth_ms}"
             );
             assert!(f(r, "TotalDuration") > f(r, "ResponseDuration"));
@@ -98,10 +100,16 @@ async fn sweep_matches_the_simulators_ground_truth() {
             assert_eq!(tp.len(), TOKENS as usize);
             assert_eq!(tp.last().unwrap()["TokenCount"], TOKENS.to_string());
             assert_eq!(tp[0]["Throughput"], "", "no rate from a single point");
-            for s in &tp[1..] {
-                let v = f(s, "Throughput");
+            let rates: Vec<f64> = tp[1..]
+                .iter()
+                .filter(|s| !s["Throughput"].is_empty())
+                .map(|s| f(s, "Throughput"))
+                .collect();
+            assert!(rates.len() >= 10, "rates once 50 ms have passed: {tp:?}");
+            for v in rates {
+                // Never the study's division by almost zero: at most the tokens over the 50 ms window.
                 assert!(
-                    v.is_finite() && v > 0.0 && v < 1000.0,
+                    v.is_finite() && v > 0.0 && v <= f64::from(TOKENS) / 0.05,
                     "throughput sample {v}"
                 );
             }
