@@ -1,5 +1,6 @@
-//! The load engine: one task per in-flight request, each timestamped on the monotonic clock at the
-//! moment its bytes arrive, each ending in a [`RequestRecord`] whatever happens.
+//! The load engine: one executor for every load shape (burst, closed, open), one task per
+//! in-flight request, each timestamped on the monotonic clock at the moment its bytes arrive, each
+//! ending in a [`RequestRecord`] whatever happens.
 
 use crate::backend::{StreamEvent, ollama};
 use crate::http::{HttpClient, MAX_SMALL_BODY, root_cause};
@@ -11,10 +12,12 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokengun_common::schedule::{Arrivals, prompt_index};
 use tokengun_common::{
-    Api, CycleDone, CyclePlan, OutcomeKind, Progress, RecordBody, RequestRecord, ServerTimings,
-    TokenChunk, TokenSource,
+    Api, CycleDone, CyclePlan, LoadShape, OutcomeKind, Progress, RecordBody, RequestRecord,
+    ServerTimings, TokenChunk, TokenSource,
 };
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +28,7 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Live counters of a cycle, bumped by its workers (relaxed atomics: figures for display).
 #[derive(Debug, Default)]
 pub struct CycleCounters {
+    pub started: AtomicU32,
     pub tokens: AtomicU64,
     pub completed: AtomicU32,
     pub failed: AtomicU32,
@@ -35,10 +39,12 @@ struct Shared {
     client: HttpClient,
     plan: CyclePlan,
     uri: hyper::Uri,
-    body: Bytes,
+    /// One ready request body per prompt of the workload.
+    bodies: Vec<Bytes>,
     origin: Instant,
     cancel: CancellationToken,
     counters: CycleCounters,
+    log: Arc<RecordLog>,
 }
 
 /// A cycle could not even begin (the plan was unusable on this agent).
@@ -63,11 +69,12 @@ fn unix_now_ns() -> i64 {
 pub struct PreparedCycle {
     plan: CyclePlan,
     uri: hyper::Uri,
-    body: Bytes,
+    bodies: Vec<Bytes>,
 }
 
 impl PreparedCycle {
-    /// Builds the request every worker of the cycle will send.
+    /// Builds the request bodies every worker of the cycle will send (one per prompt), so the
+    /// hot path only clones a reference-counted buffer.
     pub fn new(plan: CyclePlan) -> Result<Self, EngineError> {
         let url = format!(
             "{}{}",
@@ -83,14 +90,15 @@ impl PreparedCycle {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))?;
-        let body = match plan.api {
-            Api::Ollama => ollama::request_body(&plan).map_err(|e| bad(e.to_string()))?,
-        };
-        Ok(Self {
-            plan,
-            uri,
-            body: Bytes::from(body),
-        })
+        let bodies = plan
+            .prompts
+            .iter()
+            .map(|p| match plan.api {
+                Api::Ollama => ollama::request_body(&plan, p).map(Bytes::from),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Self { plan, uri, bodies })
     }
 
     /// The plan this cycle runs.
@@ -99,63 +107,128 @@ impl PreparedCycle {
     }
 }
 
-/// Runs one burst cycle to its end, appending every record to `log`: `CycleStarted`, one
-/// `Request` per request as each ends, `Progress` every [`PROGRESS_EVERY`]. Returns the cycle's
-/// totals; the caller logs them as `CycleDone` once it can take the next cycle.
+impl Shared {
+    fn next_request_id(&self) -> u32 {
+        self.counters.started.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Runs one request and logs its record.
+    async fn fire(&self, request_id: u32, intended_at: Instant, cap: Option<&Semaphore>) {
+        let rec = run_request(self, request_id, intended_at, cap).await;
+        let c = &self.counters;
+        if rec.outcome.is_failure() {
+            c.failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.log.append(RecordBody::Request(Box::new(rec)));
+    }
+
+    fn progress(&self) -> Progress {
+        let c = &self.counters;
+        let started = c.started.load(Ordering::Relaxed);
+        let completed = c.completed.load(Ordering::Relaxed);
+        let failed = c.failed.load(Ordering::Relaxed);
+        Progress {
+            cycle_id: self.plan.cycle_id,
+            in_flight: started.saturating_sub(completed + failed),
+            completed,
+            failed,
+            tokens: c.tokens.load(Ordering::Relaxed),
+            elapsed_ns: ns_since(self.origin, Instant::now()),
+        }
+    }
+}
+
+/// Releases the cycle's requests as its shape says, into `workers`.
+async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) {
+    let plan = &shared.plan;
+    let end = shared.origin + plan.duration;
+    match plan.shape {
+        // The study's cycle: every request is meant to start at the origin.
+        LoadShape::Burst => {
+            for _ in 0..plan.concurrency {
+                let s = shared.clone();
+                let id = s.next_request_id();
+                workers.spawn(async move { s.fire(id, s.origin, None).await });
+            }
+        }
+        // Each worker replaces its request the moment it ends, until the duration is over.
+        LoadShape::Closed => {
+            for _ in 0..plan.concurrency {
+                let s = shared.clone();
+                workers.spawn(async move {
+                    let mut intended = s.origin;
+                    while intended < end && !s.cancel.is_cancelled() {
+                        let id = s.next_request_id();
+                        s.fire(id, intended, None).await;
+                        intended = Instant::now();
+                    }
+                });
+            }
+        }
+        // Arrivals follow the schedule whatever the server does; a request that must wait for
+        // the in-flight cap still counts its latency from its arrival.
+        LoadShape::Open => {
+            let cap =
+                (plan.concurrency > 0).then(|| Arc::new(Semaphore::new(plan.concurrency as usize)));
+            for at in Arrivals::new(plan.arrival, plan.rate_per_s, plan.duration, plan.seed) {
+                let intended = shared.origin + at;
+                tokio::select! {
+                    () = tokio::time::sleep_until(intended) => {}
+                    () = shared.cancel.cancelled() => break,
+                }
+                let s = shared.clone();
+                let cap = cap.clone();
+                let id = s.next_request_id();
+                workers.spawn(async move { s.fire(id, intended, cap.as_deref()).await });
+            }
+        }
+    }
+}
+
+/// Runs one cycle to its end, appending every record to `log`: `CycleStarted`, one `Request` per
+/// request as each ends, `Progress` every [`PROGRESS_EVERY`]. Returns the cycle's totals; the
+/// caller logs them as `CycleDone` once it can take the next cycle.
 pub async fn run_cycle(
     client: HttpClient,
     cycle: PreparedCycle,
     log: Arc<RecordLog>,
     cancel: CancellationToken,
 ) -> CycleDone {
-    let PreparedCycle { plan, uri, body } = cycle;
+    let PreparedCycle { plan, uri, bodies } = cycle;
     let origin = Instant::now();
     log.append(RecordBody::CycleStarted {
         cycle_id: plan.cycle_id,
         started_unix_ns: unix_now_ns(),
     });
-    let level = plan.level;
     let cycle_id = plan.cycle_id;
     let shared = Arc::new(Shared {
         client,
         plan,
         uri,
-        body,
+        bodies,
         origin,
         cancel,
         counters: CycleCounters::default(),
+        log: log.clone(),
     });
     let mut workers = JoinSet::new();
-    for request_id in 1..=level {
-        let shared = shared.clone();
-        let log = log.clone();
-        // Burst: every request is meant to start at the cycle's origin.
-        workers.spawn(async move {
-            let rec = run_request(&shared, request_id, Duration::ZERO).await;
-            let c = &shared.counters;
-            if rec.outcome.is_failure() {
-                c.failed.fetch_add(1, Ordering::Relaxed);
-            } else {
-                c.completed.fetch_add(1, Ordering::Relaxed);
-            }
-            log.append(RecordBody::Request(Box::new(rec)));
-        });
-    }
-    let progress = |shared: &Shared| {
-        let c = &shared.counters;
-        let completed = c.completed.load(Ordering::Relaxed);
-        let failed = c.failed.load(Ordering::Relaxed);
-        Progress {
-            cycle_id,
-            in_flight: level.saturating_sub(completed + failed),
-            completed,
-            failed,
-            tokens: c.tokens.load(Ordering::Relaxed),
-            elapsed_ns: ns_since(shared.origin, Instant::now()),
-        }
-    };
     let mut tick = tokio::time::interval_at(origin + PROGRESS_EVERY, PROGRESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The open-loop dispatcher runs while finished workers are reaped and progress is reported.
+    {
+        let dispatching = dispatch(&shared, &mut workers);
+        tokio::pin!(dispatching);
+        loop {
+            tokio::select! {
+                () = &mut dispatching => break,
+                _ = tick.tick() => {
+                    log.append(RecordBody::Progress(shared.progress()));
+                }
+            }
+        }
+    }
     let mut lost = 0u32;
     loop {
         tokio::select! {
@@ -169,15 +242,15 @@ pub async fn run_cycle(
                 None => break,
             },
             _ = tick.tick() => {
-                log.append(RecordBody::Progress(progress(&shared)));
+                log.append(RecordBody::Progress(shared.progress()));
             }
         }
     }
-    let last = progress(&shared);
+    let last = shared.progress();
     log.append(RecordBody::Progress(last));
     CycleDone {
         cycle_id,
-        requests: level,
+        requests: shared.counters.started.load(Ordering::Relaxed),
         completed: last.completed,
         failed: last.failed + lost,
         aborted: shared.cancel.is_cancelled(),
@@ -201,17 +274,24 @@ impl Measure {
     }
 }
 
-async fn run_request(s: &Shared, request_id: u32, intended: Duration) -> RequestRecord {
-    let intended_at = s.origin + intended;
-    tokio::time::sleep_until(intended_at).await;
+async fn run_request(
+    s: &Shared,
+    request_id: u32,
+    intended_at: Instant,
+    cap: Option<&Semaphore>,
+) -> RequestRecord {
+    let dispatched = Instant::now();
     let deadline = intended_at + s.plan.request_timeout;
-    let sent = Instant::now();
+    let prompt = prompt_index(s.plan.seed, s.plan.cycle_id, request_id, s.bodies.len());
     let mut m = Measure {
         rec: RequestRecord {
             cycle_id: s.plan.cycle_id,
             request_id,
+            prompt_index: u32::try_from(prompt).unwrap_or(u32::MAX),
+            dispatched_ns: ns_since(s.origin, dispatched),
             intended_start_ns: ns_since(s.origin, intended_at),
-            sent_ns: ns_since(s.origin, sent),
+            // Overwritten when the request really goes out; stays here if it never does.
+            sent_ns: ns_since(s.origin, dispatched),
             first_byte_ns: None,
             first_token_ns: None,
             last_token_ns: None,
@@ -231,7 +311,15 @@ async fn run_request(s: &Shared, request_id: u32, intended: Duration) -> Request
         done: false,
     };
     tokio::select! {
-        () = exchange(s, &mut m) => {}
+        () = async {
+            // Waiting for the in-flight cap is client queueing: it counts in the latencies.
+            let _permit = match cap {
+                Some(c) => c.acquire().await.ok(),
+                None => None,
+            };
+            m.rec.sent_ns = ns_since(s.origin, Instant::now());
+            exchange(s, &mut m, prompt).await;
+        } => {}
         () = s.cancel.cancelled() => m.fail(OutcomeKind::Aborted, "cycle aborted"),
         () = tokio::time::sleep_until(deadline) => m.fail(
             OutcomeKind::Timeout,
@@ -253,11 +341,11 @@ async fn run_request(s: &Shared, request_id: u32, intended: Duration) -> Request
 }
 
 /// Sends the request and reads the stream into `m` until it ends, fails or is done.
-async fn exchange(s: &Shared, m: &mut Measure) {
+async fn exchange(s: &Shared, m: &mut Measure, prompt: usize) {
     let req = hyper::Request::post(s.uri.clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::ACCEPT, "application/x-ndjson")
-        .body(Full::new(s.body.clone()));
+        .body(Full::new(s.bodies[prompt].clone()));
     let req = match req {
         Ok(r) => r,
         Err(e) => return m.fail(OutcomeKind::ConnectError, e.to_string()),

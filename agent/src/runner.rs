@@ -4,7 +4,7 @@ use crate::engine::{EngineError, PreparedCycle, run_cycle};
 use crate::http::HttpClient;
 use crate::log::RecordLog;
 use std::sync::Arc;
-use tokengun_common::{CycleDone, CyclePlan, RecordBody};
+use tokengun_common::{CycleDone, CyclePlan, LoadShape, RecordBody};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -167,15 +167,19 @@ impl Runner {
         }
     }
 
-    fn prepare(&mut self, plan: CyclePlan) -> Result<(), RunnerError> {
+    fn prepare(&mut self, mut plan: CyclePlan) -> Result<(), RunnerError> {
         if let State::Running { cycle_id, .. } = self.state {
             return Err(RunnerError::Busy(cycle_id));
         }
-        if plan.level > self.max_concurrency {
+        if plan.concurrency > self.max_concurrency {
             return Err(RunnerError::Limit {
-                level: plan.level,
+                level: plan.concurrency,
                 max: self.max_concurrency,
             });
+        }
+        // An uncapped open loop is still bounded by what this agent allows in flight.
+        if plan.shape == LoadShape::Open && plan.concurrency == 0 {
+            plan.concurrency = self.max_concurrency;
         }
         self.state = State::Prepared(Box::new(PreparedCycle::new(plan)?));
         Ok(())

@@ -66,6 +66,10 @@ pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
     "StatusCode",
     "Status",
     "TTFT",
+    "TPOT",
+    "SendLag",
+    "ClientQueue",
+    "PromptIndex",
     "TokensPerSecond",
     "TokenSource",
     "CountedTokens",
@@ -74,6 +78,7 @@ pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
     "Error",
     "DoneReason",
     "IntendedStart",
+    "Dispatched",
     "Sent",
     "FirstByte",
     "FirstToken",
@@ -104,6 +109,10 @@ pub fn write_request_summary(path: &Path, records: &[RequestRecord]) -> Result<(
             opt(r.status_code),
             r.outcome.status_text().to_string(),
             opt_s(r.ttft_s()),
+            opt_s(r.tpot_s()),
+            format!("{:.6}", r.send_lag_s()),
+            format!("{:.6}", r.client_queue_s()),
+            r.prompt_index.to_string(),
             r.tokens_per_s()
                 .map(|x| format!("{x:.3}"))
                 .unwrap_or_default(),
@@ -118,6 +127,7 @@ pub fn write_request_summary(path: &Path, records: &[RequestRecord]) -> Result<(
             r.error.clone(),
             r.done_reason.clone(),
             secs(r.intended_start_ns),
+            secs(r.dispatched_ns),
             secs(r.sent_ns),
             ns_s(r.first_byte_ns),
             ns_s(r.first_token_ns),
@@ -183,29 +193,99 @@ pub fn write_throughput(
     w.flush().map_err(io_err(path))
 }
 
-/// Columns of `cycles.csv`.
-pub const CYCLES_HEADER: &[&str] = &[
-    "model",
-    "level",
-    "requests",
-    "completed",
-    "failed",
-    "error_rate",
-    "duration_s",
-    "output_tokens",
-    "aggregate_tokens_per_s",
-    "requests_per_s",
-    "ttft_p50_s",
-    "ttft_p90_s",
-    "ttft_p99_s",
-    "e2e_p50_s",
-    "e2e_p99_s",
-    "mean_request_tokens_per_s",
-    "goodput_requests",
-    "slo_tokens_per_s",
-    "errors_by_kind",
-    "partial",
-];
+/// The latency distributions in `cycles.csv`, each with these statistics.
+const LATENCIES: &[&str] = &["ttft", "itl", "tpot", "e2e"];
+const STATS: &[&str] = &["mean", "p50", "p90", "p95", "p99", "max"];
+
+/// Columns of `cycles.csv`, in order.
+pub fn cycles_header() -> Vec<String> {
+    let mut h: Vec<String> = [
+        "model",
+        "shape",
+        "level",
+        "concurrency",
+        "rate_per_s",
+        "requests",
+        "completed",
+        "failed",
+        "error_rate",
+        "duration_s",
+        "output_tokens",
+        "prompt_tokens",
+        "aggregate_tokens_per_s",
+        "total_tokens_per_s",
+        "requests_per_s",
+        "peak_concurrency",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for m in LATENCIES {
+        for st in STATS {
+            h.push(format!("{m}_{st}_s"));
+        }
+    }
+    h.extend(
+        [
+            "mean_request_tokens_per_s",
+            "goodput_requests",
+            "goodput_requests_per_s",
+            "slo_tokens_per_s",
+            "slo_ttft_s",
+            "slo_e2e_s",
+            "send_lag_p99_s",
+            "send_lag_max_s",
+            "schedule_valid",
+            "errors_by_kind",
+            "partial",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    h
+}
+
+/// One `cycles.csv` row, in [`cycles_header`] order.
+pub fn cycles_row(s: &CycleSummary) -> Vec<String> {
+    let f3 = |x: f64| format!("{x:.3}");
+    let mut row = vec![
+        s.model.clone(),
+        s.shape.clone(),
+        s.level.clone(),
+        s.concurrency.to_string(),
+        s.rate_per_s.map(f3).unwrap_or_default(),
+        s.requests.to_string(),
+        s.completed.to_string(),
+        s.failed.to_string(),
+        format!("{:.4}", s.error_rate),
+        format!("{:.6}", s.duration_s),
+        s.output_tokens.to_string(),
+        s.prompt_tokens.to_string(),
+        f3(s.aggregate_tokens_per_s),
+        f3(s.total_tokens_per_s),
+        format!("{:.4}", s.requests_per_s),
+        s.peak_concurrency.to_string(),
+    ];
+    for p in [&s.ttft, &s.itl, &s.tpot, &s.e2e] {
+        for v in [p.mean_s, p.p50_s, p.p90_s, p.p95_s, p.p99_s, p.max_s] {
+            row.push(opt_s(v));
+        }
+    }
+    row.extend([
+        s.mean_request_tokens_per_s.map(f3).unwrap_or_default(),
+        s.goodput_requests.to_string(),
+        format!("{:.4}", s.goodput_requests_per_s),
+        f3(s.slo.tokens_per_s),
+        opt_s(s.slo.ttft_s),
+        opt_s(s.slo.e2e_s),
+        opt_s(s.send_lag_p99_s),
+        opt_s(s.send_lag_max_s),
+        s.schedule_valid.to_string(),
+        s.errors_by_kind.clone(),
+        s.partial.to_string(),
+    ]);
+    row
+}
 
 /// `cycles.csv`, appended and flushed after every cycle so an interrupted run keeps its rows.
 pub struct CyclesCsv {
@@ -217,7 +297,7 @@ impl CyclesCsv {
     /// Creates the file and writes its header.
     pub fn create(path: &Path) -> Result<Self, OutputError> {
         let mut w = writer(path)?;
-        w.write_record(CYCLES_HEADER).map_err(csv_err(path))?;
+        w.write_record(cycles_header()).map_err(csv_err(path))?;
         w.flush().map_err(io_err(path))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -227,30 +307,9 @@ impl CyclesCsv {
 
     /// Appends one cycle and flushes it to disk.
     pub fn append(&mut self, s: &CycleSummary) -> Result<(), OutputError> {
-        let f3 = |x: f64| format!("{x:.3}");
-        let row = [
-            s.model.clone(),
-            s.level.to_string(),
-            s.requests.to_string(),
-            s.completed.to_string(),
-            s.failed.to_string(),
-            format!("{:.4}", s.error_rate),
-            format!("{:.6}", s.duration_s),
-            s.output_tokens.to_string(),
-            f3(s.aggregate_tokens_per_s),
-            format!("{:.4}", s.requests_per_s),
-            opt_s(s.ttft_p50_s),
-            opt_s(s.ttft_p90_s),
-            opt_s(s.ttft_p99_s),
-            opt_s(s.e2e_p50_s),
-            opt_s(s.e2e_p99_s),
-            s.mean_request_tokens_per_s.map(f3).unwrap_or_default(),
-            s.goodput_requests.to_string(),
-            f3(s.slo_tokens_per_s),
-            s.errors_by_kind.clone(),
-            s.partial.to_string(),
-        ];
-        self.w.write_record(&row).map_err(csv_err(&self.path))?;
+        self.w
+            .write_record(cycles_row(s))
+            .map_err(csv_err(&self.path))?;
         self.w.flush().map_err(io_err(&self.path))?;
         self.w
             .get_ref()
@@ -278,7 +337,9 @@ mod tests {
         RequestRecord {
             cycle_id: 1,
             request_id: 7,
+            prompt_index: 0,
             intended_start_ns: 0,
+            dispatched_ns: 0,
             sent_ns: 0,
             first_byte_ns: Some(2_000_000_000),
             first_token_ns: Some(2_000_000_000),
@@ -325,6 +386,24 @@ mod tests {
         // 16 us after the first chunk: no rate rather than 62500 tokens/s.
         assert_eq!(rows[2], "2023-11-14T22:13:22.000Z,2,,2.000016,1");
         assert_eq!(rows[3], "2023-11-14T22:13:22.200Z,3,10.00,2.200000,1");
+    }
+
+    #[test]
+    fn cycle_rows_match_the_header() {
+        let s = crate::stats::CycleSummary::from_records(
+            &crate::stats::CycleInfo {
+                model: "m".into(),
+                shape: "burst".into(),
+                level: "1".into(),
+                concurrency: 1,
+                rate_per_s: None,
+                expected_requests: 1,
+            },
+            &[record()],
+            &crate::stats::Slo::default(),
+            false,
+        );
+        assert_eq!(cycles_header().len(), cycles_row(&s).len());
     }
 
     #[test]

@@ -4,14 +4,15 @@
 pub mod csv_out;
 pub mod plan;
 pub mod record;
+pub mod schedule;
 pub mod stats;
 
-pub use plan::{Api, CyclePlan, LoadShape, PlanError};
+pub use plan::{Api, Arrival, CyclePlan, LoadShape, PlanError, PromptSpec};
 pub use record::{
     CycleDone, OutcomeKind, Progress, Record, RecordBody, RequestRecord, ServerTimings, TokenChunk,
     TokenSource,
 };
-pub use stats::CycleSummary;
+pub use stats::{CycleInfo, CycleStats, CycleSummary, Percentiles, Slo};
 
 /// The study's model, prompt, levels and target: tokengun's defaults.
 pub mod defaults {

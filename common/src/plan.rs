@@ -27,12 +27,58 @@ impl Api {
     }
 }
 
-/// How requests of one cycle are released.
+/// How requests of one cycle are released. One executor runs them all; a shape is data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LoadShape {
-    /// The study's cycle: `level` requests fired together; the cycle ends when all have ended.
+    /// The study's cycle: `concurrency` requests fired together; the cycle ends when all have ended.
     Burst,
+    /// Keep `concurrency` requests in flight for `duration`; each finished one is replaced at once.
+    Closed,
+    /// Requests arrive at `rate_per_s` for `duration` whether or not earlier ones have finished
+    /// (at most `concurrency` in flight when that is above 0; the rest wait, and the wait counts).
+    Open,
+}
+
+impl LoadShape {
+    /// The name used in flags, files and manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadShape::Burst => "burst",
+            LoadShape::Closed => "closed",
+            LoadShape::Open => "open",
+        }
+    }
+}
+
+/// How an open-loop schedule spaces its arrivals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Exactly 1/rate apart.
+    Constant,
+    /// Exponential gaps with mean 1/rate, drawn from the plan's seed.
+    #[default]
+    Poisson,
+}
+
+/// One prompt of a workload, with the request options that go with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptSpec {
+    pub text: String,
+    /// A JSON object merged into this prompt's request body (after the plan's own), or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub extra_body_json: String,
+}
+
+impl PromptSpec {
+    /// A prompt with no options of its own.
+    pub fn plain(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            extra_body_json: String::new(),
+        }
+    }
 }
 
 /// One cycle as sent to an agent.
@@ -40,16 +86,27 @@ pub enum LoadShape {
 pub struct CyclePlan {
     /// Run-unique cycle number, from 1.
     pub cycle_id: u32,
-    /// Concurrency of the cycle.
-    pub level: u32,
     pub shape: LoadShape,
+    /// Burst: requests fired together. Closed: requests kept in flight. Open: cap on requests in
+    /// flight (0 = no cap).
+    pub concurrency: u32,
+    /// Open: mean arrivals per second.
+    pub rate_per_s: f64,
+    /// Open: how arrivals are spaced.
+    pub arrival: Arrival,
+    /// Closed and open: how long new requests keep starting (requests started in time finish).
+    #[serde(with = "duration_ms")]
+    pub duration: Duration,
+    /// Seeds arrival gaps and prompt choice: same seed, same schedule, same prompts in the same order.
+    pub seed: u64,
     /// Base URL of the inference server, e.g. `http://127.0.0.1:11434`.
     pub target_url: String,
     pub api: Api,
     pub model: String,
-    pub prompt: String,
+    /// The workload; each request takes one, chosen from the seed and its request id.
+    pub prompts: Vec<PromptSpec>,
     /// A request still running after this long is ended and recorded as a timeout.
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(with = "duration_ms")]
     pub request_timeout: Duration,
     /// A JSON object merged into every request body, or empty.
     pub extra_body_json: String,
@@ -78,13 +135,62 @@ pub enum PlanError {
     Target(String),
     #[error("extra request JSON must be a JSON object: {0}")]
     ExtraBody(String),
+    #[error(
+        "rate {0} appears twice in --levels: each level gets its own results folder, list it once"
+    )]
+    DuplicateRate(String),
+    #[error("rate {0} is not a positive number of requests per second (at most 1000000)")]
+    Rate(String),
+    #[error("{0} needs a duration above zero (--duration, e.g. 60s)")]
+    NoDuration(&'static str),
+    #[error("the workload has no prompts")]
+    NoPrompts,
+    #[error("prompt {index}: {reason}")]
+    Prompt { index: usize, reason: String },
+}
+
+/// Checks that `json` is empty or a JSON object that leaves tokengun's own keys alone.
+pub fn check_extra_body(json: &str) -> Result<(), String> {
+    if json.trim().is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(m)) => {
+            match RESERVED_BODY_KEYS.iter().find(|k| m.contains_key(**k)) {
+                Some(k) => Err(format!(
+                    "it sets {k:?}, which tokengun sets itself (use --model, --prompt, --prompts)"
+                )),
+                None => Ok(()),
+            }
+        }
+        Ok(_) => Err("not an object".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl CyclePlan {
     /// Checks everything an agent would otherwise discover only after sending load.
     pub fn validate(&self) -> Result<(), PlanError> {
-        if self.level == 0 || self.level > MAX_LEVEL {
-            return Err(PlanError::Level(self.level));
+        match self.shape {
+            LoadShape::Burst | LoadShape::Closed => {
+                if self.concurrency == 0 || self.concurrency > MAX_LEVEL {
+                    return Err(PlanError::Level(self.concurrency));
+                }
+            }
+            LoadShape::Open => {
+                if !(self.rate_per_s.is_finite()
+                    && self.rate_per_s > 0.0
+                    && self.rate_per_s <= MAX_RATE_PER_S)
+                {
+                    return Err(PlanError::Rate(self.rate_per_s.to_string()));
+                }
+                if self.concurrency > MAX_LEVEL {
+                    return Err(PlanError::Level(self.concurrency));
+                }
+            }
+        }
+        if self.shape != LoadShape::Burst && self.duration.is_zero() {
+            return Err(PlanError::NoDuration(self.shape.as_str()));
         }
         if self.model.trim().is_empty() {
             return Err(PlanError::EmptyModel);
@@ -93,22 +199,34 @@ impl CyclePlan {
             return Err(PlanError::ZeroTimeout);
         }
         parse_target(&self.target_url)?;
-        if !self.extra_body_json.trim().is_empty() {
-            match serde_json::from_str::<serde_json::Value>(&self.extra_body_json) {
-                Ok(serde_json::Value::Object(m)) => {
-                    if let Some(k) = RESERVED_BODY_KEYS.iter().find(|k| m.contains_key(**k)) {
-                        return Err(PlanError::ExtraBody(format!(
-                            "it sets {k:?}, which tokengun sets itself (use --model, --prompt)"
-                        )));
-                    }
-                }
-                Ok(_) => return Err(PlanError::ExtraBody("not an object".into())),
-                Err(e) => return Err(PlanError::ExtraBody(e.to_string())),
-            }
+        check_extra_body(&self.extra_body_json).map_err(PlanError::ExtraBody)?;
+        if self.prompts.is_empty() {
+            return Err(PlanError::NoPrompts);
+        }
+        for (index, p) in self.prompts.iter().enumerate() {
+            check_extra_body(&p.extra_body_json)
+                .map_err(|reason| PlanError::Prompt { index, reason })?;
         }
         Ok(())
     }
+
+    /// The number shown as this cycle's level: concurrency, or the rate for open loops.
+    pub fn level_label(&self) -> String {
+        match self.shape {
+            LoadShape::Open => format_rate(self.rate_per_s),
+            _ => self.concurrency.to_string(),
+        }
+    }
 }
+
+/// A rate without trailing zeros: `2`, `0.5`, `12.25`.
+pub fn format_rate(rate: f64) -> String {
+    let s = format!("{rate:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The most requests per second an open-loop level may ask for.
+pub const MAX_RATE_PER_S: f64 = 1_000_000.0;
 
 /// Host and port of an `http://host[:port][/]` target (port 80 when absent).
 pub fn parse_target(url: &str) -> Result<(String, u16), PlanError> {
@@ -138,6 +256,27 @@ pub fn parse_target(url: &str) -> Result<(String, u16), PlanError> {
     Ok((host, port))
 }
 
+/// Parses `0.5,1,2` into open-loop rates (requests/s), refusing junk, zeros and repeats.
+pub fn parse_rates(s: &str) -> Result<Vec<f64>, PlanError> {
+    let mut rates: Vec<f64> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let rate: f64 = part
+            .parse()
+            .map_err(|_| PlanError::Rate(part.to_string()))?;
+        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE_PER_S) {
+            return Err(PlanError::Rate(part.to_string()));
+        }
+        if rates.contains(&rate) {
+            return Err(PlanError::DuplicateRate(part.to_string()));
+        }
+        rates.push(rate);
+    }
+    if rates.is_empty() {
+        return Err(PlanError::NoLevels);
+    }
+    Ok(rates)
+}
+
 /// Parses `1,2,4,8` into levels, refusing zeros, junk and out-of-range values.
 pub fn parse_levels(s: &str) -> Result<Vec<u32>, PlanError> {
     let mut levels = Vec::new();
@@ -159,8 +298,8 @@ pub fn parse_levels(s: &str) -> Result<Vec<u32>, PlanError> {
     Ok(levels)
 }
 
-/// Serialises a `Duration` as whole milliseconds (`request_timeout_ms` in manifests).
-mod humantime_serde_ms {
+/// Serialises a `Duration` as whole milliseconds.
+mod duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
@@ -186,6 +325,12 @@ mod tests {
         assert_eq!(parse_levels(" , "), Err(PlanError::NoLevels));
         assert_eq!(parse_levels("100001"), Err(PlanError::Level(100_001)));
         assert_eq!(parse_levels("1,2,1"), Err(PlanError::Duplicate(1)));
+        assert_eq!(parse_rates("0.5, 2").unwrap(), vec![0.5, 2.0]);
+        assert!(parse_rates("0").is_err());
+        assert!(parse_rates("inf").is_err());
+        assert!(parse_rates("1,1.0").is_err());
+        assert_eq!(format_rate(2.0), "2");
+        assert_eq!(format_rate(0.25), "0.25");
     }
 
     #[test]

@@ -103,8 +103,13 @@ pub struct RequestRecord {
     pub cycle_id: u32,
     /// 1-based within the cycle, as the study numbered them.
     pub request_id: u32,
+    /// Which prompt of the plan's workload the request sent.
+    pub prompt_index: u32,
     /// When the schedule meant the request to start; latencies count from here.
     pub intended_start_ns: u64,
+    /// When tokengun's scheduler released it (late against `intended_start_ns` only if tokengun
+    /// fell behind).
+    pub dispatched_ns: u64,
     /// When the request was handed to the HTTP client.
     pub sent_ns: u64,
     /// First byte of the response (status line and headers).
@@ -187,9 +192,30 @@ impl RequestRecord {
         Some(after_first as f64 / dt)
     }
 
-    /// Mean time between chunks after the first (time per output token when one chunk = one token).
+    /// Time per output token after the first, vLLM's definition: (end - first token) /
+    /// (output tokens - 1). `None` with fewer than two output tokens.
     pub fn tpot_s(&self) -> Option<f64> {
-        self.tokens_per_s().filter(|r| *r > 0.0).map(|r| 1.0 / r)
+        let first = self.first_token_ns?;
+        (self.output_tokens >= 2)
+            .then(|| span_s(first, self.end_ns) / (self.output_tokens - 1) as f64)
+    }
+
+    /// Inter-token latencies: one sample per gap between consecutive content chunks, seconds
+    /// (vLLM's ITL; a chunk carrying several tokens is one sample).
+    pub fn itl_s(&self) -> impl Iterator<Item = f64> + '_ {
+        self.timeline
+            .windows(2)
+            .map(|w| span_s(w[0].offset_ns, w[1].offset_ns))
+    }
+
+    /// Intended start -> dispatched, seconds: how late tokengun itself was.
+    pub fn send_lag_s(&self) -> f64 {
+        span_s(self.intended_start_ns, self.dispatched_ns)
+    }
+
+    /// Dispatched -> sent, seconds: time spent waiting for the open loop's in-flight cap.
+    pub fn client_queue_s(&self) -> f64 {
+        span_s(self.dispatched_ns, self.sent_ns)
     }
 }
 
@@ -244,7 +270,9 @@ mod tests {
         RequestRecord {
             cycle_id: 1,
             request_id: 1,
+            prompt_index: 0,
             intended_start_ns: 0,
+            dispatched_ns: 1_000_000,
             sent_ns: 1_000_000,
             first_byte_ns: Some(100_000_000),
             first_token_ns: timeline.first().map(|c| c.0),
@@ -275,6 +303,13 @@ mod tests {
         assert!((r.response_s().unwrap() - 0.2).abs() < 1e-12);
         assert!((r.total_s() - 2.0).abs() < 1e-12);
         assert!((r.tokens_per_s().unwrap() - 10.0).abs() < 1e-9);
+        // (end 2.0 s - first token 0.1 s) / (3 - 1) tokens.
+        assert!((r.tpot_s().unwrap() - 0.95).abs() < 1e-9);
+        let itl: Vec<f64> = r.itl_s().collect();
+        assert_eq!(itl.len(), 2);
+        assert!(itl.iter().all(|g| (g - 0.1).abs() < 1e-12));
+        assert!((r.send_lag_s() - 0.001).abs() < 1e-12);
+        assert_eq!(r.client_queue_s(), 0.0);
     }
 
     #[test]

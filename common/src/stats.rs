@@ -1,12 +1,17 @@
-//! Per-cycle statistics from request records: throughput, error rates and HDR-histogram percentiles.
+//! Per-cycle statistics from request records: counts, throughput, goodput, and latency
+//! percentiles from HDR histograms that merge exactly (percentiles are never averaged).
 
 use crate::record::{OutcomeKind, RequestRecord};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Latency histograms hold microseconds up to one hour at 3 significant digits.
 const HIST_MAX_US: u64 = 3_600_000_000;
+
+/// A cycle whose p99 send lag (intended start -> sent) exceeds this fell behind its own schedule:
+/// its figures describe tokengun's limits as much as the server's, and it is marked invalid.
+pub const SEND_LAG_LIMIT_S: f64 = 0.010;
 
 /// A latency distribution that can be merged exactly (never by averaging percentiles).
 #[derive(Debug, Clone)]
@@ -54,13 +59,189 @@ impl LatencyHistogram {
     pub fn quantile_s(&self, q: f64) -> Option<f64> {
         (!self.hist.is_empty()).then(|| self.hist.value_at_quantile(q) as f64 / 1e6)
     }
+
+    /// The summary figures.
+    pub fn percentiles(&self) -> Percentiles {
+        let empty = self.hist.is_empty();
+        Percentiles {
+            mean_s: (!empty).then(|| self.hist.mean() / 1e6),
+            p50_s: self.quantile_s(0.50),
+            p90_s: self.quantile_s(0.90),
+            p95_s: self.quantile_s(0.95),
+            p99_s: self.quantile_s(0.99),
+            max_s: (!empty).then(|| self.hist.max() as f64 / 1e6),
+        }
+    }
 }
 
-/// One cycle's figures, as written to `cycles.csv`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// Distribution summary of one latency, seconds; `None` when there were no samples.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    pub mean_s: Option<f64>,
+    pub p50_s: Option<f64>,
+    pub p90_s: Option<f64>,
+    pub p95_s: Option<f64>,
+    pub p99_s: Option<f64>,
+    pub max_s: Option<f64>,
+}
+
+/// Service-level objective for goodput: a completed request is good when it meets every limit set.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Slo {
+    /// Decode rate at least this (tokens/s); the study's "reasonable throughput" is 10.
+    pub tokens_per_s: f64,
+    /// TTFT at most this, when set.
+    pub ttft_s: Option<f64>,
+    /// End-to-end latency at most this, when set.
+    pub e2e_s: Option<f64>,
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Self {
+            tokens_per_s: crate::defaults::SLO_TOKENS_PER_S,
+            ttft_s: None,
+            e2e_s: None,
+        }
+    }
+}
+
+impl Slo {
+    /// Whether a completed request met the objective (a request with no measurable decode rate,
+    /// fewer than 50 ms of streaming, does not).
+    pub fn met_by(&self, r: &RequestRecord) -> bool {
+        r.tokens_per_s().is_some_and(|x| x >= self.tokens_per_s)
+            && self
+                .ttft_s
+                .is_none_or(|l| r.ttft_s().is_some_and(|t| t <= l))
+            && self.e2e_s.is_none_or(|l| r.total_s() <= l)
+    }
+}
+
+/// Mergeable per-cycle accumulator: one per agent, merged into the cycle's figures.
+#[derive(Debug, Clone, Default)]
+pub struct CycleStats {
+    pub requests: u32,
+    pub completed: u32,
+    pub output_tokens: u64,
+    pub prompt_tokens: u64,
+    pub goodput: u32,
+    rate_sum: f64,
+    rate_n: u32,
+    pub errors: BTreeMap<String, u32>,
+    pub ttft: LatencyHistogram,
+    pub itl: LatencyHistogram,
+    pub tpot: LatencyHistogram,
+    pub e2e: LatencyHistogram,
+    pub send_lag: LatencyHistogram,
+    /// (instant ns, +1 start / -1 end) for the peak-concurrency sweep line.
+    edges: Vec<(u64, i32)>,
+    start_ns: Option<u64>,
+    end_ns: u64,
+}
+
+impl CycleStats {
+    /// Adds one request.
+    pub fn add(&mut self, r: &RequestRecord, slo: &Slo) {
+        self.requests += 1;
+        self.start_ns = Some(
+            self.start_ns
+                .map_or(r.intended_start_ns, |s| s.min(r.intended_start_ns)),
+        );
+        self.end_ns = self.end_ns.max(r.end_ns);
+        self.edges.push((r.sent_ns, 1));
+        self.edges.push((r.end_ns, -1));
+        self.send_lag.record_s(r.send_lag_s());
+        if r.outcome != OutcomeKind::Completed {
+            *self
+                .errors
+                .entry(r.outcome.as_str().to_string())
+                .or_default() += 1;
+            return;
+        }
+        self.completed += 1;
+        self.output_tokens += r.output_tokens;
+        self.prompt_tokens += r.prompt_tokens.unwrap_or(0);
+        self.e2e.record_s(r.total_s());
+        if let Some(t) = r.ttft_s() {
+            self.ttft.record_s(t);
+        }
+        if let Some(t) = r.tpot_s() {
+            self.tpot.record_s(t);
+        }
+        for gap in r.itl_s() {
+            self.itl.record_s(gap);
+        }
+        if let Some(rate) = r.tokens_per_s() {
+            self.rate_sum += rate;
+            self.rate_n += 1;
+        }
+        if slo.met_by(r) {
+            self.goodput += 1;
+        }
+    }
+
+    /// Adds everything `other` holds (another agent's share of the same cycle).
+    pub fn merge(&mut self, other: &CycleStats) {
+        self.requests += other.requests;
+        self.completed += other.completed;
+        self.output_tokens += other.output_tokens;
+        self.prompt_tokens += other.prompt_tokens;
+        self.goodput += other.goodput;
+        self.rate_sum += other.rate_sum;
+        self.rate_n += other.rate_n;
+        for (k, n) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += n;
+        }
+        self.ttft.merge(&other.ttft);
+        self.itl.merge(&other.itl);
+        self.tpot.merge(&other.tpot);
+        self.e2e.merge(&other.e2e);
+        self.send_lag.merge(&other.send_lag);
+        self.edges.extend_from_slice(&other.edges);
+        self.start_ns = match (self.start_ns, other.start_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.end_ns = self.end_ns.max(other.end_ns);
+    }
+
+    /// Most requests in flight at once (sent, not yet ended).
+    pub fn peak_concurrency(&self) -> u32 {
+        let mut edges = self.edges.clone();
+        // Ends before starts at the same instant: a request replaced at once is not two in flight.
+        edges.sort_unstable();
+        let mut now = 0i64;
+        let mut peak = 0i64;
+        for (_, d) in edges {
+            now += i64::from(d);
+            peak = peak.max(now);
+        }
+        u32::try_from(peak).unwrap_or(0)
+    }
+}
+
+/// What was asked of a cycle, for its summary row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CycleInfo {
+    pub model: String,
+    pub shape: String,
+    /// Concurrency, or the rate for open loops, as shown.
+    pub level: String,
+    pub concurrency: u32,
+    pub rate_per_s: Option<f64>,
+    /// Requests the agents say they started; missing records count as failed.
+    pub expected_requests: u32,
+}
+
+/// One cycle's figures, as written to `cycles.csv` and `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CycleSummary {
     pub model: String,
-    pub level: u32,
+    pub shape: String,
+    pub level: String,
+    pub concurrency: u32,
+    pub rate_per_s: Option<f64>,
     pub requests: u32,
     pub completed: u32,
     pub failed: u32,
@@ -70,20 +251,32 @@ pub struct CycleSummary {
     pub duration_s: f64,
     /// Output tokens of completed requests.
     pub output_tokens: u64,
+    /// Prompt tokens of completed requests, as the server counted them.
+    pub prompt_tokens: u64,
     /// output_tokens / duration_s.
     pub aggregate_tokens_per_s: f64,
+    /// (prompt_tokens + output_tokens) / duration_s.
+    pub total_tokens_per_s: f64,
     /// completed / duration_s.
     pub requests_per_s: f64,
-    pub ttft_p50_s: Option<f64>,
-    pub ttft_p90_s: Option<f64>,
-    pub ttft_p99_s: Option<f64>,
-    pub e2e_p50_s: Option<f64>,
-    pub e2e_p99_s: Option<f64>,
+    /// Most requests in flight at once.
+    pub peak_concurrency: u32,
+    pub ttft: Percentiles,
+    pub itl: Percentiles,
+    pub tpot: Percentiles,
+    pub e2e: Percentiles,
     /// Mean over completed requests of their decode rate (tokens/s).
     pub mean_request_tokens_per_s: Option<f64>,
-    /// Completed requests whose decode rate met the SLO.
+    /// Completed requests that met the SLO.
     pub goodput_requests: u32,
-    pub slo_tokens_per_s: f64,
+    /// goodput_requests / duration_s.
+    pub goodput_requests_per_s: f64,
+    pub slo: Slo,
+    /// How late tokengun sent requests against their intended start.
+    pub send_lag_p99_s: Option<f64>,
+    pub send_lag_max_s: Option<f64>,
+    /// False when tokengun fell behind its schedule (p99 send lag above 10 ms).
+    pub schedule_valid: bool,
     /// `kind=count` pairs joined by `;`, empty when nothing failed.
     pub errors_by_kind: String,
     /// The cycle was interrupted or lost requests; its figures cover what was collected.
@@ -91,55 +284,32 @@ pub struct CycleSummary {
 }
 
 impl CycleSummary {
-    /// Summarises one cycle. `expected_requests` is the level: missing records count as failed.
+    /// Summarises one cycle from all of its records.
     pub fn from_records(
-        model: &str,
-        level: u32,
+        info: &CycleInfo,
         records: &[RequestRecord],
-        slo_tokens_per_s: f64,
+        slo: &Slo,
         partial: bool,
     ) -> Self {
-        let mut ttft = LatencyHistogram::new();
-        let mut e2e = LatencyHistogram::new();
-        let mut by_kind: BTreeMap<&'static str, u32> = BTreeMap::new();
-        let mut completed = 0u32;
-        let mut output_tokens = 0u64;
-        let mut rate_sum = 0.0;
-        let mut rate_n = 0u32;
-        let mut goodput = 0u32;
-        let mut start = u64::MAX;
-        let mut end = 0u64;
+        let mut stats = CycleStats::default();
         for r in records {
-            start = start.min(r.intended_start_ns);
-            end = end.max(r.end_ns);
-            if r.outcome != OutcomeKind::Completed {
-                *by_kind.entry(r.outcome.as_str()).or_default() += 1;
-                continue;
-            }
-            completed += 1;
-            output_tokens += r.output_tokens;
-            e2e.record_s(r.total_s());
-            if let Some(t) = r.ttft_s() {
-                ttft.record_s(t);
-            }
-            if let Some(rate) = r.tokens_per_s() {
-                rate_sum += rate;
-                rate_n += 1;
-                if rate >= slo_tokens_per_s {
-                    goodput += 1;
-                }
-            }
+            stats.add(r, slo);
         }
-        let requests = u32::try_from(records.len()).unwrap_or(u32::MAX).max(level);
-        let missing = requests - u32::try_from(records.len()).unwrap_or(u32::MAX);
+        Self::from_stats(info, &stats, slo, partial)
+    }
+
+    /// Summarises merged statistics.
+    pub fn from_stats(info: &CycleInfo, s: &CycleStats, slo: &Slo, partial: bool) -> Self {
+        let mut errors = s.errors.clone();
+        let requests = s.requests.max(info.expected_requests);
+        let missing = requests - s.requests;
         if missing > 0 {
-            *by_kind.entry("missing").or_default() += missing;
+            *errors.entry("missing".into()).or_default() += missing;
         }
-        let failed = requests - completed;
-        let duration_s = if end > start {
-            (end - start) as f64 / 1e9
-        } else {
-            0.0
+        let failed = requests - s.completed;
+        let duration_s = match s.start_ns {
+            Some(start) if s.end_ns > start => (s.end_ns - start) as f64 / 1e9,
+            _ => 0.0,
         };
         let per_s = |x: f64| {
             if duration_s > 0.0 {
@@ -148,11 +318,15 @@ impl CycleSummary {
                 0.0
             }
         };
+        let send_lag_p99_s = s.send_lag.quantile_s(0.99);
         Self {
-            model: model.to_string(),
-            level,
+            model: info.model.clone(),
+            shape: info.shape.clone(),
+            level: info.level.clone(),
+            concurrency: info.concurrency,
+            rate_per_s: info.rate_per_s,
             requests,
-            completed,
+            completed: s.completed,
             failed,
             error_rate: if requests > 0 {
                 f64::from(failed) / f64::from(requests)
@@ -160,18 +334,24 @@ impl CycleSummary {
                 0.0
             },
             duration_s,
-            output_tokens,
-            aggregate_tokens_per_s: per_s(output_tokens as f64),
-            requests_per_s: per_s(f64::from(completed)),
-            ttft_p50_s: ttft.quantile_s(0.50),
-            ttft_p90_s: ttft.quantile_s(0.90),
-            ttft_p99_s: ttft.quantile_s(0.99),
-            e2e_p50_s: e2e.quantile_s(0.50),
-            e2e_p99_s: e2e.quantile_s(0.99),
-            mean_request_tokens_per_s: (rate_n > 0).then(|| rate_sum / f64::from(rate_n)),
-            goodput_requests: goodput,
-            slo_tokens_per_s,
-            errors_by_kind: by_kind
+            output_tokens: s.output_tokens,
+            prompt_tokens: s.prompt_tokens,
+            aggregate_tokens_per_s: per_s(s.output_tokens as f64),
+            total_tokens_per_s: per_s((s.output_tokens + s.prompt_tokens) as f64),
+            requests_per_s: per_s(f64::from(s.completed)),
+            peak_concurrency: s.peak_concurrency(),
+            ttft: s.ttft.percentiles(),
+            itl: s.itl.percentiles(),
+            tpot: s.tpot.percentiles(),
+            e2e: s.e2e.percentiles(),
+            mean_request_tokens_per_s: (s.rate_n > 0).then(|| s.rate_sum / f64::from(s.rate_n)),
+            goodput_requests: s.goodput,
+            goodput_requests_per_s: per_s(f64::from(s.goodput)),
+            slo: *slo,
+            send_lag_p99_s,
+            send_lag_max_s: s.send_lag.percentiles().max_s,
+            schedule_valid: send_lag_p99_s.is_none_or(|l| l <= SEND_LAG_LIMIT_S),
+            errors_by_kind: errors
                 .iter()
                 .map(|(k, n)| format!("{k}={n}"))
                 .collect::<Vec<_>>()
@@ -196,22 +376,37 @@ mod tests {
         RequestRecord {
             cycle_id: 1,
             request_id: id,
+            prompt_index: 0,
             intended_start_ns: start_ms * 1_000_000,
+            dispatched_ns: start_ms * 1_000_000,
             sent_ns: start_ms * 1_000_000,
             first_byte_ns: Some(first_ms * 1_000_000),
             first_token_ns: timeline.first().map(|c| c.offset_ns),
             last_token_ns: timeline.last().map(|c| c.offset_ns),
-            end_ns: timeline.last().map_or(0, |c| c.offset_ns),
+            end_ns: timeline
+                .last()
+                .map_or(start_ms * 1_000_000 + 1, |c| c.offset_ns),
             status_code: Some(200),
             outcome: OutcomeKind::Completed,
             error: String::new(),
             output_tokens: u64::from(n),
             token_source: TokenSource::Server,
             counted_tokens: u64::from(n),
-            prompt_tokens: None,
+            prompt_tokens: Some(5),
             server: ServerTimings::default(),
             done_reason: "stop".into(),
             timeline,
+        }
+    }
+
+    fn info(level: u32) -> CycleInfo {
+        CycleInfo {
+            model: "m".into(),
+            shape: "burst".into(),
+            level: level.to_string(),
+            concurrency: level,
+            rate_per_s: None,
+            expected_requests: level,
         }
     }
 
@@ -221,46 +416,140 @@ mod tests {
         failed.outcome = OutcomeKind::HttpError;
         failed.end_ns = 10_000_000;
         let recs = vec![done(1, 0, 100, 11, 10), done(2, 0, 100, 11, 10), failed];
-        let s = CycleSummary::from_records("m", 3, &recs, 10.0, false);
+        let s = CycleSummary::from_records(&info(3), &recs, &Slo::default(), false);
         assert_eq!((s.requests, s.completed, s.failed), (3, 2, 1));
         assert!((s.error_rate - 1.0 / 3.0).abs() < 1e-12);
         assert!((s.duration_s - 0.2).abs() < 1e-9);
-        assert_eq!(s.output_tokens, 22);
+        assert_eq!((s.output_tokens, s.prompt_tokens), (22, 10));
         assert!((s.aggregate_tokens_per_s - 110.0).abs() < 1e-6);
+        assert!((s.total_tokens_per_s - 160.0).abs() < 1e-6);
         assert!((s.mean_request_tokens_per_s.unwrap() - 100.0).abs() < 1e-6);
-        assert!((s.ttft_p50_s.unwrap() - 0.1).abs() < 1e-3);
+        assert!((s.ttft.p50_s.unwrap() - 0.1).abs() < 1e-3);
+        assert!((s.itl.max_s.unwrap() - 0.010).abs() < 1e-5);
+        assert_eq!(s.itl.p50_s, s.itl.p99_s);
+        assert!((s.tpot.p50_s.unwrap() - 0.010).abs() < 1e-5);
+        assert_eq!(s.peak_concurrency, 3);
         assert_eq!(s.goodput_requests, 2);
         assert_eq!(s.errors_by_kind, "http_error=1");
-        assert!(!s.partial);
+        assert!(s.schedule_valid && !s.partial);
+    }
+
+    #[test]
+    fn goodput_honours_every_limit() {
+        let recs = vec![done(1, 0, 100, 11, 10), done(2, 0, 300, 11, 10)];
+        let slo = Slo {
+            tokens_per_s: 10.0,
+            ttft_s: Some(0.2),
+            e2e_s: None,
+        };
+        assert_eq!(
+            CycleSummary::from_records(&info(2), &recs, &slo, false).goodput_requests,
+            1
+        );
+        let slo = Slo {
+            tokens_per_s: 200.0,
+            ..Slo::default()
+        };
+        assert_eq!(
+            CycleSummary::from_records(&info(2), &recs, &slo, false).goodput_requests,
+            0
+        );
+    }
+
+    #[test]
+    fn peak_concurrency_counts_overlap_only() {
+        // Back to back: the second starts when the first ends.
+        let mut a = done(1, 0, 10, 2, 10);
+        a.end_ns = 100;
+        let mut b = done(2, 0, 10, 2, 10);
+        b.sent_ns = 100;
+        b.end_ns = 200;
+        let s = CycleSummary::from_records(&info(1), &[a, b], &Slo::default(), false);
+        assert_eq!(s.peak_concurrency, 1);
     }
 
     #[test]
     fn missing_records_are_failures_and_mark_partial() {
-        let s = CycleSummary::from_records("m", 4, &[done(1, 0, 10, 3, 1)], 10.0, false);
+        let s =
+            CycleSummary::from_records(&info(4), &[done(1, 0, 10, 3, 1)], &Slo::default(), false);
         assert_eq!((s.requests, s.completed, s.failed), (4, 1, 3));
         assert_eq!(s.errors_by_kind, "missing=3");
         assert!(s.partial);
     }
 
     #[test]
-    fn empty_cycle_is_all_zero_not_nan() {
-        let s = CycleSummary::from_records("m", 1, &[], 10.0, true);
-        assert_eq!(s.aggregate_tokens_per_s, 0.0);
-        assert_eq!(s.ttft_p50_s, None);
-        assert!(s.error_rate.is_finite());
+    fn late_sends_invalidate_the_schedule() {
+        let mut r = done(1, 0, 100, 3, 10);
+        r.dispatched_ns = 50_000_000;
+        r.sent_ns = 50_000_000;
+        let s = CycleSummary::from_records(&info(1), &[r], &Slo::default(), false);
+        assert!(!s.schedule_valid);
+        assert!((s.send_lag_max_s.unwrap() - 0.05).abs() < 1e-4);
     }
 
     #[test]
-    fn histograms_merge_exactly() {
-        let mut a = LatencyHistogram::new();
-        let mut b = LatencyHistogram::new();
-        for i in 1..=50 {
-            a.record_s(f64::from(i) / 1000.0);
-            b.record_s(f64::from(i + 50) / 1000.0);
+    fn empty_cycle_is_all_zero_not_nan() {
+        let s = CycleSummary::from_records(&info(1), &[], &Slo::default(), true);
+        assert_eq!(s.aggregate_tokens_per_s, 0.0);
+        assert_eq!(s.ttft.p50_s, None);
+        assert!(s.error_rate.is_finite());
+    }
+
+    /// Exact percentile of raw samples (nearest rank), for comparison.
+    fn raw_quantile(samples: &mut [f64], q: f64) -> f64 {
+        samples.sort_by(f64::total_cmp);
+        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1]
+    }
+
+    #[test]
+    fn merged_histograms_give_the_raw_percentiles_and_never_averages() {
+        // Two agents with very different latencies: one fast, one slow.
+        let fast: Vec<RequestRecord> = (0..900)
+            .map(|i| done(i, 0, 20 + u64::from(i % 10), 3, 5))
+            .collect();
+        let slow: Vec<RequestRecord> = (0..100)
+            .map(|i| done(i, 0, 900 + u64::from(i), 3, 5))
+            .collect();
+        let slo = Slo::default();
+        let mut a = CycleStats::default();
+        fast.iter().for_each(|r| a.add(r, &slo));
+        let mut b = CycleStats::default();
+        slow.iter().for_each(|r| b.add(r, &slo));
+        let mut merged = a.clone();
+        merged.merge(&b);
+        let whole = CycleSummary::from_records(
+            &info(1000),
+            &[fast.clone(), slow.clone()].concat(),
+            &slo,
+            false,
+        );
+        let from_merge = CycleSummary::from_stats(&info(1000), &merged, &slo, false);
+        assert_eq!(
+            whole, from_merge,
+            "merging per-agent stats equals summarising all records"
+        );
+
+        let mut raw: Vec<f64> = fast
+            .iter()
+            .chain(&slow)
+            .filter_map(RequestRecord::ttft_s)
+            .collect();
+        for q in [0.5, 0.9, 0.95, 0.99] {
+            let exact = raw_quantile(&mut raw, q);
+            let got = merged.ttft.quantile_s(q).unwrap();
+            assert!(
+                (got - exact).abs() <= exact * 1e-3,
+                "q{q}: {got} vs raw {exact}"
+            );
         }
-        a.merge(&b);
-        assert_eq!(a.len(), 100);
-        assert!((a.quantile_s(0.5).unwrap() - 0.050).abs() < 1e-4);
-        assert!((a.quantile_s(1.0).unwrap() - 0.100).abs() < 1e-3);
+        // Averaging the two agents' p99 would report about 0.51 s; the true p99 is 0.99 s.
+        let averaged = (a.ttft.quantile_s(0.99).unwrap() + b.ttft.quantile_s(0.99).unwrap()) / 2.0;
+        let p99 = from_merge.ttft.p99_s.unwrap();
+        assert!((p99 - raw_quantile(&mut raw, 0.99)).abs() < 1e-3);
+        assert!(
+            (p99 - averaged).abs() > 0.3,
+            "p99 {p99} must not be the average {averaged}"
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! The command line: `tokengun run` and `tokengun sim`, compiled into a `RunConfig` / `SimConfig`.
 
 use crate::orchestrator::RunConfig;
+use crate::plan_file::{PlanFile, PlanFileError};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokengun_common::{Api, defaults, plan::parse_levels};
+use tokengun_common::{Arrival, LoadShape, defaults};
 use tokengun_simulator::{Faults, SimConfig};
 
 /// Load-test and benchmark LLM inference servers (Ollama and OpenAI-compatible).
@@ -19,60 +20,130 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a concurrency sweep against a server (or the built-in simulator with --sim).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the built-in simulated Ollama server until Ctrl-C.
     Sim(SimArgs),
-}
-
-/// A parsed `--levels` list (a newtype, so clap treats it as one value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Levels(pub Vec<u32>);
-
-fn levels_arg(s: &str) -> Result<Levels, String> {
-    parse_levels(s).map(Levels).map_err(|e| e.to_string())
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 150ms, 2s, 10m)"))
 }
 
-/// `tokengun run`.
+/// Checks a duration flag at parse time but keeps its text (plan files hold text too).
+fn duration_text(s: &str) -> Result<String, String> {
+    duration_arg(s).map(|_| s.to_string())
+}
+
+/// A comma-separated list of positive numbers (concurrency levels, or rates for open loops).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Levels(pub Vec<f64>);
+
+fn levels_arg(s: &str) -> Result<Levels, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let v: f64 = part.parse().map_err(|_| {
+            format!("{part:?} is not a number; levels are comma-separated, e.g. 1,2,4,8 (or rates 0.5,1,2 with --shape open)")
+        })?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(format!(
+                "level {part} is out of range: levels are above zero"
+            ));
+        }
+        out.push(v);
+    }
+    if out.is_empty() {
+        return Err("no levels given: use a comma-separated list such as 1,2,4,8".into());
+    }
+    Ok(Levels(out))
+}
+
+/// `tokengun run`. Every flag may also come from `--plan FILE`; flags win.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Base URL of the inference server.
-    #[arg(long, default_value = defaults::TARGET)]
-    pub target: String,
-    /// Model to load-test (as the server names it).
-    #[arg(long, default_value = defaults::MODEL)]
-    pub model: String,
-    /// Prompt sent with every request.
-    #[arg(long, default_value = defaults::PROMPT)]
-    pub prompt: String,
-    /// Concurrency levels, comma-separated; one cycle per level [default: 1,2,4,8,12,16,24,32,64,128;
-    /// 1,2,4,8 with --sim].
+    /// TOML plan file (see plans/); flags given here override its settings.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Base URL of the inference server [default: http://127.0.0.1:11434].
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Model to load-test, as the server names it [default: deepseek-r1:7b].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Prompt sent with every request [default: "What is the philosophical definition of time?"].
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Workload instead of --prompt: `builtin` (a varied set), `synthetic:WORDS`, or a file of
+    /// prompts (one per line, or JSONL with "prompt", "max_tokens", "options", ...).
+    #[arg(long, value_name = "SOURCE")]
+    pub prompts: Option<String>,
+    /// How requests are released: burst (N at once, the study's cycle), closed (keep N in flight
+    /// for --duration), open (arrivals at a rate for --duration) [default: burst].
+    #[arg(long, value_enum)]
+    pub shape: Option<ShapeArg>,
+    /// Levels, comma-separated: concurrency for burst/closed, requests/s for open [default:
+    /// 1,2,4,8,12,16,24,32,64,128; 1,2,4,8 with --sim].
     #[arg(long, value_parser = levels_arg)]
     pub levels: Option<Levels>,
-    /// Agent to generate the load, HOST:PORT (default: an agent inside this process).
+    /// One open-loop rate in requests/s (same as --shape open --levels RATE).
+    #[arg(long, value_name = "REQ_PER_S", conflicts_with = "levels")]
+    pub rate: Option<f64>,
+    /// Closed/open: how long each level keeps starting requests [default: 60s].
+    #[arg(long, value_parser = duration_text)]
+    pub duration: Option<String>,
+    /// Open: constant or poisson (seeded) arrivals [default: poisson].
+    #[arg(long, value_enum)]
+    pub arrival: Option<ArrivalArg>,
+    /// Open: most requests in flight; more wait, and their wait counts [default: 0 = no cap].
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
+    /// A phase before the first level whose requests are not counted (e.g. 10s) [default: none].
+    #[arg(long, value_parser = duration_text)]
+    pub warmup: Option<String>,
+    /// Seed for arrivals and prompt choice: same seed, same schedule and prompts [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// A request unfinished after this long is recorded as a timeout [default: 10m].
+    #[arg(long, alias = "request-timeout", value_parser = duration_text)]
+    pub timeout: Option<String>,
+    /// Stop the sweep after a level whose error rate exceeds this percentage (0-100).
+    #[arg(long, value_name = "PERCENT")]
+    pub stop_on_error_rate: Option<f64>,
+    /// Cap on output tokens per request (Ollama options.num_predict) [default: the server's].
+    #[arg(long, value_name = "TOKENS")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature (options.temperature) [default: the server's].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Sampling seed sent to the server (options.seed) [default: the server's].
+    #[arg(long)]
+    pub sampling_seed: Option<i64>,
+    /// Stop sequence (options.stop), repeatable.
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// How long the server keeps the model loaded after a request (keep_alive), e.g. 10m.
+    #[arg(long)]
+    pub keep_alive: Option<String>,
+    /// Extra JSON object merged into every request body, e.g. '{"think":false}'.
+    #[arg(long, value_name = "JSON")]
+    pub extra_json: Option<String>,
+    /// Goodput: a request is good when it streams at least this many tokens/s [default: 10].
+    #[arg(long, value_name = "TOKENS_PER_S")]
+    pub slo_tokens_per_s: Option<f64>,
+    /// Goodput: and its TTFT is at most this (e.g. 2s) [default: no limit].
+    #[arg(long, value_parser = duration_text)]
+    pub slo_ttft: Option<String>,
+    /// Goodput: and its end-to-end latency is at most this [default: no limit].
+    #[arg(long, value_parser = duration_text)]
+    pub slo_e2e: Option<String>,
+    /// Agent to generate the load, HOST:PORT [default: an agent inside this process].
     #[arg(long = "agent", value_name = "HOST:PORT")]
     pub agents: Vec<String>,
-    /// Folder that receives the run's folder.
-    #[arg(long, default_value = "results")]
-    pub out: PathBuf,
+    /// Folder that receives the run's folder [default: results].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Name of the run's folder [default: the start time, e.g. 20261127T192130Z].
     #[arg(long)]
     pub run_id: Option<String>,
-    /// A request still unfinished after this long is recorded as a timeout (e.g. 90s, 10m).
-    #[arg(long, default_value = "10m", value_parser = duration_arg)]
-    pub request_timeout: Duration,
-    /// Cap on output tokens per request (Ollama `options.num_predict`) [default: the server's].
-    #[arg(long, value_name = "TOKENS")]
-    pub max_tokens: Option<u32>,
-    /// Extra JSON object merged into every request body, e.g. '{"keep_alive":"10m"}'.
-    #[arg(long, value_name = "JSON")]
-    pub extra_json: Option<String>,
-    /// A request meets the service level when it streams at least this many tokens/s.
-    #[arg(long, default_value_t = defaults::SLO_TOKENS_PER_S, value_name = "TOKENS_PER_S")]
-    pub slo_tokens_per_s: f64,
     /// Aim at the built-in simulator (started on a free loopback port) instead of --target.
     #[arg(long)]
     pub sim: bool,
@@ -91,6 +162,21 @@ pub struct RunArgs {
     /// Print only errors and the final summary table.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `--shape` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShapeArg {
+    Burst,
+    Closed,
+    Open,
+}
+
+/// `--arrival` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArrivalArg {
+    Constant,
+    Poisson,
 }
 
 /// `tokengun sim`.
@@ -126,6 +212,12 @@ pub struct SimArgs {
     /// Send a non-JSON line in every Nth request's stream (0 = never).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub malformed_every: u64,
+    /// Stall the whole server this long after the first generate request (e.g. 30s).
+    #[arg(long, value_parser = duration_arg)]
+    pub stall_at: Option<Duration>,
+    /// How long the stall lasts.
+    #[arg(long, default_value = "1s", value_parser = duration_arg)]
+    pub stall_for: Duration,
 }
 
 impl SimArgs {
@@ -142,80 +234,75 @@ impl SimArgs {
                 cut_every: self.cut_every,
                 cut_after_tokens: self.cut_after,
                 malformed_every: self.malformed_every,
+                stall_at: self.stall_at,
+                stall_for: self.stall_for,
             },
             ..SimConfig::default()
         }
     }
 }
 
-/// Flags could be parsed but do not make a run.
-#[derive(Debug, thiserror::Error)]
-pub enum FlagError {
-    #[error("--extra-json is not a JSON object: {0}")]
-    ExtraJson(String),
-    #[error("--slo-tokens-per-s must be a positive number")]
-    Slo,
-    #[error("--max-tokens must be at least 1")]
-    MaxTokens,
-}
-
 impl RunArgs {
-    /// Compiles the flags into a run configuration.
-    pub fn config(&self) -> Result<RunConfig, FlagError> {
-        let mut extra = match &self.extra_json {
-            Some(s) => match serde_json::from_str::<serde_json::Value>(s) {
-                Ok(serde_json::Value::Object(m)) => m,
-                Ok(_) => return Err(FlagError::ExtraJson("not an object".into())),
-                Err(e) => return Err(FlagError::ExtraJson(e.to_string())),
-            },
-            None => serde_json::Map::new(),
+    /// The settings given as flags (`None` where a flag was not given).
+    pub fn as_plan(&self) -> PlanFile {
+        let (shape, levels) = match self.rate {
+            Some(r) => (Some(LoadShape::Open), Some(vec![r])),
+            None => (
+                self.shape.map(|s| match s {
+                    ShapeArg::Burst => LoadShape::Burst,
+                    ShapeArg::Closed => LoadShape::Closed,
+                    ShapeArg::Open => LoadShape::Open,
+                }),
+                self.levels.clone().map(|l| l.0),
+            ),
         };
-        if let Some(n) = self.max_tokens {
-            if n == 0 {
-                return Err(FlagError::MaxTokens);
-            }
-            let options = extra
-                .entry("options")
-                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            if let Some(o) = options.as_object_mut() {
-                o.insert("num_predict".into(), n.into());
-            }
-        }
-        if !(self.slo_tokens_per_s.is_finite() && self.slo_tokens_per_s > 0.0) {
-            return Err(FlagError::Slo);
-        }
-        let levels = self.levels.clone().map(|l| l.0).unwrap_or_else(|| {
-            if self.sim {
-                defaults::SIM_LEVELS.to_vec()
-            } else {
-                defaults::LEVELS.to_vec()
-            }
-        });
-        Ok(RunConfig {
+        PlanFile {
             target: self.target.clone(),
-            api: Api::Ollama,
             model: self.model.clone(),
             prompt: self.prompt.clone(),
+            prompts: self.prompts.clone(),
+            shape,
             levels,
-            agents: self.agents.clone(),
+            duration: self.duration.clone(),
+            arrival: self.arrival.map(|a| match a {
+                ArrivalArg::Constant => Arrival::Constant,
+                ArrivalArg::Poisson => Arrival::Poisson,
+            }),
+            max_in_flight: self.max_in_flight,
+            warmup: self.warmup.clone(),
+            seed: self.seed,
+            timeout: self.timeout.clone(),
+            stop_on_error_rate: self.stop_on_error_rate,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            sampling_seed: self.sampling_seed,
+            stop: (!self.stop.is_empty()).then(|| self.stop.clone()),
+            keep_alive: self.keep_alive.clone(),
+            extra_json: self.extra_json.clone(),
+            slo_tokens_per_s: self.slo_tokens_per_s,
+            slo_ttft: self.slo_ttft.clone(),
+            slo_e2e: self.slo_e2e.clone(),
+            agents: (!self.agents.is_empty()).then(|| self.agents.clone()),
             out: self.out.clone(),
             run_id: self.run_id.clone(),
-            request_timeout: self.request_timeout,
-            extra_body_json: if extra.is_empty() {
-                String::new()
-            } else {
-                serde_json::Value::Object(extra).to_string()
-            },
-            slo_tokens_per_s: self.slo_tokens_per_s,
-            sim: self.sim.then(|| SimConfig {
-                models: vec![self.model.clone()],
-                ttft: self.sim_ttft,
-                token_delay: self.sim_token_delay,
-                tokens: self.sim_tokens,
-                slots: self.sim_slots,
-                ..SimConfig::default()
-            }),
-        })
+        }
+    }
+
+    /// Compiles plan file and flags (flags win) into a validated run configuration.
+    pub fn config(&self) -> Result<RunConfig, PlanFileError> {
+        let file = match &self.plan {
+            Some(path) => PlanFile::load(path)?,
+            None => PlanFile::default(),
+        };
+        let sim = self.sim.then(|| SimConfig {
+            models: Vec::new(),
+            ttft: self.sim_ttft,
+            token_delay: self.sim_token_delay,
+            tokens: self.sim_tokens,
+            slots: self.sim_slots,
+            ..SimConfig::default()
+        });
+        file.overlay(self.as_plan()).compile(sim)
     }
 }
 
@@ -223,69 +310,98 @@ impl RunArgs {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("tokengun").chain(args.iter().copied()))
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(
+            std::iter::once("tokengun")
+                .chain(["run"])
+                .chain(args.iter().copied()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Run(r) => *r,
+            Command::Sim(_) => panic!("not run"),
+        }
+    }
+
+    fn parse_fails(args: &[&str]) -> bool {
+        Cli::try_parse_from(
+            std::iter::once("tokengun")
+                .chain(["run"])
+                .chain(args.iter().copied()),
+        )
+        .is_err()
     }
 
     #[test]
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        let Command::Run(r) = parse(&["run", "--levels", "1,2,4"]).unwrap().command else {
-            panic!("not run")
-        };
-        assert_eq!(r.config().unwrap().levels, vec![1, 2, 4]);
+        let c = run_args(&["--levels", "1,2,4"]).config().unwrap();
+        assert_eq!(
+            c.levels.iter().map(|l| l.concurrency).collect::<Vec<_>>(),
+            vec![1, 2, 4]
+        );
     }
 
     #[test]
     fn defaults_are_the_study() {
-        let Command::Run(r) = parse(&["run"]).unwrap().command else {
-            panic!("not run")
-        };
-        let c = r.config().unwrap();
-        assert_eq!(c.levels, vec![1, 2, 4, 8, 12, 16, 24, 32, 64, 128]);
+        let c = run_args(&[]).config().unwrap();
+        let levels: Vec<u32> = c.levels.iter().map(|l| l.concurrency).collect();
+        assert_eq!(levels, vec![1, 2, 4, 8, 12, 16, 24, 32, 64, 128]);
         assert_eq!(c.model, "deepseek-r1:7b");
         assert_eq!(c.target, "http://127.0.0.1:11434");
-        assert_eq!(c.prompt, "What is the philosophical definition of time?");
+        assert_eq!(
+            c.prompts[0].text,
+            "What is the philosophical definition of time?"
+        );
+        assert_eq!(c.shape, LoadShape::Burst);
         assert!(c.sim.is_none());
-        let Command::Run(r) = parse(&["run", "--sim"]).unwrap().command else {
-            panic!("not run")
-        };
-        assert_eq!(r.config().unwrap().levels, vec![1, 2, 4, 8]);
+        assert_eq!(run_args(&["--sim"]).config().unwrap().levels.len(), 4);
     }
 
     #[test]
-    fn max_tokens_merges_into_options() {
-        let Command::Run(r) = parse(&[
-            "run",
+    fn rate_is_an_open_loop() {
+        let c = run_args(&["--rate", "2.5", "--duration", "5s", "--arrival", "constant"])
+            .config()
+            .unwrap();
+        assert_eq!(c.shape, LoadShape::Open);
+        assert_eq!(c.levels[0].rate_per_s, Some(2.5));
+        assert_eq!(c.arrival, Arrival::Constant);
+    }
+
+    #[test]
+    fn request_options_merge_into_the_body() {
+        let c = run_args(&[
             "--max-tokens",
             "64",
+            "--temperature",
+            "0",
+            "--stop",
+            "END",
+            "--keep-alive",
+            "10m",
             "--extra-json",
-            r#"{"options":{"temperature":0}}"#,
+            r#"{"options":{"top_k":5},"think":false}"#,
         ])
-        .unwrap()
-        .command
-        else {
-            panic!("not run")
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(&r.config().unwrap().extra_body_json).unwrap();
+        .config()
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&c.extra_body_json).unwrap();
         assert_eq!(v["options"]["num_predict"], 64);
-        assert_eq!(v["options"]["temperature"], 0);
+        assert_eq!(v["options"]["temperature"], 0.0);
+        assert_eq!(v["options"]["top_k"], 5);
+        assert_eq!(v["options"]["stop"], serde_json::json!(["END"]));
+        assert_eq!(v["keep_alive"], "10m");
+        assert_eq!(v["think"], false);
     }
 
     #[test]
     fn bad_flags_are_refused() {
-        assert!(parse(&["run", "--levels", "0,1"]).is_err());
-        assert!(parse(&["run", "--levels", "a"]).is_err());
-        assert!(parse(&["run", "--request-timeout", "soon"]).is_err());
-        assert!(
-            parse(&["run", "--sim-slots", "2"]).is_err(),
-            "sim flags need --sim"
-        );
-        let Command::Run(r) = parse(&["run", "--extra-json", "[1]"]).unwrap().command else {
-            panic!("not run")
-        };
-        assert!(r.config().is_err());
+        assert!(parse_fails(&["--levels", "0,1"]));
+        assert!(parse_fails(&["--levels", "a"]));
+        assert!(parse_fails(&["--timeout", "soon"]));
+        assert!(parse_fails(&["--sim-slots", "2"]), "sim flags need --sim");
+        assert!(parse_fails(&["--rate", "2", "--levels", "1"]));
+        assert!(run_args(&["--extra-json", "[1]"]).config().is_err());
+        assert!(run_args(&["--levels", "1.5"]).config().is_err());
     }
 }

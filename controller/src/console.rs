@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
-use tokengun_common::{CycleSummary, Progress, RequestRecord};
+use tokengun_common::{CyclePlan, CycleSummary, LoadShape, Progress, RequestRecord};
 
 /// Where progress goes; redraws in place on a terminal, prints a heartbeat line otherwise.
 pub struct Console {
@@ -10,6 +10,9 @@ pub struct Console {
     quiet: bool,
     last_line: Option<Instant>,
 }
+
+/// Closed and open cycles with more requests than this print their figures without the table.
+const TABLE_MAX_ROWS: usize = 64;
 
 /// Between plain progress lines when stdout is not a terminal.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -36,17 +39,17 @@ impl Console {
     }
 
     /// Announces a cycle.
-    pub fn cycle_start(&mut self, index: usize, total: usize, level: u32, model: &str) {
+    pub fn cycle_start(&mut self, index: usize, total: usize, what: &str, model: &str) {
         self.last_line = None;
         self.line(&format!(
-            "\n▶ cycle {}/{total}: {level} concurrent request{} to {model}",
-            index + 1,
-            if level == 1 { "" } else { "s" }
+            "\n▶ cycle {}/{total}: {what} to {model}",
+            index + 1
         ));
     }
 
-    /// Redraws the progress line (throttled to a heartbeat when not on a terminal).
-    pub fn progress(&mut self, level: u32, p: &Progress) {
+    /// Redraws the progress line (throttled to a heartbeat when not on a terminal). Burst
+    /// cycles fill the bar by requests done, timed cycles by time elapsed.
+    pub fn progress(&mut self, plan: &CyclePlan, p: &Progress) {
         let now = Instant::now();
         if !self.tty && self.last_line.is_some_and(|t| now - t < HEARTBEAT) {
             return;
@@ -55,10 +58,17 @@ impl Console {
         let elapsed_s = p.elapsed_ns as f64 / 1e9;
         let done = p.completed + p.failed;
         let width = 20usize;
-        let filled = if level > 0 {
-            (done as usize * width) / level as usize
-        } else {
-            0
+        let fraction = match plan.shape {
+            LoadShape::Burst if plan.concurrency > 0 => {
+                f64::from(done) / f64::from(plan.concurrency)
+            }
+            _ if !plan.duration.is_zero() => elapsed_s / plan.duration.as_secs_f64(),
+            _ => 0.0,
+        };
+        let filled = ((fraction.clamp(0.0, 1.0)) * width as f64) as usize;
+        let of = match plan.shape {
+            LoadShape::Burst => format!("/{}", plan.concurrency),
+            _ => String::new(),
         };
         let bar: String = "█".repeat(filled) + &"░".repeat(width - filled.min(width));
         let rate = if elapsed_s > 0.0 {
@@ -67,7 +77,7 @@ impl Console {
             0.0
         };
         let text = format!(
-            "  {bar} {done}/{level} done · {} failed · {} in flight · {} tokens · {rate:.1} tok/s · {elapsed_s:.1} s",
+            "  {bar} {done}{of} done · {} failed · {} in flight · {} tokens · {rate:.1} tok/s · {elapsed_s:.1} s",
             p.failed, p.in_flight, p.tokens
         );
         if self.tty {
@@ -77,10 +87,19 @@ impl Console {
         }
     }
 
-    /// Ends the progress line and prints the study's table for the cycle plus its figures.
+    /// Ends the progress line and prints the study's table for the cycle (when it is short
+    /// enough to read) plus its figures.
     pub fn cycle_end(&mut self, summary: &CycleSummary, records: &[RequestRecord]) {
         if self.tty && self.last_line.is_some() {
             self.out("\n");
+        }
+        if records.len() > TABLE_MAX_ROWS && summary.shape != "burst" {
+            self.out(&format!(
+                "  {} requests (table omitted; every row is in request_summary.csv)\n  {}\n",
+                records.len(),
+                summary_line(summary)
+            ));
+            return;
         }
         let mut t = String::new();
         t.push_str("  | REQ ID | TOKENS | TOKENS/S |    TTFB |  WAITING | DURATION | STATUS\n");
@@ -118,22 +137,25 @@ impl Console {
             return;
         }
         let mut t = String::from(
-            "\nSweep summary\n  | LEVEL | REQS | FAILED | AGG TOK/S | REQ/S | TTFT p50 | TTFT p99 | TOK/S/REQ |\n  |-------|------|--------|-----------|-------|----------|----------|-----------|\n",
+            "\nSweep summary\n  | LEVEL | REQS | FAILED | AGG TOK/S | REQ/S | TTFT p50 | TTFT p99 | ITL p50 | TOK/S/REQ | GOOD |\n  |-------|------|--------|-----------|-------|----------|----------|---------|-----------|------|\n",
         );
         let s = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.3}s"));
         for c in summaries {
             t.push_str(&format!(
-                "  | {:>5} | {:>4} | {:>6} | {:>9.1} | {:>5.2} | {:>8} | {:>8} | {:>9} |{}\n",
+                "  | {:>5} | {:>4} | {:>6} | {:>9.1} | {:>5.2} | {:>8} | {:>8} | {:>7} | {:>9} | {:>4} |{}{}\n",
                 c.level,
                 c.requests,
                 c.failed,
                 c.aggregate_tokens_per_s,
                 c.requests_per_s,
-                s(c.ttft_p50_s),
-                s(c.ttft_p99_s),
+                s(c.ttft.p50_s),
+                s(c.ttft.p99_s),
+                s(c.itl.p50_s),
                 c.mean_request_tokens_per_s
                     .map_or_else(|| "-".into(), |x| format!("{x:.1}")),
-                if c.partial { " partial" } else { "" }
+                c.goodput_requests,
+                if c.partial { " partial" } else { "" },
+                if c.schedule_valid { "" } else { " INVALID: tokengun fell behind its schedule" }
             ));
         }
         write_stdout(&t);
@@ -163,12 +185,16 @@ pub fn summary_line(s: &CycleSummary) -> String {
         },
         s.aggregate_tokens_per_s,
         s.requests_per_s,
-        p(s.ttft_p50_s),
-        p(s.ttft_p90_s),
-        p(s.ttft_p99_s),
+        p(s.ttft.p50_s),
+        p(s.ttft.p90_s),
+        p(s.ttft.p99_s),
         s.mean_request_tokens_per_s
             .map_or_else(|| "-".into(), |x| format!("{x:.1}")),
         s.duration_s,
-        if s.partial { " · PARTIAL" } else { "" }
+        match (s.partial, s.schedule_valid) {
+            (true, _) => " · PARTIAL",
+            (false, false) => " · INVALID (send lag p99 above 10 ms)",
+            _ => "",
+        }
     )
 }

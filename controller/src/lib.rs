@@ -6,6 +6,8 @@ pub mod console;
 pub mod link;
 pub mod orchestrator;
 pub mod output;
+pub mod plan_file;
+pub mod workload;
 
 use cli::{Cli, Command};
 use console::Console;

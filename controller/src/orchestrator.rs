@@ -1,7 +1,7 @@
 //! The orchestrator: validates the plan, brings up the simulator and agent if asked, checks the
 //! target, then runs the sweep cycle by cycle, writing each cycle's results as soon as it ends.
 
-use crate::console::Console;
+use crate::console::{Console, summary_line};
 use crate::link::{AgentInfo, AgentLink, LinkError, TargetInfo};
 use crate::output::{Manifest, OutDirError, RunDir, RunStatus, default_run_id, probe_writable};
 use std::path::PathBuf;
@@ -10,7 +10,8 @@ use tokengun_agent::backend::ollama::model_available;
 use tokengun_agent::{AgentConfig, LocalAgent, TargetPolicy};
 use tokengun_common::plan::parse_target;
 use tokengun_common::{
-    Api, CyclePlan, CycleSummary, LoadShape, PlanError, Record, RecordBody, RequestRecord,
+    Api, Arrival, CycleDone, CycleInfo, CyclePlan, CycleSummary, LoadShape, PlanError, PromptSpec,
+    Record, RecordBody, RequestRecord, Slo,
 };
 use tokengun_simulator::{SimConfig, SimHandle};
 use tokio::sync::mpsc;
@@ -24,21 +25,39 @@ const ABORT_GRACE: Duration = Duration::from_secs(10);
 /// (progress records arrive every 250 ms).
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
-/// Everything a run needs, compiled from flags.
+/// One level of a sweep: a concurrency, or (open loops) a rate with an optional in-flight cap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    /// Burst/closed: requests at once. Open: in-flight cap (0 = none).
+    pub concurrency: u32,
+    /// Open: requests per second.
+    pub rate_per_s: Option<f64>,
+}
+
+/// Everything a run needs, compiled and validated from a plan file and flags.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub target: String,
     pub api: Api,
     pub model: String,
-    pub prompt: String,
-    pub levels: Vec<u32>,
+    pub prompts: Vec<PromptSpec>,
+    pub shape: LoadShape,
+    pub levels: Vec<Level>,
+    /// Closed/open: how long each level keeps starting requests.
+    pub duration: Duration,
+    pub arrival: Arrival,
+    /// A phase before the first level whose requests are not counted (zero = none).
+    pub warmup: Duration,
+    pub seed: u64,
     /// Agent addresses; empty = an agent inside this process.
     pub agents: Vec<String>,
     pub out: PathBuf,
     pub run_id: Option<String>,
     pub request_timeout: Duration,
     pub extra_body_json: String,
-    pub slo_tokens_per_s: f64,
+    pub slo: Slo,
+    /// Stop the sweep after a level whose error rate (0..1) exceeds this.
+    pub stop_on_error_rate: Option<f64>,
     /// Serve the built-in simulator and aim at it instead of `target`.
     pub sim: Option<SimConfig>,
 }
@@ -106,19 +125,41 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// The plan of cycle `index` (0-based) of the sweep.
-fn cycle_plan(cfg: &RunConfig, target: &str, index: usize, level: u32) -> CyclePlan {
+/// The plan of cycle `cycle_id` at `level`, with `shape` and `duration` (warm-up differs).
+fn cycle_plan(
+    cfg: &RunConfig,
+    target: &str,
+    cycle_id: u32,
+    level: Level,
+    shape: LoadShape,
+    duration: Duration,
+) -> CyclePlan {
     CyclePlan {
-        cycle_id: u32::try_from(index + 1).unwrap_or(u32::MAX),
-        level,
-        shape: LoadShape::Burst,
+        cycle_id,
+        shape,
+        concurrency: level.concurrency,
+        rate_per_s: level.rate_per_s.unwrap_or(0.0),
+        arrival: cfg.arrival,
+        duration,
+        seed: cfg.seed,
         target_url: target.to_string(),
         api: cfg.api,
         model: cfg.model.clone(),
-        prompt: cfg.prompt.clone(),
+        prompts: cfg.prompts.clone(),
         request_timeout: cfg.request_timeout,
         extra_body_json: cfg.extra_body_json.clone(),
     }
+}
+
+/// The warm-up phase: the first level as a closed loop (open: at its rate) for `warmup`.
+fn warmup_plan(cfg: &RunConfig, target: &str) -> Option<CyclePlan> {
+    let first = *cfg.levels.first()?;
+    let shape = if cfg.shape == LoadShape::Open {
+        LoadShape::Open
+    } else {
+        LoadShape::Closed
+    };
+    (!cfg.warmup.is_zero()).then(|| cycle_plan(cfg, target, 1, first, shape, cfg.warmup))
 }
 
 /// Everything that can be checked without a network: every cycle's plan is valid.
@@ -134,7 +175,11 @@ fn validate(cfg: &RunConfig) -> Result<(), RunError> {
         &cfg.target
     };
     for (i, &level) in cfg.levels.iter().enumerate() {
-        cycle_plan(cfg, target, i, level).validate()?;
+        let id = u32::try_from(i + 2).unwrap_or(u32::MAX);
+        cycle_plan(cfg, target, id, level, cfg.shape, cfg.duration).validate()?;
+    }
+    if let Some(w) = warmup_plan(cfg, target) {
+        w.validate()?;
     }
     if cfg.agents.len() > 1 {
         return Err(RunError::TooManyAgents(cfg.agents.len()));
@@ -172,9 +217,13 @@ async fn bring_up(cfg: &RunConfig) -> Result<Started, RunError> {
     };
     let link = AgentLink::connect(&addr, CONNECT_TIMEOUT).await?;
     let info = link.hello(in_process).await?;
-    if let Some(&level) = cfg.levels.iter().find(|&&l| l > info.max_concurrency) {
+    if let Some(level) = cfg
+        .levels
+        .iter()
+        .find(|l| l.concurrency > info.max_concurrency)
+    {
         return Err(RunError::AboveAgentLimit {
-            level,
+            level: level.concurrency,
             agent: addr,
             max: info.max_concurrency,
         });
@@ -258,6 +307,7 @@ async fn run_sweep(
         .clone()
         .unwrap_or_else(|| default_run_id(SystemTime::now()));
     let mut dir = RunDir::create(&cfg.out, &run_id)?;
+    let labels: Vec<String> = cfg.levels.iter().map(Level::label).collect();
     let mut manifest = Manifest {
         tool: "tokengun",
         version: env!("CARGO_PKG_VERSION"),
@@ -269,21 +319,33 @@ async fn run_sweep(
         target: up.target.clone(),
         api: cfg.api,
         model: cfg.model.clone(),
-        prompt: cfg.prompt.clone(),
-        levels: cfg.levels.clone(),
-        shape: "burst",
-        request_timeout_ms: u64::try_from(cfg.request_timeout.as_millis()).unwrap_or(u64::MAX),
+        prompt: cfg
+            .prompts
+            .first()
+            .map(|p| p.text.clone())
+            .unwrap_or_default(),
+        prompt_count: cfg.prompts.len(),
+        shape: cfg.shape,
+        levels: labels.clone(),
+        duration_ms: ms(cfg.duration),
+        arrival: cfg.arrival,
+        warmup_ms: ms(cfg.warmup),
+        seed: cfg.seed,
+        request_timeout_ms: ms(cfg.request_timeout),
         extra_body_json: cfg.extra_body_json.clone(),
-        slo_tokens_per_s: cfg.slo_tokens_per_s,
+        slo: cfg.slo,
+        stop_on_error_rate: cfg.stop_on_error_rate,
         server_version: target_info.server_version.clone(),
         simulator: cfg.sim.as_ref().map(sim_manifest),
         agents: vec![up.info.clone()],
+        warmup: None,
         cycles: Vec::new(),
+        stop_reason: None,
         notes: Vec::new(),
     };
     dir.write_manifest(&manifest)?;
     console.line(&format!(
-        "tokengun {} · target {} ({}) · model {} · levels {:?} · results in {}",
+        "tokengun {} · target {} ({}) · model {} · {} levels {} · results in {}",
         env!("CARGO_PKG_VERSION"),
         up.target,
         target_info
@@ -291,19 +353,42 @@ async fn run_sweep(
             .as_deref()
             .map_or_else(|| "version unknown".to_string(), |v| format!("server {v}")),
         cfg.model,
-        cfg.levels,
+        cfg.shape.as_str(),
+        labels.join(","),
         dir.root().display()
     ));
 
     let mut results = up.link.results(first_seq).await?;
     let mut last_seq = first_seq;
     let mut broken: Option<String> = None;
-    for (index, &level) in cfg.levels.iter().enumerate() {
+    let warmup = warmup_plan(&cfg, &up.target);
+    let phases = warmup
+        .iter()
+        .cloned()
+        .chain(cfg.levels.iter().enumerate().map(|(i, &level)| {
+            let id = u32::try_from(i + 2).unwrap_or(u32::MAX);
+            cycle_plan(&cfg, &up.target, id, level, cfg.shape, cfg.duration)
+        }));
+    for (index, plan) in phases.enumerate() {
         if stop.is_cancelled() {
             break;
         }
-        let plan = cycle_plan(&cfg, &up.target, index, level);
-        console.cycle_start(index, cfg.levels.len(), level, &cfg.model);
+        let is_warmup = warmup.is_some() && index == 0;
+        let level_index = index.saturating_sub(usize::from(warmup.is_some()));
+        if is_warmup {
+            console.line(&format!(
+                "\n▶ warm-up: {} for {} (not counted)",
+                plan_words(&plan),
+                humantime::format_duration(plan.duration)
+            ));
+        } else {
+            console.cycle_start(
+                level_index,
+                cfg.levels.len(),
+                &plan_words(&plan),
+                &cfg.model,
+            );
+        }
         if let Err(e) = start_cycle(&up.link, &plan).await {
             broken = Some(e.to_string());
             break;
@@ -311,22 +396,40 @@ async fn run_sweep(
         let outcome =
             collect_cycle(&up.link, &plan, &mut results, &mut last_seq, console, &stop).await;
         let partial = outcome.lost.is_some() || outcome.aborted || outcome.gaps > 0;
-        let summary = CycleSummary::from_records(
-            &cfg.model,
-            level,
-            &outcome.records,
-            cfg.slo_tokens_per_s,
-            partial,
-        );
-        dir.write_cycle(cfg.api, &summary, &outcome.records, outcome.origin_unix_ns)?;
-        console.cycle_end(&summary, &outcome.records);
+        let info = CycleInfo {
+            model: cfg.model.clone(),
+            shape: plan.shape.as_str().to_string(),
+            level: if is_warmup {
+                "warmup".to_string()
+            } else {
+                labels[level_index].clone()
+            },
+            concurrency: plan.concurrency,
+            rate_per_s: (plan.shape == LoadShape::Open).then_some(plan.rate_per_s),
+            expected_requests: outcome.done.map_or(
+                if plan.shape == LoadShape::Burst {
+                    plan.concurrency
+                } else {
+                    0
+                },
+                |d| d.requests,
+            ),
+        };
+        let summary = CycleSummary::from_records(&info, &outcome.records, &cfg.slo, partial);
         if outcome.gaps > 0 {
             manifest.notes.push(format!(
                 "cycle {}: {} record(s) missing from the agent's stream",
                 plan.cycle_id, outcome.gaps
             ));
         }
-        manifest.cycles.push(summary);
+        if is_warmup {
+            console.line(&format!("  {}", summary_line(&summary)));
+            manifest.warmup = Some(summary);
+        } else {
+            dir.write_cycle(cfg.api, &summary, &outcome.records, outcome.origin_unix_ns)?;
+            console.cycle_end(&summary, &outcome.records);
+            manifest.cycles.push(summary);
+        }
         dir.write_manifest(&manifest)?;
         // Everything up to here is on disk: the agent may forget it.
         if outcome.lost.is_none() && last_seq > 0 {
@@ -347,6 +450,19 @@ async fn run_sweep(
                 ));
             }
             break;
+        }
+        if let (Some(limit), Some(last)) = (cfg.stop_on_error_rate, manifest.cycles.last()) {
+            if !is_warmup && last.error_rate > limit {
+                let reason = format!(
+                    "level {} failed {:.1}% of its requests, above --stop-on-error-rate {:.1}%",
+                    last.level,
+                    last.error_rate * 100.0,
+                    limit * 100.0
+                );
+                console.line(&format!("\n■ sweep stopped: {reason}"));
+                manifest.stop_reason = Some(reason);
+                break;
+            }
         }
     }
     // A stop asked for by the user is an interruption, even if the agent then misbehaved.
@@ -377,6 +493,33 @@ async fn run_sweep(
     })
 }
 
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// "8 concurrent requests", "8 requests kept in flight for 60s", "2.5 requests/s for 60s".
+fn plan_words(p: &CyclePlan) -> String {
+    let dur = humantime::format_duration(p.duration);
+    match p.shape {
+        LoadShape::Burst => format!(
+            "{} concurrent request{}",
+            p.concurrency,
+            if p.concurrency == 1 { "" } else { "s" }
+        ),
+        LoadShape::Closed => format!("{} requests kept in flight for {dur}", p.concurrency),
+        LoadShape::Open => format!(
+            "{} requests/s ({:?}) for {dur}{}",
+            tokengun_common::plan::format_rate(p.rate_per_s),
+            p.arrival,
+            if p.concurrency > 0 {
+                format!(", at most {} in flight", p.concurrency)
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
 async fn start_cycle(link: &AgentLink, plan: &CyclePlan) -> Result<(), LinkError> {
     link.prepare(plan).await?;
     link.start(plan.cycle_id).await
@@ -384,6 +527,8 @@ async fn start_cycle(link: &AgentLink, plan: &CyclePlan) -> Result<(), LinkError
 
 struct CycleOutcome {
     records: Vec<RequestRecord>,
+    /// The agent's own totals, when its cycle end arrived.
+    done: Option<CycleDone>,
     origin_unix_ns: i64,
     aborted: bool,
     /// Why the cycle's stream broke off, if it did.
@@ -401,7 +546,8 @@ async fn collect_cycle(
     stop: &CancellationToken,
 ) -> CycleOutcome {
     let mut out = CycleOutcome {
-        records: Vec::with_capacity(plan.level as usize),
+        records: Vec::with_capacity(plan.concurrency.min(100_000) as usize),
+        done: None,
         origin_unix_ns: 0,
         aborted: false,
         lost: None,
@@ -433,9 +579,10 @@ async fn collect_cycle(
                         out.origin_unix_ns = started_unix_ns;
                     }
                     RecordBody::Request(r) if r.cycle_id == plan.cycle_id => out.records.push(*r),
-                    RecordBody::Progress(p) if p.cycle_id == plan.cycle_id => console.progress(plan.level, &p),
+                    RecordBody::Progress(p) if p.cycle_id == plan.cycle_id => console.progress(plan, &p),
                     RecordBody::CycleDone(d) if d.cycle_id == plan.cycle_id => {
                         out.aborted |= d.aborted;
+                        out.done = Some(d);
                         break;
                     }
                     _ => {} // records of an earlier cycle, already counted
@@ -474,5 +621,7 @@ fn sim_manifest(c: &SimConfig) -> serde_json::Value {
         "cut_every": c.faults.cut_every,
         "cut_after_tokens": c.faults.cut_after_tokens,
         "malformed_every": c.faults.malformed_every,
+        "stall_at_ms": c.faults.stall_at.map(|d| d.as_millis() as u64),
+        "stall_for_ms": c.faults.stall_for.as_millis() as u64,
     })
 }

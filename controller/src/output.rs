@@ -5,7 +5,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use tokengun_common::csv_out::{self, CyclesCsv, OutputError};
-use tokengun_common::{Api, CycleSummary, RequestRecord, path_safe};
+use tokengun_common::{Api, Arrival, CycleSummary, LoadShape, RequestRecord, Slo, path_safe};
 
 /// The output folder cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -74,16 +74,29 @@ pub struct Manifest {
     pub target: String,
     pub api: Api,
     pub model: String,
+    /// The first prompt of the workload (the only one unless `prompt_count` says otherwise).
     pub prompt: String,
-    pub levels: Vec<u32>,
-    pub shape: &'static str,
+    pub prompt_count: usize,
+    pub shape: LoadShape,
+    /// Level labels: concurrency, or `<rate>rps` for open loops.
+    pub levels: Vec<String>,
+    pub duration_ms: u64,
+    pub arrival: Arrival,
+    pub warmup_ms: u64,
+    pub seed: u64,
     pub request_timeout_ms: u64,
     pub extra_body_json: String,
-    pub slo_tokens_per_s: f64,
+    pub slo: Slo,
+    /// Fraction 0..1.
+    pub stop_on_error_rate: Option<f64>,
     pub server_version: Option<String>,
     pub simulator: Option<serde_json::Value>,
     pub agents: Vec<AgentInfo>,
+    /// The warm-up phase's figures (not counted in `cycles`).
+    pub warmup: Option<CycleSummary>,
     pub cycles: Vec<CycleSummary>,
+    /// Why the sweep stopped before its last level (error-rate limit), if it did.
+    pub stop_reason: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -104,8 +117,9 @@ impl RunDir {
         &self.root
     }
 
-    /// `<run>/<api>/<model>/test_results_<level>`, the study's layout.
-    pub fn level_dir(&self, api: Api, model: &str, level: u32) -> PathBuf {
+    /// `<run>/<api>/<model>/test_results_<level>`, the study's layout (`<level>` is the
+    /// concurrency, or `<rate>rps` for open loops).
+    pub fn level_dir(&self, api: Api, model: &str, level: &str) -> PathBuf {
         self.root
             .join(api.as_str())
             .join(path_safe(model))
@@ -120,7 +134,7 @@ impl RunDir {
         records: &[RequestRecord],
         origin_unix_ns: i64,
     ) -> Result<PathBuf, OutDirError> {
-        let dir = self.level_dir(api, &summary.model, summary.level);
+        let dir = self.level_dir(api, &summary.model, &summary.level);
         std::fs::create_dir_all(&dir).map_err(|source| OutDirError::NotWritable {
             path: dir.clone(),
             source,

@@ -377,3 +377,136 @@ fn an_agent_stopped_mid_cycle_records_its_requests_and_exits() {
     );
     assert!(reqs.iter().all(|r| r.contains(",Aborted,")), "{summary}");
 }
+
+#[test]
+fn a_plan_file_with_warmup_runs_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "shape = \"closed\"\nlevels = [2, 3]\nduration = \"400ms\"\nwarmup = \"300ms\"\nprompts = \"builtin\"\nmax_tokens = 5\nseed = 3\n",
+    )
+    .unwrap();
+    let out = tokengun(&[
+        "run",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--levels",
+        "2",
+        "--sim",
+        "--sim-tokens",
+        "20",
+        "--sim-token-delay",
+        "2ms",
+        "--sim-ttft",
+        "5ms",
+        "--run-id",
+        "planned",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("planned");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(m["shape"], "closed");
+    assert_eq!(
+        m["levels"],
+        serde_json::json!(["2"]),
+        "--levels overrides the file"
+    );
+    assert_eq!(m["warmup"]["level"], "warmup");
+    assert!(m["warmup"]["requests"].as_u64().unwrap() > 0);
+    assert!(m["prompt_count"].as_u64().unwrap() >= 20, "the builtin set");
+    let rows = std::fs::read_to_string(
+        run.join("ollama/deepseek-r1-7b/test_results_2/request_summary.csv"),
+    )
+    .unwrap();
+    let mut prompts = std::collections::BTreeSet::new();
+    for line in rows.lines().skip(1) {
+        let cols: Vec<&str> = line.split(',').collect();
+        assert_eq!(cols[5], "5", "max_tokens reaches the server: {line}");
+        prompts.insert(cols[12].to_string());
+    }
+    assert!(
+        prompts.len() > 3,
+        "prompts vary across requests: {prompts:?}"
+    );
+}
+
+#[test]
+fn a_bad_plan_file_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "shape = \"open\"\nlevels = [2]\nduration = \"soon\"\n",
+    )
+    .unwrap();
+    let out = tokengun(&["run", "--plan", plan.to_str().unwrap()]);
+    assert_one_line_error(&out, 2, &["--duration", "soon"]);
+    std::fs::write(&plan, "levles = [2]\n").unwrap();
+    let out = tokengun(&["run", "--plan", plan.to_str().unwrap()]);
+    assert_one_line_error(&out, 2, &["levles"]);
+}
+
+#[test]
+fn stop_on_error_rate_ends_the_sweep() {
+    let sim = Proc::spawn(
+        Path::new(BIN),
+        &[
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--fail-every",
+            "2",
+            "--tokens",
+            "5",
+            "--token-delay",
+            "1ms",
+            "--ttft",
+            "1ms",
+        ],
+    );
+    let line = sim.wait_line("serving", Duration::from_secs(20));
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokengun(&[
+        "run",
+        "--target",
+        url,
+        "--levels",
+        "4,8,16",
+        "--stop-on-error-rate",
+        "30",
+        "--run-id",
+        "stopped",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sweep stopped"));
+    let run = dir.path().join("stopped");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(m["cycles"].as_array().unwrap().len(), 1);
+    assert!(
+        m["stop_reason"].as_str().unwrap().contains("50.0%"),
+        "{}",
+        m["stop_reason"]
+    );
+    assert!(!run.join("ollama/deepseek-r1-7b/test_results_8").exists());
+}

@@ -37,19 +37,39 @@ pub fn api_from_wire(v: i32) -> Result<dom::Api, ConvertError> {
     api_from(v)
 }
 
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl From<&dom::CyclePlan> for pb::CyclePlan {
     fn from(p: &dom::CyclePlan) -> Self {
         pb::CyclePlan {
             cycle_id: p.cycle_id,
-            level: p.level,
             shape: match p.shape {
-                dom::LoadShape::Burst => pb::LoadShape::Burst as i32,
-            },
+                dom::LoadShape::Burst => pb::LoadShape::Burst,
+                dom::LoadShape::Closed => pb::LoadShape::Closed,
+                dom::LoadShape::Open => pb::LoadShape::Open,
+            } as i32,
+            concurrency: p.concurrency,
+            rate_per_s: p.rate_per_s,
+            arrival: match p.arrival {
+                dom::Arrival::Constant => pb::Arrival::Constant,
+                dom::Arrival::Poisson => pb::Arrival::Poisson,
+            } as i32,
+            duration_ms: ms(p.duration),
+            seed: p.seed,
             target_url: p.target_url.clone(),
             api: api_to(p.api),
             model: p.model.clone(),
-            prompt: p.prompt.clone(),
-            request_timeout_ms: u64::try_from(p.request_timeout.as_millis()).unwrap_or(u64::MAX),
+            prompts: p
+                .prompts
+                .iter()
+                .map(|q| pb::PromptSpec {
+                    text: q.text.clone(),
+                    extra_body_json: q.extra_body_json.clone(),
+                })
+                .collect(),
+            request_timeout_ms: ms(p.request_timeout),
             extra_body_json: p.extra_body_json.clone(),
         }
     }
@@ -60,6 +80,8 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
     fn try_from(p: pb::CyclePlan) -> Result<Self, ConvertError> {
         let shape = match pb::LoadShape::try_from(p.shape) {
             Ok(pb::LoadShape::Burst) => dom::LoadShape::Burst,
+            Ok(pb::LoadShape::Closed) => dom::LoadShape::Closed,
+            Ok(pb::LoadShape::Open) => dom::LoadShape::Open,
             _ => {
                 return Err(ConvertError::UnknownEnum {
                     field: "shape",
@@ -67,14 +89,35 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                 });
             }
         };
+        let arrival = match pb::Arrival::try_from(p.arrival) {
+            Ok(pb::Arrival::Constant) => dom::Arrival::Constant,
+            Ok(pb::Arrival::Poisson) => dom::Arrival::Poisson,
+            _ => {
+                return Err(ConvertError::UnknownEnum {
+                    field: "arrival",
+                    value: p.arrival,
+                });
+            }
+        };
         let plan = dom::CyclePlan {
             cycle_id: p.cycle_id,
-            level: p.level,
             shape,
+            concurrency: p.concurrency,
+            rate_per_s: p.rate_per_s,
+            arrival,
+            duration: Duration::from_millis(p.duration_ms),
+            seed: p.seed,
             target_url: p.target_url,
             api: api_from(p.api)?,
             model: p.model,
-            prompt: p.prompt,
+            prompts: p
+                .prompts
+                .into_iter()
+                .map(|q| dom::PromptSpec {
+                    text: q.text,
+                    extra_body_json: q.extra_body_json,
+                })
+                .collect(),
             request_timeout: Duration::from_millis(p.request_timeout_ms),
             extra_body_json: p.extra_body_json,
         };
@@ -125,7 +168,9 @@ impl From<&dom::RequestRecord> for pb::RequestRecord {
         pb::RequestRecord {
             cycle_id: r.cycle_id,
             request_id: r.request_id,
+            prompt_index: r.prompt_index,
             intended_start_ns: r.intended_start_ns,
+            dispatched_ns: r.dispatched_ns,
             sent_ns: r.sent_ns,
             first_byte_ns: r.first_byte_ns,
             first_token_ns: r.first_token_ns,
@@ -182,7 +227,9 @@ impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
         Ok(dom::RequestRecord {
             cycle_id: r.cycle_id,
             request_id: r.request_id,
+            prompt_index: r.prompt_index,
             intended_start_ns: r.intended_start_ns,
+            dispatched_ns: r.dispatched_ns,
             sent_ns: r.sent_ns,
             first_byte_ns: r.first_byte_ns,
             first_token_ns: r.first_token_ns,
@@ -286,7 +333,9 @@ mod tests {
         let r = dom::RequestRecord {
             cycle_id: 2,
             request_id: 5,
+            prompt_index: 3,
             intended_start_ns: 1,
+            dispatched_ns: 2,
             sent_ns: 2,
             first_byte_ns: Some(3),
             first_token_ns: Some(4),
@@ -318,20 +367,37 @@ mod tests {
         assert_eq!(back, rec);
     }
 
-    #[test]
-    fn unknown_enums_are_refused() {
-        let mut p: pb::CyclePlan = (&dom::CyclePlan {
+    fn plan() -> dom::CyclePlan {
+        dom::CyclePlan {
             cycle_id: 1,
-            level: 1,
-            shape: dom::LoadShape::Burst,
+            shape: dom::LoadShape::Open,
+            concurrency: 0,
+            rate_per_s: 2.5,
+            arrival: dom::Arrival::Poisson,
+            duration: Duration::from_secs(3),
+            seed: 9,
             target_url: "http://127.0.0.1:1".into(),
             api: dom::Api::Ollama,
             model: "m".into(),
-            prompt: "p".into(),
+            prompts: vec![dom::PromptSpec {
+                text: "p".into(),
+                extra_body_json: r#"{"options":{"temperature":0}}"#.into(),
+            }],
             request_timeout: Duration::from_secs(1),
             extra_body_json: String::new(),
-        })
-            .into();
+        }
+    }
+
+    #[test]
+    fn plans_round_trip() {
+        let p = plan();
+        let wire: pb::CyclePlan = (&p).into();
+        assert_eq!(dom::CyclePlan::try_from(wire).unwrap(), p);
+    }
+
+    #[test]
+    fn unknown_enums_are_refused() {
+        let mut p: pb::CyclePlan = (&plan()).into();
         p.api = 99;
         assert_eq!(
             dom::CyclePlan::try_from(p).unwrap_err(),

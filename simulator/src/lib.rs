@@ -33,6 +33,12 @@ pub struct Faults {
     pub cut_after_tokens: u32,
     /// Every Nth request gets a line that is not JSON after its first token (0 = never).
     pub malformed_every: u64,
+    /// A whole-server stall (a hiccup: GC, swapping, a model reload): this long after the first
+    /// generate request arrives, no token goes out for `stall_for`; generations resume where
+    /// they were. `None` = never.
+    pub stall_at: Option<Duration>,
+    /// Length of the stall.
+    pub stall_for: Duration,
 }
 
 /// How the simulated server behaves.
@@ -101,6 +107,25 @@ struct Shared {
     config: SimConfig,
     slots: Arc<Semaphore>,
     arrivals: AtomicU64,
+    /// When the first generate request arrived (the stall window is relative to it).
+    first_arrival: std::sync::OnceLock<Instant>,
+}
+
+impl Shared {
+    /// The stall window, once the first request has set its origin.
+    fn stall_window(&self) -> Option<(Instant, Instant)> {
+        let at = self.config.faults.stall_at?;
+        let start = *self.first_arrival.get()? + at;
+        Some((start, start + self.config.faults.stall_for))
+    }
+
+    /// If `deadline` falls inside the stall window, how much later it really comes.
+    fn stall_shift(&self, deadline: Instant) -> Duration {
+        match self.stall_window() {
+            Some((start, end)) if deadline >= start && deadline < end => end - deadline,
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 /// Builds the simulator's routes.
@@ -109,6 +134,7 @@ pub fn router(config: SimConfig) -> Router {
         slots: Arc::new(Semaphore::new(config.slots.max(1) as usize)),
         config,
         arrivals: AtomicU64::new(0),
+        first_arrival: std::sync::OnceLock::new(),
     });
     Router::new()
         .route("/", get(|| async { "Ollama is running" }))
@@ -354,7 +380,14 @@ async fn next_chunk(mut g: Generation) -> Option<(Result<Bytes, std::io::Error>,
         // (rather than resetting the socket) keeps every token already sent, so counts are exact.
         return None;
     }
-    tokio::time::sleep_until(g.token_deadline(g.sent)).await;
+    let mut deadline = g.token_deadline(g.sent);
+    let shift = g.shared.stall_shift(deadline);
+    if !shift.is_zero() {
+        // Everything after the stall moves back by the time lost.
+        g.first_token_at += shift;
+        deadline += shift;
+    }
+    tokio::time::sleep_until(deadline).await;
     if g.malformed && g.sent == 1 {
         g.finished = true;
         return Some((Ok(Bytes::from_static(b"{\"model\": oops not json\n")), g));
@@ -384,6 +417,7 @@ async fn generate(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         return ollama_error(StatusCode::NOT_FOUND, &format!("model '{model}' not found"));
     }
     let index = s.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
+    s.first_arrival.get_or_init(|| arrived);
     let f = &s.config.faults;
     if hits(f.fail_every, index) {
         return ollama_error(

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokengun::console::Console;
-use tokengun::orchestrator::{RunConfig, RunError, RunReport};
-use tokengun_common::Api;
+use tokengun::orchestrator::{Level, RunConfig, RunError, RunReport};
+use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, Slo};
 use tokio_util::sync::CancellationToken;
 
 pub use tokengun_simulator::{Faults, SimConfig, SimHandle};
@@ -37,22 +37,57 @@ pub fn f(row: &HashMap<String, String>, col: &str) -> f64 {
         .unwrap_or_else(|e| panic!("column {col} = {:?} is not a number: {e}", row[col]))
 }
 
-/// A run configuration aimed at `target`, writing under `out`, quiet-by-default values.
+/// A burst-sweep configuration aimed at `target`, writing under `out`.
 pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunConfig {
     RunConfig {
         target: target.to_string(),
         api: Api::Ollama,
         model: model.to_string(),
-        prompt: "What is the philosophical definition of time?".into(),
-        levels: levels.to_vec(),
+        prompts: vec![PromptSpec::plain(
+            "What is the philosophical definition of time?",
+        )],
+        shape: LoadShape::Burst,
+        levels: levels
+            .iter()
+            .map(|&concurrency| Level {
+                concurrency,
+                rate_per_s: None,
+            })
+            .collect(),
+        duration: Duration::ZERO,
+        arrival: Arrival::Poisson,
+        warmup: Duration::ZERO,
+        seed: 0,
         agents: Vec::new(),
         out: out.to_path_buf(),
         run_id: Some("test-run".into()),
         request_timeout: Duration::from_secs(30),
         extra_body_json: String::new(),
-        slo_tokens_per_s: 10.0,
+        slo: Slo::default(),
+        stop_on_error_rate: None,
         sim: None,
     }
+}
+
+/// An open-loop configuration: `rates` in requests/s, each for `duration`.
+pub fn open_config(
+    target: &str,
+    model: &str,
+    rates: &[f64],
+    duration: Duration,
+    out: &Path,
+) -> RunConfig {
+    let mut c = run_config(target, model, &[1], out);
+    c.shape = LoadShape::Open;
+    c.duration = duration;
+    c.levels = rates
+        .iter()
+        .map(|&r| Level {
+            concurrency: 0,
+            rate_per_s: Some(r),
+        })
+        .collect();
+    c
 }
 
 /// Runs the controller to the end with a quiet console.
@@ -61,8 +96,8 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     tokengun::orchestrator::run(cfg, &mut console, CancellationToken::new()).await
 }
 
-/// The study's folder of one level.
-pub fn level_dir(run_dir: &Path, model_dir: &str, level: u32) -> PathBuf {
+/// The study's folder of one level (`8`, or `2.5rps` for open loops).
+pub fn level_dir(run_dir: &Path, model_dir: &str, level: impl std::fmt::Display) -> PathBuf {
     run_dir
         .join("ollama")
         .join(model_dir)
@@ -89,4 +124,29 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         assert!(status.success(), "cargo build --bin {name} failed");
     }
     path
+}
+
+/// The checked-in JSON Schema of `run.json`.
+pub fn run_schema() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/run.schema.json");
+    serde_json::from_slice(&std::fs::read(&path).expect("schemas/run.schema.json"))
+        .expect("schema is JSON")
+}
+
+/// Reads a run's `run.json` and fails the test unless it matches the checked-in schema.
+pub fn read_run_json(run_dir: &Path) -> serde_json::Value {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).expect("run.json"))
+            .expect("run.json is JSON");
+    let schema = run_schema();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "run.json breaks schemas/run.schema.json: {errors:#?}"
+    );
+    doc
 }

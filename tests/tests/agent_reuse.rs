@@ -40,9 +40,7 @@ async fn a_second_run_on_the_same_agent_is_whole_and_separate() {
                 "{run_id}: only this run's requests"
             );
         }
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(report.run_dir.join("run.json")).unwrap())
-                .unwrap();
+        let m: serde_json::Value = tokengun_tests::read_run_json(&report.run_dir);
         assert_eq!(m["notes"], serde_json::json!([]), "{run_id}");
     }
     agent.stop(Duration::from_secs(1)).await;

@@ -21,6 +21,7 @@ async fn failed_cut_and_malformed_requests_are_counted_and_the_sweep_completes()
                 cut_every: 4,
                 cut_after_tokens: 5,
                 malformed_every: 5,
+                ..Faults::default()
             },
             ..SimConfig::default()
         },
@@ -98,8 +99,7 @@ async fn failed_cut_and_malformed_requests_are_counted_and_the_sweep_completes()
     .into_iter()
     .collect();
     assert_eq!(kinds, expect);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report.run_dir.join("run.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = tokengun_tests::read_run_json(&report.run_dir);
     assert_eq!(manifest["status"], "complete");
     sim.stop(Duration::from_secs(1)).await;
 }

@@ -125,10 +125,9 @@ async fn sweep_matches_the_simulators_ground_truth() {
             );
         }
     }
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(report.run_dir.join("run.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = tokengun_tests::read_run_json(&report.run_dir);
     assert_eq!(manifest["status"], "complete");
-    assert_eq!(manifest["levels"], serde_json::json!([1, 2, 4]));
+    assert_eq!(manifest["levels"], serde_json::json!(["1", "2", "4"]));
     assert!(manifest["server_version"].as_str().unwrap().contains("sim"));
     assert_eq!(manifest["agents"][0]["in_process"], false);
     assert_eq!(manifest["cycles"].as_array().unwrap().len(), 3);

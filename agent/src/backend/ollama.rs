@@ -3,25 +3,42 @@
 use super::{Final, StreamEvent};
 use serde::Deserialize;
 use std::borrow::Cow;
-use tokengun_common::{CyclePlan, ServerTimings};
+use tokengun_common::{CyclePlan, PromptSpec, ServerTimings};
 
 /// The generate endpoint's path.
 pub const GENERATE_PATH: &str = "/api/generate";
 
-/// The JSON body of a streamed generate request, with the plan's extra fields merged in.
-pub fn request_body(plan: &CyclePlan) -> Result<Vec<u8>, serde_json::Error> {
+/// The JSON body of a streamed generate request: the plan's extra fields merged in, then the
+/// prompt's own (so a prompt's `options.num_predict` overrides the plan's, key by key).
+pub fn request_body(plan: &CyclePlan, prompt: &PromptSpec) -> Result<Vec<u8>, serde_json::Error> {
     let mut body = serde_json::json!({
         "model": plan.model,
-        "prompt": plan.prompt,
+        "prompt": prompt.text,
         "stream": true,
     });
-    if !plan.extra_body_json.trim().is_empty() {
-        let extra: serde_json::Value = serde_json::from_str(&plan.extra_body_json)?;
-        if let (Some(b), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
-            b.extend(extra);
+    for extra in [&plan.extra_body_json, &prompt.extra_body_json] {
+        if !extra.trim().is_empty() {
+            merge_json(&mut body, serde_json::from_str(extra)?);
         }
     }
     serde_json::to_vec(&body)
+}
+
+/// Merges `extra` into `base`: objects key by key, recursively; anything else replaces.
+pub fn merge_json(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+            for (k, v) in e {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_json(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
 }
 
 #[derive(Deserialize)]
@@ -212,19 +229,37 @@ mod tests {
 
     #[test]
     fn extra_body_is_merged() {
+        let prompt = PromptSpec {
+            text: "p".into(),
+            extra_body_json: r#"{"options":{"num_predict":4},"keep_alive":"1m"}"#.into(),
+        };
         let plan = CyclePlan {
             cycle_id: 1,
-            level: 1,
             shape: tokengun_common::LoadShape::Burst,
+            concurrency: 1,
+            rate_per_s: 0.0,
+            arrival: tokengun_common::Arrival::Poisson,
+            duration: std::time::Duration::ZERO,
+            seed: 0,
             target_url: "http://127.0.0.1:1".into(),
             api: tokengun_common::Api::Ollama,
             model: "m".into(),
-            prompt: "p".into(),
+            prompts: vec![prompt.clone()],
             request_timeout: std::time::Duration::from_secs(1),
-            extra_body_json: r#"{"options":{"num_predict":8}}"#.into(),
+            extra_body_json: r#"{"options":{"num_predict":8,"temperature":0}}"#.into(),
         };
-        let v: serde_json::Value = serde_json::from_slice(&request_body(&plan).unwrap()).unwrap();
-        assert_eq!(v["options"]["num_predict"], 8);
+        let v: serde_json::Value =
+            serde_json::from_slice(&request_body(&plan, &prompt).unwrap()).unwrap();
+        assert_eq!(
+            v["options"]["num_predict"], 4,
+            "the prompt's own option wins"
+        );
+        assert_eq!(
+            v["options"]["temperature"], 0,
+            "the plan's other options stay"
+        );
+        assert_eq!(v["keep_alive"], "1m");
+        assert_eq!(v["prompt"], "p");
         assert_eq!(v["stream"], true);
     }
 }

@@ -1,0 +1,473 @@
+//! The run plan as a TOML file and as flags: both fill a [`PlanFile`], flags over file, and one
+//! `compile` turns it into a validated [`RunConfig`] before anything is sent.
+
+use crate::orchestrator::{Level, RunConfig};
+use crate::workload;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokengun_common::plan::{MAX_LEVEL, check_extra_body, format_rate};
+use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, Slo, defaults};
+use tokengun_simulator::SimConfig;
+
+/// Every setting of a run; `None` means "not given here" (flags over file, file over defaults).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    pub target: Option<String>,
+    pub model: Option<String>,
+    /// One prompt for every request.
+    pub prompt: Option<String>,
+    /// `builtin`, `synthetic:WORDS`, or a path (plain lines or JSONL); overrides `prompt`.
+    pub prompts: Option<String>,
+    pub shape: Option<LoadShape>,
+    /// Concurrency levels (burst, closed) or rates in requests/s (open).
+    pub levels: Option<Vec<f64>>,
+    /// Closed and open: how long each level keeps starting requests (e.g. "60s").
+    pub duration: Option<String>,
+    pub arrival: Option<Arrival>,
+    /// Open: most requests in flight (0 = no cap but the agent's own).
+    pub max_in_flight: Option<u32>,
+    /// A closed/open phase before the first level whose requests are not counted (e.g. "10s").
+    pub warmup: Option<String>,
+    pub seed: Option<u64>,
+    /// Per-request timeout (e.g. "10m").
+    pub timeout: Option<String>,
+    /// Stop the sweep after a level whose error rate exceeds this many percent.
+    pub stop_on_error_rate: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    /// Sampling seed sent to the server (`options.seed`), not tokengun's schedule seed.
+    pub sampling_seed: Option<i64>,
+    pub stop: Option<Vec<String>>,
+    pub keep_alive: Option<String>,
+    /// A JSON object merged into every request body.
+    pub extra_json: Option<String>,
+    pub slo_tokens_per_s: Option<f64>,
+    pub slo_ttft: Option<String>,
+    pub slo_e2e: Option<String>,
+    pub agents: Option<Vec<String>>,
+    pub out: Option<PathBuf>,
+    pub run_id: Option<String>,
+}
+
+/// A plan file or flag combination that does not make a run; always names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFileError {
+    #[error("cannot read plan file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("plan file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("--{flag} (plan key `{field}`): {message}", flag = field.replace('_', "-"))]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Workload(#[from] workload::WorkloadError),
+}
+
+fn field(field: &'static str, message: impl Into<String>) -> PlanFileError {
+    PlanFileError::Field {
+        field,
+        message: message.into(),
+    }
+}
+
+fn duration(
+    name: &'static str,
+    v: &Option<String>,
+    default: Duration,
+) -> Result<Duration, PlanFileError> {
+    match v {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            field(
+                name,
+                format!("{s:?} is not a duration ({e}); use e.g. 150ms, 60s, 10m"),
+            )
+        }),
+    }
+}
+
+impl PlanFile {
+    /// Reads a TOML plan; unknown keys and wrong types are refused with their name and line.
+    pub fn load(path: &Path) -> Result<Self, PlanFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| PlanFileError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// This plan with every setting `over` gives replacing its own.
+    pub fn overlay(self, over: PlanFile) -> PlanFile {
+        macro_rules! pick {
+            ($($f:ident),*) => { PlanFile { $($f: over.$f.or(self.$f)),* } };
+        }
+        pick!(
+            target,
+            model,
+            prompt,
+            prompts,
+            shape,
+            levels,
+            duration,
+            arrival,
+            max_in_flight,
+            warmup,
+            seed,
+            timeout,
+            stop_on_error_rate,
+            max_tokens,
+            temperature,
+            sampling_seed,
+            stop,
+            keep_alive,
+            extra_json,
+            slo_tokens_per_s,
+            slo_ttft,
+            slo_e2e,
+            agents,
+            out,
+            run_id
+        )
+    }
+
+    /// Applies defaults and checks every field; `sim` aims the run at the built-in simulator.
+    pub fn compile(&self, sim: Option<SimConfig>) -> Result<RunConfig, PlanFileError> {
+        let shape = self.shape.unwrap_or(LoadShape::Burst);
+        let seed = self.seed.unwrap_or(0);
+        let levels = match &self.levels {
+            Some(l) => l.clone(),
+            None if shape == LoadShape::Open => {
+                return Err(field(
+                    "levels",
+                    "an open loop needs rates: --levels 1,2,4 (requests/s) or --rate 2",
+                ));
+            }
+            None if sim.is_some() => defaults::SIM_LEVELS.iter().map(|&l| f64::from(l)).collect(),
+            None => defaults::LEVELS.iter().map(|&l| f64::from(l)).collect(),
+        };
+        if levels.is_empty() {
+            return Err(field("levels", "no levels given"));
+        }
+        let max_in_flight = self.max_in_flight.unwrap_or(0);
+        if max_in_flight > MAX_LEVEL {
+            return Err(field("max_in_flight", format!("at most {MAX_LEVEL}")));
+        }
+        let mut compiled = Vec::with_capacity(levels.len());
+        for &v in &levels {
+            let level = if shape == LoadShape::Open {
+                if !(v.is_finite() && v > 0.0 && v <= tokengun_common::plan::MAX_RATE_PER_S) {
+                    return Err(field(
+                        "levels",
+                        format!("rate {v} is not a positive number of requests/s"),
+                    ));
+                }
+                Level {
+                    concurrency: max_in_flight,
+                    rate_per_s: Some(v),
+                }
+            } else {
+                if !(v.fract() == 0.0 && v >= 1.0 && v <= f64::from(MAX_LEVEL)) {
+                    return Err(field(
+                        "levels",
+                        format!(
+                            "{v} is not a concurrency: use whole numbers from 1 to {MAX_LEVEL}"
+                        ),
+                    ));
+                }
+                Level {
+                    concurrency: v as u32,
+                    rate_per_s: None,
+                }
+            };
+            if compiled.iter().any(|l: &Level| l.label() == level.label()) {
+                return Err(field(
+                    "levels",
+                    format!(
+                        "{} is listed twice; each level gets its own folder",
+                        level.label()
+                    ),
+                ));
+            }
+            compiled.push(level);
+        }
+        let duration_v = duration("duration", &self.duration, Duration::from_secs(60))?;
+        if shape != LoadShape::Burst && duration_v.is_zero() {
+            return Err(field(
+                "duration",
+                "must be above zero for closed and open loops",
+            ));
+        }
+        let warmup = duration("warmup", &self.warmup, Duration::ZERO)?;
+        let request_timeout = duration("timeout", &self.timeout, Duration::from_secs(600))?;
+        if request_timeout.is_zero() {
+            return Err(field("timeout", "must be above zero"));
+        }
+        if let Some(r) = self.stop_on_error_rate {
+            if !(0.0..=100.0).contains(&r) {
+                return Err(field("stop_on_error_rate", "a percentage from 0 to 100"));
+            }
+        }
+        let model = self
+            .model
+            .clone()
+            .unwrap_or_else(|| defaults::MODEL.to_string());
+        if model.trim().is_empty() {
+            return Err(field("model", "empty"));
+        }
+        let prompts: Vec<PromptSpec> = match &self.prompts {
+            Some(source) => workload::load(source, seed)?,
+            None => vec![PromptSpec::plain(
+                self.prompt
+                    .clone()
+                    .unwrap_or_else(|| defaults::PROMPT.to_string()),
+            )],
+        };
+        let extra_body_json = self.request_options()?;
+        let slo = Slo {
+            tokens_per_s: self.slo_tokens_per_s.unwrap_or(defaults::SLO_TOKENS_PER_S),
+            ttft_s: self
+                .slo_ttft
+                .as_ref()
+                .map(|_| {
+                    duration("slo_ttft", &self.slo_ttft, Duration::ZERO).map(|d| d.as_secs_f64())
+                })
+                .transpose()?,
+            e2e_s: self
+                .slo_e2e
+                .as_ref()
+                .map(|_| {
+                    duration("slo_e2e", &self.slo_e2e, Duration::ZERO).map(|d| d.as_secs_f64())
+                })
+                .transpose()?,
+        };
+        if !(slo.tokens_per_s.is_finite() && slo.tokens_per_s >= 0.0) {
+            return Err(field("slo_tokens_per_s", "a number of tokens/s, 0 or more"));
+        }
+        let target = self
+            .target
+            .clone()
+            .unwrap_or_else(|| defaults::TARGET.to_string());
+        if sim.is_none() {
+            tokengun_common::plan::parse_target(&target)
+                .map_err(|e| field("target", e.to_string()))?;
+        }
+        Ok(RunConfig {
+            target,
+            api: Api::Ollama,
+            model,
+            prompts,
+            shape,
+            levels: compiled,
+            duration: duration_v,
+            arrival: self.arrival.unwrap_or_default(),
+            warmup,
+            seed,
+            agents: self.agents.clone().unwrap_or_default(),
+            out: self.out.clone().unwrap_or_else(|| PathBuf::from("results")),
+            run_id: self.run_id.clone(),
+            request_timeout,
+            extra_body_json,
+            slo,
+            stop_on_error_rate: self.stop_on_error_rate.map(|p| p / 100.0),
+            sim: sim.map(|mut s| {
+                if !s
+                    .models
+                    .contains(&self.model.clone().unwrap_or_else(|| defaults::MODEL.into()))
+                {
+                    s.models
+                        .push(self.model.clone().unwrap_or_else(|| defaults::MODEL.into()));
+                }
+                s
+            }),
+        })
+    }
+
+    /// The request options as one JSON object: `extra_json` with max tokens, temperature,
+    /// sampling seed and stop in Ollama's `options`, and `keep_alive` at the top.
+    fn request_options(&self) -> Result<String, PlanFileError> {
+        let mut extra = match &self.extra_json {
+            Some(s) => match serde_json::from_str::<serde_json::Value>(s) {
+                Ok(serde_json::Value::Object(m)) => m,
+                Ok(_) => return Err(field("extra_json", "not a JSON object")),
+                Err(e) => return Err(field("extra_json", e.to_string())),
+            },
+            None => serde_json::Map::new(),
+        };
+        let mut opts: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+        if let Some(n) = self.max_tokens {
+            if n == 0 {
+                return Err(field("max_tokens", "at least 1"));
+            }
+            opts.insert("num_predict".into(), n.into());
+        }
+        if let Some(t) = self.temperature {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(field("temperature", "a number, 0 or more"));
+            }
+            opts.insert("temperature".into(), t.into());
+        }
+        if let Some(s) = self.sampling_seed {
+            opts.insert("seed".into(), s.into());
+        }
+        if let Some(stop) = &self.stop {
+            opts.insert("stop".into(), stop.clone().into());
+        }
+        if !opts.is_empty() {
+            let slot = extra
+                .entry("options")
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            let Some(o) = slot.as_object_mut() else {
+                return Err(field("extra_json", "\"options\" must be an object"));
+            };
+            o.extend(opts);
+        }
+        if let Some(k) = &self.keep_alive {
+            extra.insert("keep_alive".into(), k.clone().into());
+        }
+        let json = if extra.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Object(extra).to_string()
+        };
+        check_extra_body(&json).map_err(|m| field("extra_json", m))?;
+        Ok(json)
+    }
+}
+
+impl Level {
+    /// The level as shown and as its folder's suffix: `8`, or `2.5rps` for a rate.
+    pub fn label(&self) -> String {
+        match self.rate_per_s {
+            Some(r) => format!("{}rps", format_rate(r)),
+            None => self.concurrency.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_plans_compile() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let plan = PlanFile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            plan.compile(None)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 3, "study, soak and open-sweep plans ship");
+    }
+
+    #[test]
+    fn round_trip_through_toml() {
+        let p = PlanFile {
+            model: Some("qwen3:0.6b".into()),
+            shape: Some(LoadShape::Open),
+            levels: Some(vec![0.5, 2.0]),
+            duration: Some("30s".into()),
+            arrival: Some(Arrival::Constant),
+            seed: Some(7),
+            stop: Some(vec!["\n\n".into()]),
+            ..PlanFile::default()
+        };
+        let text = toml::to_string(&p).unwrap();
+        let back: PlanFile = toml::from_str(&text).unwrap();
+        assert_eq!(back, p);
+        let c = back.compile(None).unwrap();
+        assert_eq!(c.levels[0].label(), "0.5rps");
+        assert_eq!(c.duration, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = PlanFile {
+            model: Some("a".into()),
+            seed: Some(1),
+            ..PlanFile::default()
+        };
+        let flags = PlanFile {
+            model: Some("b".into()),
+            ..PlanFile::default()
+        };
+        let merged = file.overlay(flags);
+        assert_eq!(merged.model.as_deref(), Some("b"));
+        assert_eq!(merged.seed, Some(1));
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let err = |p: PlanFile| p.compile(None).unwrap_err().to_string();
+        assert!(
+            err(PlanFile {
+                levels: Some(vec![1.5]),
+                ..Default::default()
+            })
+            .starts_with("--levels ")
+        );
+        assert!(
+            err(PlanFile {
+                levels: Some(vec![2.0, 2.0]),
+                ..Default::default()
+            })
+            .starts_with("--levels ")
+        );
+        assert!(
+            err(PlanFile {
+                shape: Some(LoadShape::Open),
+                ..Default::default()
+            })
+            .starts_with("--levels ")
+        );
+        assert!(
+            err(PlanFile {
+                duration: Some("soon".into()),
+                ..Default::default()
+            })
+            .starts_with("--duration ")
+        );
+        assert!(
+            err(PlanFile {
+                stop_on_error_rate: Some(120.0),
+                ..Default::default()
+            })
+            .starts_with("--stop-on-error-rate ")
+        );
+        assert!(
+            err(PlanFile {
+                extra_json: Some(r#"{"prompt":"x"}"#.into()),
+                ..Default::default()
+            })
+            .starts_with("--extra-json ")
+        );
+        assert!(
+            err(PlanFile {
+                target: Some("localhost:11434".into()),
+                ..Default::default()
+            })
+            .starts_with("--target ")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "modle = \"x\"\n").unwrap();
+        let e = PlanFile::load(&path).unwrap_err().to_string();
+        assert!(e.contains("modle"), "{e}");
+        std::fs::write(&path, "levels = \"1,2\"\n").unwrap();
+        let e = PlanFile::load(&path).unwrap_err().to_string();
+        assert!(e.contains("levels"), "{e}");
+    }
+}

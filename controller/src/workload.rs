@@ -1,0 +1,186 @@
+//! Workloads: the prompts a run sends (one prompt, a file, the built-in varied set, or synthetic
+//! prompts of a given length) and the request options that go with them.
+
+use std::path::Path;
+use tokengun_common::PromptSpec;
+use tokengun_common::plan::check_extra_body;
+use tokengun_common::schedule::SplitMix64;
+
+/// The built-in varied prompt set, shipped in the repository (`controller/prompts/varied.txt`).
+pub const BUILTIN_VARIED: &str = include_str!("../prompts/varied.txt");
+
+/// Distinct prompts made for `synthetic:N`.
+const SYNTHETIC_PROMPTS: usize = 16;
+
+/// A workload could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("cannot read prompts file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {reason}")]
+    Line {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("prompts file {0} holds no prompts")]
+    Empty(String),
+    #[error(
+        "synthetic prompt length {0:?} is not a whole number of words from 1 to 100000 (e.g. synthetic:512)"
+    )]
+    Synthetic(String),
+}
+
+/// Where prompts come from: `builtin`, `synthetic:WORDS`, or a file path.
+pub fn load(source: &str, seed: u64) -> Result<Vec<PromptSpec>, WorkloadError> {
+    if source == "builtin" {
+        return Ok(parse_lines(BUILTIN_VARIED));
+    }
+    if let Some(n) = source.strip_prefix("synthetic:") {
+        let words: usize = n
+            .parse()
+            .ok()
+            .filter(|w| (1..=100_000).contains(w))
+            .ok_or_else(|| WorkloadError::Synthetic(n.to_string()))?;
+        return Ok(synthetic(words, seed));
+    }
+    let text = std::fs::read_to_string(Path::new(source)).map_err(|e| WorkloadError::Read {
+        path: source.to_string(),
+        source: e,
+    })?;
+    let prompts = parse_file(source, &text)?;
+    if prompts.is_empty() {
+        return Err(WorkloadError::Empty(source.to_string()));
+    }
+    Ok(prompts)
+}
+
+fn parse_lines(text: &str) -> Vec<PromptSpec> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(PromptSpec::plain)
+        .collect()
+}
+
+/// Plain text (one prompt per non-empty line) or JSONL, one object per line:
+/// `{"prompt": "...", "max_tokens": 64, "options": {...}, ...}`; `max_tokens` becomes Ollama's
+/// `options.num_predict`, every other key is merged into that prompt's request body.
+pub fn parse_file(path: &str, text: &str) -> Result<Vec<PromptSpec>, WorkloadError> {
+    let jsonl = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|l| l.trim_start().starts_with('{'));
+    if !jsonl {
+        return Ok(parse_lines(text));
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |reason: String| WorkloadError::Line {
+            path: path.to_string(),
+            line: i + 1,
+            reason,
+        };
+        let serde_json::Value::Object(mut obj) =
+            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?
+        else {
+            return Err(bad("not a JSON object".into()));
+        };
+        let text = match obj.remove("prompt") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+            _ => return Err(bad("needs a non-empty string \"prompt\"".into())),
+        };
+        if let Some(max) = obj.remove("max_tokens") {
+            let n = max
+                .as_u64()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad("\"max_tokens\" must be a positive whole number".into()))?;
+            let options = obj
+                .entry("options")
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            let Some(o) = options.as_object_mut() else {
+                return Err(bad("\"options\" must be an object".into()));
+            };
+            o.insert("num_predict".into(), n.into());
+        }
+        let extra_body_json = if obj.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Object(obj).to_string()
+        };
+        check_extra_body(&extra_body_json).map_err(bad)?;
+        out.push(PromptSpec {
+            text,
+            extra_body_json,
+        });
+    }
+    Ok(out)
+}
+
+/// Prompts of `words` words drawn from a fixed vocabulary with the seed.
+pub fn synthetic(words: usize, seed: u64) -> Vec<PromptSpec> {
+    const VOCAB: &[&str] = &[
+        "time", "river", "memory", "signal", "garden", "theory", "engine", "winter", "language",
+        "number", "city", "light", "question", "pattern", "ocean", "history", "machine", "forest",
+        "music", "silence", "bridge", "orbit", "harvest", "mirror",
+    ];
+    let mut rng = SplitMix64::new(seed);
+    (0..SYNTHETIC_PROMPTS)
+        .map(|_| {
+            let text = (0..words)
+                .map(|_| VOCAB[(rng.next_u64() % VOCAB.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(" ");
+            PromptSpec::plain(text)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_set_is_varied() {
+        let p = load("builtin", 0).unwrap();
+        assert!(p.len() >= 20);
+        assert_eq!(p[0].text, "What is the philosophical definition of time?");
+    }
+
+    #[test]
+    fn jsonl_with_options() {
+        let text = "{\"prompt\":\"a\",\"max_tokens\":8,\"options\":{\"temperature\":0}}\n\n{\"prompt\":\"b\",\"keep_alive\":\"1m\"}\n";
+        let p = parse_file("p.jsonl", text).unwrap();
+        assert_eq!(p.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(&p[0].extra_body_json).unwrap();
+        assert_eq!(v["options"]["num_predict"], 8);
+        assert_eq!(v["options"]["temperature"], 0);
+        assert_eq!(p[1].extra_body_json, r#"{"keep_alive":"1m"}"#);
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        let e = parse_file("p.jsonl", "{\"prompt\":\"a\"}\n{\"text\":\"b\"}\n").unwrap_err();
+        assert!(e.to_string().starts_with("p.jsonl:2:"), "{e}");
+        let e = parse_file("p.jsonl", "{\"prompt\":\"a\",\"model\":\"x\"}\n").unwrap_err();
+        assert!(e.to_string().contains("\"model\""), "{e}");
+        assert!(load("synthetic:0", 1).is_err());
+        assert!(load("/nonexistent/prompts.txt", 1).is_err());
+    }
+
+    #[test]
+    fn synthetic_prompts_have_the_length_and_repeat_with_the_seed() {
+        let a = synthetic(50, 3);
+        assert_eq!(a.len(), SYNTHETIC_PROMPTS);
+        assert!(a.iter().all(|p| p.text.split(' ').count() == 50));
+        assert_eq!(a, synthetic(50, 3));
+        assert_ne!(a, synthetic(50, 4));
+    }
+}

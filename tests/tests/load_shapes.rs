@@ -1,0 +1,103 @@
+//! Load shapes against a server that stalls for a second: the open loop shows the stall in its
+//! latencies (coordinated omission avoided), the closed loop shows it as lost throughput.
+
+use std::time::Duration;
+use tokengun_common::LoadShape;
+use tokengun_common::schedule::Arrivals;
+use tokengun_tests::{
+    Faults, SimConfig, SimHandle, f, level_dir, open_config, read_csv, run, run_config,
+};
+
+const RUN: Duration = Duration::from_secs(3);
+
+fn sim(stall: bool) -> SimConfig {
+    SimConfig {
+        models: vec!["m:1b".into()],
+        ttft: Duration::from_millis(20),
+        token_delay: Duration::from_millis(5),
+        tokens: 10,
+        slots: 256,
+        faults: Faults {
+            stall_at: stall.then_some(Duration::from_secs(1)),
+            stall_for: Duration::from_secs(1),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
+fn ttfts(run_dir: &std::path::Path, level: &str) -> Vec<f64> {
+    read_csv(&level_dir(run_dir, "m-1b", level).join("request_summary.csv"))
+        .iter()
+        .map(|r| f(r, "TTFT"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_shows_a_stall_in_its_latencies() {
+    let server = SimHandle::start("127.0.0.1:0", sim(true)).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = open_config(&server.url(), "m:1b", &[20.0], RUN, out.path());
+    cfg.seed = 5;
+    let report = run(cfg).await.unwrap();
+    let c = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+    // The seeded schedule is exact: every arrival was sent, none was skipped during the stall.
+    let expected = Arrivals::new(tokengun_common::Arrival::Poisson, 20.0, RUN, 5).count();
+    assert_eq!(c["requests"], expected.to_string());
+    assert_eq!(c["failed"], "0");
+    assert_eq!(c["shape"], "open");
+    assert_eq!(c["level"], "20rps");
+    assert_eq!(c["schedule_valid"], "true", "{c:?}");
+    let t = ttfts(&report.run_dir, "20rps");
+    // About 20 requests arrive during the 1 s stall; those in its first half wait over 0.5 s.
+    let slow = t.iter().filter(|&&x| x > 0.5).count();
+    assert!(
+        slow >= 5,
+        "open loop: {slow} requests over 0.5 s TTFT: {t:?}"
+    );
+    assert!(f(c, "ttft_max_s") > 0.85, "{c:?}");
+    assert!(
+        f(c, "ttft_p90_s") > 0.2,
+        "the stall is in the tail, not hidden: {c:?}"
+    );
+    let m = tokengun_tests::read_run_json(&report.run_dir);
+    assert_eq!(m["shape"], "open");
+    assert_eq!(
+        m["cycles"][0]["ttft"]["max_s"].as_f64().unwrap(),
+        f(c, "ttft_max_s")
+    );
+    server.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_loop_shows_a_stall_as_lost_throughput() {
+    let mut completed = Vec::new();
+    for stall in [false, true] {
+        let server = SimHandle::start("127.0.0.1:0", sim(stall)).await.unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut cfg = run_config(&server.url(), "m:1b", &[2], out.path());
+        cfg.shape = LoadShape::Closed;
+        cfg.duration = RUN;
+        let report = run(cfg).await.unwrap();
+        let c = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+        assert_eq!(c["shape"], "closed");
+        assert_eq!(c["failed"], "0");
+        assert!(
+            f(c, "peak_concurrency") <= 2.0,
+            "closed loop keeps 2 in flight: {c:?}"
+        );
+        let t = ttfts(&report.run_dir, "2");
+        let slow = t.iter().filter(|&&x| x > 0.5).count();
+        // Only the requests in flight when the stall hit can see it.
+        assert!(slow <= 2, "closed loop: {slow} slow requests");
+        completed.push(f(c, "completed"));
+        server.stop(Duration::from_secs(1)).await;
+    }
+    // A 1 s stall in a 3 s run costs about a third of the requests.
+    assert!(
+        completed[1] < completed[0] * 0.8,
+        "with stall {} vs without {} completed",
+        completed[1],
+        completed[0]
+    );
+}
