@@ -5,8 +5,8 @@ use crate::plan_file::{PlanFile, PlanFileError};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokengun_common::{Arrival, LoadShape, defaults};
-use tokengun_simulator::{Faults, SimConfig};
+use tokengun_common::{Arrival, LoadShape};
+use tokengun_simulator::{Faults, OutputLen, PROFILES, SimConfig};
 
 /// Load-test and benchmark LLM inference servers (Ollama and OpenAI-compatible).
 #[derive(Parser, Debug)]
@@ -22,7 +22,7 @@ pub enum Command {
     /// Run a concurrency sweep against a server (or the built-in simulator with --sim).
     Run(Box<RunArgs>),
     /// Serve the built-in simulated Ollama server until Ctrl-C.
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -147,18 +147,21 @@ pub struct RunArgs {
     /// Aim at the built-in simulator (started on a free loopback port) instead of --target.
     #[arg(long)]
     pub sim: bool,
-    /// Simulator: slot acquired -> first token.
-    #[arg(long, default_value = "150ms", value_parser = duration_arg, requires = "sim")]
-    pub sim_ttft: Duration,
-    /// Simulator: gap between tokens of one request.
-    #[arg(long, default_value = "10ms", value_parser = duration_arg, requires = "sim")]
-    pub sim_token_delay: Duration,
-    /// Simulator: output tokens per request.
-    #[arg(long, default_value_t = 100, requires = "sim")]
-    pub sim_tokens: u32,
-    /// Simulator: requests served in parallel (more wait in a FIFO queue).
-    #[arg(long, default_value_t = 4, requires = "sim")]
-    pub sim_slots: u32,
+    /// Simulator profile: fast, study, llama-server, firehose (see `tokengun sim --help`).
+    #[arg(long, default_value = "fast", value_parser = profile_arg, requires = "sim")]
+    pub sim_profile: String,
+    /// Simulator: slot acquired -> first token [default: the profile's; fast: 150ms].
+    #[arg(long, value_parser = duration_arg, requires = "sim")]
+    pub sim_ttft: Option<Duration>,
+    /// Simulator: gap between tokens of one request [default: the profile's; fast: 10ms].
+    #[arg(long, value_parser = duration_arg, requires = "sim")]
+    pub sim_token_delay: Option<Duration>,
+    /// Simulator: output tokens per request [default: the profile's; fast: 100].
+    #[arg(long, requires = "sim")]
+    pub sim_tokens: Option<u32>,
+    /// Simulator: requests served in parallel, more wait FIFO [default: the profile's; fast: 4].
+    #[arg(long, requires = "sim")]
+    pub sim_slots: Option<u32>,
     /// Print only errors and the final summary table.
     #[arg(long, short)]
     pub quiet: bool,
@@ -179,34 +182,92 @@ pub enum ArrivalArg {
     Poisson,
 }
 
-/// `tokengun sim`.
+fn profile_arg(s: &str) -> Result<String, String> {
+    if SimConfig::profile(s).is_some() {
+        Ok(s.to_string())
+    } else {
+        let names: Vec<&str> = PROFILES.iter().map(|p| p.0).collect();
+        Err(format!(
+            "unknown profile {s:?}; choose one of {}",
+            names.join(", ")
+        ))
+    }
+}
+
+/// Applies the common simulator overrides to a profile.
+pub fn tune_sim(
+    profile: &str,
+    ttft: Option<Duration>,
+    token_delay: Option<Duration>,
+    tokens: Option<u32>,
+    slots: Option<u32>,
+) -> SimConfig {
+    let mut c = SimConfig::profile(profile).unwrap_or_default();
+    if let Some(t) = ttft {
+        c.engine.prefill_base = t;
+    }
+    if let Some(d) = token_delay {
+        c.engine.step_base = d;
+    }
+    if let Some(n) = tokens {
+        c.output = OutputLen::Fixed(n);
+    }
+    if let Some(n) = slots {
+        c.engine.slots = n;
+    }
+    c
+}
+
+/// `tokengun sim`: a profile, then any overrides.
 #[derive(Args, Debug)]
 pub struct SimArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:11434")]
     pub listen: String,
-    /// Model names to serve (repeatable).
-    #[arg(long = "model", default_value = defaults::MODEL)]
+    /// Named behaviour: fast (demos, tests), study (the study's M2 Pro + deepseek-r1:7b),
+    /// llama-server (llama.cpp on 2 CPU cores, measured), firehose (no delays).
+    #[arg(long, default_value = "fast", value_parser = profile_arg)]
+    pub profile: String,
+    /// Model names to serve (repeatable) [default: the profile's].
+    #[arg(long = "model")]
     pub models: Vec<String>,
-    /// Slot acquired -> first token.
-    #[arg(long, default_value = "150ms", value_parser = duration_arg)]
-    pub ttft: Duration,
-    /// Gap between tokens of one request.
-    #[arg(long, default_value = "10ms", value_parser = duration_arg)]
-    pub token_delay: Duration,
-    /// Output tokens per request (a request's options.num_predict may lower it).
-    #[arg(long, default_value_t = 100)]
-    pub tokens: u32,
-    /// Requests served in parallel (Ollama's OLLAMA_NUM_PARALLEL); more wait in a FIFO queue.
-    #[arg(long, default_value_t = 4)]
-    pub slots: u32,
+    /// Slot acquired -> first token (prefill base) [default: the profile's].
+    #[arg(long, value_parser = duration_arg)]
+    pub ttft: Option<Duration>,
+    /// Decode step with one request decoding [default: the profile's].
+    #[arg(long, value_parser = duration_arg)]
+    pub token_delay: Option<Duration>,
+    /// Extra decode time per request decoding together (batch cost) [default: the profile's].
+    #[arg(long, value_parser = duration_arg)]
+    pub step_per_seq: Option<Duration>,
+    /// Output tokens per request (a request's num_predict / max_tokens may lower it).
+    #[arg(long)]
+    pub tokens: Option<u32>,
+    /// Requests served in parallel; more wait in a FIFO queue.
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Most requests waiting for a slot; more get 503 [default: unbounded, as Ollama].
+    #[arg(long, value_name = "N")]
+    pub queue_limit: Option<u32>,
+    /// Multiply every delay (0.1 = ten times faster).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Seed for output lengths, jitter and load failures.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The first N output tokens are reasoning ("thinking") [default: the profile's].
+    #[arg(long, value_name = "N")]
+    pub reasoning_tokens: Option<u32>,
+    /// Reasoning as inline <think>...</think> text instead of its own field.
+    #[arg(long)]
+    pub reasoning_inline: bool,
     /// Answer every Nth request with HTTP 500 (0 = never).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub fail_every: u64,
-    /// Cut every Nth request's stream mid-way (0 = never).
+    /// End every Nth request's stream mid-way (0 = never).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub cut_every: u64,
-    /// Tokens sent before a cut stream is dropped.
+    /// Tokens sent before a cut stream ends.
     #[arg(long, default_value_t = 10, value_name = "TOKENS")]
     pub cut_after: u32,
     /// Send a non-JSON line in every Nth request's stream (0 = never).
@@ -223,22 +284,35 @@ pub struct SimArgs {
 impl SimArgs {
     /// The simulator configuration these flags describe.
     pub fn config(&self) -> SimConfig {
-        SimConfig {
-            models: self.models.clone(),
-            ttft: self.ttft,
-            token_delay: self.token_delay,
-            tokens: self.tokens,
-            slots: self.slots,
-            faults: Faults {
-                fail_every: self.fail_every,
-                cut_every: self.cut_every,
-                cut_after_tokens: self.cut_after,
-                malformed_every: self.malformed_every,
-                stall_at: self.stall_at,
-                stall_for: self.stall_for,
-            },
-            ..SimConfig::default()
+        let mut c = tune_sim(
+            &self.profile,
+            self.ttft,
+            self.token_delay,
+            self.tokens,
+            self.slots,
+        );
+        if !self.models.is_empty() {
+            c.models = self.models.clone();
         }
+        if let Some(b) = self.step_per_seq {
+            c.engine.step_per_seq = b;
+        }
+        if let Some(n) = self.reasoning_tokens {
+            c.reasoning_tokens = n;
+        }
+        c.reasoning_inline = self.reasoning_inline;
+        c.engine.queue_limit = self.queue_limit.or(c.engine.queue_limit);
+        c.time_scale = self.time_scale;
+        c.seed = self.seed;
+        c.faults = Faults {
+            fail_every: self.fail_every,
+            cut_every: self.cut_every,
+            cut_after_tokens: self.cut_after,
+            malformed_every: self.malformed_every,
+            stall_at: self.stall_at,
+            stall_for: self.stall_for,
+        };
+        c
     }
 }
 
@@ -294,13 +368,14 @@ impl RunArgs {
             Some(path) => PlanFile::load(path)?,
             None => PlanFile::default(),
         };
-        let sim = self.sim.then(|| SimConfig {
-            models: Vec::new(),
-            ttft: self.sim_ttft,
-            token_delay: self.sim_token_delay,
-            tokens: self.sim_tokens,
-            slots: self.sim_slots,
-            ..SimConfig::default()
+        let sim = self.sim.then(|| {
+            tune_sim(
+                &self.sim_profile,
+                self.sim_ttft,
+                self.sim_token_delay,
+                self.sim_tokens,
+                self.sim_slots,
+            )
         });
         file.overlay(self.as_plan()).compile(sim)
     }

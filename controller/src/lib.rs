@@ -58,6 +58,7 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
         }
         Command::Sim(args) => {
             let config = args.config();
+            let (models, flavor) = (config.models.join(", "), config.flavor);
             let handle = match tokengun_simulator::SimHandle::start(&args.listen, config).await {
                 Ok(h) => h,
                 Err(e) => {
@@ -66,9 +67,13 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                 }
             };
             println!(
-                "tokengun simulator serving Ollama's API on {} (models: {}); Ctrl-C to stop",
-                handle.url(),
-                args.models.join(", ")
+                "tokengun simulator ({} profile, {}) serving on {} (models: {models}); Ctrl-C to stop",
+                args.profile,
+                match flavor {
+                    tokengun_simulator::Flavor::Ollama => "Ollama's /api and /v1 endpoints",
+                    tokengun_simulator::Flavor::LlamaCpp => "llama.cpp's /v1 endpoints",
+                },
+                handle.url()
             );
             stop.cancelled().await;
             handle.stop(Duration::from_secs(2)).await;

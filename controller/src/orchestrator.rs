@@ -611,17 +611,24 @@ async fn collect_cycle(
 }
 
 fn sim_manifest(c: &SimConfig) -> serde_json::Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let e = &c.engine;
     serde_json::json!({
         "models": c.models,
-        "ttft_ms": c.ttft.as_secs_f64() * 1e3,
-        "token_delay_ms": c.token_delay.as_secs_f64() * 1e3,
-        "tokens": c.tokens,
-        "slots": c.slots,
-        "fail_every": c.faults.fail_every,
-        "cut_every": c.faults.cut_every,
-        "cut_after_tokens": c.faults.cut_after_tokens,
-        "malformed_every": c.faults.malformed_every,
-        "stall_at_ms": c.faults.stall_at.map(|d| d.as_millis() as u64),
-        "stall_for_ms": c.faults.stall_for.as_millis() as u64,
+        "flavor": format!("{:?}", c.flavor),
+        "slots": e.slots,
+        "queue_limit": e.queue_limit,
+        "step_base_ms": ms(e.step_base),
+        "step_per_seq_ms": ms(e.step_per_seq),
+        "prefill_base_ms": ms(e.prefill_base),
+        "prefill_per_token_ms": ms(e.prefill_per_token),
+        "prefill_stalls": e.prefill_stalls,
+        "load_time_ms": ms(e.load_time),
+        "jitter_sigma": e.jitter_sigma,
+        "output": format!("{:?}", c.output),
+        "reasoning_tokens": c.reasoning_tokens,
+        "time_scale": c.time_scale,
+        "seed": c.seed,
+        "faults": format!("{:?}", c.faults),
     })
 }

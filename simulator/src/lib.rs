@@ -1,85 +1,39 @@
-//! The built-in simulated Ollama server: `/api/generate` (NDJSON stream or one JSON reply),
-//! `/api/tags`, `/api/version`, with set delays, token counts, parallel slots and injected faults.
+//! The built-in simulated inference server: Ollama's `/api/*` and OpenAI's `/v1/*` endpoints over
+//! an engine model with slots, batched decoding, prefill, model loads, faults and named profiles.
 //!
-//! Timing model (deterministic): a request waits in a FIFO queue for one of `slots`; once it holds
-//! a slot, its first token comes `ttft` later and each further token `token_delay` after the one
-//! before. Like Ollama, no response header is sent before the first token.
+//! Layout: [`config`] (what the server is), [`engine`] (when each token goes out), [`wire`] (how
+//! it is written), this module (routes and the streaming body).
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod engine;
+pub mod wire;
+
+pub use config::{EngineModel, Faults, Flavor, MemoryFailures, OutputLen, PROFILES, SimConfig};
+pub use engine::{Engine, QUEUE_FULL_TEXT, Truth};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use engine::{Admission, GenRequest, Refusal};
+use serde_json::{Value, json};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
-
-/// Faults injected by request arrival index (1-based), so counts are deterministic.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Faults {
-    /// Every Nth request is answered 500 with an Ollama error body (0 = never).
-    pub fail_every: u64,
-    /// Every Nth request has its stream end mid-way, without the final `done` line (0 = never).
-    pub cut_every: u64,
-    /// Tokens sent before a cut stream is dropped.
-    pub cut_after_tokens: u32,
-    /// Every Nth request gets a line that is not JSON after its first token (0 = never).
-    pub malformed_every: u64,
-    /// A whole-server stall (a hiccup: GC, swapping, a model reload): this long after the first
-    /// generate request arrives, no token goes out for `stall_for`; generations resume where
-    /// they were. `None` = never.
-    pub stall_at: Option<Duration>,
-    /// Length of the stall.
-    pub stall_for: Duration,
-}
-
-/// How the simulated server behaves.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimConfig {
-    /// Model names served (`/api/tags`); others get Ollama's 404.
-    pub models: Vec<String>,
-    /// Slot acquired -> first token.
-    pub ttft: Duration,
-    /// Gap between consecutive tokens.
-    pub token_delay: Duration,
-    /// Output tokens per request (capped by the request's `options.num_predict`).
-    pub tokens: u32,
-    /// Requests served at once (Ollama's `OLLAMA_NUM_PARALLEL`); the rest queue, FIFO, unbounded.
-    pub slots: u32,
-    pub faults: Faults,
-    /// What `/api/version` reports.
-    pub version: String,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        Self {
-            models: vec!["deepseek-r1:7b".to_string()],
-            ttft: Duration::from_millis(150),
-            token_delay: Duration::from_millis(10),
-            tokens: 100,
-            slots: 4,
-            faults: Faults::default(),
-            version: format!("0.0.0-tokengun-sim-{}", env!("CARGO_PKG_VERSION")),
-        }
-    }
-}
+use wire::{Closing, Endpoint, Writer};
 
 /// The simulator refused its configuration or could not serve.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("the simulator needs at least one slot (--slots)")]
-    NoSlots,
-    #[error("the simulator needs at least one model name")]
-    NoModels,
+    #[error("{0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -90,69 +44,68 @@ pub enum SimError {
     Serve(#[source] std::io::Error),
 }
 
-impl SimConfig {
-    /// Checks the configuration before any port is bound.
-    pub fn validate(&self) -> Result<(), SimError> {
-        if self.slots == 0 {
-            return Err(SimError::NoSlots);
-        }
-        if self.models.iter().all(|m| m.trim().is_empty()) {
-            return Err(SimError::NoModels);
-        }
-        Ok(())
-    }
+const WORDS: &[&str] = &[
+    "Time", " is", " the", " measure", " of", " change", ",", " the", " order", " of", " before",
+    " and", " after", ".",
+];
+
+fn word(i: u32) -> &'static str {
+    WORDS[i as usize % WORDS.len()]
 }
 
-struct Shared {
-    config: SimConfig,
-    slots: Arc<Semaphore>,
-    arrivals: AtomicU64,
-    /// When the first generate request arrived (the stall window is relative to it).
-    first_arrival: std::sync::OnceLock<Instant>,
-}
-
-impl Shared {
-    /// The stall window, once the first request has set its origin.
-    fn stall_window(&self) -> Option<(Instant, Instant)> {
-        let at = self.config.faults.stall_at?;
-        let start = *self.first_arrival.get()? + at;
-        Some((start, start + self.config.faults.stall_for))
-    }
-
-    /// If `deadline` falls inside the stall window, how much later it really comes.
-    fn stall_shift(&self, deadline: Instant) -> Duration {
-        match self.stall_window() {
-            Some((start, end)) if deadline >= start && deadline < end => end - deadline,
-            _ => Duration::ZERO,
-        }
-    }
-}
-
-/// Builds the simulator's routes.
-pub fn router(config: SimConfig) -> Router {
-    let shared = Arc::new(Shared {
-        slots: Arc::new(Semaphore::new(config.slots.max(1) as usize)),
-        config,
-        arrivals: AtomicU64::new(0),
-        first_arrival: std::sync::OnceLock::new(),
-    });
-    Router::new()
-        .route("/", get(|| async { "Ollama is running" }))
-        .route("/api/version", get(version))
-        .route("/api/tags", get(tags))
-        .route("/api/generate", post(generate))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") })
-        .with_state(shared)
+/// Builds the simulator's routes over `engine`.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let r = Router::new()
+        .route("/v1/models", get(openai_models))
+        .route(
+            "/v1/completions",
+            post(|s, h, b| generate(s, h, b, Endpoint::OpenAiCompletions)),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(|s, h, b| generate(s, h, b, Endpoint::OpenAiChat)),
+        );
+    let r = match engine.cfg.flavor {
+        Flavor::Ollama => r
+            .route("/", get(|| async { "Ollama is running" }))
+            .route("/api/version", get(version))
+            .route("/api/tags", get(tags))
+            .route("/api/ps", get(ps))
+            .route("/api/show", post(show))
+            .route(
+                "/api/generate",
+                post(|s, h, b| generate(s, h, b, Endpoint::OllamaGenerate)),
+            )
+            .route(
+                "/api/chat",
+                post(|s, h, b| generate(s, h, b, Endpoint::OllamaChat)),
+            )
+            .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") }),
+        Flavor::LlamaCpp => r
+            .route(
+                "/health",
+                get(|| async { axum::Json(json!({"status": "ok"})) }),
+            )
+            .fallback(|| async {
+                llama_headers(error_response(
+                    Endpoint::OpenAiCompletions,
+                    Flavor::LlamaCpp,
+                    StatusCode::NOT_FOUND,
+                    "File Not Found",
+                ))
+            }),
+    };
+    r.with_state(engine)
 }
 
 /// Serves on an already-bound listener until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    config: SimConfig,
+    engine: Arc<Engine>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SimError> {
-    config.validate()?;
-    axum::serve(listener, router(config))
+    engine.cfg.validate()?;
+    axum::serve(listener, router(engine))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(SimError::Serve)
@@ -161,6 +114,7 @@ pub async fn serve(
 /// A simulator running in the background; dropping it stops it.
 pub struct SimHandle {
     addr: SocketAddr,
+    engine: Arc<Engine>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), SimError>>,
 }
@@ -176,12 +130,14 @@ impl SimHandle {
                 source,
             })?;
         let local = listener.local_addr().map_err(SimError::Serve)?;
+        let engine = Engine::new(config);
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, config, async {
+        let task = tokio::spawn(serve(listener, engine.clone(), async {
             let _ = rx.await;
         }));
         Ok(Self {
             addr: local,
+            engine,
             stop: Some(tx),
             task,
         })
@@ -195,6 +151,16 @@ impl SimHandle {
     /// `http://ip:port`, ready for `--target`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What the server really did, per request (needs `record_truth`).
+    pub fn truth(&self) -> Vec<Truth> {
+        self.engine.truth()
+    }
+
+    /// The engine's epoch: `Truth` instants count from it.
+    pub fn epoch(&self) -> Instant {
+        self.engine.epoch
     }
 
     /// Stops accepting, lets open streams end, and waits (at most `grace`).
@@ -217,267 +183,411 @@ impl Drop for SimHandle {
     }
 }
 
-fn ollama_error(status: StatusCode, msg: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
+fn llama_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::SERVER, HeaderValue::from_static("llama.cpp"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static(""),
+    );
+    r
 }
 
-async fn version(State(s): State<Arc<Shared>>) -> Response {
-    axum::Json(serde_json::json!({ "version": s.config.version })).into_response()
+fn error_response(endpoint: Endpoint, flavor: Flavor, status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        axum::Json(wire::error_body(endpoint, flavor, status.as_u16(), msg)),
+    )
+        .into_response()
 }
 
-async fn tags(State(s): State<Arc<Shared>>) -> Response {
-    let models: Vec<_> = s
-        .config
+async fn version(State(e): State<Arc<Engine>>) -> Response {
+    axum::Json(json!({ "version": e.cfg.version })).into_response()
+}
+
+fn model_details() -> Value {
+    json!({"parent_model": "", "format": "gguf", "family": "qwen2", "families": ["qwen2"],
+           "parameter_size": "7.6B", "quantization_level": "Q4_K_M"})
+}
+
+const DIGEST: &str = "0a8c266910232fd3291e71e5ba1e058cc5af9d411192cf88b6d30e92b6e73163";
+
+async fn tags(State(e): State<Arc<Engine>>) -> Response {
+    let models: Vec<_> = e
+        .cfg
         .models
         .iter()
         .map(|m| {
-            serde_json::json!({
-                "name": m, "model": m,
-                "modified_at": "2025-05-10T08:06:48.639712648-07:00",
-                "size": 4_683_075_271u64,
-                "digest": "0a8c266910232fd3291e71e5ba1e058cc5af9d411192cf88b6d30e92b6e73163",
-                "details": {"parent_model": "", "format": "gguf", "family": "qwen2",
-                            "families": ["qwen2"], "parameter_size": "7.6B",
-                            "quantization_level": "Q4_K_M"},
-                "capabilities": ["completion"],
+            json!({
+                "name": m, "model": m, "modified_at": "2025-05-10T08:06:48.639712648-07:00",
+                "size": 4_683_075_271u64, "digest": DIGEST, "details": model_details(),
+                "capabilities": if e.cfg.reasoning_tokens > 0 { json!(["completion", "thinking"]) } else { json!(["completion"]) },
             })
         })
         .collect();
-    axum::Json(serde_json::json!({ "models": models })).into_response()
+    axum::Json(json!({ "models": models })).into_response()
 }
 
-#[derive(Deserialize)]
-struct GenerateRequest {
-    model: Option<String>,
-    #[serde(default)]
-    prompt: String,
-    stream: Option<bool>,
-    #[serde(default)]
-    options: Option<serde_json::Map<String, serde_json::Value>>,
+async fn ps(State(e): State<Arc<Engine>>) -> Response {
+    let models: Vec<_> = e
+        .cfg
+        .models
+        .iter()
+        .map(|m| {
+            json!({"name": m, "model": m, "size": 6_654_289_920u64, "digest": DIGEST, "details": model_details(),
+                   "expires_at": "2026-08-21T11:05:00.1-07:00", "size_vram": 6_654_289_920u64, "context_length": 4096})
+        })
+        .collect();
+    axum::Json(json!({ "models": models })).into_response()
 }
 
-/// A line of the NDJSON stream, fields in Ollama's order.
-#[derive(Serialize)]
-struct Line<'a> {
-    model: &'a str,
-    created_at: String,
-    response: &'a str,
-    done: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    done_reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<Vec<u32>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total_duration: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    load_duration: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt_eval_count: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt_eval_duration: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eval_count: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eval_duration: Option<u64>,
+async fn show(State(e): State<Arc<Engine>>, body: Bytes) -> Response {
+    let name = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+        v.get("model")
+            .or_else(|| v.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let Some(name) = name else {
+        return error_response(
+            Endpoint::OllamaGenerate,
+            Flavor::Ollama,
+            StatusCode::BAD_REQUEST,
+            "model is required",
+        );
+    };
+    if !e.cfg.models.contains(&name) {
+        return error_response(
+            Endpoint::OllamaGenerate,
+            Flavor::Ollama,
+            StatusCode::NOT_FOUND,
+            &format!("model '{name}' not found"),
+        );
+    }
+    axum::Json(json!({
+        "modelfile": format!("FROM {name}\n"), "parameters": "", "template": "{{ .Prompt }}",
+        "details": model_details(), "model_info": {"general.architecture": "qwen2", "general.parameter_count": 7_615_616_512u64},
+        "capabilities": ["completion"], "modified_at": "2025-05-10T08:06:48.639712648-07:00",
+    }))
+    .into_response()
 }
 
-const WORDS: &[&str] = &[
-    "Time", " is", " the", " measure", " of", " change", ",", " the", " order", " of", " before",
-    " and", " after", ".",
-];
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+async fn openai_models(State(e): State<Arc<Engine>>) -> Response {
+    let data: Vec<_> = e
+        .cfg
+        .models
+        .iter()
+        .map(|m| match e.cfg.flavor {
+            Flavor::Ollama => json!({"id": m, "object": "model", "created": 1_746_889_608u64, "owned_by": "library"}),
+            Flavor::LlamaCpp => json!({"id": m, "object": "model", "created": 1_795_804_970u64, "owned_by": "llamacpp",
+                                       "meta": {"n_ctx_train": 8192, "n_params": 134_515_008u64}}),
+        })
+        .collect();
+    let mut v = json!({"object": "list", "data": data});
+    if e.cfg.flavor == Flavor::LlamaCpp {
+        v["models"] = json!(
+            e.cfg
+                .models
+                .iter()
+                .map(|m| json!({"name": m, "model": m}))
+                .collect::<Vec<_>>()
+        );
+        return llama_headers(axum::Json(v).into_response());
+    }
+    axum::Json(v).into_response()
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// One generation in progress: holds its slot until dropped (stream end or client gone).
-struct Generation {
-    shared: Arc<Shared>,
+/// What a generate-like request asked for.
+struct Parsed {
     model: String,
-    _permit: OwnedSemaphorePermit,
-    arrived: Instant,
-    first_token_at: Instant,
-    tokens: u32,
+    stream: bool,
+    include_usage: bool,
+    req: GenRequest,
+}
+
+fn parse_request(
+    endpoint: Endpoint,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<Parsed, (StatusCode, String)> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    if body.is_empty() {
+        return Err(bad("missing request body".into()));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if model.is_empty() {
+        return Err(bad("model is required".into()));
+    }
+    let prompt_text = match endpoint {
+        Endpoint::OllamaGenerate | Endpoint::OpenAiCompletions => match v.get("prompt") {
+            Some(Value::String(s)) => s.clone(),
+            None if endpoint == Endpoint::OllamaGenerate => String::new(),
+            _ => return Err(bad("\"prompt\" must be a string".into())),
+        },
+        Endpoint::OllamaChat | Endpoint::OpenAiChat => match v.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => m
+                .iter()
+                .filter_map(|x| x.get("content").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => return Err(bad("[] is too short - 'messages'".into())),
+        },
+    };
+    let (stream, max_tokens) = match endpoint {
+        Endpoint::OllamaGenerate | Endpoint::OllamaChat => (
+            v.get("stream").and_then(Value::as_bool).unwrap_or(true),
+            v.pointer("/options/num_predict").and_then(Value::as_i64),
+        ),
+        _ => (
+            v.get("stream").and_then(Value::as_bool).unwrap_or(false),
+            v.get("max_tokens").and_then(Value::as_i64),
+        ),
+    };
+    Ok(Parsed {
+        model,
+        stream,
+        include_usage: v
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        req: GenRequest {
+            prompt_text,
+            max_tokens: max_tokens
+                .filter(|n| *n > 0)
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            cache_prompt: v
+                .get("cache_prompt")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            client_id: headers
+                .get("x-tokengun-request")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string),
+        },
+    })
+}
+
+/// One generation being streamed.
+struct Generation {
+    adm: Admission,
+    writer: Writer,
     sent: u32,
-    prompt_tokens: u64,
-    length_capped: bool,
-    cut_after: Option<u32>,
-    malformed: bool,
+    last: Instant,
+    first_at: Option<Instant>,
+    reasoning_tokens: u32,
+    inline: bool,
     finished: bool,
 }
 
 impl Generation {
-    fn token_deadline(&self, i: u32) -> Instant {
-        self.first_token_at + self.shared.config.token_delay * i
+    fn text(&self, i: u32) -> (String, bool) {
+        let w = word(i);
+        if i < self.reasoning_tokens {
+            if self.inline {
+                let mut s = String::new();
+                if i == 0 {
+                    s.push_str("<think>");
+                }
+                s.push_str(w);
+                if i + 1 == self.reasoning_tokens {
+                    s.push_str("</think>");
+                }
+                (s, false)
+            } else {
+                (w.to_string(), true)
+            }
+        } else {
+            (w.to_string(), false)
+        }
     }
 
-    fn line(&self, text: &str) -> Bytes {
-        let line = Line {
-            model: &self.model,
-            created_at: now_rfc3339(),
-            response: text,
-            done: false,
-            done_reason: None,
-            context: None,
-            total_duration: None,
-            load_duration: None,
-            prompt_eval_count: None,
-            prompt_eval_duration: None,
-            eval_count: None,
-            eval_duration: None,
-        };
-        to_line(&line)
-    }
-
-    fn final_line(&self, response: &str) -> Bytes {
-        let c = &self.shared.config;
+    fn closing(&self) -> Closing {
         let now = Instant::now();
-        let line = Line {
-            model: &self.model,
-            created_at: now_rfc3339(),
-            response,
-            done: true,
-            done_reason: Some(if self.length_capped { "length" } else { "stop" }),
-            context: Some(vec![151_644, 3838, 374]),
-            total_duration: Some(nanos(now - self.arrived)),
-            load_duration: Some(1_000_000),
-            prompt_eval_count: Some(self.prompt_tokens),
-            prompt_eval_duration: Some(nanos(c.ttft)),
-            eval_count: Some(u64::from(self.tokens)),
-            eval_duration: Some(nanos(now.saturating_duration_since(self.first_token_at))),
-        };
-        to_line(&line)
+        let first = self.first_at.unwrap_or(now);
+        Closing {
+            output_tokens: u64::from(self.sent),
+            prompt_tokens: self.adm.prompt_tokens,
+            cached_tokens: self.adm.cached_tokens,
+            length_capped: self.adm.length_capped,
+            total: now.saturating_duration_since(self.adm.arrived),
+            load: self.adm.load,
+            prefill: first.saturating_duration_since(self.adm.admitted + self.adm.load),
+            decode: now.saturating_duration_since(first),
+        }
+    }
+
+    /// The next body piece: every token whose time has come (at least one), or the closing.
+    async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        if self.finished {
+            return None;
+        }
+        if self.sent == self.adm.tokens {
+            self.finished = true;
+            let c = self.closing();
+            return Some((Ok(Bytes::from(self.writer.closing(&c))), self));
+        }
+        if self.adm.cut_after == Some(self.sent) {
+            // The stream ends without its closing line or [DONE]: a runner dying mid-generation.
+            // Ending the body cleanly keeps every token already sent, so counts are exact.
+            return None;
+        }
+        let mut buf = Vec::new();
+        // Emit every token that is due; a firehose sends many per write.
+        while self.sent < self.adm.tokens
+            && self.adm.cut_after != Some(self.sent)
+            && buf.len() < 64 * 1024
+        {
+            let due = if buf.is_empty() {
+                self.adm.wait_for(self.sent, self.last).await
+            } else {
+                let d = self.adm.deadline(self.sent, self.last);
+                if d > Instant::now() {
+                    break;
+                }
+                d
+            };
+            if self.adm.malformed && self.sent == 1 {
+                self.finished = true;
+                buf.extend_from_slice(b"{\"model\": oops not json\n");
+                return Some((Ok(Bytes::from(buf)), self));
+            }
+            let (text, reasoning) = self.text(self.sent);
+            buf.extend(self.writer.token(&text, reasoning));
+            let now = Instant::now();
+            self.adm.emitted(now);
+            self.first_at.get_or_insert(now);
+            // The schedule runs on intended instants so a late wake-up does not push every later token.
+            self.last = due;
+            self.sent += 1;
+        }
+        Some((Ok(Bytes::from(buf)), self))
     }
 }
 
-fn to_line(line: &Line<'_>) -> Bytes {
-    let mut v = serde_json::to_vec(line).unwrap_or_else(|_| b"{}".to_vec());
-    v.push(b'\n');
-    Bytes::from(v)
-}
-
-fn word(i: u32) -> &'static str {
-    WORDS[i as usize % WORDS.len()]
-}
-
-/// Next piece of the body: token lines at their deadlines, then the final line.
-async fn next_chunk(mut g: Generation) -> Option<(Result<Bytes, std::io::Error>, Generation)> {
-    if g.finished {
-        return None;
-    }
-    if g.sent == g.tokens {
-        g.finished = true;
-        let last = g.final_line("");
-        return Some((Ok(last), g));
-    }
-    if g.cut_after == Some(g.sent) {
-        // The stream ends where the next token would have been, without Ollama's final `done`
-        // line: what a client sees when a runner dies mid-generation. Ending the body cleanly
-        // (rather than resetting the socket) keeps every token already sent, so counts are exact.
-        return None;
-    }
-    let mut deadline = g.token_deadline(g.sent);
-    let shift = g.shared.stall_shift(deadline);
-    if !shift.is_zero() {
-        // Everything after the stall moves back by the time lost.
-        g.first_token_at += shift;
-        deadline += shift;
-    }
-    tokio::time::sleep_until(deadline).await;
-    if g.malformed && g.sent == 1 {
-        g.finished = true;
-        return Some((Ok(Bytes::from_static(b"{\"model\": oops not json\n")), g));
-    }
-    let bytes = g.line(word(g.sent));
-    g.sent += 1;
-    Some((Ok(bytes), g))
-}
-
-fn hits(every: u64, index: u64) -> bool {
-    every > 0 && index % every == 0
-}
-
-async fn generate(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    let arrived = Instant::now();
-    if body.is_empty() {
-        return ollama_error(StatusCode::BAD_REQUEST, "missing request body");
-    }
-    let req: GenerateRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return ollama_error(StatusCode::BAD_REQUEST, &e.to_string()),
+async fn generate(
+    State(e): State<Arc<Engine>>,
+    headers: HeaderMap,
+    body: Bytes,
+    endpoint: Endpoint,
+) -> Response {
+    let flavor = e.cfg.flavor;
+    let finish = |r: Response| {
+        if flavor == Flavor::LlamaCpp {
+            llama_headers(r)
+        } else {
+            r
+        }
     };
-    let Some(model) = req.model.filter(|m| !m.is_empty()) else {
-        return ollama_error(StatusCode::BAD_REQUEST, "model is required");
+    let p = match parse_request(endpoint, &body, &headers) {
+        Ok(p) => p,
+        Err((status, msg)) => return finish(error_response(endpoint, flavor, status, &msg)),
     };
-    if !s.config.models.contains(&model) {
-        return ollama_error(StatusCode::NOT_FOUND, &format!("model '{model}' not found"));
-    }
-    let index = s.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
-    s.first_arrival.get_or_init(|| arrived);
-    let f = &s.config.faults;
-    if hits(f.fail_every, index) {
-        return ollama_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "llama runner process has terminated: simulated failure",
-        );
-    }
-    let num_predict = req
-        .options
-        .as_ref()
-        .and_then(|o| o.get("num_predict"))
-        .and_then(serde_json::Value::as_i64)
-        .filter(|n| *n > 0)
-        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    let tokens = num_predict.map_or(s.config.tokens, |n| n.min(s.config.tokens));
-    let cut_after = hits(f.cut_every, index).then_some(f.cut_after_tokens.min(tokens));
-    let malformed = hits(f.malformed_every, index) && tokens > 1;
-    // Queue for a slot (FIFO); the client hears nothing until its first token, as with Ollama.
-    let Ok(permit) = s.slots.clone().acquire_owned().await else {
-        return ollama_error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+    // llama.cpp serves its one model under any name; Ollama knows only what it has.
+    let model = match flavor {
+        Flavor::Ollama if !e.cfg.models.contains(&p.model) => {
+            return error_response(
+                endpoint,
+                flavor,
+                StatusCode::NOT_FOUND,
+                &format!("model '{}' not found", p.model),
+            );
+        }
+        Flavor::Ollama => p.model.clone(),
+        Flavor::LlamaCpp => e.cfg.models.first().cloned().unwrap_or_default(),
     };
-    let first_token_at = Instant::now() + s.config.ttft;
+    let adm = match e.admit(&p.req).await {
+        Ok(a) => a,
+        Err(Refusal::Failed(msg)) => {
+            return finish(error_response(
+                endpoint,
+                flavor,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &msg,
+            ));
+        }
+        Err(Refusal::QueueFull) => {
+            return finish(error_response(
+                endpoint,
+                flavor,
+                StatusCode::SERVICE_UNAVAILABLE,
+                QUEUE_FULL_TEXT,
+            ));
+        }
+    };
+    let writer = Writer::new(endpoint, flavor, model, adm.index, p.include_usage);
     let mut g = Generation {
-        shared: s.clone(),
-        model,
-        _permit: permit,
-        arrived,
-        first_token_at,
-        tokens,
+        last: adm.first_token_at,
+        adm,
+        writer,
         sent: 0,
-        prompt_tokens: req.prompt.split_whitespace().count() as u64 + 4,
-        length_capped: num_predict.is_some_and(|n| n < s.config.tokens),
-        cut_after,
-        malformed,
+        first_at: None,
+        reasoning_tokens: e.cfg.reasoning_tokens,
+        inline: e.cfg.reasoning_inline,
         finished: false,
     };
-    if req.stream == Some(false) {
-        let last = g.token_deadline(tokens.saturating_sub(1));
-        tokio::time::sleep_until(last.max(first_token_at)).await;
-        g.sent = tokens;
-        let text: String = (0..tokens).map(word).collect();
-        let mut resp = Response::new(Body::from(g.final_line(&text)));
+    if !p.stream {
+        let mut answer = String::new();
+        let mut reasoning = String::new();
+        while g.sent < g.adm.tokens {
+            let due = g.adm.wait_for(g.sent, g.last).await;
+            let (text, is_reasoning) = g.text(g.sent);
+            if is_reasoning {
+                reasoning.push_str(&text)
+            } else {
+                answer.push_str(&text)
+            }
+            let now = Instant::now();
+            g.adm.emitted(now);
+            g.first_at.get_or_insert(now);
+            g.last = due;
+            g.sent += 1;
+        }
+        let mut resp =
+            axum::Json(g.writer.whole(&answer, &reasoning, &g.closing())).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
-        return resp;
+        return finish(resp);
     }
-    // Produce the first piece before answering, so headers go out with the first token.
-    let Some((first, g)) = next_chunk(g).await else {
-        return ollama_error(StatusCode::INTERNAL_SERVER_ERROR, "empty generation");
+    let content_type = if endpoint.is_sse() {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
     };
-    let head = futures_util::stream::once(async move { first });
-    let rest = futures_util::stream::unfold(g, next_chunk);
-    let mut resp = Response::new(Body::from_stream(futures_util::StreamExt::chain(
-        head, rest,
-    )));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    resp
+    let body = match flavor {
+        // Ollama sends nothing, not even headers, before the first token: produce it first.
+        Flavor::Ollama => {
+            let Some((first, g)) = g.next().await else {
+                return error_response(
+                    endpoint,
+                    flavor,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "empty generation",
+                );
+            };
+            let head = futures_util::stream::once(async move { first });
+            Body::from_stream(futures_util::StreamExt::chain(
+                head,
+                futures_util::stream::unfold(g, Generation::next),
+            ))
+        }
+        // llama.cpp writes the headers as soon as a slot takes the request.
+        Flavor::LlamaCpp => Body::from_stream(futures_util::stream::unfold(g, Generation::next)),
+    };
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if flavor == Flavor::LlamaCpp {
+        resp.headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        resp.headers_mut()
+            .insert("keep-alive", HeaderValue::from_static("timeout=5, max=100"));
+    }
+    finish(resp)
 }

@@ -31,14 +31,12 @@ async fn exchange(
 }
 
 fn sim(ttft_ms: u64, tokens: u32) -> SimConfig {
-    SimConfig {
-        models: vec!["deepseek-r1:7b".into()],
-        ttft: Duration::from_millis(ttft_ms),
-        token_delay: Duration::from_millis(1),
+    SimConfig::fixed(
+        Duration::from_millis(ttft_ms),
+        Duration::from_millis(1),
         tokens,
-        slots: 1,
-        ..SimConfig::default()
-    }
+        1,
+    )
 }
 
 #[tokio::test]

@@ -9,11 +9,7 @@ async fn a_second_run_on_the_same_agent_is_whole_and_separate() {
         "127.0.0.1:0",
         SimConfig {
             models: vec!["m:1b".into()],
-            ttft: Duration::from_millis(5),
-            token_delay: Duration::from_millis(1),
-            tokens: 10,
-            slots: 4,
-            ..SimConfig::default()
+            ..SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1), 10, 4)
         },
     )
     .await

@@ -10,10 +10,6 @@ async fn failed_cut_and_malformed_requests_are_counted_and_the_sweep_completes()
         "127.0.0.1:0",
         SimConfig {
             models: vec!["tiny:1b".into()],
-            ttft: Duration::from_millis(20),
-            token_delay: Duration::from_millis(2),
-            tokens: 30,
-            slots: 8,
             // By arrival index over the whole run (15 requests): 500 for 3,6,9,12,15; cut after
             // 5 tokens for 4,8 (12 already failed); a non-JSON line for 5,10 (15 already failed).
             faults: Faults {
@@ -23,7 +19,7 @@ async fn failed_cut_and_malformed_requests_are_counted_and_the_sweep_completes()
                 malformed_every: 5,
                 ..Faults::default()
             },
-            ..SimConfig::default()
+            ..SimConfig::fixed(Duration::from_millis(20), Duration::from_millis(2), 30, 8)
         },
     )
     .await
@@ -110,11 +106,12 @@ async fn slow_requests_time_out_and_keep_what_they_received() {
         "127.0.0.1:0",
         SimConfig {
             models: vec!["slow:1b".into()],
-            ttft: Duration::from_millis(10),
-            token_delay: Duration::from_millis(100),
-            tokens: 100,
-            slots: 1,
-            ..SimConfig::default()
+            ..SimConfig::fixed(
+                Duration::from_millis(10),
+                Duration::from_millis(100),
+                100,
+                1,
+            )
         },
     )
     .await

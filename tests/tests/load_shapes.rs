@@ -13,16 +13,12 @@ const RUN: Duration = Duration::from_secs(3);
 fn sim(stall: bool) -> SimConfig {
     SimConfig {
         models: vec!["m:1b".into()],
-        ttft: Duration::from_millis(20),
-        token_delay: Duration::from_millis(5),
-        tokens: 10,
-        slots: 256,
         faults: Faults {
             stall_at: stall.then_some(Duration::from_secs(1)),
             stall_for: Duration::from_secs(1),
             ..Faults::default()
         },
-        ..SimConfig::default()
+        ..SimConfig::fixed(Duration::from_millis(20), Duration::from_millis(5), 10, 256)
     }
 }
 

@@ -18,11 +18,12 @@ async fn sweep_matches_the_simulators_ground_truth() {
         "127.0.0.1:0",
         SimConfig {
             models: vec!["deepseek-r1:7b".into()],
-            ttft: Duration::from_millis(TTFT_MS as u64),
-            token_delay: Duration::from_millis(TOKEN_MS as u64),
-            tokens: TOKENS,
-            slots: SLOTS,
-            ..SimConfig::default()
+            ..SimConfig::fixed(
+                Duration::from_millis(TTFT_MS as u64),
+                Duration::from_millis(TOKEN_MS as u64),
+                TOKENS,
+                SLOTS,
+            )
         },
     )
     .await

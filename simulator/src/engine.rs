@@ -1,0 +1,447 @@
+//! The simulated inference engine: FIFO slots, prefill (optionally stalling every stream),
+//! batch-dependent decode steps, model load and keep-alive, faults, and recorded ground truth.
+
+use crate::config::{OutputLen, SimConfig};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// SplitMix64, the same generator tokengun uses for schedules: reproducible everywhere.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal draw (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.next_f64();
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// What the simulator really did for one request, for tests to check measurements against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truth {
+    /// Arrival index (1-based).
+    pub index: u64,
+    /// The client's `x-tokengun-request` header, when it sent one.
+    pub client_id: Option<String>,
+    pub prompt_tokens: u64,
+    /// Instants in ns from the engine's epoch.
+    pub arrived_ns: u64,
+    pub admitted_ns: u64,
+    /// When each token was handed to the HTTP layer.
+    pub token_ns: Vec<u64>,
+}
+
+/// Why a request was refused before it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Injected failure (`fail_every`) or memory pressure: HTTP 500 with this text.
+    Failed(String),
+    /// The wait queue is full: HTTP 503.
+    QueueFull,
+}
+
+/// Ollama's queue-full text, two spaces after the period (server/sched.go `ErrMaxQueue`).
+pub const QUEUE_FULL_TEXT: &str =
+    "server busy, please try again.  maximum pending requests exceeded";
+
+/// The shared engine of one simulator.
+pub struct Engine {
+    pub cfg: SimConfig,
+    slots: Arc<Semaphore>,
+    waiting: AtomicU32,
+    decoding: AtomicU32,
+    arrivals: AtomicU64,
+    pub epoch: Instant,
+    first_arrival: OnceLock<Instant>,
+    /// Streams may not emit a token before this instant (ns from epoch): prefills and loads.
+    stall_until_ns: AtomicU64,
+    state: Mutex<State>,
+    truth: Mutex<Vec<Truth>>,
+}
+
+struct State {
+    /// When the last request ended, or None before the model was ever loaded.
+    last_idle: Option<Instant>,
+    running: u32,
+    /// Hashes of prompts still in a slot's cache, newest last.
+    cached: VecDeque<u64>,
+}
+
+/// A request as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    pub prompt_text: String,
+    /// `num_predict` / `max_tokens`, when the client capped the output.
+    pub max_tokens: Option<u32>,
+    pub cache_prompt: bool,
+    pub client_id: Option<String>,
+}
+
+/// A request that holds a slot; dropping it frees the slot.
+pub struct Admission {
+    engine: Arc<Engine>,
+    _permit: OwnedSemaphorePermit,
+    pub index: u64,
+    pub rng: Rng,
+    pub tokens: u32,
+    pub length_capped: bool,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    pub arrived: Instant,
+    pub admitted: Instant,
+    pub load: Duration,
+    pub first_token_at: Instant,
+    pub cut_after: Option<u32>,
+    pub malformed: bool,
+    decoding: bool,
+    truth: Option<Truth>,
+}
+
+fn scaled(d: Duration, scale: f64) -> Duration {
+    if scale == 1.0 { d } else { d.mul_f64(scale) }
+}
+
+fn hash(s: &str) -> u64 {
+    // FNV-1a: stable, no dependency.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3)
+    })
+}
+
+/// Rough token count of a text: about four characters a token.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4).max(1)
+}
+
+impl Engine {
+    /// An engine for `cfg`.
+    pub fn new(cfg: SimConfig) -> Arc<Self> {
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(cfg.engine.slots as usize)),
+            cfg,
+            waiting: AtomicU32::new(0),
+            decoding: AtomicU32::new(0),
+            arrivals: AtomicU64::new(0),
+            epoch: Instant::now(),
+            first_arrival: OnceLock::new(),
+            stall_until_ns: AtomicU64::new(0),
+            state: Mutex::new(State {
+                last_idle: None,
+                running: 0,
+                cached: VecDeque::new(),
+            }),
+            truth: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn scale(&self, d: Duration) -> Duration {
+        scaled(d, self.cfg.time_scale)
+    }
+
+    /// Ground truth recorded so far (empty unless `record_truth`).
+    pub fn truth(&self) -> Vec<Truth> {
+        self.truth.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Requests decoding right now.
+    pub fn decoding(&self) -> u32 {
+        self.decoding.load(Ordering::Relaxed)
+    }
+
+    /// Reserves `dur` of whole-engine stall starting no earlier than `from`; returns its end.
+    fn stall(&self, from: Instant, dur: Duration) -> Instant {
+        let from_ns = self.ns(from);
+        let dur_ns = u64::try_from(dur.as_nanos()).unwrap_or(u64::MAX);
+        let mut cur = self.stall_until_ns.load(Ordering::Acquire);
+        loop {
+            let end = cur.max(from_ns).saturating_add(dur_ns);
+            match self.stall_until_ns.compare_exchange_weak(
+                cur,
+                end,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return self.epoch + Duration::from_nanos(end),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn stall_until(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.stall_until_ns.load(Ordering::Acquire))
+    }
+
+    /// The fault window's end if `t` falls inside it.
+    fn fault_stall_end(&self, t: Instant) -> Option<Instant> {
+        let f = &self.cfg.faults;
+        let start = *self.first_arrival.get()? + self.scale(f.stall_at?);
+        let end = start + self.scale(f.stall_for);
+        (t >= start && t < end).then_some(end)
+    }
+
+    /// Earliest instant at or after `t` when a token may go out (stalls and fault windows).
+    pub fn clear_of_stalls(&self, t: Instant) -> Instant {
+        let mut t = t;
+        if self.cfg.engine.prefill_stalls {
+            t = t.max(self.stall_until());
+        }
+        if let Some(end) = self.fault_stall_end(t) {
+            t = end;
+        }
+        t
+    }
+
+    /// Admits a request: faults, queue limit, memory pressure, FIFO slot, model load, prefill.
+    /// Cancel-safe: a client that goes away while queued simply leaves the queue.
+    pub async fn admit(self: &Arc<Self>, req: &GenRequest) -> Result<Admission, Refusal> {
+        let arrived = Instant::now();
+        let index = self.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
+        self.first_arrival.get_or_init(|| arrived);
+        let mut rng = Rng::new(self.cfg.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let f = &self.cfg.faults;
+        let hits = |every: u64| every > 0 && index % every == 0;
+        if hits(f.fail_every) {
+            return Err(Refusal::Failed(
+                "llama runner process has terminated: simulated failure".into(),
+            ));
+        }
+        let e = &self.cfg.engine;
+        if let Some(m) = e.memory_failures {
+            let in_server = self.waiting.load(Ordering::Relaxed) + self.lock().running;
+            if in_server > m.above {
+                let p = (m.per_extra * f64::from(in_server - m.above)).min(m.max_probability);
+                if rng.next_f64() < p {
+                    return Err(Refusal::Failed(
+                        "model requires more system memory (5.6 GiB) than is available (4.1 GiB)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if let Some(limit) = e.queue_limit {
+            if self.slots.available_permits() == 0 && self.waiting.load(Ordering::Relaxed) >= limit
+            {
+                return Err(Refusal::QueueFull);
+            }
+        }
+        let permit = {
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            let guard = WaitGuard(self);
+            let p = self.slots.clone().acquire_owned().await;
+            drop(guard);
+            p.map_err(|_| Refusal::Failed("server is shutting down".into()))?
+        };
+        let admitted = Instant::now();
+        let full = match self.cfg.output {
+            OutputLen::Fixed(n) => n,
+            OutputLen::Uniform { min, max } => {
+                min + (rng.next_u64() % u64::from(max - min + 1)) as u32
+            }
+        };
+        let tokens = req.max_tokens.map_or(full, |m| m.min(full));
+        let prompt_tokens = estimate_tokens(&req.prompt_text);
+        let (load, cached_tokens) = {
+            let mut s = self.lock();
+            let cold = s.running == 0
+                && s.last_idle
+                    .is_none_or(|t| admitted.duration_since(t) > self.scale(e.keep_alive));
+            s.running += 1;
+            let h = hash(&req.prompt_text);
+            let cached = if req.cache_prompt && s.cached.contains(&h) {
+                prompt_tokens.saturating_sub(1)
+            } else {
+                0
+            };
+            s.cached.retain(|&x| x != h);
+            s.cached.push_back(h);
+            while s.cached.len() > e.slots as usize {
+                s.cached.pop_front();
+            }
+            let load = if cold && !e.load_time.is_zero() {
+                self.scale(e.load_time)
+            } else {
+                Duration::ZERO
+            };
+            (load, cached)
+        };
+        let prefill = self.scale(
+            e.prefill_base
+                + e.prefill_per_token
+                    * u32::try_from(prompt_tokens - cached_tokens).unwrap_or(u32::MAX),
+        );
+        // A load stalls everything; a prefill stalls everything only on engines that batch it.
+        let start = if load.is_zero() {
+            admitted
+        } else {
+            self.stall(admitted, load)
+        };
+        let first_token_at = if e.prefill_stalls {
+            self.stall(start, prefill)
+        } else {
+            start + prefill
+        };
+        let first_token_at = self.clear_of_stalls(first_token_at);
+        let truth = self.cfg.record_truth.then(|| Truth {
+            index,
+            client_id: req.client_id.clone(),
+            prompt_tokens,
+            arrived_ns: self.ns(arrived),
+            admitted_ns: self.ns(admitted),
+            token_ns: Vec::with_capacity(tokens as usize),
+        });
+        Ok(Admission {
+            engine: self.clone(),
+            _permit: permit,
+            index,
+            rng,
+            tokens,
+            length_capped: tokens < full,
+            prompt_tokens,
+            cached_tokens,
+            arrived,
+            admitted,
+            load,
+            first_token_at,
+            cut_after: hits(f.cut_every).then_some(f.cut_after_tokens.min(tokens)),
+            malformed: hits(f.malformed_every) && tokens > 1,
+            decoding: false,
+            truth,
+        })
+    }
+}
+
+/// Decrements the waiting count however the wait ends (slot, shutdown, or client gone).
+struct WaitGuard<'a>(&'a Engine);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Admission {
+    /// When token `i` (0-based) may go out, given when token `i - 1` went out.
+    pub fn deadline(&mut self, i: u32, prev: Instant) -> Instant {
+        let e = &self.engine;
+        let t = if i == 0 {
+            self.first_token_at
+        } else {
+            let m = &e.cfg.engine;
+            let batch = e.decoding().max(1);
+            let mut step = m.step_base + m.step_per_seq * batch;
+            if m.jitter_sigma > 0.0 {
+                step = step.mul_f64((m.jitter_sigma * self.rng.normal()).exp());
+            }
+            prev + e.scale(step)
+        };
+        e.clear_of_stalls(t)
+    }
+
+    /// Sleeps until token `i` may go out; re-checks stalls reserved meanwhile.
+    pub async fn wait_for(&mut self, i: u32, prev: Instant) -> Instant {
+        let mut t = self.deadline(i, prev);
+        loop {
+            if t > Instant::now() {
+                tokio::time::sleep_until(t).await;
+            }
+            let clear = self.engine.clear_of_stalls(t);
+            if clear <= t {
+                return t;
+            }
+            t = clear;
+        }
+    }
+
+    /// Marks token emission (ground truth, batch accounting).
+    pub fn emitted(&mut self, at: Instant) {
+        if !self.decoding {
+            self.decoding = true;
+            self.engine.decoding.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(t) = &mut self.truth {
+            t.token_ns.push(self.engine.ns(at));
+        }
+    }
+
+    /// The engine's epoch, for converting instants.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let e = &self.engine;
+        if self.decoding {
+            e.decoding.fetch_sub(1, Ordering::Relaxed);
+        }
+        {
+            let mut s = e.lock();
+            s.running = s.running.saturating_sub(1);
+            if s.running == 0 {
+                s.last_idle = Some(Instant::now());
+            }
+        }
+        if let Some(t) = self.truth.take() {
+            e.truth.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_is_lognormal_around_one() {
+        let mut r = Rng::new(1);
+        let xs: Vec<f64> = (0..20_000).map(|_| (0.12 * r.normal()).exp()).collect();
+        let mut sorted = xs.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        assert!((median - 1.0).abs() < 0.01, "median {median}");
+        let p90 = sorted[sorted.len() * 9 / 10];
+        // exp(1.2816 * 0.12) = 1.166: the calibration's p90/p50 of 1.15-1.2.
+        assert!((p90 - 1.166).abs() < 0.02, "p90 {p90}");
+    }
+
+    #[test]
+    fn token_estimate() {
+        assert_eq!(estimate_tokens(""), 1);
+        assert_eq!(estimate_tokens("abcd"), 1);
+        assert_eq!(estimate_tokens("abcde"), 2);
+    }
+}
