@@ -2,10 +2,9 @@
 //! in-flight request, each timestamped on the monotonic clock at the moment its bytes arrive, each
 //! ending in a [`RequestRecord`] whatever happens.
 
-use crate::backend::{StreamEvent, ollama};
+use crate::backend::{self, ResponseParser, ollama};
 use crate::http::{HttpClient, MAX_SMALL_BODY, root_cause};
 use crate::log::RecordLog;
-use crate::ndjson::LineSplitter;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -14,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengun_common::schedule::{Arrivals, prompt_index};
 use tokengun_common::{
-    Api, CycleDone, CyclePlan, LoadShape, OutcomeKind, Progress, RecordBody, RequestRecord,
+    CycleDone, CyclePlan, LoadShape, OutcomeKind, Progress, RecordBody, RequestRecord,
     ServerTimings, TokenChunk, TokenSource,
 };
 use tokio::sync::Semaphore;
@@ -76,13 +75,7 @@ impl PreparedCycle {
     /// Builds the request bodies every worker of the cycle will send (one per prompt), so the
     /// hot path only clones a reference-counted buffer.
     pub fn new(plan: CyclePlan) -> Result<Self, EngineError> {
-        let url = format!(
-            "{}{}",
-            plan.target_url.trim_end_matches('/'),
-            match plan.api {
-                Api::Ollama => ollama::GENERATE_PATH,
-            }
-        );
+        let url = format!("{}{}", plan.target_url.trim_end_matches('/'), plan.api.path());
         let bad = |reason: String| EngineError::Request {
             url: url.clone(),
             reason,
@@ -93,9 +86,7 @@ impl PreparedCycle {
         let bodies = plan
             .prompts
             .iter()
-            .map(|p| match plan.api {
-                Api::Ollama => ollama::request_body(&plan, p).map(Bytes::from),
-            })
+            .map(|p| backend::request_body(&plan, p).map(Bytes::from))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad(e.to_string()))?;
         Ok(Self { plan, uri, bodies })
@@ -294,6 +285,7 @@ async fn run_request(
             sent_ns: ns_since(s.origin, dispatched),
             first_byte_ns: None,
             first_token_ns: None,
+            first_answer_ns: None,
             last_token_ns: None,
             end_ns: 0,
             status_code: None,
@@ -303,6 +295,7 @@ async fn run_request(
             output_tokens: 0,
             token_source: TokenSource::Counted,
             counted_tokens: 0,
+            reasoning_tokens: 0,
             prompt_tokens: None,
             server: ServerTimings::default(),
             done_reason: String::new(),
@@ -344,7 +337,16 @@ async fn run_request(
 async fn exchange(s: &Shared, m: &mut Measure, prompt: usize) {
     let req = hyper::Request::post(s.uri.clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::ACCEPT, "application/x-ndjson")
+        .header(
+            hyper::header::ACCEPT,
+            if s.plan.api.family() == "openai" {
+                "text/event-stream"
+            } else {
+                "application/x-ndjson"
+            },
+        )
+        // Lets a server's logs (and the simulator's ground truth) be matched to this record.
+        .header("x-tokengun-request", format!("{}-{}", s.plan.cycle_id, m.rec.request_id))
         .body(Full::new(s.bodies[prompt].clone()));
     let req = match req {
         Ok(r) => r,
@@ -394,7 +396,7 @@ async fn read_error_body(body: Incoming) -> String {
 }
 
 async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
-    let mut lines = LineSplitter::new();
+    let mut parser = ResponseParser::new(s.plan.api);
     loop {
         let frame = match body.frame().await {
             None => break,
@@ -411,63 +413,61 @@ async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
         };
         let at = ns_since(s.origin, Instant::now());
         let mut failure: Option<(OutcomeKind, String)> = None;
-        let pushed = lines.push(&data, |line| {
+        let fed = parser.feed(&data, |c| {
             if m.done {
                 return true; // nothing after done counts
             }
-            let event = match s.plan.api {
-                Api::Ollama => ollama::parse_line(line),
-            };
-            match event {
-                Ok(StreamEvent::Tokens(n)) => {
-                    on_tokens(s, &mut m.rec, at, n);
-                    true
+            if let Some(e) = c.error {
+                failure = Some((OutcomeKind::ServerError, e));
+                return false;
+            }
+            on_tokens(s, &mut m.rec, at, c.answer_tokens, c.reasoning_tokens);
+            if let Some(f) = c.fin {
+                if let Some(n) = f.output_tokens {
+                    m.rec.output_tokens = n;
+                    m.rec.token_source = TokenSource::Server;
                 }
-                Ok(StreamEvent::Done(f)) => {
-                    on_tokens(s, &mut m.rec, at, f.tokens_in_line);
-                    if let Some(n) = f.output_tokens {
-                        m.rec.output_tokens = n;
-                        m.rec.token_source = TokenSource::Server;
-                    }
+                if f.prompt_tokens.is_some() {
                     m.rec.prompt_tokens = f.prompt_tokens;
+                }
+                if !f.done_reason.is_empty() {
                     m.rec.done_reason = f.done_reason;
+                }
+                if f.timings != ServerTimings::default() {
                     m.rec.server = f.timings;
-                    m.done = true;
-                    true
-                }
-                Ok(StreamEvent::Error(e)) => {
-                    failure = Some((OutcomeKind::ServerError, e));
-                    false
-                }
-                Err(e) => {
-                    failure = Some((OutcomeKind::Malformed, e));
-                    false
                 }
             }
+            m.done |= c.done;
+            true
         });
-        if let Err(e) = pushed {
-            failure = Some((OutcomeKind::Malformed, e.to_string()));
+        if let Err(e) = fed {
+            failure = Some((OutcomeKind::Malformed, e));
         }
         if let Some((kind, e)) = failure {
             return m.fail(kind, e);
         }
     }
-    if !lines.remainder().is_empty() {
+    if parser.leftover() > 0 {
         m.fail(
             OutcomeKind::Truncated,
             format!(
-                "the stream ended inside a line ({} bytes without a newline)",
-                lines.remainder().len()
+                "the stream ended inside a line or event ({} bytes unfinished)",
+                parser.leftover()
             ),
         );
     }
 }
 
-fn on_tokens(s: &Shared, r: &mut RequestRecord, at_ns: u64, tokens: u32) {
+fn on_tokens(s: &Shared, r: &mut RequestRecord, at_ns: u64, answer: u32, reasoning: u32) {
+    let tokens = answer + reasoning;
     if tokens == 0 {
         return;
     }
     r.first_token_ns.get_or_insert(at_ns);
+    if answer > 0 {
+        r.first_answer_ns.get_or_insert(at_ns);
+    }
+    r.reasoning_tokens += u64::from(reasoning);
     r.last_token_ns = Some(at_ns);
     r.timeline.push(TokenChunk {
         offset_ns: at_ns,

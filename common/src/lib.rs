@@ -7,7 +7,7 @@ pub mod record;
 pub mod schedule;
 pub mod stats;
 
-pub use plan::{Api, Arrival, CyclePlan, LoadShape, PlanError, PromptSpec};
+pub use plan::{Api, Arrival, CyclePlan, LoadShape, PlanError, PromptSpec, RequestOptions};
 pub use record::{
     CycleDone, OutcomeKind, Progress, Record, RecordBody, RequestRecord, ServerTimings, TokenChunk,
     TokenSource,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Request body keys that extra JSON may not override: they define what is measured.
-pub const RESERVED_BODY_KEYS: &[&str] = &["model", "prompt", "stream", "messages"];
+pub const RESERVED_BODY_KEYS: &[&str] = &["model", "prompt", "stream", "messages", "stream_options"];
 
 /// The most concurrent requests a single level may ask for.
 pub const MAX_LEVEL: u32 = 100_000;
@@ -12,19 +12,67 @@ pub const MAX_LEVEL: u32 = 100_000;
 /// Which wire API the target speaks. To add one: a variant here, its wire enum in the proto,
 /// a backend module in the agent, and a simulator route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Api {
     /// Ollama's native `/api/generate` NDJSON stream.
-    Ollama,
+    OllamaGenerate,
+    /// Ollama's native `/api/chat` NDJSON stream.
+    OllamaChat,
+    /// OpenAI `/v1/completions` SSE (vLLM, llama.cpp, TGI, SGLang, LM Studio, Ollama's /v1).
+    OpenaiCompletions,
+    /// OpenAI `/v1/chat/completions` SSE.
+    OpenaiChat,
 }
 
 impl Api {
-    /// The name used in result paths and manifests.
+    /// Every API, in flag order.
+    pub const ALL: [Api; 4] = [Api::OllamaGenerate, Api::OllamaChat, Api::OpenaiCompletions, Api::OpenaiChat];
+
+    /// The flag and manifest name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Api::Ollama => "ollama",
+            Api::OllamaGenerate => "ollama-generate",
+            Api::OllamaChat => "ollama-chat",
+            Api::OpenaiCompletions => "openai-completions",
+            Api::OpenaiChat => "openai-chat",
         }
     }
+
+    /// The results folder of the study's layout: `ollama` or `openai`.
+    pub fn family(self) -> &'static str {
+        match self {
+            Api::OllamaGenerate | Api::OllamaChat => "ollama",
+            Api::OpenaiCompletions | Api::OpenaiChat => "openai",
+        }
+    }
+
+    /// The request path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::OllamaGenerate => "/api/generate",
+            Api::OllamaChat => "/api/chat",
+            Api::OpenaiCompletions => "/v1/completions",
+            Api::OpenaiChat => "/v1/chat/completions",
+        }
+    }
+
+    /// Parses a flag value.
+    pub fn parse(s: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// Sampling and length options, mapped by each backend to its own wire fields
+/// (Ollama: `options.num_predict`, ...; OpenAI: `max_tokens`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestOptions {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    /// The server's sampling seed (not tokengun's schedule seed).
+    pub seed: Option<i64>,
+    pub stop: Vec<String>,
+    /// Ollama's `keep_alive` (ignored by OpenAI-style servers).
+    pub keep_alive: Option<String>,
 }
 
 /// How requests of one cycle are released. One executor runs them all; a shape is data.
@@ -66,6 +114,9 @@ pub enum Arrival {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptSpec {
     pub text: String,
+    /// This prompt's own output cap, over the plan's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
     /// A JSON object merged into this prompt's request body (after the plan's own), or empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub extra_body_json: String,
@@ -76,6 +127,7 @@ impl PromptSpec {
     pub fn plain(text: impl Into<String>) -> Self {
         Self {
             text: text.into(),
+            max_tokens: None,
             extra_body_json: String::new(),
         }
     }
@@ -108,6 +160,7 @@ pub struct CyclePlan {
     /// A request still running after this long is ended and recorded as a timeout.
     #[serde(with = "duration_ms")]
     pub request_timeout: Duration,
+    pub options: RequestOptions,
     /// A JSON object merged into every request body, or empty.
     pub extra_body_json: String,
 }

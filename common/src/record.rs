@@ -116,6 +116,8 @@ pub struct RequestRecord {
     pub first_byte_ns: Option<u64>,
     /// First chunk carrying generated text (answer or reasoning).
     pub first_token_ns: Option<u64>,
+    /// First chunk carrying answer text (not reasoning).
+    pub first_answer_ns: Option<u64>,
     /// Last chunk carrying generated text.
     pub last_token_ns: Option<u64>,
     /// The request ended (success or failure).
@@ -129,6 +131,8 @@ pub struct RequestRecord {
     pub token_source: TokenSource,
     /// Tokens counted from the stream's chunks (one per content chunk unless told otherwise).
     pub counted_tokens: u64,
+    /// Of the counted tokens, those that were reasoning ("thinking").
+    pub reasoning_tokens: u64,
     pub prompt_tokens: Option<u64>,
     pub server: ServerTimings,
     /// Why the server stopped (`stop`, `length`, ...), empty when unknown.
@@ -158,6 +162,11 @@ impl RequestRecord {
     pub fn waiting_s(&self) -> Option<f64> {
         self.first_byte_ns
             .map(|t| span_s(self.intended_start_ns, t))
+    }
+
+    /// Intended start -> first answer (non-reasoning) token, seconds.
+    pub fn ttfa_s(&self) -> Option<f64> {
+        self.first_answer_ns.map(|t| span_s(self.intended_start_ns, t))
     }
 
     /// Intended start -> first generated token, seconds.
@@ -276,6 +285,7 @@ mod tests {
             sent_ns: 1_000_000,
             first_byte_ns: Some(100_000_000),
             first_token_ns: timeline.first().map(|c| c.0),
+            first_answer_ns: timeline.first().map(|c| c.0),
             last_token_ns: timeline.last().map(|c| c.0),
             end_ns: 2_000_000_000,
             status_code: Some(200),
@@ -284,6 +294,7 @@ mod tests {
             output_tokens: timeline.iter().map(|c| u64::from(c.1)).sum(),
             token_source: TokenSource::Counted,
             counted_tokens: 0,
+            reasoning_tokens: 0,
             prompt_tokens: None,
             server: ServerTimings::default(),
             done_reason: String::new(),

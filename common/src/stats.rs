@@ -382,6 +382,7 @@ mod tests {
             sent_ns: start_ms * 1_000_000,
             first_byte_ns: Some(first_ms * 1_000_000),
             first_token_ns: timeline.first().map(|c| c.offset_ns),
+            first_answer_ns: timeline.first().map(|c| c.offset_ns),
             last_token_ns: timeline.last().map(|c| c.offset_ns),
             end_ns: timeline
                 .last()
@@ -392,6 +393,7 @@ mod tests {
             output_tokens: u64::from(n),
             token_source: TokenSource::Server,
             counted_tokens: u64::from(n),
+            reasoning_tokens: 0,
             prompt_tokens: Some(5),
             server: ServerTimings::default(),
             done_reason: "stop".into(),

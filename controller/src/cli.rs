@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Base URL of the inference server [default: http://127.0.0.1:11434].
     #[arg(long)]
     pub target: Option<String>,
+    /// The target's API: auto (Ollama if it answers /api/version, else openai-chat),
+    /// ollama-generate, ollama-chat, openai-completions, openai-chat [default: auto].
+    #[arg(long, value_parser = ["auto", "ollama-generate", "ollama-chat", "openai-completions", "openai-chat"])]
+    pub api: Option<String>,
     /// Model to load-test, as the server names it [default: deepseek-r1:7b].
     #[arg(long)]
     pub model: Option<String>,
@@ -332,6 +336,7 @@ impl RunArgs {
         };
         PlanFile {
             target: self.target.clone(),
+            api: self.api.clone(),
             model: self.model.clone(),
             prompt: self.prompt.clone(),
             prompts: self.prompts.clone(),

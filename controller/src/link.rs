@@ -53,6 +53,8 @@ pub struct AgentInfo {
 pub struct TargetInfo {
     pub server_version: Option<String>,
     pub models: Vec<String>,
+    /// The API probed, or the one found when none was named.
+    pub api: Api,
 }
 
 /// One connected agent.
@@ -170,8 +172,8 @@ impl AgentLink {
         })
     }
 
-    /// Asks the agent to probe the target.
-    pub async fn preflight(&self, target_url: &str, api: Api) -> Result<TargetInfo, LinkError> {
+    /// Asks the agent to probe the target (`api` None: find out which API it speaks).
+    pub async fn preflight(&self, target_url: &str, api: Option<Api>) -> Result<TargetInfo, LinkError> {
         let mut c = self.client.clone();
         let r = self
             .call(
@@ -183,9 +185,17 @@ impl AgentLink {
                 }),
             )
             .await?;
+        let api = convert::api_from_wire(r.api)
+            .ok()
+            .flatten()
+            .ok_or_else(|| LinkError::Protocol {
+                addr: self.addr.clone(),
+                reason: format!("preflight named no API ({})", r.api),
+            })?;
         Ok(TargetInfo {
             server_version: Some(r.server_version).filter(|v| !v.is_empty()),
             models: r.models,
+            api,
         })
     }
 

@@ -11,7 +11,7 @@ use tokengun_agent::{AgentConfig, LocalAgent, TargetPolicy};
 use tokengun_common::plan::parse_target;
 use tokengun_common::{
     Api, Arrival, CycleDone, CycleInfo, CyclePlan, CycleSummary, LoadShape, PlanError, PromptSpec,
-    Record, RecordBody, RequestRecord, Slo,
+    Record, RecordBody, RequestOptions, RequestRecord, Slo,
 };
 use tokengun_simulator::{SimConfig, SimHandle};
 use tokio::sync::mpsc;
@@ -38,7 +38,8 @@ pub struct Level {
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub target: String,
-    pub api: Api,
+    /// None: ask the agent to find out (Ollama, else OpenAI-style).
+    pub api: Option<Api>,
     pub model: String,
     pub prompts: Vec<PromptSpec>,
     pub shape: LoadShape,
@@ -54,6 +55,7 @@ pub struct RunConfig {
     pub out: PathBuf,
     pub run_id: Option<String>,
     pub request_timeout: Duration,
+    pub options: RequestOptions,
     pub extra_body_json: String,
     pub slo: Slo,
     /// Stop the sweep after a level whose error rate (0..1) exceeds this.
@@ -143,10 +145,11 @@ fn cycle_plan(
         duration,
         seed: cfg.seed,
         target_url: target.to_string(),
-        api: cfg.api,
+        api: cfg.api.unwrap_or(Api::OllamaGenerate),
         model: cfg.model.clone(),
         prompts: cfg.prompts.clone(),
         request_timeout: cfg.request_timeout,
+        options: cfg.options.clone(),
         extra_body_json: cfg.extra_body_json.clone(),
     }
 }
@@ -262,6 +265,8 @@ pub async fn run(
             },
         });
     }
+    let mut cfg = cfg;
+    cfg.api = Some(target_info.api);
     run_sweep(cfg, up, target_info, first_seq, console, stop).await
 }
 
@@ -317,7 +322,7 @@ async fn run_sweep(
         ended_at: None,
         controller_host: gethostname::gethostname().to_string_lossy().into_owned(),
         target: up.target.clone(),
-        api: cfg.api,
+        api: target_info.api,
         model: cfg.model.clone(),
         prompt: cfg
             .prompts
@@ -426,7 +431,7 @@ async fn run_sweep(
             console.line(&format!("  {}", summary_line(&summary)));
             manifest.warmup = Some(summary);
         } else {
-            dir.write_cycle(cfg.api, &summary, &outcome.records, outcome.origin_unix_ns)?;
+            dir.write_cycle(target_info.api, &summary, &outcome.records, outcome.origin_unix_ns)?;
             console.cycle_end(&summary, &outcome.records);
             manifest.cycles.push(summary);
         }

@@ -121,7 +121,7 @@ impl RunDir {
     /// concurrency, or `<rate>rps` for open loops).
     pub fn level_dir(&self, api: Api, model: &str, level: &str) -> PathBuf {
         self.root
-            .join(api.as_str())
+            .join(api.family())
             .join(path_safe(model))
             .join(format!("test_results_{level}"))
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokengun_common::plan::{MAX_LEVEL, check_extra_body, format_rate};
-use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, Slo, defaults};
+use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, RequestOptions, Slo, defaults};
 use tokengun_simulator::SimConfig;
 
 /// Every setting of a run; `None` means "not given here" (flags over file, file over defaults).
@@ -15,6 +15,9 @@ use tokengun_simulator::SimConfig;
 #[serde(deny_unknown_fields)]
 pub struct PlanFile {
     pub target: Option<String>,
+    /// `auto` (default: Ollama if it answers /api/version, else OpenAI chat), `ollama-generate`,
+    /// `ollama-chat`, `openai-completions`, `openai-chat`.
+    pub api: Option<String>,
     pub model: Option<String>,
     /// One prompt for every request.
     pub prompt: Option<String>,
@@ -114,6 +117,7 @@ impl PlanFile {
         }
         pick!(
             target,
+            api,
             model,
             prompt,
             prompts,
@@ -233,7 +237,13 @@ impl PlanFile {
                     .unwrap_or_else(|| defaults::PROMPT.to_string()),
             )],
         };
-        let extra_body_json = self.request_options()?;
+        let (options, extra_body_json) = self.request_options()?;
+        let api = match self.api.as_deref() {
+            None | Some("auto") => None,
+            Some(name) => Some(Api::parse(name).ok_or_else(|| {
+                field("api", format!("{name:?} is not one of auto, ollama-generate, ollama-chat, openai-completions, openai-chat"))
+            })?),
+        };
         let slo = Slo {
             tokens_per_s: self.slo_tokens_per_s.unwrap_or(defaults::SLO_TOKENS_PER_S),
             ttft_s: self
@@ -264,7 +274,8 @@ impl PlanFile {
         }
         Ok(RunConfig {
             target,
-            api: Api::Ollama,
+            api,
+            options,
             model,
             prompts,
             shape,
@@ -293,55 +304,33 @@ impl PlanFile {
         })
     }
 
-    /// The request options as one JSON object: `extra_json` with max tokens, temperature,
-    /// sampling seed and stop in Ollama's `options`, and `keep_alive` at the top.
-    fn request_options(&self) -> Result<String, PlanFileError> {
-        let mut extra = match &self.extra_json {
-            Some(s) => match serde_json::from_str::<serde_json::Value>(s) {
-                Ok(serde_json::Value::Object(m)) => m,
-                Ok(_) => return Err(field("extra_json", "not a JSON object")),
-                Err(e) => return Err(field("extra_json", e.to_string())),
-            },
-            None => serde_json::Map::new(),
-        };
-        let mut opts: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
-        if let Some(n) = self.max_tokens {
-            if n == 0 {
-                return Err(field("max_tokens", "at least 1"));
-            }
-            opts.insert("num_predict".into(), n.into());
+    /// The request options (each backend maps them to its API's names) and the extra JSON.
+    fn request_options(&self) -> Result<(RequestOptions, String), PlanFileError> {
+        if self.max_tokens == Some(0) {
+            return Err(field("max_tokens", "at least 1"));
         }
         if let Some(t) = self.temperature {
             if !(t.is_finite() && t >= 0.0) {
                 return Err(field("temperature", "a number, 0 or more"));
             }
-            opts.insert("temperature".into(), t.into());
         }
-        if let Some(s) = self.sampling_seed {
-            opts.insert("seed".into(), s.into());
-        }
-        if let Some(stop) = &self.stop {
-            opts.insert("stop".into(), stop.clone().into());
-        }
-        if !opts.is_empty() {
-            let slot = extra
-                .entry("options")
-                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            let Some(o) = slot.as_object_mut() else {
-                return Err(field("extra_json", "\"options\" must be an object"));
-            };
-            o.extend(opts);
-        }
-        if let Some(k) = &self.keep_alive {
-            extra.insert("keep_alive".into(), k.clone().into());
-        }
-        let json = if extra.is_empty() {
-            String::new()
-        } else {
-            serde_json::Value::Object(extra).to_string()
+        let options = RequestOptions {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            seed: self.sampling_seed,
+            stop: self.stop.clone().unwrap_or_default(),
+            keep_alive: self.keep_alive.clone(),
+        };
+        let json = match &self.extra_json {
+            Some(s) => match serde_json::from_str::<serde_json::Value>(s) {
+                Ok(v @ serde_json::Value::Object(_)) => v.to_string(),
+                Ok(_) => return Err(field("extra_json", "not a JSON object")),
+                Err(e) => return Err(field("extra_json", e.to_string())),
+            },
+            None => String::new(),
         };
         check_extra_body(&json).map_err(|m| field("extra_json", m))?;
-        Ok(json)
+        Ok((options, json))
     }
 }
 

@@ -68,8 +68,9 @@ fn parse_lines(text: &str) -> Vec<PromptSpec> {
 }
 
 /// Plain text (one prompt per non-empty line) or JSONL, one object per line:
-/// `{"prompt": "...", "max_tokens": 64, "options": {...}, ...}`; `max_tokens` becomes Ollama's
-/// `options.num_predict`, every other key is merged into that prompt's request body.
+/// `{"prompt": "...", "max_tokens": 64, "options": {...}, ...}`; `max_tokens` caps that prompt's
+/// output (each backend maps it to its API's name), every other key is merged into that prompt's
+/// request body.
 pub fn parse_file(path: &str, text: &str) -> Result<Vec<PromptSpec>, WorkloadError> {
     let jsonl = text
         .lines()
@@ -97,19 +98,15 @@ pub fn parse_file(path: &str, text: &str) -> Result<Vec<PromptSpec>, WorkloadErr
             Some(serde_json::Value::String(s)) if !s.is_empty() => s,
             _ => return Err(bad("needs a non-empty string \"prompt\"".into())),
         };
-        if let Some(max) = obj.remove("max_tokens") {
-            let n = max
-                .as_u64()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad("\"max_tokens\" must be a positive whole number".into()))?;
-            let options = obj
-                .entry("options")
-                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            let Some(o) = options.as_object_mut() else {
-                return Err(bad("\"options\" must be an object".into()));
-            };
-            o.insert("num_predict".into(), n.into());
-        }
+        let max_tokens = match obj.remove("max_tokens") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|n| *n > 0)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad("\"max_tokens\" must be a positive whole number".into()))?,
+            ),
+        };
         let extra_body_json = if obj.is_empty() {
             String::new()
         } else {
@@ -118,6 +115,7 @@ pub fn parse_file(path: &str, text: &str) -> Result<Vec<PromptSpec>, WorkloadErr
         check_extra_body(&extra_body_json).map_err(bad)?;
         out.push(PromptSpec {
             text,
+            max_tokens,
             extra_body_json,
         });
     }
@@ -159,8 +157,8 @@ mod tests {
         let text = "{\"prompt\":\"a\",\"max_tokens\":8,\"options\":{\"temperature\":0}}\n\n{\"prompt\":\"b\",\"keep_alive\":\"1m\"}\n";
         let p = parse_file("p.jsonl", text).unwrap();
         assert_eq!(p.len(), 2);
+        assert_eq!(p[0].max_tokens, Some(8));
         let v: serde_json::Value = serde_json::from_str(&p[0].extra_body_json).unwrap();
-        assert_eq!(v["options"]["num_predict"], 8);
         assert_eq!(v["options"]["temperature"], 0);
         assert_eq!(p[1].extra_body_json, r#"{"keep_alive":"1m"}"#);
     }

@@ -16,25 +16,35 @@ pub enum ConvertError {
 }
 
 fn api_from(v: i32) -> Result<dom::Api, ConvertError> {
-    match pb::Api::try_from(v) {
-        Ok(pb::Api::Ollama) => Ok(dom::Api::Ollama),
-        _ => Err(ConvertError::UnknownEnum {
-            field: "api",
-            value: v,
-        }),
-    }
+    api_from_wire(v)?.ok_or(ConvertError::Missing("api"))
 }
 
-/// Domain API to wire API.
-pub fn api_to(api: dom::Api) -> i32 {
-    match api {
-        dom::Api::Ollama => pb::Api::Ollama as i32,
-    }
+/// Domain API to wire API (`None` = unspecified: probe).
+pub fn api_to(api: Option<dom::Api>) -> i32 {
+    (match api {
+        None => pb::Api::Unspecified,
+        Some(dom::Api::OllamaGenerate) => pb::Api::OllamaGenerate,
+        Some(dom::Api::OllamaChat) => pb::Api::OllamaChat,
+        Some(dom::Api::OpenaiCompletions) => pb::Api::OpenaiCompletions,
+        Some(dom::Api::OpenaiChat) => pb::Api::OpenaiChat,
+    }) as i32
 }
 
-/// Wire API to domain API.
-pub fn api_from_wire(v: i32) -> Result<dom::Api, ConvertError> {
-    api_from(v)
+/// Wire API to domain API (`None` = unspecified).
+pub fn api_from_wire(v: i32) -> Result<Option<dom::Api>, ConvertError> {
+    Ok(match pb::Api::try_from(v) {
+        Ok(pb::Api::Unspecified) => None,
+        Ok(pb::Api::OllamaGenerate) => Some(dom::Api::OllamaGenerate),
+        Ok(pb::Api::OllamaChat) => Some(dom::Api::OllamaChat),
+        Ok(pb::Api::OpenaiCompletions) => Some(dom::Api::OpenaiCompletions),
+        Ok(pb::Api::OpenaiChat) => Some(dom::Api::OpenaiChat),
+        Err(_) => {
+            return Err(ConvertError::UnknownEnum {
+                field: "api",
+                value: v,
+            });
+        }
+    })
 }
 
 fn ms(d: Duration) -> u64 {
@@ -59,7 +69,7 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
             duration_ms: ms(p.duration),
             seed: p.seed,
             target_url: p.target_url.clone(),
-            api: api_to(p.api),
+            api: api_to(Some(p.api)),
             model: p.model.clone(),
             prompts: p
                 .prompts
@@ -67,8 +77,16 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
                 .map(|q| pb::PromptSpec {
                     text: q.text.clone(),
                     extra_body_json: q.extra_body_json.clone(),
+                    max_tokens: q.max_tokens,
                 })
                 .collect(),
+            options: Some(pb::RequestOptions {
+                max_tokens: p.options.max_tokens,
+                temperature: p.options.temperature,
+                seed: p.options.seed,
+                stop: p.options.stop.clone(),
+                keep_alive: p.options.keep_alive.clone(),
+            }),
             request_timeout_ms: ms(p.request_timeout),
             extra_body_json: p.extra_body_json.clone(),
         }
@@ -115,9 +133,20 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                 .into_iter()
                 .map(|q| dom::PromptSpec {
                     text: q.text,
+                    max_tokens: q.max_tokens,
                     extra_body_json: q.extra_body_json,
                 })
                 .collect(),
+            options: p
+                .options
+                .map(|o| dom::RequestOptions {
+                    max_tokens: o.max_tokens,
+                    temperature: o.temperature,
+                    seed: o.seed,
+                    stop: o.stop,
+                    keep_alive: o.keep_alive,
+                })
+                .unwrap_or_default(),
             request_timeout: Duration::from_millis(p.request_timeout_ms),
             extra_body_json: p.extra_body_json,
         };
@@ -174,6 +203,7 @@ impl From<&dom::RequestRecord> for pb::RequestRecord {
             sent_ns: r.sent_ns,
             first_byte_ns: r.first_byte_ns,
             first_token_ns: r.first_token_ns,
+            first_answer_ns: r.first_answer_ns,
             last_token_ns: r.last_token_ns,
             end_ns: r.end_ns,
             status_code: r.status_code.map(u32::from),
@@ -185,6 +215,7 @@ impl From<&dom::RequestRecord> for pb::RequestRecord {
                 dom::TokenSource::Counted => pb::TokenSource::Counted,
             } as i32,
             counted_tokens: r.counted_tokens,
+            reasoning_tokens: r.reasoning_tokens,
             prompt_tokens: r.prompt_tokens,
             server_total_ns: r.server.total_ns,
             server_load_ns: r.server.load_ns,
@@ -233,6 +264,7 @@ impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
             sent_ns: r.sent_ns,
             first_byte_ns: r.first_byte_ns,
             first_token_ns: r.first_token_ns,
+            first_answer_ns: r.first_answer_ns,
             last_token_ns: r.last_token_ns,
             end_ns: r.end_ns,
             status_code,
@@ -241,6 +273,7 @@ impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
             output_tokens: r.output_tokens,
             token_source,
             counted_tokens: r.counted_tokens,
+            reasoning_tokens: r.reasoning_tokens,
             prompt_tokens: r.prompt_tokens,
             server: dom::ServerTimings {
                 total_ns: r.server_total_ns,
@@ -339,6 +372,7 @@ mod tests {
             sent_ns: 2,
             first_byte_ns: Some(3),
             first_token_ns: Some(4),
+            first_answer_ns: Some(4),
             last_token_ns: None,
             end_ns: 9,
             status_code: Some(500),
@@ -347,6 +381,7 @@ mod tests {
             output_tokens: 7,
             token_source: dom::TokenSource::Counted,
             counted_tokens: 7,
+            reasoning_tokens: 0,
             prompt_tokens: None,
             server: dom::ServerTimings {
                 total_ns: Some(1),
@@ -377,13 +412,19 @@ mod tests {
             duration: Duration::from_secs(3),
             seed: 9,
             target_url: "http://127.0.0.1:1".into(),
-            api: dom::Api::Ollama,
+            api: dom::Api::OpenaiChat,
             model: "m".into(),
             prompts: vec![dom::PromptSpec {
                 text: "p".into(),
+                max_tokens: Some(3),
                 extra_body_json: r#"{"options":{"temperature":0}}"#.into(),
             }],
             request_timeout: Duration::from_secs(1),
+            options: dom::RequestOptions {
+                max_tokens: Some(7),
+                stop: vec!["x".into()],
+                ..Default::default()
+            },
             extra_body_json: String::new(),
         }
     }

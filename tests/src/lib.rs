@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokengun::console::Console;
 use tokengun::orchestrator::{Level, RunConfig, RunError, RunReport};
-use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, Slo};
+use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, RequestOptions, Slo};
 use tokio_util::sync::CancellationToken;
 
 pub use tokengun_simulator::{Faults, SimConfig, SimHandle};
@@ -41,7 +41,8 @@ pub fn f(row: &HashMap<String, String>, col: &str) -> f64 {
 pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunConfig {
     RunConfig {
         target: target.to_string(),
-        api: Api::Ollama,
+        api: Some(Api::OllamaGenerate),
+        options: RequestOptions::default(),
         model: model.to_string(),
         prompts: vec![PromptSpec::plain(
             "What is the philosophical definition of time?",

@@ -1,44 +1,17 @@
-//! Ollama's native API: `/api/generate` request body, NDJSON line parsing, and preflight probes.
+//! Ollama's native API: NDJSON line parsing for `/api/generate` and `/api/chat`, error bodies, and
+//! the preflight probes (`/api/tags`, `/api/version`).
 
-use super::{Final, StreamEvent};
+use super::{Chunk, Final, InlineThink};
 use serde::Deserialize;
 use std::borrow::Cow;
-use tokengun_common::{CyclePlan, PromptSpec, ServerTimings};
+use tokengun_common::{Api, ServerTimings};
 
-/// The generate endpoint's path.
-pub const GENERATE_PATH: &str = "/api/generate";
-
-/// The JSON body of a streamed generate request: the plan's extra fields merged in, then the
-/// prompt's own (so a prompt's `options.num_predict` overrides the plan's, key by key).
-pub fn request_body(plan: &CyclePlan, prompt: &PromptSpec) -> Result<Vec<u8>, serde_json::Error> {
-    let mut body = serde_json::json!({
-        "model": plan.model,
-        "prompt": prompt.text,
-        "stream": true,
-    });
-    for extra in [&plan.extra_body_json, &prompt.extra_body_json] {
-        if !extra.trim().is_empty() {
-            merge_json(&mut body, serde_json::from_str(extra)?);
-        }
-    }
-    serde_json::to_vec(&body)
-}
-
-/// Merges `extra` into `base`: objects key by key, recursively; anything else replaces.
-pub fn merge_json(base: &mut serde_json::Value, extra: serde_json::Value) {
-    match (base, extra) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
-            for (k, v) in e {
-                match b.get_mut(&k) {
-                    Some(slot) => merge_json(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +20,8 @@ struct Line<'a> {
     response: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<Message<'a>>,
     #[serde(default)]
     done: bool,
     #[serde(borrow, default)]
@@ -61,22 +36,42 @@ struct Line<'a> {
     eval_duration: Option<u64>,
 }
 
-/// Parses one NDJSON line of a `/api/generate` stream.
+fn non_empty<'a>(s: &'a Option<Cow<'a, str>>) -> Option<&'a str> {
+    s.as_deref().filter(|t| !t.is_empty())
+}
+
+/// Parses one NDJSON line of a `/api/generate` or `/api/chat` stream.
 ///
-/// A line with non-empty `response` or `thinking` carries one token (Ollama flushes per token;
-/// the final `eval_count` is the authoritative count).
-pub fn parse_line(line: &[u8]) -> Result<StreamEvent, String> {
+/// A line with non-empty answer text (`response`, `message.content`) or reasoning (`thinking`,
+/// `message.thinking`, or text inside inline `<think>` tags) carries one token of that kind
+/// (Ollama flushes per token; the final `eval_count` is the authoritative count).
+pub fn parse_line(api: Api, line: &[u8], think: &mut InlineThink) -> Result<Chunk, String> {
     let l: Line<'_> = serde_json::from_slice(line).map_err(|e| {
         let shown = String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned();
         format!("malformed stream line ({e}): {shown}")
     })?;
+    let mut c = Chunk::default();
     if let Some(err) = l.error {
-        return Ok(StreamEvent::Error(err.into_owned()));
+        c.error = Some(err.into_owned());
+        return Ok(c);
     }
-    let has_text = |s: &Option<Cow<'_, str>>| s.as_deref().is_some_and(|t| !t.is_empty());
-    let tokens = u32::from(has_text(&l.response) || has_text(&l.thinking));
+    let (answer, reasoning) = match (api, &l.message) {
+        (Api::OllamaChat, Some(m)) => (non_empty(&m.content), non_empty(&m.thinking)),
+        _ => (non_empty(&l.response), non_empty(&l.thinking)),
+    };
+    if reasoning.is_some() {
+        c.reasoning_tokens += 1;
+    }
+    if let Some(text) = answer {
+        if think.classify(text) {
+            c.reasoning_tokens += 1;
+        } else {
+            c.answer_tokens += 1;
+        }
+    }
     if l.done {
-        return Ok(StreamEvent::Done(Box::new(Final {
+        c.done = true;
+        c.fin = Some(Box::new(Final {
             output_tokens: l.eval_count,
             prompt_tokens: l.prompt_eval_count,
             done_reason: l.done_reason.map(Cow::into_owned).unwrap_or_default(),
@@ -86,21 +81,23 @@ pub fn parse_line(line: &[u8]) -> Result<StreamEvent, String> {
                 prompt_eval_ns: l.prompt_eval_duration,
                 eval_ns: l.eval_duration,
             },
-            tokens_in_line: tokens,
-        })));
+        }));
     }
-    Ok(StreamEvent::Tokens(tokens))
+    Ok(c)
 }
 
-/// Extracts Ollama's `{"error": "..."}` text from an error body, or returns the body as text.
+/// The error text of an error body: Ollama's `{"error": "..."}`, OpenAI's and llama.cpp's
+/// `{"error": {"message": "..."}}`, or the body itself as text.
 pub fn error_text(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct E {
-        error: String,
-    }
-    match serde_json::from_slice::<E>(body) {
-        Ok(e) => e.error,
-        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+    let v: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let e = v.as_ref().and_then(|v| v.get("error"));
+    match e {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(o) => o
+            .get("message")
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| o.to_string(), str::to_string),
+        None => String::from_utf8_lossy(body).trim().to_string(),
     }
 }
 
@@ -145,16 +142,17 @@ mod tests {
     const STREAM: &str = concat!(
         "{\"model\":\"deepseek-r1:7b\",\"created_at\":\"2026-08-21T18:00:01.10234Z\",\"response\":\"\",\"thinking\":\"Okay\",\"done\":false}\n",
         "{\"model\":\"deepseek-r1:7b\",\"created_at\":\"2026-08-21T18:00:02.1Z\",\"response\":\"\",\"done\":false}\n",
-        "{\"model\":\"deepseek-r1:7b\",\"created_at\":\"2026-08-21T18:00:03.5567Z\",\"response\":\"\\u003cthink\\u003e Blue\",\"done\":false}\n",
+        "{\"model\":\"deepseek-r1:7b\",\"created_at\":\"2026-08-21T18:00:03.5567Z\",\"response\":\"Blue\",\"done\":false}\n",
         "{\"model\":\"deepseek-r1:7b\",\"created_at\":\"2026-08-21T18:00:09.9Z\",\"response\":\"\",\"done\":true,\"done_reason\":\"stop\",\"context\":[151644,3838],\"total_duration\":10706818083,\"load_duration\":6338219291,\"prompt_eval_count\":26,\"prompt_eval_duration\":130079000,\"eval_count\":259,\"eval_duration\":4232710000}\n",
     );
 
-    fn parse_all(chunks: &[&[u8]]) -> Vec<StreamEvent> {
+    fn parse_all(api: Api, chunks: &[&[u8]]) -> Vec<Chunk> {
         let mut s = LineSplitter::new();
+        let mut think = InlineThink::default();
         let mut out = Vec::new();
         for c in chunks {
             s.push(c, |l| {
-                out.push(parse_line(l).unwrap());
+                out.push(parse_line(api, l, &mut think).unwrap());
                 true
             })
             .unwrap();
@@ -164,53 +162,57 @@ mod tests {
 
     #[test]
     fn parses_thinking_answer_and_final_line() {
-        let ev = parse_all(&[STREAM.as_bytes()]);
-        assert_eq!(ev[0], StreamEvent::Tokens(1));
-        assert_eq!(ev[1], StreamEvent::Tokens(0));
-        assert_eq!(ev[2], StreamEvent::Tokens(1));
-        let StreamEvent::Done(f) = &ev[3] else {
-            panic!("no final line: {ev:?}")
-        };
+        let ev = parse_all(Api::OllamaGenerate, &[STREAM.as_bytes()]);
+        assert_eq!((ev[0].reasoning_tokens, ev[0].answer_tokens), (1, 0));
+        assert_eq!((ev[1].reasoning_tokens, ev[1].answer_tokens), (0, 0));
+        assert_eq!((ev[2].reasoning_tokens, ev[2].answer_tokens), (0, 1));
+        assert!(ev[3].done);
+        let f = ev[3].fin.as_ref().unwrap();
         assert_eq!(f.output_tokens, Some(259));
         assert_eq!(f.prompt_tokens, Some(26));
         assert_eq!(f.done_reason, "stop");
         assert_eq!(f.timings.eval_ns, Some(4_232_710_000));
-        assert_eq!(f.tokens_in_line, 0);
     }
 
     #[test]
     fn every_byte_boundary_gives_the_same_events() {
         let bytes = STREAM.as_bytes();
-        let whole = parse_all(&[bytes]);
+        let whole = parse_all(Api::OllamaGenerate, &[bytes]);
         for i in 0..=bytes.len() {
-            assert_eq!(
-                parse_all(&[&bytes[..i], &bytes[i..]]),
-                whole,
-                "split at {i}"
-            );
+            assert_eq!(parse_all(Api::OllamaGenerate, &[&bytes[..i], &bytes[i..]]), whole, "split at {i}");
         }
-        // And one byte at a time.
         let singles: Vec<&[u8]> = bytes.chunks(1).collect();
-        assert_eq!(parse_all(&singles), whole);
+        assert_eq!(parse_all(Api::OllamaGenerate, &singles), whole);
+    }
+
+    #[test]
+    fn chat_lines_and_inline_think() {
+        let chat = concat!(
+            "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"Hm\"},\"done\":false}\n",
+            "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"The\"},\"done\":false}\n",
+        );
+        let ev = parse_all(Api::OllamaChat, &[chat.as_bytes()]);
+        assert_eq!((ev[0].reasoning_tokens, ev[1].answer_tokens), (1, 1));
+        // Ollama before v0.9: <think> inline in `response`, escaped by Go's JSON encoder.
+        let old = concat!(
+            "{\"response\":\"\\u003cthink\\u003e\",\"done\":false}\n",
+            "{\"response\":\"Hmm\",\"done\":false}\n",
+            "{\"response\":\"\\u003c/think\\u003e\",\"done\":false}\n",
+            "{\"response\":\"Blue\",\"done\":false}\n",
+        );
+        let ev = parse_all(Api::OllamaGenerate, &[old.as_bytes()]);
+        let kinds: Vec<(u32, u32)> = ev.iter().map(|c| (c.reasoning_tokens, c.answer_tokens)).collect();
+        assert_eq!(kinds, vec![(1, 0), (1, 0), (1, 0), (0, 1)]);
     }
 
     #[test]
     fn errors_and_junk() {
-        assert_eq!(
-            parse_line(br#"{"error":"an error was encountered while running the model"}"#),
-            Ok(StreamEvent::Error(
-                "an error was encountered while running the model".into()
-            ))
-        );
-        assert!(
-            parse_line(b"{\"model\": oops")
-                .unwrap_err()
-                .contains("malformed")
-        );
-        assert_eq!(
-            error_text(br#"{"error":"model 'x' not found"}"#),
-            "model 'x' not found"
-        );
+        let mut t = InlineThink::default();
+        let c = parse_line(Api::OllamaGenerate, br#"{"error":"an error was encountered while running the model"}"#, &mut t).unwrap();
+        assert_eq!(c.error.as_deref(), Some("an error was encountered while running the model"));
+        assert!(parse_line(Api::OllamaGenerate, b"{\"model\": oops", &mut t).unwrap_err().contains("malformed"));
+        assert_eq!(error_text(br#"{"error":"model 'x' not found"}"#), "model 'x' not found");
+        assert_eq!(error_text(br#"{"error":{"message":"model 'x' not found","type":"not_found_error"}}"#), "model 'x' not found");
         assert_eq!(error_text(b"404 page not found\n"), "404 page not found");
     }
 
@@ -221,45 +223,6 @@ mod tests {
         assert!(model_available("deepseek-r1:7b", &m));
         assert!(model_available("llama3.2", &m));
         assert!(!model_available("deepseek-r1:14b", &m));
-        assert_eq!(
-            parse_version(br#"{"version":"0.32.15"}"#).as_deref(),
-            Some("0.32.15")
-        );
-    }
-
-    #[test]
-    fn extra_body_is_merged() {
-        let prompt = PromptSpec {
-            text: "p".into(),
-            extra_body_json: r#"{"options":{"num_predict":4},"keep_alive":"1m"}"#.into(),
-        };
-        let plan = CyclePlan {
-            cycle_id: 1,
-            shape: tokengun_common::LoadShape::Burst,
-            concurrency: 1,
-            rate_per_s: 0.0,
-            arrival: tokengun_common::Arrival::Poisson,
-            duration: std::time::Duration::ZERO,
-            seed: 0,
-            target_url: "http://127.0.0.1:1".into(),
-            api: tokengun_common::Api::Ollama,
-            model: "m".into(),
-            prompts: vec![prompt.clone()],
-            request_timeout: std::time::Duration::from_secs(1),
-            extra_body_json: r#"{"options":{"num_predict":8,"temperature":0}}"#.into(),
-        };
-        let v: serde_json::Value =
-            serde_json::from_slice(&request_body(&plan, &prompt).unwrap()).unwrap();
-        assert_eq!(
-            v["options"]["num_predict"], 4,
-            "the prompt's own option wins"
-        );
-        assert_eq!(
-            v["options"]["temperature"], 0,
-            "the plan's other options stay"
-        );
-        assert_eq!(v["keep_alive"], "1m");
-        assert_eq!(v["prompt"], "p");
-        assert_eq!(v["stream"], true);
+        assert_eq!(parse_version(br#"{"version":"0.32.15"}"#).as_deref(), Some("0.32.15"));
     }
 }

@@ -1,0 +1,218 @@
+//! OpenAI-style streaming (`/v1/completions`, `/v1/chat/completions`): one SSE event's JSON, as
+//! vLLM, llama.cpp, TGI, SGLang, LM Studio and Ollama's `/v1` send it; and `/v1/models`.
+
+use super::{Chunk, Final, InlineThink};
+use serde::Deserialize;
+use std::borrow::Cow;
+use tokengun_common::Api;
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    /// Ollama's `/v1` reasoning field.
+    #[serde(borrow, default)]
+    reasoning: Option<Cow<'a, str>>,
+    /// llama.cpp's (and vLLM's) reasoning field.
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    completion_tokens: Option<u64>,
+    prompt_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorObj<'a> {
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<Choice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(borrow, default)]
+    error: Option<ErrorObj<'a>>,
+}
+
+fn non_empty<'a>(s: &'a Option<Cow<'a, str>>) -> Option<&'a str> {
+    s.as_deref().filter(|t| !t.is_empty())
+}
+
+/// Parses one SSE event's data. `[DONE]` ends the generation; an event with a non-empty text or
+/// delta carries one token (answer or reasoning); `usage` gives the server's counts.
+pub fn parse_event(api: Api, data: &[u8], think: &mut InlineThink) -> Result<Chunk, String> {
+    let mut c = Chunk::default();
+    if data.starts_with(b"[DONE]") {
+        c.done = true;
+        return Ok(c);
+    }
+    let e: Event<'_> = serde_json::from_slice(data).map_err(|err| {
+        let shown = String::from_utf8_lossy(&data[..data.len().min(120)]).into_owned();
+        format!("malformed SSE event ({err}): {shown}")
+    })?;
+    if let Some(err) = e.error {
+        c.error = Some(
+            err.message
+                .map_or_else(|| "an error occurred during streaming".to_string(), Cow::into_owned),
+        );
+        return Ok(c);
+    }
+    let mut fin: Option<Final> = None;
+    // Never index choices[0] blindly: usage events have none.
+    if let Some(choice) = e.choices.first() {
+        let (answer, reasoning) = match (api, &choice.delta) {
+            (Api::OpenaiChat, Some(d)) => (
+                non_empty(&d.content),
+                non_empty(&d.reasoning).or(non_empty(&d.reasoning_content)),
+            ),
+            _ => (non_empty(&choice.text), None),
+        };
+        if reasoning.is_some() {
+            c.reasoning_tokens += 1;
+        }
+        if let Some(text) = answer {
+            if think.classify(text) {
+                c.reasoning_tokens += 1;
+            } else {
+                c.answer_tokens += 1;
+            }
+        }
+        if let Some(reason) = &choice.finish_reason {
+            fin.get_or_insert_with(Final::default).done_reason = reason.to_string();
+        }
+    }
+    if let Some(u) = e.usage {
+        // Ollama's /v1/completions puts zero usage on every chunk; only real counts count.
+        if u.completion_tokens.unwrap_or(0) > 0 || u.prompt_tokens.unwrap_or(0) > 0 {
+            let f = fin.get_or_insert_with(Final::default);
+            f.output_tokens = u.completion_tokens;
+            f.prompt_tokens = u.prompt_tokens;
+        }
+    }
+    c.fin = fin.map(Box::new);
+    Ok(c)
+}
+
+/// The model ids in a `/v1/models` reply.
+pub fn parse_models(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct List {
+        data: Option<Vec<Model>>,
+    }
+    #[derive(Deserialize)]
+    struct Model {
+        id: String,
+    }
+    let l: List = serde_json::from_slice(body)?;
+    Ok(l.data.unwrap_or_default().into_iter().map(|m| m.id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{ResponseParser, sse::SseDecoder};
+
+    /// The body of a recorded HTTP/1.1 response, chunked encoding undone.
+    fn capture_body(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/llama-server")
+            .join(name);
+        let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let (head, mut rest) = (&raw[..split], &raw[split + 4..]);
+        if !String::from_utf8_lossy(head).to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            return rest.to_vec();
+        }
+        let mut body = Vec::new();
+        loop {
+            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16).unwrap();
+            rest = &rest[nl + 2..];
+            if size == 0 {
+                return body;
+            }
+            body.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+    }
+
+    fn run(api: Api, chunks: &[&[u8]]) -> Vec<Chunk> {
+        let mut p = ResponseParser::new(api);
+        let mut out = Vec::new();
+        for c in chunks {
+            p.feed(c, |chunk| {
+                out.push(chunk);
+                true
+            })
+            .unwrap();
+        }
+        assert_eq!(p.leftover(), 0);
+        out
+    }
+
+    fn totals(chunks: &[Chunk]) -> (u32, u32, Option<u64>, bool) {
+        let answer = chunks.iter().map(|c| c.answer_tokens).sum();
+        let reasoning = chunks.iter().map(|c| c.reasoning_tokens).sum();
+        let usage = chunks.iter().rev().find_map(|c| c.fin.as_ref().and_then(|f| f.output_tokens));
+        (answer, reasoning, usage, chunks.last().is_some_and(|c| c.done))
+    }
+
+    #[test]
+    fn real_llama_server_captures_parse_at_every_split() {
+        for (name, api, answer, usage) in [
+            ("completions-stream-usage.http", Api::OpenaiCompletions, 16, Some(16)),
+            ("completions-stream-no-usage.http", Api::OpenaiCompletions, 16, Some(16)),
+            ("chat-stream-usage.http", Api::OpenaiChat, 9, Some(10)),
+            ("chat-stream-usage-length.http", Api::OpenaiChat, 16, Some(16)),
+            ("chat-stream-no-usage.http", Api::OpenaiChat, 9, None),
+        ] {
+            let body = capture_body(name);
+            let whole = run(api, &[&body]);
+            let (a, r, u, done) = totals(&whole);
+            assert_eq!((a, r, u, done), (answer, 0, usage, true), "{name}");
+            for i in 0..=body.len() {
+                assert_eq!(run(api, &[&body[..i], &body[i..]]), whole, "{name} split at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn reasoning_fields_and_errors() {
+        let mut t = InlineThink::default();
+        let c = parse_event(Api::OpenaiChat, br#"{"choices":[{"index":0,"delta":{"content":"","reasoning":"Hm"}}]}"#, &mut t).unwrap();
+        assert_eq!((c.reasoning_tokens, c.answer_tokens), (1, 0));
+        let c = parse_event(Api::OpenaiChat, br#"{"choices":[{"delta":{"reasoning_content":"Hm"}}]}"#, &mut t).unwrap();
+        assert_eq!(c.reasoning_tokens, 1);
+        let c = parse_event(Api::OpenaiChat, br#"{"choices":[],"usage":{"prompt_tokens":26,"completion_tokens":282,"total_tokens":308}}"#, &mut t).unwrap();
+        assert_eq!(c.fin.unwrap().output_tokens, Some(282));
+        let c = parse_event(Api::OpenaiCompletions, br#"{"choices":[{"text":"x","finish_reason":null}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}"#, &mut t).unwrap();
+        assert!(c.fin.is_none(), "Ollama's zero usage on every chunk is not a count");
+        let c = parse_event(Api::OpenaiChat, br#"{"error":{"message":"boom","type":"server_error"}}"#, &mut t).unwrap();
+        assert_eq!(c.error.as_deref(), Some("boom"));
+        assert!(parse_event(Api::OpenaiChat, b"{nope", &mut t).is_err());
+        assert!(SseDecoder::new().pending() == 0);
+    }
+
+    #[test]
+    fn models_list() {
+        let body = capture_body("models.http");
+        assert_eq!(parse_models(&body).unwrap(), vec!["smollm2".to_string()]);
+        assert_eq!(parse_models(br#"{"object":"list","data":null}"#).unwrap(), Vec::<String>::new());
+    }
+}
