@@ -75,7 +75,11 @@ impl PreparedCycle {
     /// Builds the request bodies every worker of the cycle will send (one per prompt), so the
     /// hot path only clones a reference-counted buffer.
     pub fn new(plan: CyclePlan) -> Result<Self, EngineError> {
-        let url = format!("{}{}", plan.target_url.trim_end_matches('/'), plan.api.path());
+        let url = format!(
+            "{}{}",
+            plan.target_url.trim_end_matches('/'),
+            plan.api.path()
+        );
         let bad = |reason: String| EngineError::Request {
             url: url.clone(),
             reason,
@@ -103,9 +107,15 @@ impl Shared {
         self.counters.started.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Runs one request and logs its record.
-    async fn fire(&self, request_id: u32, intended_at: Instant, cap: Option<&Semaphore>) {
+    /// Runs one request and logs its record; returns when the request ended.
+    async fn fire(
+        &self,
+        request_id: u32,
+        intended_at: Instant,
+        cap: Option<&Semaphore>,
+    ) -> Instant {
         let rec = run_request(self, request_id, intended_at, cap).await;
+        let ended = self.origin + Duration::from_nanos(rec.end_ns);
         let c = &self.counters;
         if rec.outcome.is_failure() {
             c.failed.fetch_add(1, Ordering::Relaxed);
@@ -113,6 +123,7 @@ impl Shared {
             c.completed.fetch_add(1, Ordering::Relaxed);
         }
         self.log.append(RecordBody::Request(Box::new(rec)));
+        ended
     }
 
     fn progress(&self) -> Progress {
@@ -131,8 +142,22 @@ impl Shared {
     }
 }
 
-/// Releases the cycle's requests as its shape says, into `workers`.
-async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) {
+/// Joins every finished worker; returns how many panicked (they wrote no record).
+fn reap(workers: &mut JoinSet<()>) -> u32 {
+    let mut lost = 0;
+    while let Some(r) = workers.try_join_next() {
+        if r.is_err() {
+            lost += 1;
+        }
+    }
+    lost
+}
+
+/// Releases the cycle's requests as its shape says, into `workers`; returns workers lost to a
+/// panic while it ran (finished ones are reaped as it goes, so a long open loop holds no memory
+/// for requests already recorded).
+async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
+    let mut lost = 0;
     let plan = &shared.plan;
     let end = shared.origin + plan.duration;
     match plan.shape {
@@ -141,7 +166,9 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) {
             for _ in 0..plan.concurrency {
                 let s = shared.clone();
                 let id = s.next_request_id();
-                workers.spawn(async move { s.fire(id, s.origin, None).await });
+                workers.spawn(async move {
+                    s.fire(id, s.origin, None).await;
+                });
             }
         }
         // Each worker replaces its request the moment it ends, until the duration is over.
@@ -149,11 +176,11 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) {
             for _ in 0..plan.concurrency {
                 let s = shared.clone();
                 workers.spawn(async move {
+                    // The next request is meant to start the instant the previous one ended.
                     let mut intended = s.origin;
                     while intended < end && !s.cancel.is_cancelled() {
                         let id = s.next_request_id();
-                        s.fire(id, intended, None).await;
-                        intended = Instant::now();
+                        intended = s.fire(id, intended, None).await;
                     }
                 });
             }
@@ -172,10 +199,14 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) {
                 let s = shared.clone();
                 let cap = cap.clone();
                 let id = s.next_request_id();
-                workers.spawn(async move { s.fire(id, intended, cap.as_deref()).await });
+                workers.spawn(async move {
+                    s.fire(id, intended, cap.as_deref()).await;
+                });
+                lost += reap(workers);
             }
         }
     }
+    lost
 }
 
 /// Runs one cycle to its end, appending every record to `log`: `CycleStarted`, one `Request` per
@@ -207,20 +238,19 @@ pub async fn run_cycle(
     let mut workers = JoinSet::new();
     let mut tick = tokio::time::interval_at(origin + PROGRESS_EVERY, PROGRESS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The open-loop dispatcher runs while finished workers are reaped and progress is reported.
-    {
+    // The open-loop dispatcher runs for the whole duration while progress is reported.
+    let mut lost = {
         let dispatching = dispatch(&shared, &mut workers);
         tokio::pin!(dispatching);
         loop {
             tokio::select! {
-                () = &mut dispatching => break,
+                lost = &mut dispatching => break lost,
                 _ = tick.tick() => {
                     log.append(RecordBody::Progress(shared.progress()));
                 }
             }
         }
-    }
-    let mut lost = 0u32;
+    };
     loop {
         tokio::select! {
             joined = workers.join_next() => match joined {
@@ -273,7 +303,7 @@ async fn run_request(
 ) -> RequestRecord {
     let dispatched = Instant::now();
     let deadline = intended_at + s.plan.request_timeout;
-    let prompt = prompt_index(s.plan.seed, s.plan.cycle_id, request_id, s.bodies.len());
+    let prompt = prompt_index(s.plan.seed, request_id, s.bodies.len());
     let mut m = Measure {
         rec: RequestRecord {
             cycle_id: s.plan.cycle_id,
@@ -346,7 +376,10 @@ async fn exchange(s: &Shared, m: &mut Measure, prompt: usize) {
             },
         )
         // Lets a server's logs (and the simulator's ground truth) be matched to this record.
-        .header("x-tokengun-request", format!("{}-{}", s.plan.cycle_id, m.rec.request_id))
+        .header(
+            "x-tokengun-request",
+            format!("{}-{}", s.plan.cycle_id, m.rec.request_id),
+        )
         .body(Full::new(s.bodies[prompt].clone()));
     let req = match req {
         Ok(r) => r,

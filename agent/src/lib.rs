@@ -24,6 +24,9 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+/// Largest gRPC message either side accepts: a plan carries its whole workload.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// At shutdown, how long a running cycle gets to record its aborted requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -95,7 +98,11 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(tokengun_proto::agent_server::AgentServer::new(svc))
+        .add_service(
+            tokengun_proto::agent_server::AgentServer::new(svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await?;
     Ok(())

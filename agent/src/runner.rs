@@ -34,7 +34,7 @@ pub enum RunnerState {
 }
 
 enum Command {
-    Prepare(CyclePlan, oneshot::Sender<Result<(), RunnerError>>),
+    Prepare(Box<CyclePlan>, oneshot::Sender<Result<(), RunnerError>>),
     Start(u32, oneshot::Sender<Result<(), RunnerError>>),
     Abort(u32, oneshot::Sender<bool>),
     Status(oneshot::Sender<RunnerState>),
@@ -76,7 +76,7 @@ impl RunnerHandle {
 
     /// Arms a cycle (replacing any prepared, not yet started one).
     pub async fn prepare(&self, plan: CyclePlan) -> Result<(), RunnerError> {
-        self.ask(|r| Command::Prepare(plan, r)).await?
+        self.ask(|r| Command::Prepare(Box::new(plan), r)).await?
     }
 
     /// Starts the prepared cycle `cycle_id`.
@@ -137,7 +137,7 @@ impl Runner {
     fn handle(&mut self, cmd: Command, done_tx: &mpsc::Sender<CycleDone>) {
         match cmd {
             Command::Prepare(plan, reply) => {
-                let r = self.prepare(plan);
+                let r = self.prepare(*plan);
                 let _ = reply.send(r);
             }
             Command::Start(cycle_id, reply) => {

@@ -72,7 +72,9 @@ fn next_batch(log: &RecordLog, after: u64) -> Option<(pb::ResultBatch, u64)> {
 
 fn probe_error(base: &str, what: &str, e: GetError) -> Status {
     match e {
-        GetError::Unreachable { .. } | GetError::Timeout { .. } => Status::unavailable(e.to_string()),
+        GetError::Unreachable { .. } | GetError::Timeout { .. } => {
+            Status::unavailable(e.to_string())
+        }
         _ => Status::failed_precondition(format!(
             "{e} (is {base} {what}? pass --api to say which API it speaks)"
         )),

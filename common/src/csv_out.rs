@@ -215,6 +215,7 @@ pub fn cycles_header() -> Vec<String> {
         "aggregate_tokens_per_s",
         "total_tokens_per_s",
         "requests_per_s",
+        "achieved_rate_per_s",
         "peak_concurrency",
     ]
     .iter()
@@ -264,6 +265,9 @@ pub fn cycles_row(s: &CycleSummary) -> Vec<String> {
         f3(s.aggregate_tokens_per_s),
         f3(s.total_tokens_per_s),
         format!("{:.4}", s.requests_per_s),
+        s.achieved_rate_per_s
+            .map(|x| format!("{x:.4}"))
+            .unwrap_or_default(),
         s.peak_concurrency.to_string(),
     ];
     for p in [&s.ttft, &s.itl, &s.tpot, &s.e2e] {
@@ -400,6 +404,7 @@ mod tests {
                 concurrency: 1,
                 rate_per_s: None,
                 expected_requests: 1,
+                window_ns: None,
             },
             &[record()],
             &crate::stats::Slo::default(),

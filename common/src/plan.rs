@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Request body keys that extra JSON may not override: they define what is measured.
-pub const RESERVED_BODY_KEYS: &[&str] = &["model", "prompt", "stream", "messages", "stream_options"];
+pub const RESERVED_BODY_KEYS: &[&str] =
+    &["model", "prompt", "stream", "messages", "stream_options"];
 
 /// The most concurrent requests a single level may ask for.
 pub const MAX_LEVEL: u32 = 100_000;
@@ -26,7 +27,12 @@ pub enum Api {
 
 impl Api {
     /// Every API, in flag order.
-    pub const ALL: [Api; 4] = [Api::OllamaGenerate, Api::OllamaChat, Api::OpenaiCompletions, Api::OpenaiChat];
+    pub const ALL: [Api; 4] = [
+        Api::OllamaGenerate,
+        Api::OllamaChat,
+        Api::OpenaiCompletions,
+        Api::OpenaiChat,
+    ];
 
     /// The flag and manifest name.
     pub fn as_str(self) -> &'static str {

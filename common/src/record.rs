@@ -166,7 +166,8 @@ impl RequestRecord {
 
     /// Intended start -> first answer (non-reasoning) token, seconds.
     pub fn ttfa_s(&self) -> Option<f64> {
-        self.first_answer_ns.map(|t| span_s(self.intended_start_ns, t))
+        self.first_answer_ns
+            .map(|t| span_s(self.intended_start_ns, t))
     }
 
     /// Intended start -> first generated token, seconds.

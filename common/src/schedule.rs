@@ -77,14 +77,14 @@ impl Iterator for Arrivals {
     }
 }
 
-/// Which of `n` prompts request `request_id` of cycle `cycle_id` uses: a pure function of the seed
-/// and the ids, so it does not depend on timing, and the same seed gives the same prompts in the
-/// same order.
-pub fn prompt_index(seed: u64, cycle_id: u32, request_id: u32, n: usize) -> usize {
+/// Which of `n` prompts request `request_id` uses: a pure function of the seed and the id, so it
+/// depends neither on timing nor on where the level sits in the sweep; the same seed gives the
+/// same prompts in the same order at every level.
+pub fn prompt_index(seed: u64, request_id: u32, n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
-    let mut g = SplitMix64::new(seed ^ (u64::from(cycle_id) << 32) ^ u64::from(request_id));
+    let mut g = SplitMix64::new(seed ^ u64::from(request_id).wrapping_mul(0xD6E8_FEB8_6659_FD93));
     (g.next_u64() % n as u64) as usize
 }
 
@@ -140,8 +140,8 @@ mod tests {
 
     #[test]
     fn prompt_choice_is_seeded_and_spread() {
-        let picks: Vec<usize> = (1..=1000).map(|r| prompt_index(9, 1, r, 10)).collect();
-        let again: Vec<usize> = (1..=1000).map(|r| prompt_index(9, 1, r, 10)).collect();
+        let picks: Vec<usize> = (1..=1000).map(|r| prompt_index(9, r, 10)).collect();
+        let again: Vec<usize> = (1..=1000).map(|r| prompt_index(9, r, 10)).collect();
         assert_eq!(picks, again);
         for k in 0..10 {
             let n = picks.iter().filter(|&&p| p == k).count();
@@ -150,6 +150,6 @@ mod tests {
                 "prompt {k} chosen {n} times of 1000"
             );
         }
-        assert_eq!(prompt_index(9, 1, 1, 1), 0);
+        assert_eq!(prompt_index(9, 1, 1), 0);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 /// Latency histograms hold microseconds up to one hour at 3 significant digits.
 const HIST_MAX_US: u64 = 3_600_000_000;
 
-/// A cycle whose p99 send lag (intended start -> sent) exceeds this fell behind its own schedule:
+/// A cycle whose p99 send lag (intended start -> dispatched) exceeds this fell behind its schedule:
 /// its figures describe tokengun's limits as much as the server's, and it is marked invalid.
 pub const SEND_LAG_LIMIT_S: f64 = 0.010;
 
@@ -110,7 +110,7 @@ impl Slo {
     /// Whether a completed request met the objective (a request with no measurable decode rate,
     /// fewer than 50 ms of streaming, does not).
     pub fn met_by(&self, r: &RequestRecord) -> bool {
-        r.tokens_per_s().is_some_and(|x| x >= self.tokens_per_s)
+        (self.tokens_per_s <= 0.0 || r.tokens_per_s().is_some_and(|x| x >= self.tokens_per_s))
             && self
                 .ttft_s
                 .is_none_or(|l| r.ttft_s().is_some_and(|t| t <= l))
@@ -136,14 +136,35 @@ pub struct CycleStats {
     pub send_lag: LatencyHistogram,
     /// (instant ns, +1 start / -1 end) for the peak-concurrency sweep line.
     edges: Vec<(u64, i32)>,
+    /// Closed/open loops: the load window (origin -> origin + duration), ns.
+    window_ns: Option<u64>,
+    /// Tokens of completed requests that arrived inside the window.
+    window_tokens: u64,
+    /// Completed requests that ended inside the window.
+    window_completed: u32,
+    /// Requests dispatched inside the window.
+    window_dispatched: u32,
     start_ns: Option<u64>,
     end_ns: u64,
 }
 
 impl CycleStats {
+    /// An accumulator whose rates count only what happened in `[0, window_ns]` when given
+    /// (closed and open loops: the drain after the duration would otherwise dilute them).
+    pub fn with_window(window_ns: Option<u64>) -> Self {
+        Self {
+            window_ns,
+            ..Self::default()
+        }
+    }
+
     /// Adds one request.
     pub fn add(&mut self, r: &RequestRecord, slo: &Slo) {
         self.requests += 1;
+        let w = self.window_ns.unwrap_or(u64::MAX);
+        if r.dispatched_ns <= w {
+            self.window_dispatched += 1;
+        }
         self.start_ns = Some(
             self.start_ns
                 .map_or(r.intended_start_ns, |s| s.min(r.intended_start_ns)),
@@ -161,6 +182,15 @@ impl CycleStats {
         }
         self.completed += 1;
         self.output_tokens += r.output_tokens;
+        if r.end_ns <= w {
+            self.window_completed += 1;
+        }
+        self.window_tokens += r
+            .timeline
+            .iter()
+            .take_while(|c| c.offset_ns <= w)
+            .map(|c| u64::from(c.tokens))
+            .sum::<u64>();
         self.prompt_tokens += r.prompt_tokens.unwrap_or(0);
         self.e2e.record_s(r.total_s());
         if let Some(t) = r.ttft_s() {
@@ -199,6 +229,9 @@ impl CycleStats {
         self.e2e.merge(&other.e2e);
         self.send_lag.merge(&other.send_lag);
         self.edges.extend_from_slice(&other.edges);
+        self.window_tokens += other.window_tokens;
+        self.window_completed += other.window_completed;
+        self.window_dispatched += other.window_dispatched;
         self.start_ns = match (self.start_ns, other.start_ns) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -232,6 +265,8 @@ pub struct CycleInfo {
     pub rate_per_s: Option<f64>,
     /// Requests the agents say they started; missing records count as failed.
     pub expected_requests: u32,
+    /// Closed/open loops: the duration new requests were started for, ns.
+    pub window_ns: Option<u64>,
 }
 
 /// One cycle's figures, as written to `cycles.csv` and `run.json`.
@@ -253,12 +288,15 @@ pub struct CycleSummary {
     pub output_tokens: u64,
     /// Prompt tokens of completed requests, as the server counted them.
     pub prompt_tokens: u64,
-    /// output_tokens / duration_s.
+    /// Burst: output_tokens / duration_s. Closed/open: output tokens that arrived within the
+    /// load window / the window (the drain after it does not dilute the rate).
     pub aggregate_tokens_per_s: f64,
     /// (prompt_tokens + output_tokens) / duration_s.
     pub total_tokens_per_s: f64,
-    /// completed / duration_s.
+    /// Burst: completed / duration_s. Closed/open: requests completed within the window / window.
     pub requests_per_s: f64,
+    /// Open loops: requests dispatched within the window / window (the arrival rate achieved).
+    pub achieved_rate_per_s: Option<f64>,
     /// Most requests in flight at once.
     pub peak_concurrency: u32,
     pub ttft: Percentiles,
@@ -291,7 +329,7 @@ impl CycleSummary {
         slo: &Slo,
         partial: bool,
     ) -> Self {
-        let mut stats = CycleStats::default();
+        let mut stats = CycleStats::with_window(info.window_ns);
         for r in records {
             stats.add(r, slo);
         }
@@ -318,6 +356,14 @@ impl CycleSummary {
                 0.0
             }
         };
+        let window_s = s.window_ns.map(|w| w as f64 / 1e9).filter(|w| *w > 0.0);
+        let (aggregate, req_rate) = match window_s {
+            Some(w) => (
+                s.window_tokens as f64 / w,
+                f64::from(s.window_completed) / w,
+            ),
+            None => (per_s(s.output_tokens as f64), per_s(f64::from(s.completed))),
+        };
         let send_lag_p99_s = s.send_lag.quantile_s(0.99);
         Self {
             model: info.model.clone(),
@@ -336,9 +382,13 @@ impl CycleSummary {
             duration_s,
             output_tokens: s.output_tokens,
             prompt_tokens: s.prompt_tokens,
-            aggregate_tokens_per_s: per_s(s.output_tokens as f64),
+            aggregate_tokens_per_s: aggregate,
             total_tokens_per_s: per_s((s.output_tokens + s.prompt_tokens) as f64),
-            requests_per_s: per_s(f64::from(s.completed)),
+            requests_per_s: req_rate,
+            achieved_rate_per_s: info
+                .rate_per_s
+                .and(window_s)
+                .map(|w| f64::from(s.window_dispatched) / w),
             peak_concurrency: s.peak_concurrency(),
             ttft: s.ttft.percentiles(),
             itl: s.itl.percentiles(),
@@ -409,7 +459,26 @@ mod tests {
             concurrency: level,
             rate_per_s: None,
             expected_requests: level,
+            window_ns: None,
         }
+    }
+
+    #[test]
+    fn a_window_keeps_the_drain_out_of_the_rates() {
+        // Two requests of 11 tokens 10 ms apart, one ending inside a 150 ms window, one after.
+        let recs = vec![done(1, 0, 0, 11, 10), done(2, 0, 100, 11, 10)];
+        let mut i = info(2);
+        i.window_ns = Some(150_000_000);
+        i.rate_per_s = Some(10.0);
+        let s = CycleSummary::from_records(&i, &recs, &Slo::default(), false);
+        // 11 tokens of the first + 6 of the second (at 100..150 ms) in 0.15 s.
+        assert!(
+            (s.aggregate_tokens_per_s - 17.0 / 0.15).abs() < 1e-6,
+            "{}",
+            s.aggregate_tokens_per_s
+        );
+        assert!((s.requests_per_s - 1.0 / 0.15).abs() < 1e-6);
+        assert!((s.achieved_rate_per_s.unwrap() - 2.0 / 0.15).abs() < 1e-6);
     }
 
     #[test]

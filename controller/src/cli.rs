@@ -89,7 +89,7 @@ pub struct RunArgs {
     #[arg(long, value_parser = levels_arg)]
     pub levels: Option<Levels>,
     /// One open-loop rate in requests/s (same as --shape open --levels RATE).
-    #[arg(long, value_name = "REQ_PER_S", conflicts_with = "levels")]
+    #[arg(long, value_name = "REQ_PER_S", conflicts_with_all = ["levels", "shape"])]
     pub rate: Option<f64>,
     /// Closed/open: how long each level keeps starting requests [default: 60s].
     #[arg(long, value_parser = duration_text)]
@@ -465,12 +465,12 @@ mod tests {
         ])
         .config()
         .unwrap();
+        assert_eq!(c.options.max_tokens, Some(64));
+        assert_eq!(c.options.temperature, Some(0.0));
+        assert_eq!(c.options.stop, vec!["END".to_string()]);
+        assert_eq!(c.options.keep_alive.as_deref(), Some("10m"));
         let v: serde_json::Value = serde_json::from_str(&c.extra_body_json).unwrap();
-        assert_eq!(v["options"]["num_predict"], 64);
-        assert_eq!(v["options"]["temperature"], 0.0);
         assert_eq!(v["options"]["top_k"], 5);
-        assert_eq!(v["options"]["stop"], serde_json::json!(["END"]));
-        assert_eq!(v["keep_alive"], "10m");
         assert_eq!(v["think"], false);
     }
 
@@ -481,6 +481,7 @@ mod tests {
         assert!(parse_fails(&["--timeout", "soon"]));
         assert!(parse_fails(&["--sim-slots", "2"]), "sim flags need --sim");
         assert!(parse_fails(&["--rate", "2", "--levels", "1"]));
+        assert!(parse_fails(&["--rate", "2", "--shape", "closed"]));
         assert!(run_args(&["--extra-json", "[1]"]).config().is_err());
         assert!(run_args(&["--levels", "1.5"]).config().is_err());
     }

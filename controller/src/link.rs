@@ -91,7 +91,9 @@ impl AgentLink {
             })?;
         Ok(Self {
             addr: trimmed.to_string(),
-            client: AgentClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+            client: AgentClient::new(channel)
+                .max_decoding_message_size(tokengun_agent::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(tokengun_agent::MAX_MESSAGE_BYTES),
         })
     }
 
@@ -173,7 +175,11 @@ impl AgentLink {
     }
 
     /// Asks the agent to probe the target (`api` None: find out which API it speaks).
-    pub async fn preflight(&self, target_url: &str, api: Option<Api>) -> Result<TargetInfo, LinkError> {
+    pub async fn preflight(
+        &self,
+        target_url: &str,
+        api: Option<Api>,
+    ) -> Result<TargetInfo, LinkError> {
         let mut c = self.client.clone();
         let r = self
             .call(

@@ -411,6 +411,8 @@ async fn run_sweep(
             },
             concurrency: plan.concurrency,
             rate_per_s: (plan.shape == LoadShape::Open).then_some(plan.rate_per_s),
+            window_ns: (plan.shape != LoadShape::Burst)
+                .then(|| u64::try_from(plan.duration.as_nanos()).unwrap_or(u64::MAX)),
             expected_requests: outcome.done.map_or(
                 if plan.shape == LoadShape::Burst {
                     plan.concurrency
@@ -431,7 +433,12 @@ async fn run_sweep(
             console.line(&format!("  {}", summary_line(&summary)));
             manifest.warmup = Some(summary);
         } else {
-            dir.write_cycle(target_info.api, &summary, &outcome.records, outcome.origin_unix_ns)?;
+            dir.write_cycle(
+                target_info.api,
+                &summary,
+                &outcome.records,
+                outcome.origin_unix_ns,
+            )?;
             console.cycle_end(&summary, &outcome.records);
             manifest.cycles.push(summary);
         }

@@ -10,6 +10,9 @@ use tokengun_common::plan::{MAX_LEVEL, check_extra_body, format_rate};
 use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, RequestOptions, Slo, defaults};
 use tokengun_simulator::SimConfig;
 
+/// The most prompt bytes a plan may carry (it travels to agents in one message).
+pub const MAX_WORKLOAD_BYTES: usize = 32 * 1024 * 1024;
+
 /// Every setting of a run; `None` means "not given here" (flags over file, file over defaults).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,7 +114,11 @@ impl PlanFile {
     }
 
     /// This plan with every setting `over` gives replacing its own.
-    pub fn overlay(self, over: PlanFile) -> PlanFile {
+    pub fn overlay(mut self, over: PlanFile) -> PlanFile {
+        // One prompt given over a file's workload replaces the workload.
+        if over.prompt.is_some() {
+            self.prompts = None;
+        }
         macro_rules! pick {
             ($($f:ident),*) => { PlanFile { $($f: over.$f.or(self.$f)),* } };
         }
@@ -237,6 +244,22 @@ impl PlanFile {
                     .unwrap_or_else(|| defaults::PROMPT.to_string()),
             )],
         };
+        let workload_bytes: usize = prompts
+            .iter()
+            .map(|p| p.text.len() + p.extra_body_json.len())
+            .sum();
+        if workload_bytes > MAX_WORKLOAD_BYTES {
+            return Err(field(
+                if self.prompts.is_some() {
+                    "prompts"
+                } else {
+                    "prompt"
+                },
+                format!(
+                    "the workload is {workload_bytes} bytes; at most {MAX_WORKLOAD_BYTES} go to an agent"
+                ),
+            ));
+        }
         let (options, extra_body_json) = self.request_options()?;
         let api = match self.api.as_deref() {
             None | Some("auto") => None,

@@ -43,7 +43,12 @@ async fn an_open_loop_shows_a_stall_in_its_latencies() {
     assert_eq!(c["failed"], "0");
     assert_eq!(c["shape"], "open");
     assert_eq!(c["level"], "20rps");
-    assert_eq!(c["schedule_valid"], "true", "{c:?}");
+    // The arrival rate achieved over the window is the schedule's (within one late dispatch).
+    let achieved = f(c, "achieved_rate_per_s") * RUN.as_secs_f64();
+    assert!(
+        (achieved - expected as f64).abs() <= 1.0,
+        "achieved {achieved} of {expected} arrivals"
+    );
     let t = ttfts(&report.run_dir, "20rps");
     // About 20 requests arrive during the 1 s stall; those in its first half wait over 0.5 s.
     let slow = t.iter().filter(|&&x| x > 0.5).count();

@@ -62,7 +62,9 @@ pub fn request_body(plan: &CyclePlan, prompt: &PromptSpec) -> Result<Vec<u8>, se
     let mut body = match plan.api {
         Api::OllamaGenerate | Api::OllamaChat => {
             let mut b = match plan.api {
-                Api::OllamaChat => json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}], "stream": true}),
+                Api::OllamaChat => {
+                    json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}], "stream": true})
+                }
                 _ => json!({"model": plan.model, "prompt": prompt.text, "stream": true}),
             };
             let mut options = serde_json::Map::new();
@@ -88,7 +90,9 @@ pub fn request_body(plan: &CyclePlan, prompt: &PromptSpec) -> Result<Vec<u8>, se
         }
         Api::OpenaiCompletions | Api::OpenaiChat => {
             let mut b = match plan.api {
-                Api::OpenaiChat => json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}]}),
+                Api::OpenaiChat => {
+                    json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}]})
+                }
                 _ => json!({"model": plan.model, "prompt": prompt.text}),
             };
             b["stream"] = json!(true);
@@ -171,7 +175,11 @@ impl ResponseParser {
 
     /// Feeds one read; calls `on_chunk` per line/event (in order) until it returns false.
     /// Returns `Ok(false)` if stopped early, `Err` on a malformed unit.
-    pub fn feed(&mut self, bytes: &[u8], mut on_chunk: impl FnMut(Chunk) -> bool) -> Result<bool, String> {
+    pub fn feed(
+        &mut self,
+        bytes: &[u8],
+        mut on_chunk: impl FnMut(Chunk) -> bool,
+    ) -> Result<bool, String> {
         let mut failure = None;
         let more = match self {
             Self::Ndjson { api, lines, think } => lines
@@ -243,19 +251,27 @@ mod tests {
             max_tokens: Some(4),
             extra_body_json: r#"{"keep_alive":"1m"}"#.into(),
         };
-        let v: Value = serde_json::from_slice(&request_body(&plan(Api::OllamaGenerate), &prompt).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&request_body(&plan(Api::OllamaGenerate), &prompt).unwrap())
+                .unwrap();
         assert_eq!(v["options"]["num_predict"], 4, "the prompt's cap wins");
         assert_eq!(v["options"]["temperature"], 0.0);
         assert_eq!(v["options"]["top_k"], 5, "extra JSON merges key by key");
         assert_eq!(v["keep_alive"], "1m");
         assert_eq!(v["prompt"], "p");
-        let v: Value = serde_json::from_slice(&request_body(&plan(Api::OllamaChat), &prompt).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&request_body(&plan(Api::OllamaChat), &prompt).unwrap())
+                .unwrap();
         assert_eq!(v["messages"][0]["content"], "p");
-        let v: Value = serde_json::from_slice(&request_body(&plan(Api::OpenaiChat), &prompt).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&request_body(&plan(Api::OpenaiChat), &prompt).unwrap())
+                .unwrap();
         assert_eq!(v["max_tokens"], 4);
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["messages"][0]["role"], "user");
-        let v: Value = serde_json::from_slice(&request_body(&plan(Api::OpenaiCompletions), &prompt).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&request_body(&plan(Api::OpenaiCompletions), &prompt).unwrap())
+                .unwrap();
         assert_eq!(v["prompt"], "p");
         assert_eq!(v["stream"], true);
     }

@@ -179,7 +179,11 @@ mod tests {
         let bytes = STREAM.as_bytes();
         let whole = parse_all(Api::OllamaGenerate, &[bytes]);
         for i in 0..=bytes.len() {
-            assert_eq!(parse_all(Api::OllamaGenerate, &[&bytes[..i], &bytes[i..]]), whole, "split at {i}");
+            assert_eq!(
+                parse_all(Api::OllamaGenerate, &[&bytes[..i], &bytes[i..]]),
+                whole,
+                "split at {i}"
+            );
         }
         let singles: Vec<&[u8]> = bytes.chunks(1).collect();
         assert_eq!(parse_all(Api::OllamaGenerate, &singles), whole);
@@ -201,18 +205,39 @@ mod tests {
             "{\"response\":\"Blue\",\"done\":false}\n",
         );
         let ev = parse_all(Api::OllamaGenerate, &[old.as_bytes()]);
-        let kinds: Vec<(u32, u32)> = ev.iter().map(|c| (c.reasoning_tokens, c.answer_tokens)).collect();
+        let kinds: Vec<(u32, u32)> = ev
+            .iter()
+            .map(|c| (c.reasoning_tokens, c.answer_tokens))
+            .collect();
         assert_eq!(kinds, vec![(1, 0), (1, 0), (1, 0), (0, 1)]);
     }
 
     #[test]
     fn errors_and_junk() {
         let mut t = InlineThink::default();
-        let c = parse_line(Api::OllamaGenerate, br#"{"error":"an error was encountered while running the model"}"#, &mut t).unwrap();
-        assert_eq!(c.error.as_deref(), Some("an error was encountered while running the model"));
-        assert!(parse_line(Api::OllamaGenerate, b"{\"model\": oops", &mut t).unwrap_err().contains("malformed"));
-        assert_eq!(error_text(br#"{"error":"model 'x' not found"}"#), "model 'x' not found");
-        assert_eq!(error_text(br#"{"error":{"message":"model 'x' not found","type":"not_found_error"}}"#), "model 'x' not found");
+        let c = parse_line(
+            Api::OllamaGenerate,
+            br#"{"error":"an error was encountered while running the model"}"#,
+            &mut t,
+        )
+        .unwrap();
+        assert_eq!(
+            c.error.as_deref(),
+            Some("an error was encountered while running the model")
+        );
+        assert!(
+            parse_line(Api::OllamaGenerate, b"{\"model\": oops", &mut t)
+                .unwrap_err()
+                .contains("malformed")
+        );
+        assert_eq!(
+            error_text(br#"{"error":"model 'x' not found"}"#),
+            "model 'x' not found"
+        );
+        assert_eq!(
+            error_text(br#"{"error":{"message":"model 'x' not found","type":"not_found_error"}}"#),
+            "model 'x' not found"
+        );
         assert_eq!(error_text(b"404 page not found\n"), "404 page not found");
     }
 
@@ -223,6 +248,9 @@ mod tests {
         assert!(model_available("deepseek-r1:7b", &m));
         assert!(model_available("llama3.2", &m));
         assert!(!model_available("deepseek-r1:14b", &m));
-        assert_eq!(parse_version(br#"{"version":"0.32.15"}"#).as_deref(), Some("0.32.15"));
+        assert_eq!(
+            parse_version(br#"{"version":"0.32.15"}"#).as_deref(),
+            Some("0.32.15")
+        );
     }
 }

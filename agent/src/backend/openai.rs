@@ -67,10 +67,10 @@ pub fn parse_event(api: Api, data: &[u8], think: &mut InlineThink) -> Result<Chu
         format!("malformed SSE event ({err}): {shown}")
     })?;
     if let Some(err) = e.error {
-        c.error = Some(
-            err.message
-                .map_or_else(|| "an error occurred during streaming".to_string(), Cow::into_owned),
-        );
+        c.error = Some(err.message.map_or_else(
+            || "an error occurred during streaming".to_string(),
+            Cow::into_owned,
+        ));
         return Ok(c);
     }
     let mut fin: Option<Final> = None;
@@ -120,7 +120,11 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
         id: String,
     }
     let l: List = serde_json::from_slice(body)?;
-    Ok(l.data.unwrap_or_default().into_iter().map(|m| m.id).collect())
+    Ok(l.data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.id)
+        .collect())
 }
 
 #[cfg(test)]
@@ -136,13 +140,17 @@ mod tests {
         let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
         let (head, mut rest) = (&raw[..split], &raw[split + 4..]);
-        if !String::from_utf8_lossy(head).to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        if !String::from_utf8_lossy(head)
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             return rest.to_vec();
         }
         let mut body = Vec::new();
         loop {
             let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16).unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
+                .unwrap();
             rest = &rest[nl + 2..];
             if size == 0 {
                 return body;
@@ -169,17 +177,40 @@ mod tests {
     fn totals(chunks: &[Chunk]) -> (u32, u32, Option<u64>, bool) {
         let answer = chunks.iter().map(|c| c.answer_tokens).sum();
         let reasoning = chunks.iter().map(|c| c.reasoning_tokens).sum();
-        let usage = chunks.iter().rev().find_map(|c| c.fin.as_ref().and_then(|f| f.output_tokens));
-        (answer, reasoning, usage, chunks.last().is_some_and(|c| c.done))
+        let usage = chunks
+            .iter()
+            .rev()
+            .find_map(|c| c.fin.as_ref().and_then(|f| f.output_tokens));
+        (
+            answer,
+            reasoning,
+            usage,
+            chunks.last().is_some_and(|c| c.done),
+        )
     }
 
     #[test]
     fn real_llama_server_captures_parse_at_every_split() {
         for (name, api, answer, usage) in [
-            ("completions-stream-usage.http", Api::OpenaiCompletions, 16, Some(16)),
-            ("completions-stream-no-usage.http", Api::OpenaiCompletions, 16, Some(16)),
+            (
+                "completions-stream-usage.http",
+                Api::OpenaiCompletions,
+                16,
+                Some(16),
+            ),
+            (
+                "completions-stream-no-usage.http",
+                Api::OpenaiCompletions,
+                16,
+                Some(16),
+            ),
             ("chat-stream-usage.http", Api::OpenaiChat, 9, Some(10)),
-            ("chat-stream-usage-length.http", Api::OpenaiChat, 16, Some(16)),
+            (
+                "chat-stream-usage-length.http",
+                Api::OpenaiChat,
+                16,
+                Some(16),
+            ),
             ("chat-stream-no-usage.http", Api::OpenaiChat, 9, None),
         ] {
             let body = capture_body(name);
@@ -187,7 +218,11 @@ mod tests {
             let (a, r, u, done) = totals(&whole);
             assert_eq!((a, r, u, done), (answer, 0, usage, true), "{name}");
             for i in 0..=body.len() {
-                assert_eq!(run(api, &[&body[..i], &body[i..]]), whole, "{name} split at {i}");
+                assert_eq!(
+                    run(api, &[&body[..i], &body[i..]]),
+                    whole,
+                    "{name} split at {i}"
+                );
             }
         }
     }
@@ -195,15 +230,33 @@ mod tests {
     #[test]
     fn reasoning_fields_and_errors() {
         let mut t = InlineThink::default();
-        let c = parse_event(Api::OpenaiChat, br#"{"choices":[{"index":0,"delta":{"content":"","reasoning":"Hm"}}]}"#, &mut t).unwrap();
+        let c = parse_event(
+            Api::OpenaiChat,
+            br#"{"choices":[{"index":0,"delta":{"content":"","reasoning":"Hm"}}]}"#,
+            &mut t,
+        )
+        .unwrap();
         assert_eq!((c.reasoning_tokens, c.answer_tokens), (1, 0));
-        let c = parse_event(Api::OpenaiChat, br#"{"choices":[{"delta":{"reasoning_content":"Hm"}}]}"#, &mut t).unwrap();
+        let c = parse_event(
+            Api::OpenaiChat,
+            br#"{"choices":[{"delta":{"reasoning_content":"Hm"}}]}"#,
+            &mut t,
+        )
+        .unwrap();
         assert_eq!(c.reasoning_tokens, 1);
         let c = parse_event(Api::OpenaiChat, br#"{"choices":[],"usage":{"prompt_tokens":26,"completion_tokens":282,"total_tokens":308}}"#, &mut t).unwrap();
         assert_eq!(c.fin.unwrap().output_tokens, Some(282));
         let c = parse_event(Api::OpenaiCompletions, br#"{"choices":[{"text":"x","finish_reason":null}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}"#, &mut t).unwrap();
-        assert!(c.fin.is_none(), "Ollama's zero usage on every chunk is not a count");
-        let c = parse_event(Api::OpenaiChat, br#"{"error":{"message":"boom","type":"server_error"}}"#, &mut t).unwrap();
+        assert!(
+            c.fin.is_none(),
+            "Ollama's zero usage on every chunk is not a count"
+        );
+        let c = parse_event(
+            Api::OpenaiChat,
+            br#"{"error":{"message":"boom","type":"server_error"}}"#,
+            &mut t,
+        )
+        .unwrap();
         assert_eq!(c.error.as_deref(), Some("boom"));
         assert!(parse_event(Api::OpenaiChat, b"{nope", &mut t).is_err());
         assert!(SseDecoder::new().pending() == 0);
@@ -213,6 +266,9 @@ mod tests {
     fn models_list() {
         let body = capture_body("models.http");
         assert_eq!(parse_models(&body).unwrap(), vec!["smollm2".to_string()]);
-        assert_eq!(parse_models(br#"{"object":"list","data":null}"#).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_models(br#"{"object":"list","data":null}"#).unwrap(),
+            Vec::<String>::new()
+        );
     }
 }

@@ -27,7 +27,11 @@ impl SseDecoder {
 
     /// Feeds one read; calls `on_event` with each dispatched event's data, in order, until it
     /// returns false (then returns `Ok(false)`).
-    pub fn push(&mut self, bytes: &[u8], mut on_event: impl FnMut(&[u8]) -> bool) -> Result<bool, EventTooLong> {
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+        mut on_event: impl FnMut(&[u8]) -> bool,
+    ) -> Result<bool, EventTooLong> {
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             if b != b'\n' && b != b'\r' {
@@ -114,11 +118,20 @@ mod tests {
     #[test]
     fn every_legal_framing() {
         let s: &[u8] = b": ping\n\nevent: x\nid: 3\ndata: {\"a\":1}\n\ndata: line1\r\ndata:line2\r\n\r\ndata: z\r\rdata: [DONE]\n\n";
-        let want = vec![b"{\"a\":1}".to_vec(), b"line1\nline2".to_vec(), b"z".to_vec(), b"[DONE]".to_vec()];
+        let want = vec![
+            b"{\"a\":1}".to_vec(),
+            b"line1\nline2".to_vec(),
+            b"z".to_vec(),
+            b"[DONE]".to_vec(),
+        ];
         assert_eq!(events(&[s]), want);
         for i in 0..=s.len() {
             for j in i..=s.len() {
-                assert_eq!(events(&[&s[..i], &s[i..j], &s[j..]]), want, "split at {i},{j}");
+                assert_eq!(
+                    events(&[&s[..i], &s[i..j], &s[j..]]),
+                    want,
+                    "split at {i},{j}"
+                );
             }
         }
     }
