@@ -431,7 +431,7 @@ fn a_plan_file_with_warmup_runs_and_flags_override_it() {
     for line in rows.lines().skip(1) {
         let cols: Vec<&str> = line.split(',').collect();
         assert_eq!(cols[5], "5", "max_tokens reaches the server: {line}");
-        prompts.insert(cols[12].to_string());
+        prompts.insert(cols[14].to_string());
     }
     assert!(
         prompts.len() > 3,
