@@ -62,6 +62,8 @@ pub struct RunConfig {
     pub stop_on_error_rate: Option<f64>,
     /// Serve the built-in simulator and aim at it instead of `target`.
     pub sim: Option<SimConfig>,
+    /// Settings given that this plan does not use, said once at the start.
+    pub warnings: Vec<String>,
 }
 
 /// A run could not start, or broke off.
@@ -348,6 +350,10 @@ async fn run_sweep(
         stop_reason: None,
         notes: Vec::new(),
     };
+    for w in &cfg.warnings {
+        console.line(&format!("warning: {w}"));
+        manifest.notes.push(format!("warning: {w}"));
+    }
     dir.write_manifest(&manifest)?;
     console.line(&format!(
         "tokengun {} · target {} ({}) · model {} · {} levels {} · results in {}",

@@ -107,10 +107,19 @@ impl PlanFile {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| PlanFileError::Parse {
+        let mut plan: PlanFile = toml::from_str(&text).map_err(|e| PlanFileError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim().replace('\n', " "),
-        })
+        })?;
+        // A prompts file named in a plan is found beside the plan, wherever tokengun runs from.
+        if let (Some(p), Some(dir)) = (&plan.prompts, path.parent()) {
+            let is_file =
+                p != "builtin" && !p.starts_with("synthetic:") && Path::new(p).is_relative();
+            if is_file {
+                plan.prompts = Some(dir.join(p).to_string_lossy().into_owned());
+            }
+        }
+        Ok(plan)
     }
 
     /// This plan with every setting `over` gives replacing its own.
@@ -295,7 +304,26 @@ impl PlanFile {
             tokengun_common::plan::parse_target(&target)
                 .map_err(|e| field("target", e.to_string()))?;
         }
+        let mut warnings = Vec::new();
+        let ignored = |what: &str| {
+            format!(
+                "{what} does not apply to a {} loop and is ignored",
+                shape.as_str()
+            )
+        };
+        if shape != LoadShape::Open {
+            if self.max_in_flight.is_some() {
+                warnings.push(ignored("--max-in-flight"));
+            }
+            if self.arrival.is_some() {
+                warnings.push(ignored("--arrival"));
+            }
+        }
+        if shape == LoadShape::Burst && self.duration.is_some() {
+            warnings.push(ignored("--duration"));
+        }
         Ok(RunConfig {
+            warnings,
             target,
             api,
             options,
@@ -406,6 +434,24 @@ mod tests {
     }
 
     #[test]
+    fn a_plans_prompts_file_is_found_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.txt"), "one\ntwo\n").unwrap();
+        let plan = dir.path().join("plan.toml");
+        std::fs::write(
+            &plan,
+            "prompts = \"p.txt\"\nshape = \"burst\"\nduration = \"5s\"\n",
+        )
+        .unwrap();
+        let c = PlanFile::load(&plan).unwrap().compile(None).unwrap();
+        assert_eq!(c.prompts.len(), 2);
+        assert_eq!(
+            c.warnings,
+            vec!["--duration does not apply to a burst loop and is ignored".to_string()]
+        );
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let file = PlanFile {
             model: Some("a".into()),
@@ -419,6 +465,17 @@ mod tests {
         let merged = file.overlay(flags);
         assert_eq!(merged.model.as_deref(), Some("b"));
         assert_eq!(merged.seed, Some(1));
+        // One prompt on the command line replaces a file's workload.
+        let file = PlanFile {
+            prompts: Some("builtin".into()),
+            ..PlanFile::default()
+        };
+        let merged = file.overlay(PlanFile {
+            prompt: Some("x".into()),
+            ..PlanFile::default()
+        });
+        assert_eq!(merged.prompts, None);
+        assert_eq!(merged.compile(None).unwrap().prompts.len(), 1);
     }
 
     #[test]
