@@ -470,6 +470,18 @@ async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
                     m.rec.server = f.timings;
                 }
             }
+            if c.done
+                && s.plan.api.family() == "openai"
+                && m.rec.counted_tokens_so_far() == 0
+                && m.rec.done_reason.is_empty()
+            {
+                // [DONE] after nothing at all: an error the server did not spell out.
+                failure = Some((
+                    OutcomeKind::ServerError,
+                    "the stream ended ([DONE]) without a token or a finish reason".into(),
+                ));
+                return false;
+            }
             m.done |= c.done;
             true
         });
@@ -478,6 +490,11 @@ async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
         }
         if let Some((kind, e)) = failure {
             return m.fail(kind, e);
+        }
+        // After [DONE] an SSE stream has nothing more to say; a server holding the body open
+        // must not stretch the request to its timeout.
+        if m.done && s.plan.api.family() == "openai" {
+            return;
         }
     }
     if parser.leftover() > 0 {

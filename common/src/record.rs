@@ -164,6 +164,11 @@ impl RequestRecord {
             .map(|t| span_s(self.intended_start_ns, t))
     }
 
+    /// Tokens in the timeline so far (while a request is still being measured).
+    pub fn counted_tokens_so_far(&self) -> u64 {
+        self.timeline.iter().map(|c| u64::from(c.tokens)).sum()
+    }
+
     /// Intended start -> first answer (non-reasoning) token, seconds.
     pub fn ttfa_s(&self) -> Option<f64> {
         self.first_answer_ns

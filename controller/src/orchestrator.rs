@@ -256,7 +256,17 @@ pub async fn run(
         r = prepare_run(&cfg) => r?,
         () = stop.cancelled() => return Err(RunError::Interrupted),
     };
-    if !model_available(&cfg.model, &target_info.models) {
+    let mut cfg = cfg;
+    let listed = model_available(&cfg.model, &target_info.models);
+    if !listed && target_info.api.family() == "openai" && !target_info.models.is_empty() {
+        // Some OpenAI-style servers (llama.cpp) serve their one model under any name.
+        cfg.warnings.push(format!(
+            "model {:?} is not in {}/v1/models ({}); sending it anyway",
+            cfg.model,
+            up.target,
+            target_info.models.join(", ")
+        ));
+    } else if !listed {
         return Err(RunError::ModelMissing {
             model: cfg.model.clone(),
             target: up.target.clone(),
@@ -267,7 +277,6 @@ pub async fn run(
             },
         });
     }
-    let mut cfg = cfg;
     cfg.api = Some(target_info.api);
     run_sweep(cfg, up, target_info, first_seq, console, stop).await
 }

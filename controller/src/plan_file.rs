@@ -296,10 +296,14 @@ impl PlanFile {
         if !(slo.tokens_per_s.is_finite() && slo.tokens_per_s >= 0.0) {
             return Err(field("slo_tokens_per_s", "a number of tokens/s, 0 or more"));
         }
+        // `http://host:8000/v1` is how OpenAI SDKs are configured; tokengun adds the paths itself.
         let target = self
             .target
             .clone()
-            .unwrap_or_else(|| defaults::TARGET.to_string());
+            .unwrap_or_else(|| defaults::TARGET.to_string())
+            .trim_end_matches('/')
+            .trim_end_matches("/v1")
+            .to_string();
         if sim.is_none() {
             tokengun_common::plan::parse_target(&target)
                 .map_err(|e| field("target", e.to_string()))?;

@@ -2,7 +2,7 @@
 //! batch-dependent decode steps, model load and keep-alive, faults, and recorded ground truth.
 
 use crate::config::{OutputLen, SimConfig};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -78,8 +78,11 @@ pub struct Engine {
     arrivals: AtomicU64,
     pub epoch: Instant,
     first_arrival: OnceLock<Instant>,
-    /// Streams may not emit a token before this instant (ns from epoch): prefills and loads.
-    stall_until_ns: AtomicU64,
+    /// No token goes out before the model is loaded (ns from epoch).
+    loaded_at_ns: AtomicU64,
+    /// Prefill steps reserved, in order and back to back as the engine runs them: a token due
+    /// strictly inside one goes out at its end (ns from epoch).
+    stalls: Mutex<VecDeque<(u64, u64)>>,
     state: Mutex<State>,
     truth: Mutex<Vec<Truth>>,
 }
@@ -88,9 +91,13 @@ struct State {
     /// When the last request ended, or None before the model was ever loaded.
     last_idle: Option<Instant>,
     running: u32,
-    /// Hashes of prompts still in a slot's cache, newest last.
-    cached: VecDeque<u64>,
+    /// Hashes of prompts still in a slot's cache (a set for lookups, a queue for eviction).
+    cached: HashSet<u64>,
+    cache_order: VecDeque<u64>,
 }
+
+/// Prompts remembered for the prompt cache, at most (or the slot count, if smaller).
+const CACHE_MAX: usize = 1024;
 
 /// A request as the engine sees it.
 #[derive(Debug, Clone)]
@@ -149,11 +156,13 @@ impl Engine {
             arrivals: AtomicU64::new(0),
             epoch: Instant::now(),
             first_arrival: OnceLock::new(),
-            stall_until_ns: AtomicU64::new(0),
+            loaded_at_ns: AtomicU64::new(0),
+            stalls: Mutex::new(VecDeque::new()),
             state: Mutex::new(State {
                 last_idle: None,
                 running: 0,
-                cached: VecDeque::new(),
+                cached: HashSet::new(),
+                cache_order: VecDeque::new(),
             }),
             truth: Mutex::new(Vec::new()),
         })
@@ -181,27 +190,20 @@ impl Engine {
         self.decoding.load(Ordering::Relaxed)
     }
 
-    /// Reserves `dur` of whole-engine stall starting no earlier than `from`; returns its end.
-    fn stall(&self, from: Instant, dur: Duration) -> Instant {
-        let from_ns = self.ns(from);
-        let dur_ns = u64::try_from(dur.as_nanos()).unwrap_or(u64::MAX);
-        let mut cur = self.stall_until_ns.load(Ordering::Acquire);
-        loop {
-            let end = cur.max(from_ns).saturating_add(dur_ns);
-            match self.stall_until_ns.compare_exchange_weak(
-                cur,
-                end,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return self.epoch + Duration::from_nanos(end),
-                Err(now) => cur = now,
-            }
+    /// Reserves a prefill step of `dur` starting no earlier than `from` nor before the steps
+    /// already reserved; returns its end (when the admitted request's first token comes).
+    fn reserve_prefill(&self, from: Instant, dur: Duration) -> Instant {
+        let mut stalls = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.ns(Instant::now());
+        while stalls.front().is_some_and(|&(_, e)| e < now) {
+            stalls.pop_front();
         }
-    }
-
-    fn stall_until(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.stall_until_ns.load(Ordering::Acquire))
+        let start = stalls.back().map_or(0, |&(_, e)| e).max(self.ns(from));
+        let end = start.saturating_add(u64::try_from(dur.as_nanos()).unwrap_or(u64::MAX));
+        if end > start {
+            stalls.push_back((start, end));
+        }
+        self.epoch + Duration::from_nanos(end)
     }
 
     /// The fault window's end if `t` falls inside it.
@@ -212,11 +214,18 @@ impl Engine {
         (t >= start && t < end).then_some(end)
     }
 
-    /// Earliest instant at or after `t` when a token may go out (stalls and fault windows).
+    /// Earliest instant at or after `t` when a token may go out: after the model load, out of
+    /// any prefill step (a token due strictly inside one goes out at its end, with the prefilled
+    /// request's first token), and out of the fault window.
     pub fn clear_of_stalls(&self, t: Instant) -> Instant {
-        let mut t = t;
+        let loaded = self.epoch + Duration::from_nanos(self.loaded_at_ns.load(Ordering::Acquire));
+        let mut t = t.max(loaded);
         if self.cfg.engine.prefill_stalls {
-            t = t.max(self.stall_until());
+            let tn = self.ns(t);
+            let stalls = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(&(_, e)) = stalls.iter().find(|&&(s, e)| s < tn && tn < e) {
+                t = self.epoch + Duration::from_nanos(e);
+            }
         }
         if let Some(end) = self.fault_stall_end(t) {
             t = end;
@@ -230,7 +239,13 @@ impl Engine {
         let arrived = Instant::now();
         let index = self.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
         self.first_arrival.get_or_init(|| arrived);
-        let mut rng = Rng::new(self.cfg.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // One stream per purpose, so load (memory-failure draws) never shifts output lengths.
+        let stream = |purpose: u64| {
+            Rng::new(self.cfg.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose)
+        };
+        let mut fail_rng = stream(0x01);
+        let mut len_rng = stream(0x02);
+        let rng = stream(0x03);
         let f = &self.cfg.faults;
         let hits = |every: u64| every > 0 && index % every == 0;
         if hits(f.fail_every) {
@@ -243,7 +258,7 @@ impl Engine {
             let in_server = self.waiting.load(Ordering::Relaxed) + self.lock().running;
             if in_server > m.above {
                 let p = (m.per_extra * f64::from(in_server - m.above)).min(m.max_probability);
-                if rng.next_f64() < p {
+                if fail_rng.next_f64() < p {
                     return Err(Refusal::Failed(
                         "model requires more system memory (5.6 GiB) than is available (4.1 GiB)"
                             .into(),
@@ -268,12 +283,14 @@ impl Engine {
         let full = match self.cfg.output {
             OutputLen::Fixed(n) => n,
             OutputLen::Uniform { min, max } => {
-                min + (rng.next_u64() % u64::from(max - min + 1)) as u32
+                min + (len_rng.next_u64() % u64::from(max - min + 1)) as u32
             }
         };
         let tokens = req.max_tokens.map_or(full, |m| m.min(full));
         let prompt_tokens = estimate_tokens(&req.prompt_text);
-        let (load, cached_tokens) = {
+        // Load and prefill are reserved under the state lock, so no request admitted meanwhile
+        // can slip its prefill in before the model is loaded.
+        let (load, cached_tokens, first_token_at) = {
             let mut s = self.lock();
             let cold = s.running == 0
                 && s.last_idle
@@ -285,33 +302,36 @@ impl Engine {
             } else {
                 0
             };
-            s.cached.retain(|&x| x != h);
-            s.cached.push_back(h);
-            while s.cached.len() > e.slots as usize {
-                s.cached.pop_front();
+            if s.cached.insert(h) {
+                s.cache_order.push_back(h);
+                while s.cache_order.len() > (e.slots as usize).min(CACHE_MAX) {
+                    if let Some(old) = s.cache_order.pop_front() {
+                        s.cached.remove(&old);
+                    }
+                }
             }
-            let load = if cold && !e.load_time.is_zero() {
-                self.scale(e.load_time)
+            if cold && !e.load_time.is_zero() {
+                let end = self.ns(admitted).saturating_add(
+                    u64::try_from(self.scale(e.load_time).as_nanos()).unwrap_or(u64::MAX),
+                );
+                self.loaded_at_ns.fetch_max(end, Ordering::AcqRel);
+            }
+            let loaded =
+                self.epoch + Duration::from_nanos(self.loaded_at_ns.load(Ordering::Acquire));
+            // Waiting for a load in progress is reported as load time, as Ollama's scheduler does.
+            let load = loaded.saturating_duration_since(admitted);
+            let start = admitted.max(loaded);
+            let prefill = self.scale(
+                e.prefill_base
+                    + e.prefill_per_token
+                        * u32::try_from(prompt_tokens - cached).unwrap_or(u32::MAX),
+            );
+            let first = if e.prefill_stalls {
+                self.reserve_prefill(start, prefill)
             } else {
-                Duration::ZERO
+                start + prefill
             };
-            (load, cached)
-        };
-        let prefill = self.scale(
-            e.prefill_base
-                + e.prefill_per_token
-                    * u32::try_from(prompt_tokens - cached_tokens).unwrap_or(u32::MAX),
-        );
-        // A load stalls everything; a prefill stalls everything only on engines that batch it.
-        let start = if load.is_zero() {
-            admitted
-        } else {
-            self.stall(admitted, load)
-        };
-        let first_token_at = if e.prefill_stalls {
-            self.stall(start, prefill)
-        } else {
-            start + prefill
+            (load, cached, first)
         };
         let first_token_at = self.clear_of_stalls(first_token_at);
         let truth = self.cfg.record_truth.then(|| Truth {

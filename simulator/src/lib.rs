@@ -453,7 +453,7 @@ impl Generation {
             };
             if self.adm.malformed && self.sent == 1 {
                 self.finished = true;
-                buf.extend_from_slice(b"{\"model\": oops not json\n");
+                buf.extend(self.writer.malformed());
                 return Some((Ok(Bytes::from(buf)), self));
             }
             let (text, reasoning) = self.text(self.sent);

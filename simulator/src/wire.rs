@@ -59,15 +59,46 @@ pub struct Writer {
     sent_first: bool,
 }
 
+/// Escapes `<`, `>`, `&`, U+2028 and U+2029 as Go's encoding/json does (so `<think>` goes out
+/// as `\u003cthink\u003e`, as on Ollama's wire). In serialized JSON these can only occur inside
+/// strings, so a byte-level rewrite is exact.
+fn go_escape(json: Vec<u8>) -> Vec<u8> {
+    if !json.iter().any(|&b| matches!(b, b'<' | b'>' | b'&' | 0xE2)) {
+        return json;
+    }
+    let mut out = Vec::with_capacity(json.len() + 16);
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'<' => out.extend_from_slice(b"\\u003c"),
+            b'>' => out.extend_from_slice(b"\\u003e"),
+            b'&' => out.extend_from_slice(b"\\u0026"),
+            0xE2 if json.get(i + 1) == Some(&0x80)
+                && matches!(json.get(i + 2), Some(0xA8 | 0xA9)) =>
+            {
+                out.extend_from_slice(if json[i + 2] == 0xA8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
 fn line(v: &Value) -> Vec<u8> {
-    let mut b = serde_json::to_vec(v).unwrap_or_default();
+    let mut b = go_escape(serde_json::to_vec(v).unwrap_or_default());
     b.push(b'\n');
     b
 }
 
 fn event(v: &Value) -> Vec<u8> {
     let mut b = b"data: ".to_vec();
-    b.extend(serde_json::to_vec(v).unwrap_or_default());
+    b.extend(go_escape(serde_json::to_vec(v).unwrap_or_default()));
     b.extend_from_slice(b"\n\n");
     b
 }
@@ -134,11 +165,19 @@ impl Writer {
                 )
             }
             Endpoint::OpenAiCompletions => match self.flavor {
-                Flavor::Ollama => event(&json!({
-                    "id": self.id, "object": "text_completion", "created": unix_s(),
-                    "choices": [{"text": text, "index": 0, "finish_reason": null}],
-                    "model": self.model, "system_fingerprint": self.fingerprint(),
-                })),
+                Flavor::Ollama => {
+                    let mut v = json!({
+                        "id": self.id, "object": "text_completion", "created": unix_s(),
+                        "choices": [{"text": text, "index": 0, "finish_reason": null}],
+                        "model": self.model, "system_fingerprint": self.fingerprint(),
+                    });
+                    // Ollama puts zero usage on every chunk when usage was asked for.
+                    if self.include_usage {
+                        v["usage"] =
+                            json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0});
+                    }
+                    event(&v)
+                }
                 Flavor::LlamaCpp => event(&json!({
                     "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": null}],
                     "created": unix_s(), "model": self.model, "system_fingerprint": self.fingerprint(),
@@ -321,6 +360,15 @@ impl Writer {
         }
     }
 
+    /// A line (NDJSON) or event (SSE) that is not valid JSON, for the malformed-line fault.
+    pub fn malformed(&self) -> Vec<u8> {
+        if self.endpoint.is_sse() {
+            b"data: {\"choices\": oops not json\n\n".to_vec()
+        } else {
+            b"{\"model\": oops not json\n".to_vec()
+        }
+    }
+
     /// The whole answer of a non-streaming request.
     pub fn whole(&self, answer: &str, reasoning: &str, c: &Closing) -> Value {
         match self.endpoint {
@@ -403,5 +451,39 @@ pub fn error_body(endpoint: Endpoint, flavor: Flavor, status: u16, message: &str
             };
             json!({"error": {"code": status, "message": message, "type": kind}})
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_escaping_and_field_order() {
+        let mut w = Writer::new(
+            Endpoint::OllamaGenerate,
+            Flavor::Ollama,
+            "m".into(),
+            1,
+            false,
+        );
+        let l = String::from_utf8(w.token("<think>a&b\u{2028}", false)).unwrap();
+        assert!(
+            l.contains(r#""response":"\u003cthink\u003ea\u0026b\u2028""#),
+            "{l}"
+        );
+        assert!(
+            l.starts_with(r#"{"model":"m","created_at":"#),
+            "Ollama's field order: {l}"
+        );
+        assert!(l.ends_with("\"done\":false}\n"));
+    }
+
+    #[test]
+    fn malformed_lines_follow_the_framing() {
+        let sse = Writer::new(Endpoint::OpenAiChat, Flavor::Ollama, "m".into(), 1, false);
+        assert!(sse.malformed().starts_with(b"data: "));
+        let nd = Writer::new(Endpoint::OllamaChat, Flavor::Ollama, "m".into(), 1, false);
+        assert!(nd.malformed().ends_with(b"\n") && !nd.malformed().starts_with(b"data"));
     }
 }

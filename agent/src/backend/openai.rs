@@ -35,19 +35,19 @@ struct Usage {
 }
 
 #[derive(Deserialize)]
-struct ErrorObj<'a> {
-    #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
 struct Event<'a> {
     #[serde(borrow, default)]
     choices: Vec<Choice<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
+    /// `{"message": ...}` (OpenAI, llama.cpp) or a plain string (TGI).
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+    /// Old vLLM sends errors as `{"object": "error", "message": ...}`.
     #[serde(borrow, default)]
-    error: Option<ErrorObj<'a>>,
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
 }
 
 fn non_empty<'a>(s: &'a Option<Cow<'a, str>>) -> Option<&'a str> {
@@ -66,11 +66,22 @@ pub fn parse_event(api: Api, data: &[u8], think: &mut InlineThink) -> Result<Chu
         let shown = String::from_utf8_lossy(&data[..data.len().min(120)]).into_owned();
         format!("malformed SSE event ({err}): {shown}")
     })?;
-    if let Some(err) = e.error {
-        c.error = Some(err.message.map_or_else(
-            || "an error occurred during streaming".to_string(),
-            Cow::into_owned,
-        ));
+    let error = match (&e.error, e.object.as_deref()) {
+        (Some(serde_json::Value::String(s)), _) => Some(s.clone()),
+        (Some(v), _) if !v.is_null() => Some(
+            v.get("message")
+                .and_then(serde_json::Value::as_str)
+                .map_or_else(|| v.to_string(), str::to_string),
+        ),
+        (_, Some("error")) => Some(e.message.as_deref().unwrap_or("error").to_string()),
+        _ => None,
+    };
+    if let Some(msg) = error {
+        c.error = Some(if msg.is_empty() {
+            "an error occurred during streaming".to_string()
+        } else {
+            msg
+        });
         return Ok(c);
     }
     let mut fin: Option<Final> = None;
@@ -135,7 +146,7 @@ mod tests {
     /// The body of a recorded HTTP/1.1 response, chunked encoding undone.
     fn capture_body(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/llama-server")
+            .join("tests/fixtures/llama-server")
             .join(name);
         let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
@@ -258,6 +269,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.error.as_deref(), Some("boom"));
+        let c = parse_event(
+            Api::OpenaiChat,
+            br#"{"error":"Input validation error","error_type":"validation"}"#,
+            &mut t,
+        )
+        .unwrap();
+        assert_eq!(
+            c.error.as_deref(),
+            Some("Input validation error"),
+            "TGI's string error"
+        );
+        let c = parse_event(
+            Api::OpenaiChat,
+            br#"{"object":"error","message":"too long","code":400}"#,
+            &mut t,
+        )
+        .unwrap();
+        assert_eq!(
+            c.error.as_deref(),
+            Some("too long"),
+            "old vLLM's error object"
+        );
         assert!(parse_event(Api::OpenaiChat, b"{nope", &mut t).is_err());
         assert!(SseDecoder::new().pending() == 0);
     }
