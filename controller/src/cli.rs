@@ -186,6 +186,19 @@ pub enum ArrivalArg {
     Poisson,
 }
 
+fn range_arg(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a range of token counts like 100-400");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u32, u32) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
 fn profile_arg(s: &str) -> Result<String, String> {
     if SimConfig::profile(s).is_some() {
         Ok(s.to_string())
@@ -253,6 +266,30 @@ pub struct SimArgs {
     /// Most requests waiting for a slot; more get 503 [default: unbounded, as Ollama].
     #[arg(long, value_name = "N")]
     pub queue_limit: Option<u32>,
+    /// Output tokens drawn uniformly from MIN-MAX per request (seeded), e.g. 100-400.
+    #[arg(long, value_name = "MIN-MAX", value_parser = range_arg, conflicts_with = "tokens")]
+    pub tokens_range: Option<(u32, u32)>,
+    /// Prefill cost per prompt token (about four characters a token) [default: the profile's].
+    #[arg(long, value_parser = duration_arg)]
+    pub prefill_per_token: Option<Duration>,
+    /// Whether a prefill stalls every running stream, as llama.cpp's does [default: the profile's].
+    #[arg(long)]
+    pub prefill_stalls: Option<bool>,
+    /// Model load on the first request and after --keep-alive idle [default: the profile's].
+    #[arg(long, value_parser = duration_arg)]
+    pub load_time: Option<Duration>,
+    /// Idle time after which the model is unloaded [default: 5m].
+    #[arg(long, value_parser = duration_arg)]
+    pub keep_alive: Option<Duration>,
+    /// Lognormal sigma of the decode-step jitter (0 = none; the llama-server profile has 0.12).
+    #[arg(long)]
+    pub jitter: Option<f64>,
+    /// Every Nth request's first token comes --slow-first-by late (0 = never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub slow_first_every: u64,
+    /// How late a slow first token is.
+    #[arg(long, default_value = "2s", value_parser = duration_arg)]
+    pub slow_first_by: Duration,
     /// Multiply every delay (0.1 = ten times faster).
     #[arg(long, default_value_t = 1.0)]
     pub time_scale: f64,
@@ -306,6 +343,24 @@ impl SimArgs {
         }
         c.reasoning_inline = self.reasoning_inline;
         c.engine.queue_limit = self.queue_limit.or(c.engine.queue_limit);
+        if let Some((min, max)) = self.tokens_range {
+            c.output = OutputLen::Uniform { min, max };
+        }
+        if let Some(d) = self.prefill_per_token {
+            c.engine.prefill_per_token = d;
+        }
+        if let Some(b) = self.prefill_stalls {
+            c.engine.prefill_stalls = b;
+        }
+        if let Some(d) = self.load_time {
+            c.engine.load_time = d;
+        }
+        if let Some(d) = self.keep_alive {
+            c.engine.keep_alive = d;
+        }
+        if let Some(j) = self.jitter {
+            c.engine.jitter_sigma = j;
+        }
         c.time_scale = self.time_scale;
         c.seed = self.seed;
         c.faults = Faults {
@@ -315,6 +370,8 @@ impl SimArgs {
             malformed_every: self.malformed_every,
             stall_at: self.stall_at,
             stall_for: self.stall_for,
+            slow_first_every: self.slow_first_every,
+            slow_first_by: self.slow_first_by,
         };
         c
     }

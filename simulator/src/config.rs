@@ -28,6 +28,9 @@ pub struct EngineModel {
     /// Most requests waiting for a slot; more get 503 (None = unbounded, Ollama's behaviour for
     /// a loaded model).
     pub queue_limit: Option<u32>,
+    /// Ollama's `OLLAMA_MAX_QUEUE` (512): while a model loads, requests beyond this many in the
+    /// server get 503. None = no such bound.
+    pub load_queue_limit: Option<u32>,
     pub step_base: Duration,
     pub step_per_seq: Duration,
     pub prefill_base: Duration,
@@ -79,6 +82,10 @@ pub struct Faults {
     pub stall_at: Option<Duration>,
     /// Length of the stall.
     pub stall_for: Duration,
+    /// Every Nth request's first token (and, on Ollama, first byte) comes `slow_first_by` late
+    /// (0 = never).
+    pub slow_first_every: u64,
+    pub slow_first_by: Duration,
 }
 
 /// How the simulated server behaves.
@@ -149,6 +156,7 @@ impl SimConfig {
             engine: EngineModel {
                 slots,
                 queue_limit: None,
+                load_queue_limit: Some(512),
                 step_base: token_delay,
                 step_per_seq: Duration::ZERO,
                 prefill_base: ttft,
@@ -179,6 +187,7 @@ impl SimConfig {
                 engine: EngineModel {
                     slots: 12,
                     queue_limit: None,
+                    load_queue_limit: Some(512),
                     step_base: ms(21.0),
                     step_per_seq: ms(2.4),
                     prefill_base: ms(200.0),
@@ -206,6 +215,7 @@ impl SimConfig {
                 engine: EngineModel {
                     slots: 8,
                     queue_limit: None,
+                    load_queue_limit: None,
                     step_base: ms(5.9),
                     step_per_seq: ms(4.3),
                     prefill_base: ms(9.0),

@@ -239,9 +239,12 @@ impl Engine {
         let arrived = Instant::now();
         let index = self.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
         self.first_arrival.get_or_init(|| arrived);
-        // One stream per purpose, so load (memory-failure draws) never shifts output lengths.
+        // Seeded per request: by the client's request id when it sends one (so the same plan gets
+        // the same lengths per request whatever the arrival order), else by arrival index; one
+        // stream per purpose, so load (memory-failure draws) never shifts output lengths.
+        let key = req.client_id.as_deref().map_or(index, hash);
         let stream = |purpose: u64| {
-            Rng::new(self.cfg.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose)
+            Rng::new(self.cfg.seed ^ key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose)
         };
         let mut fail_rng = stream(0x01);
         let mut len_rng = stream(0x02);
@@ -254,6 +257,13 @@ impl Engine {
             ));
         }
         let e = &self.cfg.engine;
+        // Ollama's OLLAMA_MAX_QUEUE: only requests waiting for a model load are bounded.
+        if let Some(limit) = e.load_queue_limit {
+            let loading = self.ns(arrived) < self.loaded_at_ns.load(Ordering::Acquire);
+            if loading && self.waiting.load(Ordering::Relaxed) + self.lock().running >= limit {
+                return Err(Refusal::QueueFull);
+            }
+        }
         if let Some(m) = e.memory_failures {
             let in_server = self.waiting.load(Ordering::Relaxed) + self.lock().running;
             if in_server > m.above {
@@ -333,7 +343,12 @@ impl Engine {
             };
             (load, cached, first)
         };
-        let first_token_at = self.clear_of_stalls(first_token_at);
+        let slow = if hits(f.slow_first_every) {
+            self.scale(f.slow_first_by)
+        } else {
+            Duration::ZERO
+        };
+        let first_token_at = self.clear_of_stalls(first_token_at + slow);
         let truth = self.cfg.record_truth.then(|| Truth {
             index,
             client_id: req.client_id.clone(),

@@ -123,3 +123,107 @@ async fn stream_false_num_predict_and_errors() {
     assert!(text.contains(r#""version":"#), "{text}");
     h.stop(Duration::from_secs(1)).await;
 }
+
+fn generate_body(prompt: &str) -> String {
+    format!(r#"{{"model":"deepseek-r1:7b","prompt":"{prompt}"}}"#)
+}
+
+#[tokio::test]
+async fn a_later_prefill_does_not_delay_an_earlier_first_token() {
+    let mut cfg = SimConfig::fixed(Duration::ZERO, Duration::from_millis(1), 3, 4);
+    cfg.engine.prefill_stalls = true;
+    cfg.engine.prefill_per_token = Duration::from_millis(1);
+    let h = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
+    let addr = h.addr();
+    // 400 characters: about 100 prompt tokens, 100 ms of prefill each.
+    let (pa, pb) = ("a".repeat(400), "b".repeat(400));
+    let body_a = generate_body(&pa);
+    let a = exchange(addr, "POST", "/api/generate", &body_a);
+    let b = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        exchange(addr, "POST", "/api/generate", &generate_body(&pb)).await
+    };
+    let ((ta, _), (tb, _)) = tokio::join!(a, b);
+    assert!(
+        ta >= Duration::from_millis(100) && ta < Duration::from_millis(160),
+        "A's own prefill: {ta:?}"
+    );
+    // B's prefill runs after A's, as one engine runs one step at a time.
+    assert!(
+        tb >= Duration::from_millis(160),
+        "B waits for A's prefill, then its own: {tb:?}"
+    );
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn the_model_loads_cold_and_again_after_keep_alive() {
+    let mut cfg = SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1), 3, 1);
+    cfg.engine.load_time = Duration::from_millis(200);
+    cfg.engine.keep_alive = Duration::from_millis(300);
+    let h = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
+    let load = |text: &str| -> u64 {
+        let last = text.lines().rfind(|l| l.starts_with('{')).unwrap();
+        serde_json::from_str::<serde_json::Value>(last).unwrap()["load_duration"]
+            .as_u64()
+            .unwrap()
+    };
+    let (t1, r1) = exchange(h.addr(), "POST", "/api/generate", &generate_body("x")).await;
+    assert!(
+        t1 >= Duration::from_millis(200) && load(&r1) >= 200_000_000,
+        "cold: {t1:?}"
+    );
+    let (t2, r2) = exchange(h.addr(), "POST", "/api/generate", &generate_body("x")).await;
+    assert!(
+        t2 < Duration::from_millis(100) && load(&r2) < 50_000_000,
+        "warm: {t2:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (t3, _) = exchange(h.addr(), "POST", "/api/generate", &generate_body("x")).await;
+    assert!(
+        t3 >= Duration::from_millis(200),
+        "reloaded after keep-alive: {t3:?}"
+    );
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_leaves_the_queue() {
+    let cfg = SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(10), 50, 1);
+    let h = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
+    let addr = h.addr();
+    let body_a = generate_body("a");
+    let a = exchange(addr, "POST", "/api/generate", &body_a);
+    let b = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // B queues behind A, then hangs up.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(50),
+            exchange(addr, "POST", "/api/generate", &generate_body("b")),
+        )
+        .await;
+    };
+    let c = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        exchange(addr, "POST", "/api/generate", &generate_body("c")).await
+    };
+    let (_, (), (tc, _)) = tokio::join!(a, b, c);
+    // A holds the slot ~0.5 s; C gets it next. Had B's place been kept, C would wait ~0.5 s more.
+    assert!(tc < Duration::from_millis(700), "C waited {tc:?}");
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_slow_first_byte_fault() {
+    let mut cfg = SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1), 3, 1);
+    cfg.faults.slow_first_every = 2;
+    cfg.faults.slow_first_by = Duration::from_millis(300);
+    let h = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
+    let (t1, _) = exchange(h.addr(), "POST", "/api/generate", &generate_body("x")).await;
+    let (t2, _) = exchange(h.addr(), "POST", "/api/generate", &generate_body("x")).await;
+    assert!(
+        t1 < Duration::from_millis(200) && t2 >= Duration::from_millis(300),
+        "{t1:?} {t2:?}"
+    );
+    h.stop(Duration::from_secs(1)).await;
+}
