@@ -198,7 +198,7 @@ pub fn write_throughput(
 }
 
 /// The latency distributions in `cycles.csv`, each with these statistics.
-const LATENCIES: &[&str] = &["ttft", "itl", "tpot", "e2e"];
+const LATENCIES: &[&str] = &["ttft", "ttfa", "itl", "tpot", "e2e"];
 const STATS: &[&str] = &["mean", "p50", "p90", "p95", "p99", "max"];
 
 /// Columns of `cycles.csv`, in order.
@@ -274,7 +274,7 @@ pub fn cycles_row(s: &CycleSummary) -> Vec<String> {
             .unwrap_or_default(),
         s.peak_concurrency.to_string(),
     ];
-    for p in [&s.ttft, &s.itl, &s.tpot, &s.e2e] {
+    for p in [&s.ttft, &s.ttfa, &s.itl, &s.tpot, &s.e2e] {
         for v in [p.mean_s, p.p50_s, p.p90_s, p.p95_s, p.p99_s, p.max_s] {
             row.push(opt_s(v));
         }

@@ -130,6 +130,8 @@ pub struct CycleStats {
     rate_n: u32,
     pub errors: BTreeMap<String, u32>,
     pub ttft: LatencyHistogram,
+    /// Time to the first answer token (after any reasoning).
+    pub ttfa: LatencyHistogram,
     pub itl: LatencyHistogram,
     pub tpot: LatencyHistogram,
     pub e2e: LatencyHistogram,
@@ -196,6 +198,9 @@ impl CycleStats {
         if let Some(t) = r.ttft_s() {
             self.ttft.record_s(t);
         }
+        if let Some(t) = r.ttfa_s() {
+            self.ttfa.record_s(t);
+        }
         if let Some(t) = r.tpot_s() {
             self.tpot.record_s(t);
         }
@@ -224,6 +229,7 @@ impl CycleStats {
             *self.errors.entry(k.clone()).or_default() += n;
         }
         self.ttft.merge(&other.ttft);
+        self.ttfa.merge(&other.ttfa);
         self.itl.merge(&other.itl);
         self.tpot.merge(&other.tpot);
         self.e2e.merge(&other.e2e);
@@ -300,6 +306,8 @@ pub struct CycleSummary {
     /// Most requests in flight at once.
     pub peak_concurrency: u32,
     pub ttft: Percentiles,
+    /// Time to first answer token: differs from TTFT only for reasoning models.
+    pub ttfa: Percentiles,
     pub itl: Percentiles,
     pub tpot: Percentiles,
     pub e2e: Percentiles,
@@ -391,6 +399,7 @@ impl CycleSummary {
                 .map(|w| f64::from(s.window_dispatched) / w),
             peak_concurrency: s.peak_concurrency(),
             ttft: s.ttft.percentiles(),
+            ttfa: s.ttfa.percentiles(),
             itl: s.itl.percentiles(),
             tpot: s.tpot.percentiles(),
             e2e: s.e2e.percentiles(),

@@ -2,7 +2,8 @@
 //! batch-dependent decode steps, model load and keep-alive, faults, and recorded ground truth.
 
 use crate::config::{OutputLen, SimConfig};
-use std::collections::{HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -52,6 +53,8 @@ pub struct Truth {
     /// Instants in ns from the engine's epoch.
     pub arrived_ns: u64,
     pub admitted_ns: u64,
+    /// Which slot served it (0-based; the lowest free one, as llama.cpp picks).
+    pub slot: u32,
     /// When each token was handed to the HTTP layer.
     pub token_ns: Vec<u64>,
 }
@@ -94,6 +97,9 @@ struct State {
     /// Hashes of prompts still in a slot's cache (a set for lookups, a queue for eviction).
     cached: HashSet<u64>,
     cache_order: VecDeque<u64>,
+    /// Slots handed back, lowest first, and the next never-used slot.
+    free_slots: BinaryHeap<Reverse<u32>>,
+    next_slot: u32,
 }
 
 /// Prompts remembered for the prompt cache, at most (or the slot count, if smaller).
@@ -125,6 +131,8 @@ pub struct Admission {
     pub first_token_at: Instant,
     pub cut_after: Option<u32>,
     pub malformed: bool,
+    /// The slot it holds (0-based).
+    pub slot: u32,
     decoding: bool,
     truth: Option<Truth>,
 }
@@ -163,6 +171,8 @@ impl Engine {
                 running: 0,
                 cached: HashSet::new(),
                 cache_order: VecDeque::new(),
+                free_slots: BinaryHeap::new(),
+                next_slot: 0,
             }),
             truth: Mutex::new(Vec::new()),
         })
@@ -300,8 +310,15 @@ impl Engine {
         let prompt_tokens = estimate_tokens(&req.prompt_text);
         // Load and prefill are reserved under the state lock, so no request admitted meanwhile
         // can slip its prefill in before the model is loaded.
-        let (load, cached_tokens, first_token_at) = {
+        let (load, cached_tokens, first_token_at, slot) = {
             let mut s = self.lock();
+            let slot = match s.free_slots.pop() {
+                Some(Reverse(n)) => n,
+                None => {
+                    s.next_slot += 1;
+                    s.next_slot - 1
+                }
+            };
             let cold = s.running == 0
                 && s.last_idle
                     .is_none_or(|t| admitted.duration_since(t) > self.scale(e.keep_alive));
@@ -341,7 +358,7 @@ impl Engine {
             } else {
                 start + prefill
             };
-            (load, cached, first)
+            (load, cached, first, slot)
         };
         let slow = if hits(f.slow_first_every) {
             self.scale(f.slow_first_by)
@@ -355,6 +372,7 @@ impl Engine {
             prompt_tokens,
             arrived_ns: self.ns(arrived),
             admitted_ns: self.ns(admitted),
+            slot,
             token_ns: Vec::with_capacity(tokens as usize),
         });
         Ok(Admission {
@@ -372,6 +390,7 @@ impl Engine {
             first_token_at,
             cut_after: hits(f.cut_every).then_some(f.cut_after_tokens.min(tokens)),
             malformed: hits(f.malformed_every) && tokens > 1,
+            slot,
             decoding: false,
             truth,
         })
@@ -445,6 +464,7 @@ impl Drop for Admission {
         }
         {
             let mut s = e.lock();
+            s.free_slots.push(Reverse(self.slot));
             s.running = s.running.saturating_sub(1);
             if s.running == 0 {
                 s.last_idle = Some(Instant::now());

@@ -189,6 +189,11 @@ async fn measure_against_truth(api: Api) {
             t.token_ns.len().to_string(),
             "{api:?}: exact count"
         );
+        assert!(
+            t.slot < 3,
+            "{api:?}: served by one of the 3 slots, not {}",
+            t.slot
+        );
         assert_eq!(
             r["ReasoningTokens"], "5",
             "{api:?}: reasoning counted apart"
@@ -236,4 +241,30 @@ async fn measurements_match_ground_truth_over_ollama() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measurements_match_ground_truth_over_openai_chat() {
     measure_against_truth(Api::OpenaiChat).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_and_firehose_profiles_serve_whole_sweeps() {
+    for (profile, level, tokens) in [("fast", 2u32, 100u32), ("firehose", 8, 1000)] {
+        let sim = SimHandle::start("127.0.0.1:0", SimConfig::profile(profile).unwrap())
+            .await
+            .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let report = run(run_config(
+            &sim.url(),
+            "deepseek-r1:7b",
+            &[level],
+            out.path(),
+        ))
+        .await
+        .unwrap();
+        let c = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+        assert_eq!(c["completed"], level.to_string(), "{profile}");
+        assert_eq!(
+            c["output_tokens"],
+            (level * tokens).to_string(),
+            "{profile}"
+        );
+        sim.stop(Duration::from_secs(1)).await;
+    }
 }
