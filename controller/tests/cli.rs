@@ -105,6 +105,31 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// A `tokengun-agent serve` process on a free loopback port, and that address.
+fn spawn_agent() -> (Proc, String) {
+    let agent = Proc::spawn(&agent_bin(), &["serve", "--listen", "127.0.0.1:0"]);
+    let line = agent.wait_line("listening on", Duration::from_secs(20));
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    (agent, addr)
+}
+
+/// A `tokengun sim` process on a free loopback port, and its URL.
+fn spawn_sim(extra: &[&str]) -> (Proc, String) {
+    let args: Vec<&str> = ["sim", "--listen", "127.0.0.1:0"]
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect();
+    let sim = Proc::spawn(Path::new(BIN), &args);
+    let line = sim.wait_line("serving", Duration::from_secs(20));
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    (sim, url)
+}
+
 fn agent_bin() -> PathBuf {
     let path =
         Path::new(BIN).with_file_name(format!("tokengun-agent{}", std::env::consts::EXE_SUFFIX));
@@ -152,15 +177,8 @@ fn unreachable_target_fails_before_any_load() {
 
 #[test]
 fn missing_model_lists_what_the_server_has() {
-    let sim = Proc::spawn(
-        Path::new(BIN),
-        &["sim", "--listen", "127.0.0.1:0", "--model", "qwen3:0.6b"],
-    );
-    let line = sim.wait_line("serving", Duration::from_secs(20));
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap();
+    let (_sim, url) = spawn_sim(&["--model", "qwen3:0.6b"]);
+    let url = url.as_str();
     let out_dir = tempfile::tempdir().unwrap();
     let out = tokengun(&[
         "run",
@@ -207,9 +225,7 @@ fn an_unwritable_output_folder_is_refused() {
 
 #[test]
 fn a_separate_agent_process_runs_the_sweep() {
-    let agent = Proc::spawn(&agent_bin(), &["serve", "--listen", "127.0.0.1:0"]);
-    let line = agent.wait_line("listening on", Duration::from_secs(20));
-    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let (_agent, addr) = spawn_agent();
     let out_dir = tempfile::tempdir().unwrap();
     let out = tokengun(&[
         "run",
@@ -318,9 +334,7 @@ fn ctrl_c_stops_cleanly_and_keeps_the_results() {
 #[cfg(unix)]
 #[test]
 fn an_agent_stopped_mid_cycle_records_its_requests_and_exits() {
-    let agent = Proc::spawn(&agent_bin(), &["serve", "--listen", "127.0.0.1:0"]);
-    let line = agent.wait_line("listening on", Duration::from_secs(20));
-    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let (agent, addr) = spawn_agent();
     let out_dir = tempfile::tempdir().unwrap();
     let run = Proc::spawn(
         Path::new(BIN),
@@ -457,27 +471,17 @@ fn a_bad_plan_file_names_the_field() {
 
 #[test]
 fn stop_on_error_rate_ends_the_sweep() {
-    let sim = Proc::spawn(
-        Path::new(BIN),
-        &[
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--fail-every",
-            "2",
-            "--tokens",
-            "5",
-            "--token-delay",
-            "1ms",
-            "--ttft",
-            "1ms",
-        ],
-    );
-    let line = sim.wait_line("serving", Duration::from_secs(20));
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap();
+    let (_sim, url) = spawn_sim(&[
+        "--fail-every",
+        "2",
+        "--tokens",
+        "5",
+        "--token-delay",
+        "1ms",
+        "--ttft",
+        "1ms",
+    ]);
+    let url = url.as_str();
     let dir = tempfile::tempdir().unwrap();
     let out = tokengun(&[
         "run",

@@ -27,6 +27,28 @@ pub struct Chunk {
     pub error: Option<String>,
 }
 
+impl Chunk {
+    /// Counts one unit's text: reasoning from its own field, answer text unless it sits inside
+    /// inline `<think>` tags (then it is reasoning too).
+    pub fn count(
+        &mut self,
+        answer: Option<&str>,
+        reasoning: Option<&str>,
+        think: &mut InlineThink,
+    ) {
+        if reasoning.is_some() {
+            self.reasoning_tokens += 1;
+        }
+        if let Some(text) = answer {
+            if think.classify(text) {
+                self.reasoning_tokens += 1;
+            } else {
+                self.answer_tokens += 1;
+            }
+        }
+    }
+}
+
 /// The server's closing figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Final {

@@ -59,16 +59,7 @@ pub fn parse_line(api: Api, line: &[u8], think: &mut InlineThink) -> Result<Chun
         (Api::OllamaChat, Some(m)) => (non_empty(&m.content), non_empty(&m.thinking)),
         _ => (non_empty(&l.response), non_empty(&l.thinking)),
     };
-    if reasoning.is_some() {
-        c.reasoning_tokens += 1;
-    }
-    if let Some(text) = answer {
-        if think.classify(text) {
-            c.reasoning_tokens += 1;
-        } else {
-            c.answer_tokens += 1;
-        }
-    }
+    c.count(answer, reasoning, think);
     if l.done {
         c.done = true;
         c.fin = Some(Box::new(Final {

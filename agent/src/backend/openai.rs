@@ -94,16 +94,7 @@ pub fn parse_event(api: Api, data: &[u8], think: &mut InlineThink) -> Result<Chu
             ),
             _ => (non_empty(&choice.text), None),
         };
-        if reasoning.is_some() {
-            c.reasoning_tokens += 1;
-        }
-        if let Some(text) = answer {
-            if think.classify(text) {
-                c.reasoning_tokens += 1;
-            } else {
-                c.answer_tokens += 1;
-            }
-        }
+        c.count(answer, reasoning, think);
         if let Some(reason) = &choice.finish_reason {
             fin.get_or_insert_with(Final::default).done_reason = reason.to_string();
         }
