@@ -282,6 +282,8 @@ pub async fn run_cycle(
 struct Measure {
     rec: RequestRecord,
     done: bool,
+    /// The request left the client-side queue and went to the server.
+    sent: bool,
 }
 
 impl Measure {
@@ -332,15 +334,18 @@ async fn run_request(
             timeline: Vec::new(),
         },
         done: false,
+        sent: false,
     };
+    // Held until the end is stamped, so the next request cannot appear to overlap this one.
+    let mut permit = None;
     tokio::select! {
         () = async {
             // Waiting for the in-flight cap is client queueing: it counts in the latencies.
-            let _permit = match cap {
-                Some(c) => c.acquire().await.ok(),
-                None => None,
-            };
+            if let Some(c) = cap {
+                permit = c.acquire().await.ok();
+            }
             m.rec.sent_ns = ns_since(s.origin, Instant::now());
+            m.sent = true;
             exchange(s, &mut m, prompt).await;
         } => {}
         () = s.cancel.cancelled() => m.fail(OutcomeKind::Aborted, "cycle aborted"),
@@ -350,8 +355,13 @@ async fn run_request(
         ),
     }
     let end = Instant::now();
+    drop(permit);
     let r = &mut m.rec;
     r.end_ns = ns_since(s.origin, end);
+    if !m.sent {
+        // It never left the in-flight cap's queue: it was never in flight, so Sent = End.
+        r.sent_ns = r.end_ns;
+    }
     r.counted_tokens = r.timeline.iter().map(|c| u64::from(c.tokens)).sum();
     if r.token_source == TokenSource::Counted {
         r.output_tokens = r.counted_tokens;

@@ -102,3 +102,45 @@ async fn a_closed_loop_shows_a_stall_as_lost_throughput() {
         completed[0]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_flight_cap_is_honoured_and_its_wait_counted() {
+    // 2 at a time, each 200 ms, arriving at 20/s for 1 s: the queue behind the cap grows.
+    let server = SimHandle::start(
+        "127.0.0.1:0",
+        SimConfig {
+            models: vec!["m:1b".into()],
+            ..SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(10), 20, 64)
+        },
+    )
+    .await
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = open_config(
+        &server.url(),
+        "m:1b",
+        &[20.0],
+        Duration::from_secs(1),
+        out.path(),
+    );
+    cfg.arrival = tokengun_common::Arrival::Constant;
+    cfg.levels[0].concurrency = 2;
+    cfg.request_timeout = Duration::from_secs(3);
+    let report = run(cfg).await.unwrap();
+    let c = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+    assert!(f(c, "peak_concurrency") <= 2.0, "{c:?}");
+    let rows = read_csv(&level_dir(&report.run_dir, "m-1b", "20rps").join("request_summary.csv"));
+    // Later arrivals waited behind the cap, and that wait is in their latency.
+    let max_queue = rows.iter().map(|r| f(r, "ClientQueue")).fold(0.0, f64::max);
+    assert!(max_queue > 0.5, "client queue {max_queue}");
+    let max_ttft = rows
+        .iter()
+        .filter(|r| !r["TTFT"].is_empty())
+        .map(|r| f(r, "TTFT"))
+        .fold(0.0, f64::max);
+    assert!(
+        max_ttft > max_queue,
+        "TTFT counts from the arrival, queue included"
+    );
+    server.stop(Duration::from_secs(1)).await;
+}
