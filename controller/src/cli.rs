@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a concurrency sweep against a server (or the built-in simulator with --sim).
     Run(Box<RunArgs>),
-    /// Serve the built-in simulated Ollama server until Ctrl-C.
+    /// Serve the built-in simulated inference server (Ollama or llama.cpp flavour) until Ctrl-C.
     Sim(Box<SimArgs>),
 }
 
