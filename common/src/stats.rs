@@ -142,6 +142,8 @@ pub struct CycleStats {
     window_ns: Option<u64>,
     /// Tokens of completed requests that arrived inside the window.
     window_tokens: u64,
+    /// Prompt tokens of completed requests dispatched inside the window.
+    window_prompt_tokens: u64,
     /// Completed requests that ended inside the window.
     window_completed: u32,
     /// Requests dispatched inside the window.
@@ -186,6 +188,9 @@ impl CycleStats {
         self.output_tokens += r.output_tokens;
         if r.end_ns <= w {
             self.window_completed += 1;
+        }
+        if r.dispatched_ns <= w {
+            self.window_prompt_tokens += r.prompt_tokens.unwrap_or(0);
         }
         self.window_tokens += r
             .timeline
@@ -236,6 +241,7 @@ impl CycleStats {
         self.send_lag.merge(&other.send_lag);
         self.edges.extend_from_slice(&other.edges);
         self.window_tokens += other.window_tokens;
+        self.window_prompt_tokens += other.window_prompt_tokens;
         self.window_completed += other.window_completed;
         self.window_dispatched += other.window_dispatched;
         self.start_ns = match (self.start_ns, other.start_ns) {
@@ -298,6 +304,7 @@ pub struct CycleSummary {
     /// load window / the window (the drain after it does not dilute the rate).
     pub aggregate_tokens_per_s: f64,
     /// (prompt_tokens + output_tokens) / duration_s.
+    /// Closed/open loops: over the load window, like the other rates.
     pub total_tokens_per_s: f64,
     /// Burst: completed / duration_s. Closed/open: requests completed within the window / window.
     pub requests_per_s: f64,
@@ -365,12 +372,17 @@ impl CycleSummary {
             }
         };
         let window_s = s.window_ns.map(|w| w as f64 / 1e9).filter(|w| *w > 0.0);
-        let (aggregate, req_rate) = match window_s {
+        let (aggregate, total, req_rate) = match window_s {
             Some(w) => (
                 s.window_tokens as f64 / w,
+                (s.window_tokens + s.window_prompt_tokens) as f64 / w,
                 f64::from(s.window_completed) / w,
             ),
-            None => (per_s(s.output_tokens as f64), per_s(f64::from(s.completed))),
+            None => (
+                per_s(s.output_tokens as f64),
+                per_s((s.output_tokens + s.prompt_tokens) as f64),
+                per_s(f64::from(s.completed)),
+            ),
         };
         let send_lag_p99_s = s.send_lag.quantile_s(0.99);
         Self {
@@ -391,7 +403,7 @@ impl CycleSummary {
             output_tokens: s.output_tokens,
             prompt_tokens: s.prompt_tokens,
             aggregate_tokens_per_s: aggregate,
-            total_tokens_per_s: per_s((s.output_tokens + s.prompt_tokens) as f64),
+            total_tokens_per_s: total,
             requests_per_s: req_rate,
             achieved_rate_per_s: info
                 .rate_per_s
@@ -487,6 +499,10 @@ mod tests {
             s.aggregate_tokens_per_s
         );
         assert!((s.requests_per_s - 1.0 / 0.15).abs() < 1e-6);
+        assert!(
+            (s.total_tokens_per_s - 27.0 / 0.15).abs() < 1e-6,
+            "prompt tokens in the window too"
+        );
         assert!((s.achieved_rate_per_s.unwrap() - 2.0 / 0.15).abs() < 1e-6);
     }
 

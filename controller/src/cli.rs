@@ -34,27 +34,33 @@ fn duration_text(s: &str) -> Result<String, String> {
     duration_arg(s).map(|_| s.to_string())
 }
 
-/// A comma-separated list of positive numbers (concurrency levels, or rates for open loops).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Levels(pub Vec<f64>);
-
-fn levels_arg(s: &str) -> Result<Levels, String> {
+/// Parses `--levels`: comma-separated positive numbers (concurrency, or rates for open loops).
+/// Done after parsing (not by clap) so every mistake gets one line naming the flag.
+fn parse_levels_flag(s: &str) -> Result<Vec<f64>, PlanFileError> {
+    let bad = |m: String| PlanFileError::Field {
+        field: "levels",
+        message: m,
+    };
     let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in s.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(bad(format!(
+                "{s:?} has an empty element; use a comma-separated list such as 1,2,4,8"
+            )));
+        }
         let v: f64 = part.parse().map_err(|_| {
-            format!("{part:?} is not a number; levels are comma-separated, e.g. 1,2,4,8 (or rates 0.5,1,2 with --shape open)")
+            bad(format!(
+                "{part:?} is not a number; use e.g. 1,2,4,8 (or rates 0.5,1,2 with --shape open)"
+            ))
         })?;
         if !(v.is_finite() && v > 0.0) {
-            return Err(format!(
+            return Err(bad(format!(
                 "level {part} is out of range: levels are above zero"
-            ));
+            )));
         }
         out.push(v);
     }
-    if out.is_empty() {
-        return Err("no levels given: use a comma-separated list such as 1,2,4,8".into());
-    }
-    Ok(Levels(out))
+    Ok(out)
 }
 
 /// `tokengun run`. Every flag may also come from `--plan FILE`; flags win.
@@ -86,8 +92,8 @@ pub struct RunArgs {
     pub shape: Option<ShapeArg>,
     /// Levels, comma-separated: concurrency for burst/closed, requests/s for open [default:
     /// 1,2,4,8,12,16,24,32,64,128; 1,2,4,8 with --sim].
-    #[arg(long, value_parser = levels_arg)]
-    pub levels: Option<Levels>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub levels: Option<String>,
     /// One open-loop rate in requests/s (same as --shape open --levels RATE).
     #[arg(long, value_name = "REQ_PER_S", conflicts_with_all = ["levels", "shape"])]
     pub rate: Option<f64>,
@@ -379,7 +385,7 @@ impl SimArgs {
 
 impl RunArgs {
     /// The settings given as flags (`None` where a flag was not given).
-    pub fn as_plan(&self) -> PlanFile {
+    pub fn as_plan(&self) -> Result<PlanFile, PlanFileError> {
         let (shape, levels) = match self.rate {
             Some(r) => (Some(LoadShape::Open), Some(vec![r])),
             None => (
@@ -388,10 +394,10 @@ impl RunArgs {
                     ShapeArg::Closed => LoadShape::Closed,
                     ShapeArg::Open => LoadShape::Open,
                 }),
-                self.levels.clone().map(|l| l.0),
+                self.levels.as_deref().map(parse_levels_flag).transpose()?,
             ),
         };
-        PlanFile {
+        Ok(PlanFile {
             target: self.target.clone(),
             api: self.api.clone(),
             model: self.model.clone(),
@@ -421,7 +427,7 @@ impl RunArgs {
             agents: (!self.agents.is_empty()).then(|| self.agents.clone()),
             out: self.out.clone(),
             run_id: self.run_id.clone(),
-        }
+        })
     }
 
     /// Compiles plan file and flags (flags win) into a validated run configuration.
@@ -439,7 +445,7 @@ impl RunArgs {
                 self.sim_slots,
             )
         });
-        file.overlay(self.as_plan()).compile(sim)
+        file.overlay(self.as_plan()?).compile(sim)
     }
 }
 
@@ -533,8 +539,13 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused() {
-        assert!(parse_fails(&["--levels", "0,1"]));
-        assert!(parse_fails(&["--levels", "a"]));
+        for bad in ["0,1", "a", "1,,2", "-1", ""] {
+            let e = run_args(&["--levels", bad])
+                .config()
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("--levels "), "{bad:?}: {e}");
+        }
         assert!(parse_fails(&["--timeout", "soon"]));
         assert!(parse_fails(&["--sim-slots", "2"]), "sim flags need --sim");
         assert!(parse_fails(&["--rate", "2", "--levels", "1"]));

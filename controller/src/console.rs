@@ -162,7 +162,8 @@ impl Console {
     }
 }
 
-fn write_stdout(text: &str) {
+/// Writes to stdout, ignoring a closed pipe (`| head`): the results files are what matter.
+pub fn write_stdout(text: &str) {
     let mut o = std::io::stdout().lock();
     // A closed stdout (a pipe to `head`) must not stop the run: the files are what matter.
     let _ = o.write_all(text.as_bytes());

@@ -33,7 +33,7 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
             let mut console = Console::new(args.quiet);
             match orchestrator::run(cfg, &mut console, stop).await {
                 Ok(report) => {
-                    println!("\nresults: {}", report.run_dir.display());
+                    console::write_stdout(&format!("\nresults: {}\n", report.run_dir.display()));
                     match report.status {
                         RunStatus::Interrupted => {
                             eprintln!(
@@ -66,15 +66,15 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                     return 1;
                 }
             };
-            println!(
-                "tokengun simulator ({} profile, {}) serving on {} (models: {models}); Ctrl-C to stop",
+            console::write_stdout(&format!(
+                "tokengun simulator ({} profile, {}) serving on {} (models: {models}); Ctrl-C to stop\n",
                 args.profile,
                 match flavor {
                     tokengun_simulator::Flavor::Ollama => "Ollama's /api and /v1 endpoints",
                     tokengun_simulator::Flavor::LlamaCpp => "llama.cpp's /v1 endpoints",
                 },
                 handle.url()
-            );
+            ));
             stop.cancelled().await;
             handle.stop(Duration::from_secs(2)).await;
             0

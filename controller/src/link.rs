@@ -20,7 +20,9 @@ pub enum LinkError {
         "agent at {addr} did not answer ({reason}); is `tokengun-agent serve` running there and reachable?"
     )]
     Unreachable { addr: String, reason: String },
-    #[error("agent at {addr}: {call} did not answer within {timeout:?}")]
+    #[error(
+        "agent at {addr}: {call} did not answer within {timeout:?}; is `tokengun-agent serve` running there (and is that its gRPC port)?"
+    )]
     Timeout {
         addr: String,
         call: &'static str,

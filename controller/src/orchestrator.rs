@@ -258,7 +258,19 @@ pub async fn run(
     };
     let mut cfg = cfg;
     let listed = model_available(&cfg.model, &target_info.models);
-    if !listed && target_info.api.family() == "openai" && !target_info.models.is_empty() {
+    // Ollama knows exactly what it has, whichever API is used; llama.cpp serves any name.
+    let ollama_behind = !listed
+        && target_info.api.family() == "openai"
+        && up
+            .link
+            .preflight(&up.target, Some(Api::OllamaGenerate))
+            .await
+            .is_ok();
+    if !listed
+        && target_info.api.family() == "openai"
+        && !target_info.models.is_empty()
+        && !ollama_behind
+    {
         // Some OpenAI-style servers (llama.cpp) serve their one model under any name.
         cfg.warnings.push(format!(
             "model {:?} is not in {}/v1/models ({}); sending it anyway",
@@ -322,7 +334,11 @@ async fn run_sweep(
         .run_id
         .clone()
         .unwrap_or_else(|| default_run_id(SystemTime::now()));
-    let mut dir = RunDir::create(&cfg.out, &run_id)?;
+    let mut dir = RunDir::create(&cfg.out, &run_id, cfg.run_id.is_none())?;
+    let run_id = dir
+        .root()
+        .file_name()
+        .map_or(run_id, |n| n.to_string_lossy().into_owned());
     let labels: Vec<String> = cfg.levels.iter().map(Level::label).collect();
     let mut manifest = Manifest {
         tool: "tokengun",
@@ -343,14 +359,14 @@ async fn run_sweep(
         prompt_count: cfg.prompts.len(),
         shape: cfg.shape,
         levels: labels.clone(),
-        duration_ms: ms(cfg.duration),
+        duration_ms: (cfg.shape != LoadShape::Burst).then(|| ms(cfg.duration)),
         arrival: cfg.arrival,
         warmup_ms: ms(cfg.warmup),
         seed: cfg.seed,
         request_timeout_ms: ms(cfg.request_timeout),
         extra_body_json: cfg.extra_body_json.clone(),
         slo: cfg.slo,
-        stop_on_error_rate: cfg.stop_on_error_rate,
+        stop_on_error_rate: cfg.stop_on_error_rate.map(|f| f * 100.0),
         server_version: target_info.server_version.clone(),
         simulator: cfg.sim.as_ref().map(sim_manifest),
         agents: vec![up.info.clone()],
@@ -396,11 +412,7 @@ async fn run_sweep(
         let is_warmup = warmup.is_some() && index == 0;
         let level_index = index.saturating_sub(usize::from(warmup.is_some()));
         if is_warmup {
-            console.line(&format!(
-                "\n▶ warm-up: {} for {} (not counted)",
-                plan_words(&plan),
-                humantime::format_duration(plan.duration)
-            ));
+            console.line(&format!("\n▶ warm-up: {} (not counted)", plan_words(&plan)));
         } else {
             console.cycle_start(
                 level_index,
@@ -637,25 +649,40 @@ async fn collect_cycle(
     out
 }
 
+fn ms_f(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 fn sim_manifest(c: &SimConfig) -> serde_json::Value {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let e = &c.engine;
     serde_json::json!({
         "models": c.models,
         "flavor": format!("{:?}", c.flavor),
         "slots": e.slots,
         "queue_limit": e.queue_limit,
-        "step_base_ms": ms(e.step_base),
-        "step_per_seq_ms": ms(e.step_per_seq),
-        "prefill_base_ms": ms(e.prefill_base),
-        "prefill_per_token_ms": ms(e.prefill_per_token),
+        "step_base_ms": ms_f(e.step_base),
+        "step_per_seq_ms": ms_f(e.step_per_seq),
+        "prefill_base_ms": ms_f(e.prefill_base),
+        "prefill_per_token_ms": ms_f(e.prefill_per_token),
         "prefill_stalls": e.prefill_stalls,
-        "load_time_ms": ms(e.load_time),
+        "load_time_ms": ms_f(e.load_time),
         "jitter_sigma": e.jitter_sigma,
-        "output": format!("{:?}", c.output),
+        "output": match c.output {
+            tokengun_simulator::OutputLen::Fixed(n) => serde_json::json!({"fixed": n}),
+            tokengun_simulator::OutputLen::Uniform { min, max } => serde_json::json!({"uniform": {"min": min, "max": max}}),
+        },
         "reasoning_tokens": c.reasoning_tokens,
         "time_scale": c.time_scale,
         "seed": c.seed,
-        "faults": format!("{:?}", c.faults),
+        "faults": {
+            "fail_every": c.faults.fail_every,
+            "cut_every": c.faults.cut_every,
+            "cut_after_tokens": c.faults.cut_after_tokens,
+            "malformed_every": c.faults.malformed_every,
+            "slow_first_every": c.faults.slow_first_every,
+            "slow_first_by_ms": ms_f(c.faults.slow_first_by),
+            "stall_at_ms": c.faults.stall_at.map(ms_f),
+            "stall_for_ms": ms_f(c.faults.stall_for),
+        },
     })
 }

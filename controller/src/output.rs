@@ -16,6 +16,8 @@ pub enum OutDirError {
         #[source]
         source: std::io::Error,
     },
+    #[error("run folder {0} already exists; pass another --run-id (or --out)")]
+    Exists(PathBuf),
     #[error(transparent)]
     Write(#[from] OutputError),
     #[error("cannot encode run.json: {0}")]
@@ -80,14 +82,15 @@ pub struct Manifest {
     pub shape: LoadShape,
     /// Level labels: concurrency, or `<rate>rps` for open loops.
     pub levels: Vec<String>,
-    pub duration_ms: u64,
+    /// Closed/open loops only.
+    pub duration_ms: Option<u64>,
     pub arrival: Arrival,
     pub warmup_ms: u64,
     pub seed: u64,
     pub request_timeout_ms: u64,
     pub extra_body_json: String,
     pub slo: Slo,
-    /// Fraction 0..1.
+    /// Percent, as `--stop-on-error-rate` takes it.
     pub stop_on_error_rate: Option<f64>,
     pub server_version: Option<String>,
     pub simulator: Option<serde_json::Value>,
@@ -101,13 +104,33 @@ pub struct Manifest {
 }
 
 impl RunDir {
-    /// Creates `<out>/<run_id>` (refusing to reuse one) and its `cycles.csv`.
-    pub fn create(out: &Path, run_id: &str) -> Result<Self, OutDirError> {
-        let root = out.join(path_safe(run_id));
-        std::fs::create_dir(&root).map_err(|source| OutDirError::NotWritable {
-            path: root.clone(),
-            source,
-        })?;
+    /// Creates `<out>/<run_id>` (refusing to reuse one; with `suffix_if_taken`, a default id
+    /// that is taken gets `-2`, `-3`, ...) and its `cycles.csv`.
+    pub fn create(out: &Path, run_id: &str, suffix_if_taken: bool) -> Result<Self, OutDirError> {
+        let base = path_safe(run_id);
+        let mut n = 1;
+        let root = loop {
+            let name = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let root = out.join(name);
+            match std::fs::create_dir(&root) {
+                Ok(()) => break root,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && suffix_if_taken
+                        && n < 1000 =>
+                {
+                    n += 1
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(OutDirError::Exists(root));
+                }
+                Err(source) => return Err(OutDirError::NotWritable { path: root, source }),
+            }
+        };
         let cycles = CyclesCsv::create(&root.join("cycles.csv"))?;
         Ok(Self { root, cycles })
     }

@@ -198,7 +198,7 @@ impl SimConfig {
                     jitter_sigma: 0.08,
                     memory_failures: Some(MemoryFailures {
                         above: 16,
-                        per_extra: 1.0 / 64.0,
+                        per_extra: 1.0 / 8.0,
                         max_probability: 0.5,
                     }),
                 },

@@ -75,6 +75,8 @@ pub struct Engine {
     pub cfg: SimConfig,
     slots: Arc<Semaphore>,
     waiting: AtomicU32,
+    /// Requests in the server from arrival to the end of their answer (or refusal).
+    in_server: Arc<AtomicU32>,
     decoding: AtomicU32,
     arrivals: AtomicU64,
     pub epoch: Instant,
@@ -131,6 +133,7 @@ pub struct Admission {
     pub malformed: bool,
     /// The slot it holds (0-based).
     pub slot: u32,
+    _presence: InServer,
     decoding: bool,
     truth: Option<Truth>,
 }
@@ -158,6 +161,7 @@ impl Engine {
             slots: Arc::new(Semaphore::new(cfg.engine.slots as usize)),
             cfg,
             waiting: AtomicU32::new(0),
+            in_server: Arc::new(AtomicU32::new(0)),
             decoding: AtomicU32::new(0),
             arrivals: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -272,8 +276,12 @@ impl Engine {
                 return Err(Refusal::QueueFull);
             }
         }
+        // Counted from the moment of arrival, so a burst's k-th request sees the k-1 before it
+        // however the handlers happen to be scheduled.
+        let others = self.in_server.fetch_add(1, Ordering::AcqRel);
+        let presence = InServer(self.in_server.clone());
         if let Some(m) = e.memory_failures {
-            let in_server = self.waiting.load(Ordering::Relaxed) + self.lock().running;
+            let in_server = others;
             if in_server > m.above {
                 let p = (m.per_extra * f64::from(in_server - m.above)).min(m.max_probability);
                 if fail_rng.next_f64() < p {
@@ -389,9 +397,19 @@ impl Engine {
             cut_after: hits(f.cut_every).then_some(f.cut_after_tokens.min(tokens)),
             malformed: hits(f.malformed_every) && tokens > 1,
             slot,
+            _presence: presence,
             decoding: false,
             truth,
         })
+    }
+}
+
+/// One request's presence in the server; leaving (refused, done, or client gone) drops it.
+struct InServer(Arc<AtomicU32>);
+
+impl Drop for InServer {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -234,8 +234,10 @@ async fn ps(State(e): State<Arc<Engine>>) -> Response {
         .models
         .iter()
         .map(|m| {
+            let expires = std::time::SystemTime::now() + e.cfg.engine.keep_alive;
             json!({"name": m, "model": m, "size": 6_654_289_920u64, "digest": DIGEST, "details": model_details(),
-                   "expires_at": "2026-08-21T11:05:00.1-07:00", "size_vram": 6_654_289_920u64, "context_length": 4096})
+                   "expires_at": humantime::format_rfc3339_millis(expires).to_string(),
+                   "size_vram": 6_654_289_920u64, "context_length": 4096})
         })
         .collect();
     axum::Json(json!({ "models": models })).into_response()
