@@ -94,57 +94,90 @@ pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
 
 /// Writes `request_summary.csv`: one row per request, in order of completion.
 pub fn write_request_summary(path: &Path, records: &[RequestRecord]) -> Result<(), OutputError> {
-    let mut w = writer(path)?;
-    w.write_record(REQUEST_SUMMARY_HEADER)
-        .map_err(csv_err(path))?;
+    let mut w = RequestSummaryCsv::create(path)?;
     let mut order: Vec<&RequestRecord> = records.iter().collect();
     order.sort_by_key(|r| (r.end_ns, r.request_id));
     for r in order {
-        let ns_s = |v: Option<u64>| v.map(secs).unwrap_or_default();
-        let row = [
-            r.request_id.to_string(),
-            opt_s(r.ttfb_s()),
-            format!("{:.6}", r.total_s()),
-            opt_s(r.response_s()),
-            opt_s(r.waiting_s()),
-            r.output_tokens.to_string(),
-            opt(r.status_code),
-            r.outcome.status_text().to_string(),
-            opt_s(r.ttft_s()),
-            opt_s(r.ttfa_s()),
-            r.reasoning_tokens.to_string(),
-            opt_s(r.tpot_s()),
-            format!("{:.6}", r.send_lag_s()),
-            format!("{:.6}", r.client_queue_s()),
-            r.prompt_index.to_string(),
-            r.tokens_per_s()
-                .map(|x| format!("{x:.3}"))
-                .unwrap_or_default(),
-            r.token_source.as_str().to_string(),
-            r.counted_tokens.to_string(),
-            opt(r.prompt_tokens),
-            if r.outcome.is_failure() {
-                r.outcome.as_str().to_string()
-            } else {
-                String::new()
-            },
-            r.error.clone(),
-            r.done_reason.clone(),
-            secs(r.intended_start_ns),
-            secs(r.dispatched_ns),
-            secs(r.sent_ns),
-            ns_s(r.first_byte_ns),
-            ns_s(r.first_token_ns),
-            ns_s(r.last_token_ns),
-            secs(r.end_ns),
-            ns_s(r.server.total_ns),
-            ns_s(r.server.load_ns),
-            ns_s(r.server.prompt_eval_ns),
-            ns_s(r.server.eval_ns),
-        ];
-        w.write_record(&row).map_err(csv_err(path))?;
+        w.append(r)?;
     }
-    w.flush().map_err(io_err(path))
+    w.flush()
+}
+
+/// One `request_summary.csv` row, in [`REQUEST_SUMMARY_HEADER`] order.
+pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
+    let ns_s = |v: Option<u64>| v.map(secs).unwrap_or_default();
+    vec![
+        r.request_id.to_string(),
+        opt_s(r.ttfb_s()),
+        format!("{:.6}", r.total_s()),
+        opt_s(r.response_s()),
+        opt_s(r.waiting_s()),
+        r.output_tokens.to_string(),
+        opt(r.status_code),
+        r.outcome.status_text().to_string(),
+        opt_s(r.ttft_s()),
+        opt_s(r.ttfa_s()),
+        r.reasoning_tokens.to_string(),
+        opt_s(r.tpot_s()),
+        format!("{:.6}", r.send_lag_s()),
+        format!("{:.6}", r.client_queue_s()),
+        r.prompt_index.to_string(),
+        r.tokens_per_s()
+            .map(|x| format!("{x:.3}"))
+            .unwrap_or_default(),
+        r.token_source.as_str().to_string(),
+        r.counted_tokens.to_string(),
+        opt(r.prompt_tokens),
+        if r.outcome.is_failure() {
+            r.outcome.as_str().to_string()
+        } else {
+            String::new()
+        },
+        r.error.clone(),
+        r.done_reason.clone(),
+        secs(r.intended_start_ns),
+        secs(r.dispatched_ns),
+        secs(r.sent_ns),
+        ns_s(r.first_byte_ns),
+        ns_s(r.first_token_ns),
+        ns_s(r.last_token_ns),
+        secs(r.end_ns),
+        ns_s(r.server.total_ns),
+        ns_s(r.server.load_ns),
+        ns_s(r.server.prompt_eval_ns),
+        ns_s(r.server.eval_ns),
+    ]
+}
+
+/// `request_summary.csv`, written a row at a time as requests end (completion order).
+pub struct RequestSummaryCsv {
+    path: PathBuf,
+    w: csv::Writer<BufWriter<File>>,
+}
+
+impl RequestSummaryCsv {
+    /// Creates the file and writes its header.
+    pub fn create(path: &Path) -> Result<Self, OutputError> {
+        let mut w = writer(path)?;
+        w.write_record(REQUEST_SUMMARY_HEADER)
+            .map_err(csv_err(path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            w,
+        })
+    }
+
+    /// Appends one request.
+    pub fn append(&mut self, r: &RequestRecord) -> Result<(), OutputError> {
+        self.w
+            .write_record(request_summary_row(r))
+            .map_err(csv_err(&self.path))
+    }
+
+    /// Pushes buffered rows to the file.
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        self.w.flush().map_err(io_err(&self.path))
+    }
 }
 
 /// Columns of `request_<id>_throughput.csv`.

@@ -12,7 +12,7 @@ pub struct Console {
 }
 
 /// Closed and open cycles with more requests than this print their figures without the table.
-const TABLE_MAX_ROWS: usize = 64;
+pub const TABLE_MAX_ROWS: usize = 64;
 
 /// Between plain progress lines when stdout is not a terminal.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -89,14 +89,15 @@ impl Console {
 
     /// Ends the progress line and prints the study's table for the cycle (when it is short
     /// enough to read) plus its figures.
-    pub fn cycle_end(&mut self, summary: &CycleSummary, records: &[RequestRecord]) {
+    /// `records` are the rows kept for the table (all of a burst; closed and open cycles keep a
+    /// few), out of `total` requests.
+    pub fn cycle_end(&mut self, summary: &CycleSummary, records: &[RequestRecord], total: usize) {
         if self.tty && self.last_line.is_some() {
             self.out("\n");
         }
-        if records.len() > TABLE_MAX_ROWS && summary.shape != "burst" {
+        if records.len() < total {
             self.out(&format!(
-                "  {} requests (table omitted; every row is in request_summary.csv)\n  {}\n",
-                records.len(),
+                "  {total} requests (table omitted; every row is in request_summary.csv)\n  {}\n",
                 summary_line(summary)
             ));
             return;

@@ -3,7 +3,9 @@
 
 use crate::console::{Console, summary_line};
 use crate::link::{AgentInfo, AgentLink, LinkError, TargetInfo};
-use crate::output::{Manifest, OutDirError, RunDir, RunStatus, default_run_id, probe_writable};
+use crate::output::{
+    CycleWriter, Manifest, OutDirError, RunDir, RunStatus, default_run_id, probe_writable,
+};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tokengun_agent::backend::ollama::model_available;
@@ -16,6 +18,9 @@ use tokengun_common::{
 use tokengun_simulator::{SimConfig, SimHandle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// How often records already written are acknowledged to the agent during a cycle.
+const ACK_EVERY: Duration = Duration::from_secs(2);
 
 /// How long to wait for an agent to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -421,25 +426,48 @@ async fn run_sweep(
                 &cfg.model,
             );
         }
+        let level_label = if is_warmup {
+            "warmup".to_string()
+        } else {
+            labels[level_index].clone()
+        };
+        // The warm-up's requests are measured but not written: its figures go to run.json only.
+        let mut writer = if is_warmup {
+            None
+        } else {
+            Some(dir.begin_cycle(target_info.api, &cfg.model, &level_label)?)
+        };
         if let Err(e) = start_cycle(&up.link, &plan).await {
             broken = Some(e.to_string());
             break;
         }
-        let outcome =
-            collect_cycle(&up.link, &plan, &mut results, &mut last_seq, console, &stop).await;
+        let window_ns = (plan.shape != LoadShape::Burst)
+            .then(|| u64::try_from(plan.duration.as_nanos()).unwrap_or(u64::MAX));
+        let mut sink = CycleSink {
+            writer: writer.as_mut(),
+            stats: tokengun_common::CycleStats::with_window(window_ns),
+            slo: cfg.slo,
+            table: Vec::new(),
+            keep_all_rows: plan.shape == LoadShape::Burst,
+        };
+        let outcome = collect_cycle(
+            &up.link,
+            &plan,
+            &mut results,
+            &mut last_seq,
+            &mut sink,
+            console,
+            &stop,
+        )
+        .await?;
         let partial = outcome.lost.is_some() || outcome.aborted || outcome.gaps > 0;
         let info = CycleInfo {
             model: cfg.model.clone(),
             shape: plan.shape.as_str().to_string(),
-            level: if is_warmup {
-                "warmup".to_string()
-            } else {
-                labels[level_index].clone()
-            },
+            level: level_label,
             concurrency: plan.concurrency,
             rate_per_s: (plan.shape == LoadShape::Open).then_some(plan.rate_per_s),
-            window_ns: (plan.shape != LoadShape::Burst)
-                .then(|| u64::try_from(plan.duration.as_nanos()).unwrap_or(u64::MAX)),
+            window_ns,
             expected_requests: outcome.done.map_or(
                 if plan.shape == LoadShape::Burst {
                     plan.concurrency
@@ -449,7 +477,7 @@ async fn run_sweep(
                 |d| d.requests,
             ),
         };
-        let summary = CycleSummary::from_records(&info, &outcome.records, &cfg.slo, partial);
+        let summary = CycleSummary::from_stats(&info, &sink.stats, &cfg.slo, partial);
         if outcome.gaps > 0 {
             manifest.notes.push(format!(
                 "cycle {}: {} record(s) missing from the agent's stream",
@@ -460,13 +488,11 @@ async fn run_sweep(
             console.line(&format!("  {}", summary_line(&summary)));
             manifest.warmup = Some(summary);
         } else {
-            dir.write_cycle(
-                target_info.api,
-                &summary,
-                &outcome.records,
-                outcome.origin_unix_ns,
-            )?;
-            console.cycle_end(&summary, &outcome.records);
+            if let Some(w) = sink.writer.as_mut() {
+                w.flush()?;
+            }
+            dir.append_cycle(&summary)?;
+            console.cycle_end(&summary, &sink.table, sink.stats.requests as usize);
             manifest.cycles.push(summary);
         }
         dir.write_manifest(&manifest)?;
@@ -564,11 +590,34 @@ async fn start_cycle(link: &AgentLink, plan: &CyclePlan) -> Result<(), LinkError
     link.start(plan.cycle_id).await
 }
 
+/// Where a cycle's request records go as they arrive: the level's files, the running statistics,
+/// and (bounded) the rows for the console's table.
+struct CycleSink<'a> {
+    writer: Option<&'a mut CycleWriter>,
+    stats: tokengun_common::CycleStats,
+    slo: Slo,
+    /// Table rows without their timelines.
+    table: Vec<RequestRecord>,
+    keep_all_rows: bool,
+}
+
+impl CycleSink<'_> {
+    fn take(&mut self, mut r: RequestRecord) -> Result<(), OutDirError> {
+        self.stats.add(&r, &self.slo);
+        if let Some(w) = self.writer.as_mut() {
+            w.record(&r)?;
+        }
+        if self.keep_all_rows || self.table.len() <= crate::console::TABLE_MAX_ROWS {
+            r.timeline = Vec::new();
+            self.table.push(r);
+        }
+        Ok(())
+    }
+}
+
 struct CycleOutcome {
-    records: Vec<RequestRecord>,
     /// The agent's own totals, when its cycle end arrived.
     done: Option<CycleDone>,
-    origin_unix_ns: i64,
     aborted: bool,
     /// Why the cycle's stream broke off, if it did.
     lost: Option<String>,
@@ -581,18 +630,21 @@ async fn collect_cycle(
     plan: &CyclePlan,
     results: &mut mpsc::Receiver<Result<Record, LinkError>>,
     last_seq: &mut u64,
+    sink: &mut CycleSink<'_>,
     console: &mut Console,
     stop: &CancellationToken,
-) -> CycleOutcome {
+) -> Result<CycleOutcome, RunError> {
     let mut out = CycleOutcome {
-        records: Vec::with_capacity(plan.concurrency.min(100_000) as usize),
         done: None,
-        origin_unix_ns: 0,
         aborted: false,
         lost: None,
         gaps: 0,
     };
     let mut abort_deadline: Option<tokio::time::Instant> = None;
+    // Records on disk are acknowledged as the cycle goes, so the agent's log stays small.
+    let mut ack_tick = tokio::time::interval(ACK_EVERY);
+    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut acked = *last_seq;
     loop {
         let silence = tokio::time::sleep(SILENCE_LIMIT);
         let grace = async {
@@ -615,9 +667,17 @@ async fn collect_cycle(
                 *last_seq = rec.seq;
                 match rec.body {
                     RecordBody::CycleStarted { cycle_id, started_unix_ns } if cycle_id == plan.cycle_id => {
-                        out.origin_unix_ns = started_unix_ns;
+                        if let Some(w) = sink.writer.as_mut() {
+                            w.set_origin(started_unix_ns);
+                        }
                     }
-                    RecordBody::Request(r) if r.cycle_id == plan.cycle_id => out.records.push(*r),
+                    RecordBody::Request(r) if r.cycle_id == plan.cycle_id => {
+                        if let Err(e) = sink.take(*r) {
+                            // The disk refused: stop the load rather than measure into nothing.
+                            let _ = link.abort(plan.cycle_id).await;
+                            return Err(e.into());
+                        }
+                    }
                     RecordBody::Progress(p) if p.cycle_id == plan.cycle_id => console.progress(plan, &p),
                     RecordBody::CycleDone(d) if d.cycle_id == plan.cycle_id => {
                         out.aborted |= d.aborted;
@@ -644,9 +704,18 @@ async fn collect_cycle(
                 out.lost = Some(format!("no word from the agent for {SILENCE_LIMIT:?}"));
                 break;
             }
+            _ = ack_tick.tick(), if *last_seq > acked && out.gaps == 0 => {
+                if let Some(w) = sink.writer.as_mut() {
+                    w.flush()?;
+                }
+                match link.ack(*last_seq).await {
+                    Ok(()) => acked = *last_seq,
+                    Err(e) => tracing::warn!("ack failed: {e}"),
+                }
+            }
         }
     }
-    out
+    Ok(out)
 }
 
 fn ms_f(d: Duration) -> f64 {

@@ -4,7 +4,7 @@ use crate::link::AgentInfo;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use tokengun_common::csv_out::{self, CyclesCsv, OutputError};
+use tokengun_common::csv_out::{self, CyclesCsv, OutputError, RequestSummaryCsv};
 use tokengun_common::{Api, Arrival, CycleSummary, LoadShape, RequestRecord, Slo, path_safe};
 
 /// The output folder cannot be used.
@@ -47,6 +47,39 @@ pub fn default_run_id(now: SystemTime) -> String {
 pub struct RunDir {
     root: PathBuf,
     cycles: CyclesCsv,
+}
+
+/// One level's files, written request by request as records arrive, so nothing waits in memory
+/// for the level to end.
+pub struct CycleWriter {
+    dir: PathBuf,
+    summary: RequestSummaryCsv,
+    origin_unix_ns: i64,
+}
+
+impl CycleWriter {
+    /// The wall-clock instant of the cycle's origin (for throughput timestamps).
+    pub fn set_origin(&mut self, origin_unix_ns: i64) {
+        self.origin_unix_ns = origin_unix_ns;
+    }
+
+    /// Writes one request: its `request_summary.csv` row and its throughput file.
+    pub fn record(&mut self, r: &RequestRecord) -> Result<(), OutDirError> {
+        self.summary.append(r)?;
+        csv_out::write_throughput(
+            &self
+                .dir
+                .join(format!("request_{}_throughput.csv", r.request_id)),
+            r,
+            self.origin_unix_ns,
+        )?;
+        Ok(())
+    }
+
+    /// Pushes buffered rows to disk (before the agent is told it may forget them).
+    pub fn flush(&mut self) -> Result<(), OutDirError> {
+        Ok(self.summary.flush()?)
+    }
 }
 
 /// How the run ended.
@@ -149,29 +182,29 @@ impl RunDir {
             .join(format!("test_results_{level}"))
     }
 
-    /// Writes one cycle's files and appends its row to `cycles.csv`.
-    pub fn write_cycle(
-        &mut self,
+    /// Opens a level's folder for writing as its requests end.
+    pub fn begin_cycle(
+        &self,
         api: Api,
-        summary: &CycleSummary,
-        records: &[RequestRecord],
-        origin_unix_ns: i64,
-    ) -> Result<PathBuf, OutDirError> {
-        let dir = self.level_dir(api, &summary.model, &summary.level);
+        model: &str,
+        level: &str,
+    ) -> Result<CycleWriter, OutDirError> {
+        let dir = self.level_dir(api, model, level);
         std::fs::create_dir_all(&dir).map_err(|source| OutDirError::NotWritable {
             path: dir.clone(),
             source,
         })?;
-        csv_out::write_request_summary(&dir.join("request_summary.csv"), records)?;
-        for r in records {
-            csv_out::write_throughput(
-                &dir.join(format!("request_{}_throughput.csv", r.request_id)),
-                r,
-                origin_unix_ns,
-            )?;
-        }
-        self.cycles.append(summary)?;
-        Ok(dir)
+        let summary = RequestSummaryCsv::create(&dir.join("request_summary.csv"))?;
+        Ok(CycleWriter {
+            dir,
+            summary,
+            origin_unix_ns: 0,
+        })
+    }
+
+    /// Appends a finished cycle's row to `cycles.csv`.
+    pub fn append_cycle(&mut self, summary: &CycleSummary) -> Result<(), OutDirError> {
+        Ok(self.cycles.append(summary)?)
     }
 
     /// Writes `run.json` atomically.

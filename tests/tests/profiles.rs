@@ -93,7 +93,7 @@ async fn study_profile_lands_near_the_study() {
     cfg.seed = 3;
     let sim = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
     let out = tempfile::tempdir().unwrap();
-    let mut run_cfg = run_config(&sim.url(), "deepseek-r1:7b", &[1, 8, 24], out.path());
+    let mut run_cfg = run_config(&sim.url(), "deepseek-r1:7b", &[1, 8, 32], out.path());
     run_cfg.options.max_tokens = Some(40);
     let report = run(run_cfg).await.unwrap();
     let c = read_csv(&report.run_dir.join("cycles.csv"));
@@ -108,13 +108,14 @@ async fn study_profile_lands_near_the_study() {
         "at 8 {at8:.1} tok/s in total"
     );
     assert_eq!(c[1]["failed"], "0", "no failures at 8");
-    // Failures appear beyond 16 in the server ("error rates increased at 24+"), and the first
+    // Failures appear beyond 16 in the server (the study: "error rates increased at 24+"; at 24
+    // a seed can still draw only one or none, so the test looks at 32), and the first
     // token waits longer in the queue.
     assert!(f(&c[2], "failed") >= 1.0, "{:?}", c[2]);
     assert!(c[2]["errors_by_kind"].contains("http_error"));
     assert!(f(&c[2], "ttft_p99_s") > 2.0 * f(&c[1], "ttft_p99_s"));
     let rows =
-        read_csv(&level_dir(&report.run_dir, "deepseek-r1-7b", 24).join("request_summary.csv"));
+        read_csv(&level_dir(&report.run_dir, "deepseek-r1-7b", 32).join("request_summary.csv"));
     assert!(
         rows.iter()
             .any(|r| r["Error"].contains("requires more system memory"))
