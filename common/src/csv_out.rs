@@ -92,17 +92,6 @@ pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
     "ServerEvalDuration",
 ];
 
-/// Writes `request_summary.csv`: one row per request, in order of completion.
-pub fn write_request_summary(path: &Path, records: &[RequestRecord]) -> Result<(), OutputError> {
-    let mut w = RequestSummaryCsv::create(path)?;
-    let mut order: Vec<&RequestRecord> = records.iter().collect();
-    order.sort_by_key(|r| (r.end_ns, r.request_id));
-    for r in order {
-        w.append(r)?;
-    }
-    w.flush()
-}
-
 /// One `request_summary.csv` row, in [`REQUEST_SUMMARY_HEADER`] order.
 pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
     let ns_s = |v: Option<u64>| v.map(secs).unwrap_or_default();
@@ -454,7 +443,9 @@ mod tests {
     fn summary_keeps_the_study_columns_first() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.csv");
-        write_request_summary(&p, &[record()]).unwrap();
+        let mut w = RequestSummaryCsv::create(&p).unwrap();
+        w.append(&record()).unwrap();
+        w.flush().unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         let mut lines = text.lines();
         assert!(lines.next().unwrap().starts_with(

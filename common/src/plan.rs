@@ -178,14 +178,6 @@ pub enum PlanError {
     Level(u32),
     #[error("no levels given: pass --levels with a comma-separated list such as 1,2,4,8")]
     NoLevels,
-    #[error(
-        "invalid level {0:?}: levels are whole numbers from 1 to {MAX_LEVEL}, comma-separated (e.g. 1,2,4,8)"
-    )]
-    Unparsable(String),
-    #[error(
-        "level {0} appears twice in --levels: each level gets its own results folder, list it once"
-    )]
-    Duplicate(u32),
     #[error("the model name is empty: pass --model")]
     EmptyModel,
     #[error("the request timeout must be above zero")]
@@ -194,10 +186,6 @@ pub enum PlanError {
     Target(String),
     #[error("extra request JSON must be a JSON object: {0}")]
     ExtraBody(String),
-    #[error(
-        "rate {0} appears twice in --levels: each level gets its own results folder, list it once"
-    )]
-    DuplicateRate(String),
     #[error("rate {0} is not a positive number of requests per second (at most 1000000)")]
     Rate(String),
     #[error("{0} needs a duration above zero (--duration, e.g. 60s)")]
@@ -268,14 +256,6 @@ impl CyclePlan {
         }
         Ok(())
     }
-
-    /// The number shown as this cycle's level: concurrency, or the rate for open loops.
-    pub fn level_label(&self) -> String {
-        match self.shape {
-            LoadShape::Open => format_rate(self.rate_per_s),
-            _ => self.concurrency.to_string(),
-        }
-    }
 }
 
 /// A rate without trailing zeros: `2`, `0.5`, `12.25`.
@@ -315,48 +295,6 @@ pub fn parse_target(url: &str) -> Result<(String, u16), PlanError> {
     Ok((host, port))
 }
 
-/// Parses `0.5,1,2` into open-loop rates (requests/s), refusing junk, zeros and repeats.
-pub fn parse_rates(s: &str) -> Result<Vec<f64>, PlanError> {
-    let mut rates: Vec<f64> = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let rate: f64 = part
-            .parse()
-            .map_err(|_| PlanError::Rate(part.to_string()))?;
-        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE_PER_S) {
-            return Err(PlanError::Rate(part.to_string()));
-        }
-        if rates.contains(&rate) {
-            return Err(PlanError::DuplicateRate(part.to_string()));
-        }
-        rates.push(rate);
-    }
-    if rates.is_empty() {
-        return Err(PlanError::NoLevels);
-    }
-    Ok(rates)
-}
-
-/// Parses `1,2,4,8` into levels, refusing zeros, junk and out-of-range values.
-pub fn parse_levels(s: &str) -> Result<Vec<u32>, PlanError> {
-    let mut levels = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let level: u32 = part
-            .parse()
-            .map_err(|_| PlanError::Unparsable(part.to_string()))?;
-        if level == 0 || level > MAX_LEVEL {
-            return Err(PlanError::Level(level));
-        }
-        if levels.contains(&level) {
-            return Err(PlanError::Duplicate(level));
-        }
-        levels.push(level);
-    }
-    if levels.is_empty() {
-        return Err(PlanError::NoLevels);
-    }
-    Ok(levels)
-}
-
 /// Serialises a `Duration` as whole milliseconds.
 mod duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -376,20 +314,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn levels_parse_and_refuse() {
-        assert_eq!(parse_levels("1,2, 4,8").unwrap(), vec![1, 2, 4, 8]);
-        assert_eq!(parse_levels("0"), Err(PlanError::Level(0)));
-        assert_eq!(parse_levels("1,x"), Err(PlanError::Unparsable("x".into())));
-        assert_eq!(parse_levels("-3"), Err(PlanError::Unparsable("-3".into())));
-        assert_eq!(parse_levels(" , "), Err(PlanError::NoLevels));
-        assert_eq!(parse_levels("100001"), Err(PlanError::Level(100_001)));
-        assert_eq!(parse_levels("1,2,1"), Err(PlanError::Duplicate(1)));
-        assert_eq!(parse_rates("0.5, 2").unwrap(), vec![0.5, 2.0]);
-        assert!(parse_rates("0").is_err());
-        assert!(parse_rates("inf").is_err());
-        assert!(parse_rates("1,1.0").is_err());
+    fn rates_format_without_trailing_zeros() {
         assert_eq!(format_rate(2.0), "2");
         assert_eq!(format_rate(0.25), "0.25");
+        assert_eq!(format_rate(12.5), "12.5");
     }
 
     #[test]
