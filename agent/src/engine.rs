@@ -223,6 +223,7 @@ pub async fn run_cycle(
     log.append(RecordBody::CycleStarted {
         cycle_id: plan.cycle_id,
         started_unix_ns: unix_now_ns(),
+        origin_mono_ns: crate::clock::at(origin.into_std()),
     });
     let cycle_id = plan.cycle_id;
     let shared = Arc::new(Shared {
@@ -275,6 +276,7 @@ pub async fn run_cycle(
         completed: last.completed,
         failed: last.failed + lost,
         aborted: shared.cancel.is_cancelled(),
+        ended_mono_ns: crate::clock::mono_ns(),
     }
 }
 

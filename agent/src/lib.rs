@@ -2,13 +2,15 @@
 //!
 //! Flow: gRPC [`service`] (shim) -> [`runner`] (owns cycle state) -> [`engine`] (one task per
 //! request) -> [`backend`] parsers -> [`log`] (sequenced records) -> `Results` stream.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod allow;
 pub mod backend;
+pub mod clock;
 pub mod engine;
 pub mod http;
 pub mod log;
+pub mod monitor;
 pub mod ndjson;
 pub mod runner;
 pub mod service;
@@ -41,6 +43,9 @@ pub struct AgentConfig {
     pub targets: TargetPolicy,
     /// TCP connect timeout toward the target.
     pub connect_timeout: Duration,
+    /// Where the host's sysfs is mounted (`/sys`; elsewhere in a container): AMD and RAPL
+    /// power are read under it.
+    pub sys_root: std::path::PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -54,6 +59,7 @@ impl Default for AgentConfig {
             max_concurrency: 10_000,
             targets: TargetPolicy::LoopbackAnd(Vec::new()),
             connect_timeout: Duration::from_secs(10),
+            sys_root: std::path::PathBuf::from("/sys"),
         }
     }
 }

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use tokengun_agent::{AgentConfig, TargetPolicy};
 
+mod probe;
+
 /// Load agent for tokengun: run it next to an inference server; `tokengun run --agent HOST:PORT`
 /// drives it.
 #[derive(Parser)]
@@ -32,6 +34,27 @@ enum Command {
         /// tokens) comes in a later release; until then use this only on a trusted network.
         #[arg(long)]
         insecure_listen: bool,
+        /// Where the host's /sys is mounted (in a container, e.g. /host/sys): AMD GPU and RAPL
+        /// power are read under it.
+        #[arg(long, default_value = "/sys")]
+        sys_root: std::path::PathBuf,
+    },
+    /// Say what each monitor source finds on this machine (server processes, powermetrics,
+    /// NVIDIA NVML, AMD hwmon, RAPL), or why it finds nothing; with --sample, read them for a while.
+    Probe {
+        /// Process name or pattern to watch, as pgrep matches it, or pid:N (repeatable).
+        #[arg(long = "watch-process", value_name = "PATTERN")]
+        watch_process: Vec<String>,
+        /// The inference server's URL: a local one's listening process is found and watched.
+        #[arg(long, default_value = tokengun_common::defaults::TARGET)]
+        target: String,
+        /// Read the power sources for this long and print every reading as CSV, then the mean
+        /// power and energy per device (e.g. 5s; 0 = only probe).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        sample: std::time::Duration,
+        /// Between power readings with --sample (e.g. 200ms).
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
     },
 }
 
@@ -44,12 +67,28 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Serve {
-        listen,
-        allow_target,
-        max_concurrency,
-        insecure_listen,
-    } = Cli::parse().command;
+    let (listen, allow_target, max_concurrency, insecure_listen, sys_root) =
+        match Cli::parse().command {
+            Command::Serve {
+                listen,
+                allow_target,
+                max_concurrency,
+                insecure_listen,
+                sys_root,
+            } => (
+                listen,
+                allow_target,
+                max_concurrency,
+                insecure_listen,
+                sys_root,
+            ),
+            Command::Probe {
+                watch_process,
+                target,
+                sample,
+                interval,
+            } => return probe::run(watch_process, target, sample, interval).await,
+        };
     if !listen.ip().is_loopback() && !insecure_listen {
         eprintln!(
             "error: refusing to listen on {listen} without authentication: an open agent lets anyone \
@@ -73,6 +112,7 @@ async fn main() -> ExitCode {
     let config = AgentConfig {
         max_concurrency,
         targets: TargetPolicy::LoopbackAnd(allow_target),
+        sys_root,
         ..AgentConfig::default()
     };
     let bound = listener

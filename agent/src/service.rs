@@ -5,6 +5,7 @@ use crate::allow::{AllowError, check_target};
 use crate::backend::{ollama, openai};
 use crate::http::{GetError, HttpClient, get_small};
 use crate::log::RecordLog;
+use crate::monitor::{self, Contact, Monitor, MonitorSpec};
 use crate::runner::{RunnerError, RunnerHandle, RunnerState};
 use futures_util::Stream;
 use std::pin::Pin;
@@ -31,6 +32,9 @@ pub struct AgentService {
     client: HttpClient,
     /// Cancelled at shutdown: open results streams end once drained.
     stop: CancellationToken,
+    monitor: Arc<Monitor>,
+    /// The monitor's lease: when a controller last called.
+    contact: Arc<Contact>,
 }
 
 impl AgentService {
@@ -48,8 +52,38 @@ impl AgentService {
             log,
             client,
             stop,
+            monitor: Arc::default(),
+            contact: Arc::default(),
         }
     }
+}
+
+/// The wire's monitor spec, with defaults for unset intervals.
+fn monitor_spec(
+    s: Option<pb::MonitorSpec>,
+    sys_root: &std::path::Path,
+) -> Result<MonitorSpec, Status> {
+    let s = s.unwrap_or_default();
+    let interval = |ms: u64, default: Duration| {
+        if ms == 0 {
+            Ok(default)
+        } else if !(50..=3_600_000).contains(&ms) {
+            Err(Status::invalid_argument(format!(
+                "monitor interval {ms} ms is out of range: use 50 ms to 1 h"
+            )))
+        } else {
+            Ok(Duration::from_millis(ms))
+        }
+    };
+    Ok(MonitorSpec {
+        watch_process: s.watch_process,
+        target_url: s.target_url,
+        process_interval: interval(s.process_interval_ms, monitor::DEFAULT_PROCESS_INTERVAL)?,
+        power_interval: interval(s.power_interval_ms, monitor::DEFAULT_POWER_INTERVAL)?,
+        power: s.power,
+        server_hint: s.server_hint,
+        sys_root: sys_root.to_path_buf(),
+    })
 }
 
 /// Takes kept records after `after` into one batch bounded by count and encoded size.
@@ -169,6 +203,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         req: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloReply>, Status> {
+        self.contact.touch();
         let req = req.into_inner();
         if req.protocol_version != tokengun_proto::PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
@@ -188,7 +223,7 @@ impl pb::agent_server::Agent for AgentService {
             capabilities: Api::ALL
                 .iter()
                 .map(|a| format!("api:{}", a.as_str()))
-                .chain(["shape:burst", "shape:closed", "shape:open"].map(String::from))
+                .chain(["shape:burst", "shape:closed", "shape:open", "monitor"].map(String::from))
                 .collect(),
             max_concurrency: self.config.max_concurrency,
         }))
@@ -198,6 +233,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         req: Request<pb::PreflightRequest>,
     ) -> Result<Response<pb::PreflightReply>, Status> {
+        self.contact.touch();
         let req = req.into_inner();
         let api =
             convert::api_from_wire(req.api).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -217,6 +253,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         req: Request<pb::PrepareRequest>,
     ) -> Result<Response<pb::PrepareReply>, Status> {
+        self.contact.touch();
         let wire = req
             .into_inner()
             .plan
@@ -234,6 +271,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         req: Request<pb::StartRequest>,
     ) -> Result<Response<pb::StartReply>, Status> {
+        self.contact.touch();
         self.runner
             .start(req.into_inner().cycle_id)
             .await
@@ -251,12 +289,14 @@ impl pb::agent_server::Agent for AgentService {
         let log = self.log.clone();
         let wake = log.subscribe();
         let stop = self.stop.clone();
-        let state = (log, after, wake, stop);
+        // While a controller reads results, the monitor's lease holds.
+        let open = self.contact.stream_open();
+        let state = (log, after, wake, stop, open);
         let stream =
-            futures_util::stream::unfold(state, |(log, after, mut wake, stop)| async move {
+            futures_util::stream::unfold(state, |(log, after, mut wake, stop, open)| async move {
                 loop {
                     if let Some((batch, last)) = next_batch(&log, after) {
-                        return Some((Ok(batch), (log, last, wake, stop)));
+                        return Some((Ok(batch), (log, last, wake, stop, open)));
                     }
                     // Mark the current value seen, re-check (an append may have raced), then wait.
                     wake.borrow_and_update();
@@ -272,6 +312,7 @@ impl pb::agent_server::Agent for AgentService {
     }
 
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckReply>, Status> {
+        self.contact.touch();
         self.log.ack(req.into_inner().seq);
         Ok(Response::new(pb::AckReply {}))
     }
@@ -280,6 +321,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         req: Request<pb::AbortRequest>,
     ) -> Result<Response<pb::AbortReply>, Status> {
+        self.contact.touch();
         let was_running = self
             .runner
             .abort(req.into_inner().cycle_id)
@@ -292,6 +334,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
+        self.contact.touch();
         let state = self.runner.status().await.map_err(runner_status)?;
         let (last_seq, acked_seq, _) = self.log.counts();
         let (state, cycle_id) = match state {
@@ -304,6 +347,51 @@ impl pb::agent_server::Agent for AgentService {
             cycle_id,
             last_seq,
             acked_seq,
+        }))
+    }
+
+    async fn probe(
+        &self,
+        req: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeReply>, Status> {
+        self.contact.touch();
+        let spec = monitor_spec(req.into_inner().spec, &self.config.sys_root)?;
+        let (sources, watching) = tokio::task::spawn_blocking(move || monitor::probe(&spec))
+            .await
+            .map_err(|e| Status::internal(format!("probe failed: {e}")))?;
+        Ok(Response::new(pb::ProbeReply {
+            sources: sources.iter().map(Into::into).collect(),
+            watching,
+        }))
+    }
+
+    async fn start_monitor(
+        &self,
+        req: Request<pb::StartMonitorRequest>,
+    ) -> Result<Response<pb::StartMonitorReply>, Status> {
+        self.contact.touch();
+        let spec = monitor_spec(req.into_inner().spec, &self.config.sys_root)?;
+        let started = self
+            .monitor
+            .start(spec, self.log.clone(), self.contact.clone())
+            .await
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(pb::StartMonitorReply {
+            now_mono_ns: started.now_mono_ns,
+            sources: started.sources.iter().map(Into::into).collect(),
+            watching: started.watching,
+        }))
+    }
+
+    async fn stop_monitor(
+        &self,
+        _req: Request<pb::StopMonitorRequest>,
+    ) -> Result<Response<pb::StopMonitorReply>, Status> {
+        self.contact.touch();
+        self.monitor.stop().await;
+        Ok(Response::new(pb::StopMonitorReply {
+            last_seq: self.log.counts().0,
+            now_mono_ns: crate::clock::mono_ns(),
         }))
     }
 }

@@ -265,6 +265,21 @@ pub fn cycles_header() -> Vec<String> {
             "schedule_valid",
             "errors_by_kind",
             "partial",
+            "mean_power_w",
+            "peak_power_w",
+            "energy_j",
+            "energy_method",
+            "joules_per_token",
+            "tokens_per_joule",
+            "baseline_power_w",
+            "net_energy_j",
+            "net_joules_per_token",
+            "net_tokens_per_joule",
+            "server_cpu_pct_mean",
+            "server_cpu_pct_peak",
+            "server_rss_peak_bytes",
+            "gpu_busy_pct_mean",
+            "gpu_freq_mhz_mean",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -313,6 +328,29 @@ pub fn cycles_row(s: &CycleSummary) -> Vec<String> {
         s.schedule_valid.to_string(),
         s.errors_by_kind.clone(),
         s.partial.to_string(),
+    ]);
+    let g = |x: Option<f64>, digits: usize| x.map(|v| format!("{v:.digits$}")).unwrap_or_default();
+    let e = s.energy.as_ref();
+    row.extend([
+        g(e.map(|e| e.mean_power_w), 3),
+        g(e.and_then(|e| e.peak_power_w), 3),
+        g(e.map(|e| e.energy_j), 3),
+        e.map(|e| e.method.as_str().to_string()).unwrap_or_default(),
+        g(e.and_then(|e| e.joules_per_token), 6),
+        g(e.and_then(|e| e.tokens_per_joule), 6),
+        g(e.and_then(|e| e.baseline_power_w), 3),
+        g(e.and_then(|e| e.net_energy_j), 3),
+        g(e.and_then(|e| e.net_joules_per_token), 6),
+        g(e.and_then(|e| e.net_tokens_per_joule), 6),
+        g(s.server.as_ref().and_then(|u| u.cpu_pct_mean), 1),
+        g(s.server.as_ref().and_then(|u| u.cpu_pct_peak), 1),
+        s.server
+            .as_ref()
+            .and_then(|u| u.rss_peak_bytes)
+            .map(|b| b.to_string())
+            .unwrap_or_default(),
+        g(s.gpu_busy_pct_mean, 1),
+        g(s.gpu_freq_mhz_mean, 1),
     ]);
     row
 }

@@ -2,11 +2,13 @@
 #![forbid(unsafe_code)]
 
 pub mod csv_out;
+pub mod monitor;
 pub mod plan;
 pub mod record;
 pub mod schedule;
 pub mod stats;
 
+pub use monitor::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, SourceStatus};
 pub use plan::{Api, Arrival, CyclePlan, LoadShape, PlanError, PromptSpec, RequestOptions};
 pub use record::{
     CycleDone, OutcomeKind, Progress, Record, RecordBody, RequestRecord, ServerTimings, TokenChunk,

@@ -255,19 +255,26 @@ pub struct CycleDone {
     pub failed: u32,
     /// The cycle was stopped before all requests ended on their own.
     pub aborted: bool,
+    /// When the last request ended, on the agent's monotonic clock (ns since its epoch).
+    pub ended_mono_ns: u64,
 }
 
 /// What a record says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordBody {
     /// A cycle began; `started_unix_ns` is the wall clock at its monotonic origin.
+    /// `origin_mono_ns` is the same origin on the agent's monotonic clock (ns since its epoch),
+    /// the clock monitor samples are stamped with.
     CycleStarted {
         cycle_id: u32,
         started_unix_ns: i64,
+        origin_mono_ns: u64,
     },
     Request(Box<RequestRecord>),
     Progress(Progress),
     CycleDone(CycleDone),
+    /// Process, machine and power samples of one monitor tick.
+    Monitor(Box<crate::monitor::MonitorBatch>),
 }
 
 /// A record with its per-agent sequence number (from 1, no gaps).

@@ -334,6 +334,13 @@ pub struct CycleSummary {
     pub errors_by_kind: String,
     /// The cycle was interrupted or lost requests; its figures cover what was collected.
     pub partial: bool,
+    /// Power and energy over the cycle, when a power source was read.
+    pub energy: Option<crate::monitor::CycleEnergy>,
+    /// The watched server processes over the cycle, when any were sampled in it.
+    pub server: Option<crate::monitor::ServerUsage>,
+    /// Mean busy % and core clock over the accelerators that report them.
+    pub gpu_busy_pct_mean: Option<f64>,
+    pub gpu_freq_mhz_mean: Option<f64>,
 }
 
 impl CycleSummary {
@@ -428,6 +435,10 @@ impl CycleSummary {
                 .collect::<Vec<_>>()
                 .join(";"),
             partial: partial || missing > 0,
+            energy: None,
+            server: None,
+            gpu_busy_pct_mean: None,
+            gpu_freq_mhz_mean: None,
         }
     }
 }

@@ -145,6 +145,23 @@ pub struct RunArgs {
     /// Goodput: and its end-to-end latency is at most this [default: no limit].
     #[arg(long, value_parser = duration_text)]
     pub slo_e2e: Option<String>,
+    /// Do not sample the server's processes, the machine or power sources.
+    #[arg(long)]
+    pub no_monitor: bool,
+    /// Server process to watch: a name or pattern as pgrep matches it, or pid:N (repeatable)
+    /// [default: the process listening on a local --target's port, else "ollama" for Ollama].
+    #[arg(long = "watch-process", value_name = "PATTERN")]
+    pub watch_process: Vec<String>,
+    /// Between samples of the server's processes and the machine [default: 1s].
+    #[arg(long, value_parser = duration_text)]
+    pub monitor_interval: Option<String>,
+    /// Between power/GPU samples (NVML, powermetrics, hwmon, RAPL) [default: 200ms].
+    #[arg(long, value_parser = duration_text)]
+    pub power_interval: Option<String>,
+    /// Idle power measured before the sweep, subtracted in the net energy figures; only taken
+    /// when a power source is found (0s = none) [default: 5s].
+    #[arg(long, value_parser = duration_text)]
+    pub baseline: Option<String>,
     /// Agent to generate the load, HOST:PORT [default: an agent inside this process].
     #[arg(long = "agent", value_name = "HOST:PORT")]
     pub agents: Vec<String>,
@@ -427,6 +444,11 @@ impl RunArgs {
             agents: (!self.agents.is_empty()).then(|| self.agents.clone()),
             out: self.out.clone(),
             run_id: self.run_id.clone(),
+            monitor: self.no_monitor.then_some(false),
+            watch_process: (!self.watch_process.is_empty()).then(|| self.watch_process.clone()),
+            monitor_interval: self.monitor_interval.clone(),
+            power_interval: self.power_interval.clone(),
+            baseline: self.baseline.clone(),
         })
     }
 

@@ -200,3 +200,49 @@ pub fn summary_line(s: &CycleSummary) -> String {
         }
     )
 }
+
+/// The cycle's power and server figures in one line, when there are any.
+pub fn monitor_line(s: &CycleSummary) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(e) = &s.energy {
+        let mut p = format!("power {:.1} W mean", e.mean_power_w);
+        if let Some(peak) = e.peak_power_w {
+            p.push_str(&format!(", {peak:.1} W peak"));
+        }
+        p.push_str(&format!(" · {:.1} J ({})", e.energy_j, e.method.as_str()));
+        if let (Some(jpt), Some(tpj)) = (e.joules_per_token, e.tokens_per_joule) {
+            p.push_str(&format!(" · {jpt:.3} J/token · {tpj:.2} tokens/J"));
+        }
+        if let Some(net) = e.net_joules_per_token {
+            p.push_str(&format!(" · {net:.3} J/token above idle"));
+        }
+        parts.push(p);
+    }
+    if let Some(busy) = s.gpu_busy_pct_mean {
+        let mut p = format!("GPU {busy:.0}% busy");
+        if let Some(f) = s.gpu_freq_mhz_mean {
+            p.push_str(&format!(" at {f:.0} MHz"));
+        }
+        parts.push(p);
+    }
+    if let Some(u) = &s.server {
+        let mut p = String::from("server");
+        if let (Some(mean), Some(peak)) = (u.cpu_pct_mean, u.cpu_pct_peak) {
+            p.push_str(&format!(" CPU {mean:.0}% mean / {peak:.0}% peak"));
+        }
+        if let Some(rss) = u.rss_peak_bytes {
+            p.push_str(&format!(
+                " · RSS {:.2} GiB peak",
+                rss as f64 / (1u64 << 30) as f64
+            ));
+        }
+        if let Some(t) = u.threads_peak {
+            p.push_str(&format!(" · {t} threads"));
+        }
+        if let Some(f) = u.open_fds_peak {
+            p.push_str(&format!(" · {f} open files"));
+        }
+        parts.push(p);
+    }
+    (!parts.is_empty()).then(|| format!("  {}", parts.join(" · ")))
+}

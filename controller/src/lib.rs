@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod console;
 pub mod link;
+pub mod monitoring;
 pub mod orchestrator;
 pub mod output;
 pub mod plan_file;

@@ -253,6 +253,43 @@ impl AgentLink {
             .map(|r| (r.state, r.cycle_id, r.last_seq))
     }
 
+    /// What each monitor source finds on the agent's machine (samples nothing).
+    pub async fn probe(&self, spec: pb::MonitorSpec) -> Result<pb::ProbeReply, LinkError> {
+        let mut c = self.client.clone();
+        self.call(
+            "Probe",
+            PREFLIGHT_TIMEOUT,
+            c.probe(pb::ProbeRequest { spec: Some(spec) }),
+        )
+        .await
+    }
+
+    /// Starts the agent's monitors; their samples arrive on the results stream.
+    pub async fn start_monitor(
+        &self,
+        spec: pb::MonitorSpec,
+    ) -> Result<pb::StartMonitorReply, LinkError> {
+        let mut c = self.client.clone();
+        self.call(
+            "StartMonitor",
+            PREFLIGHT_TIMEOUT,
+            c.start_monitor(pb::StartMonitorRequest { spec: Some(spec) }),
+        )
+        .await
+    }
+
+    /// Stops the agent's monitors; every monitor record has seq <= the returned one.
+    pub async fn stop_monitor(&self) -> Result<u64, LinkError> {
+        let mut c = self.client.clone();
+        self.call(
+            "StopMonitor",
+            CALL_TIMEOUT,
+            c.stop_monitor(pb::StopMonitorRequest {}),
+        )
+        .await
+        .map(|r| r.last_seq)
+    }
+
     /// Tells the agent everything up to `seq` is stored.
     pub async fn ack(&self, seq: u64) -> Result<(), LinkError> {
         let mut c = self.client.clone();

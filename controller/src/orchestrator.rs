@@ -3,6 +3,7 @@
 
 use crate::console::{Console, summary_line};
 use crate::link::{AgentInfo, AgentLink, LinkError, TargetInfo};
+use crate::monitoring::{MonitorInfo, MonitorSink};
 use crate::output::{
     CycleWriter, Manifest, OutDirError, RunDir, RunStatus, default_run_id, probe_writable,
 };
@@ -67,8 +68,40 @@ pub struct RunConfig {
     pub stop_on_error_rate: Option<f64>,
     /// Serve the built-in simulator and aim at it instead of `target`.
     pub sim: Option<SimConfig>,
+    /// Process, machine and power sampling.
+    pub monitor: MonitorConfig,
     /// Settings given that this plan does not use, said once at the start.
     pub warnings: Vec<String>,
+}
+
+/// What the agent samples besides the load, and the idle baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorConfig {
+    pub enabled: bool,
+    /// Empty: the agent picks the target's server.
+    pub watch_process: Vec<String>,
+    pub process_interval: Duration,
+    pub power_interval: Duration,
+    /// Idle power measured before the sweep (zero = none; only with a power source).
+    pub baseline: Duration,
+}
+
+impl MonitorConfig {
+    pub const DEFAULT_PROCESS_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_POWER_INTERVAL: Duration = Duration::from_millis(200);
+    pub const DEFAULT_BASELINE: Duration = Duration::from_secs(5);
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            watch_process: Vec::new(),
+            process_interval: Self::DEFAULT_PROCESS_INTERVAL,
+            power_interval: Self::DEFAULT_POWER_INTERVAL,
+            baseline: Self::DEFAULT_BASELINE,
+        }
+    }
 }
 
 /// A run could not start, or broke off.
@@ -106,6 +139,8 @@ pub enum RunError {
         "agent {agent} is still running cycle {cycle} of another run; wait for it to end (at most that run's --request-timeout) and try again"
     )]
     AgentBusy { agent: String, cycle: u32 },
+    #[error("{0}")]
+    Monitor(String),
     #[error("interrupted before any load was sent")]
     Interrupted,
     #[error(
@@ -193,6 +228,9 @@ fn validate(cfg: &RunConfig) -> Result<(), RunError> {
     }
     if cfg.agents.len() > 1 {
         return Err(RunError::TooManyAgents(cfg.agents.len()));
+    }
+    for w in &cfg.monitor.watch_process {
+        tokengun_agent::monitor::process::Watch::parse(w).map_err(RunError::Monitor)?;
     }
     Ok(())
 }
@@ -375,6 +413,7 @@ async fn run_sweep(
         server_version: target_info.server_version.clone(),
         simulator: cfg.sim.as_ref().map(sim_manifest),
         agents: vec![up.info.clone()],
+        monitor: None,
         warmup: None,
         cycles: Vec::new(),
         stop_reason: None,
@@ -402,6 +441,32 @@ async fn run_sweep(
     let mut results = up.link.results(first_seq).await?;
     let mut last_seq = first_seq;
     let mut broken: Option<String> = None;
+    let mut monitor = if cfg.monitor.enabled {
+        start_monitoring(&cfg, &up, target_info.api, &dir, console, &mut manifest).await?
+    } else {
+        None
+    };
+    let baseline_power_w = match monitor.as_mut() {
+        Some((sink, origin)) if has_power(&manifest) && !cfg.monitor.baseline.is_zero() => {
+            let w = measure_baseline(
+                &cfg.monitor,
+                sink,
+                *origin,
+                &mut results,
+                &mut last_seq,
+                console,
+                &stop,
+            )
+            .await;
+            if let Some(info) = manifest.monitor.as_mut() {
+                info.baseline_power_w = w;
+                info.baseline_s = Some(cfg.monitor.baseline.as_secs_f64());
+            }
+            w
+        }
+        _ => None,
+    };
+    dir.write_manifest(&manifest)?;
     let warmup = warmup_plan(&cfg, &up.target);
     let phases = warmup
         .iter()
@@ -450,17 +515,22 @@ async fn run_sweep(
             table: Vec::new(),
             keep_all_rows: plan.shape == LoadShape::Burst,
         };
+        if let Some((m, _)) = monitor.as_mut() {
+            m.set_label(&level_label);
+        }
         let outcome = collect_cycle(
             &up.link,
             &plan,
             &mut results,
             &mut last_seq,
             &mut sink,
+            monitor.as_mut().map(|(m, _)| m),
             console,
             &stop,
         )
         .await?;
         let partial = outcome.lost.is_some() || outcome.aborted || outcome.gaps > 0;
+        let mut outcome_lost_after: Option<String> = None;
         let info = CycleInfo {
             model: cfg.model.clone(),
             shape: plan.shape.as_str().to_string(),
@@ -477,7 +547,40 @@ async fn run_sweep(
                 |d| d.requests,
             ),
         };
-        let summary = CycleSummary::from_stats(&info, &sink.stats, &cfg.slo, partial);
+        let mut summary = CycleSummary::from_stats(&info, &sink.stats, &cfg.slo, partial);
+        if let (Some((m, _)), Some(from), Some(to)) = (
+            monitor.as_mut(),
+            outcome.origin_mono_ns,
+            outcome.done.map(|d| d.ended_mono_ns),
+        ) {
+            // The power reading that closes the window comes one interval after the cycle.
+            if has_power(&manifest) {
+                let wait = cfg.monitor.power_interval * 3 + Duration::from_millis(500);
+                if let Err(e) = pump(
+                    &mut results,
+                    &mut last_seq,
+                    m,
+                    |m, _| m.power_reached(to),
+                    wait,
+                    &stop,
+                )
+                .await
+                {
+                    outcome_lost_after = Some(e);
+                }
+            }
+            let f = m.cycle_figures(from, to, summary.output_tokens, baseline_power_w);
+            summary.energy = f.energy;
+            summary.server = f.server;
+            summary.gpu_busy_pct_mean = f.gpu_busy_pct_mean;
+            summary.gpu_freq_mhz_mean = f.gpu_freq_mhz_mean;
+            m.set_label("");
+            m.flush()?;
+            for n in m.drain_notes() {
+                console.line(&format!("  note: {n}"));
+                manifest.notes.push(n);
+            }
+        }
         if outcome.gaps > 0 {
             manifest.notes.push(format!(
                 "cycle {}: {} record(s) missing from the agent's stream",
@@ -493,6 +596,9 @@ async fn run_sweep(
             }
             dir.append_cycle(&summary)?;
             console.cycle_end(&summary, &sink.table, sink.stats.requests as usize);
+            if let Some(line) = crate::console::monitor_line(&summary) {
+                console.line(&line);
+            }
             manifest.cycles.push(summary);
         }
         dir.write_manifest(&manifest)?;
@@ -502,7 +608,7 @@ async fn run_sweep(
                 tracing::warn!("ack failed: {e}");
             }
         }
-        if let Some(reason) = outcome.lost {
+        if let Some(reason) = outcome.lost.or(outcome_lost_after) {
             broken = Some(reason);
             break;
         }
@@ -529,6 +635,13 @@ async fn run_sweep(
                 break;
             }
         }
+    }
+    if let Some((m, _)) = monitor.as_mut() {
+        finish_monitoring(&up.link, m, &mut results, &mut last_seq, broken.is_some()).await;
+        for n in m.drain_notes() {
+            manifest.notes.push(n);
+        }
+        m.flush()?;
     }
     // A stop asked for by the user is an interruption, even if the agent then misbehaved.
     manifest.status = if stop.is_cancelled() {
@@ -623,14 +736,19 @@ struct CycleOutcome {
     lost: Option<String>,
     /// Sequence numbers that never arrived.
     gaps: u64,
+    /// The cycle's origin on the agent's monotonic clock.
+    origin_mono_ns: Option<u64>,
 }
 
+// The stream, its position, the sinks and the stop token are all this loop's to drive.
+#[allow(clippy::too_many_arguments)]
 async fn collect_cycle(
     link: &AgentLink,
     plan: &CyclePlan,
     results: &mut mpsc::Receiver<Result<Record, LinkError>>,
     last_seq: &mut u64,
     sink: &mut CycleSink<'_>,
+    mut monitor: Option<&mut MonitorSink>,
     console: &mut Console,
     stop: &CancellationToken,
 ) -> Result<CycleOutcome, RunError> {
@@ -639,6 +757,7 @@ async fn collect_cycle(
         aborted: false,
         lost: None,
         gaps: 0,
+        origin_mono_ns: None,
     };
     let mut abort_deadline: Option<tokio::time::Instant> = None;
     // Records on disk are acknowledged as the cycle goes, so the agent's log stays small.
@@ -666,9 +785,15 @@ async fn collect_cycle(
                 out.gaps += rec.seq - *last_seq - 1;
                 *last_seq = rec.seq;
                 match rec.body {
-                    RecordBody::CycleStarted { cycle_id, started_unix_ns } if cycle_id == plan.cycle_id => {
+                    RecordBody::CycleStarted { cycle_id, started_unix_ns, origin_mono_ns } if cycle_id == plan.cycle_id => {
+                        out.origin_mono_ns = Some(origin_mono_ns);
                         if let Some(w) = sink.writer.as_mut() {
                             w.set_origin(started_unix_ns);
+                        }
+                    }
+                    RecordBody::Monitor(b) => {
+                        if let Some(m) = monitor.as_deref_mut() {
+                            m.take(*b)?;
                         }
                     }
                     RecordBody::Request(r) if r.cycle_id == plan.cycle_id => {
@@ -708,6 +833,9 @@ async fn collect_cycle(
                 if let Some(w) = sink.writer.as_mut() {
                     w.flush()?;
                 }
+                if let Some(m) = monitor.as_deref_mut() {
+                    m.flush()?;
+                }
                 match link.ack(*last_seq).await {
                     Ok(()) => acked = *last_seq,
                     Err(e) => tracing::warn!("ack failed: {e}"),
@@ -716,6 +844,199 @@ async fn collect_cycle(
         }
     }
     Ok(out)
+}
+
+fn has_power(m: &Manifest) -> bool {
+    m.monitor.as_ref().is_some_and(|i| {
+        i.sources
+            .iter()
+            .any(|s| s.available && s.source != tokengun_agent::monitor::SOURCE_PROCESS)
+    })
+}
+
+/// Starts the agent's monitors and the run's monitor files. A monitor that cannot start is a
+/// warning: the load is measured without it.
+async fn start_monitoring(
+    cfg: &RunConfig,
+    up: &Started,
+    api: Api,
+    dir: &RunDir,
+    console: &mut Console,
+    manifest: &mut Manifest,
+) -> Result<Option<(MonitorSink, u64)>, RunError> {
+    let spec = tokengun_proto::MonitorSpec {
+        watch_process: cfg.monitor.watch_process.clone(),
+        target_url: up.target.clone(),
+        process_interval_ms: ms(cfg.monitor.process_interval),
+        power_interval_ms: ms(cfg.monitor.power_interval),
+        power: true,
+        server_hint: if api.family() == "ollama" {
+            "ollama".into()
+        } else {
+            String::new()
+        },
+    };
+    let reply = match up.link.start_monitor(spec).await {
+        Ok(r) => r,
+        Err(LinkError::Refused {
+            code: tonic::Code::InvalidArgument,
+            message,
+            ..
+        }) => {
+            // A bad --watch-process pattern: the user's mistake, said before any load.
+            return Err(RunError::Monitor(message));
+        }
+        Err(e) => {
+            let w = format!("monitoring is off for this run: {e}");
+            console.line(&format!("warning: {w}"));
+            manifest.notes.push(w);
+            return Ok(None);
+        }
+    };
+    let sources: Vec<tokengun_common::SourceStatus> =
+        reply.sources.into_iter().map(Into::into).collect();
+    let power: Vec<String> = sources
+        .iter()
+        .filter(|s| s.available && s.source != tokengun_agent::monitor::SOURCE_PROCESS)
+        .map(|s| format!("{} ({})", s.source, s.detail))
+        .collect();
+    let watching = reply.watching;
+    console.line(&format!(
+        "monitor: {} · power: {}",
+        if watching.is_empty() {
+            "machine only".to_string()
+        } else {
+            watching.join("; ")
+        },
+        if power.is_empty() {
+            "none found (run.json monitor.sources, or `tokengun-agent probe`, says why)".to_string()
+        } else {
+            power.join(", ")
+        }
+    ));
+    let sink = MonitorSink::create(
+        dir.root(),
+        &up.info.agent_id,
+        reply.now_mono_ns,
+        !power.is_empty(),
+    )?;
+    manifest.monitor = Some(MonitorInfo {
+        sources,
+        watching,
+        process_interval_ms: ms(cfg.monitor.process_interval),
+        power_interval_ms: ms(cfg.monitor.power_interval),
+        baseline_s: None,
+        baseline_power_w: None,
+    });
+    Ok(Some((sink, reply.now_mono_ns)))
+}
+
+/// Reads monitor records until `done(sink, last_seq)` holds, `wait` passes or the user stops;
+/// other records (none are expected between cycles) only advance the sequence. Ok(true): done
+/// held; Err: the stream broke.
+async fn pump(
+    results: &mut mpsc::Receiver<Result<Record, LinkError>>,
+    last_seq: &mut u64,
+    sink: &mut MonitorSink,
+    mut done: impl FnMut(&MonitorSink, u64) -> bool,
+    wait: Duration,
+    stop: &CancellationToken,
+) -> Result<bool, String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    while !done(sink, *last_seq) {
+        tokio::select! {
+            rec = results.recv() => match rec {
+                Some(Ok(r)) if r.seq > *last_seq => {
+                    *last_seq = r.seq;
+                    if let RecordBody::Monitor(b) = r.body {
+                        sink.take(*b).map_err(|e| e.to_string())?;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the results stream ended".into()),
+            },
+            () = tokio::time::sleep_until(deadline) => return Ok(false),
+            () = stop.cancelled() => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Measures idle power before the sweep; None when it could not be (interrupted, no readings).
+async fn measure_baseline(
+    m: &MonitorConfig,
+    sink: &mut MonitorSink,
+    origin: u64,
+    results: &mut mpsc::Receiver<Result<Record, LinkError>>,
+    last_seq: &mut u64,
+    console: &mut Console,
+    stop: &CancellationToken,
+) -> Option<f64> {
+    console.line(&format!(
+        "measuring idle power for {} before the sweep (--baseline)…",
+        humantime::format_duration(m.baseline)
+    ));
+    sink.set_label("baseline");
+    let end = origin + u64::try_from(m.baseline.as_nanos()).unwrap_or(u64::MAX);
+    let wait = m.baseline + m.power_interval * 3 + Duration::from_secs(1);
+    let r = pump(
+        results,
+        last_seq,
+        sink,
+        |s, _| s.power_reached(end),
+        wait,
+        stop,
+    )
+    .await;
+    sink.set_label("");
+    if let Err(e) = r {
+        tracing::warn!("baseline: {e}");
+        return None;
+    }
+    let w = sink.energy(origin, end).map(|w| w.mean_power_w);
+    match w {
+        Some(w) => console.line(&format!("  idle power {w:.1} W")),
+        None => console.line("  idle power: no readings came; net figures are left out"),
+    }
+    w
+}
+
+/// Stops the agent's monitors and takes their last records (not when the agent is lost).
+async fn finish_monitoring(
+    link: &AgentLink,
+    sink: &mut MonitorSink,
+    results: &mut mpsc::Receiver<Result<Record, LinkError>>,
+    last_seq: &mut u64,
+    lost: bool,
+) {
+    if lost {
+        return;
+    }
+    let final_seq = match link.stop_monitor().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("stopping the monitor failed: {e}");
+            return;
+        }
+    };
+    // Not cancellable: a Ctrl-C has already stopped the load; these are its last samples.
+    let never = CancellationToken::new();
+    let wait = Duration::from_secs(5);
+    let reached = pump(
+        results,
+        last_seq,
+        sink,
+        |_, seq| seq >= final_seq,
+        wait,
+        &never,
+    )
+    .await;
+    if matches!(reached, Ok(true)) && *last_seq > 0 {
+        if let Err(e) = link.ack(*last_seq).await {
+            tracing::warn!("ack failed: {e}");
+        }
+    }
 }
 
 fn ms_f(d: Duration) -> f64 {

@@ -128,6 +128,8 @@ pub struct Manifest {
     pub server_version: Option<String>,
     pub simulator: Option<serde_json::Value>,
     pub agents: Vec<AgentInfo>,
+    /// What was monitored besides the load (absent with --no-monitor).
+    pub monitor: Option<crate::monitoring::MonitorInfo>,
     /// The warm-up phase's figures (not counted in `cycles`).
     pub warmup: Option<CycleSummary>,
     pub cycles: Vec<CycleSummary>,

@@ -1,7 +1,7 @@
 //! The run plan as a TOML file and as flags: both fill a [`PlanFile`], flags over file, and one
 //! `compile` turns it into a validated [`RunConfig`] before anything is sent.
 
-use crate::orchestrator::{Level, RunConfig};
+use crate::orchestrator::{Level, MonitorConfig, RunConfig};
 use crate::workload;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,16 @@ pub struct PlanFile {
     pub agents: Option<Vec<String>>,
     pub out: Option<PathBuf>,
     pub run_id: Option<String>,
+    /// Sample the server's processes, the machine and power sources (default true).
+    pub monitor: Option<bool>,
+    /// Process names or patterns to watch (as pgrep matches them), or `pid:N`.
+    pub watch_process: Option<Vec<String>>,
+    /// Between process samples (e.g. "1s").
+    pub monitor_interval: Option<String>,
+    /// Between power samples (e.g. "200ms").
+    pub power_interval: Option<String>,
+    /// Idle power measured before the sweep for this long (e.g. "5s"; "0s" = none).
+    pub baseline: Option<String>,
 }
 
 /// A plan file or flag combination that does not make a run; always names the field.
@@ -157,7 +167,12 @@ impl PlanFile {
             slo_e2e,
             agents,
             out,
-            run_id
+            run_id,
+            monitor,
+            watch_process,
+            monitor_interval,
+            power_interval,
+            baseline
         )
     }
 
@@ -230,6 +245,38 @@ impl PlanFile {
         }
         let warmup = duration("warmup", &self.warmup, Duration::ZERO)?;
         let request_timeout = duration("timeout", &self.timeout, Duration::from_secs(600))?;
+        let monitor = MonitorConfig {
+            enabled: self.monitor.unwrap_or(true),
+            watch_process: self.watch_process.clone().unwrap_or_default(),
+            process_interval: duration(
+                "monitor_interval",
+                &self.monitor_interval,
+                MonitorConfig::DEFAULT_PROCESS_INTERVAL,
+            )?,
+            power_interval: duration(
+                "power_interval",
+                &self.power_interval,
+                MonitorConfig::DEFAULT_POWER_INTERVAL,
+            )?,
+            baseline: duration("baseline", &self.baseline, MonitorConfig::DEFAULT_BASELINE)?,
+        };
+        for (name, d) in [
+            ("monitor_interval", monitor.process_interval),
+            ("power_interval", monitor.power_interval),
+        ] {
+            if d < Duration::from_millis(50) || d > Duration::from_secs(3600) {
+                return Err(field(name, "between 50ms and 1h"));
+            }
+        }
+        if monitor.baseline > Duration::from_secs(600) {
+            return Err(field("baseline", "at most 10m"));
+        }
+        if let Some(w) = monitor.watch_process.iter().find(|w| w.trim().is_empty()) {
+            return Err(field(
+                "watch_process",
+                format!("{w:?} is empty: give a process name, e.g. ollama"),
+            ));
+        }
         if request_timeout.is_zero() {
             return Err(field("timeout", "must be above zero"));
         }
@@ -346,6 +393,7 @@ impl PlanFile {
             extra_body_json,
             slo,
             stop_on_error_rate: self.stop_on_error_rate.map(|p| p / 100.0),
+            monitor,
             sim: sim.map(|mut s| {
                 if !s
                     .models

@@ -299,9 +299,11 @@ impl From<&dom::Record> for pb::Record {
             dom::RecordBody::CycleStarted {
                 cycle_id,
                 started_unix_ns,
+                origin_mono_ns,
             } => Body::CycleStarted(pb::CycleStarted {
                 cycle_id: *cycle_id,
                 started_unix_ns: *started_unix_ns,
+                origin_mono_ns: *origin_mono_ns,
             }),
             dom::RecordBody::Request(q) => Body::Request(q.as_ref().into()),
             dom::RecordBody::Progress(p) => Body::Progress(pb::Progress {
@@ -318,7 +320,9 @@ impl From<&dom::Record> for pb::Record {
                 completed: d.completed,
                 failed: d.failed,
                 aborted: d.aborted,
+                ended_mono_ns: d.ended_mono_ns,
             }),
+            dom::RecordBody::Monitor(m) => Body::Monitor(m.as_ref().into()),
         };
         pb::Record {
             seq: r.seq,
@@ -335,6 +339,7 @@ impl TryFrom<pb::Record> for dom::Record {
             Body::CycleStarted(c) => dom::RecordBody::CycleStarted {
                 cycle_id: c.cycle_id,
                 started_unix_ns: c.started_unix_ns,
+                origin_mono_ns: c.origin_mono_ns,
             },
             Body::Request(q) => dom::RecordBody::Request(Box::new(q.try_into()?)),
             Body::Progress(p) => dom::RecordBody::Progress(dom::Progress {
@@ -351,9 +356,122 @@ impl TryFrom<pb::Record> for dom::Record {
                 completed: d.completed,
                 failed: d.failed,
                 aborted: d.aborted,
+                ended_mono_ns: d.ended_mono_ns,
             }),
+            Body::Monitor(m) => dom::RecordBody::Monitor(Box::new(m.try_into()?)),
         };
         Ok(dom::Record { seq: r.seq, body })
+    }
+}
+
+impl From<&dom::SourceStatus> for pb::SourceStatus {
+    fn from(s: &dom::SourceStatus) -> Self {
+        pb::SourceStatus {
+            source: s.source.clone(),
+            available: s.available,
+            detail: s.detail.clone(),
+        }
+    }
+}
+
+impl From<pb::SourceStatus> for dom::SourceStatus {
+    fn from(s: pb::SourceStatus) -> Self {
+        dom::SourceStatus {
+            source: s.source,
+            available: s.available,
+            detail: s.detail,
+        }
+    }
+}
+
+impl From<&dom::MonitorBatch> for pb::MonitorBatch {
+    fn from(m: &dom::MonitorBatch) -> Self {
+        pb::MonitorBatch {
+            power: m
+                .power
+                .iter()
+                .map(|r| pb::PowerReading {
+                    t_ns: r.t_ns,
+                    source: r.source.clone(),
+                    device: r.device.clone(),
+                    metric: r.metric.clone(),
+                    value: r.value,
+                })
+                .collect(),
+            processes: m
+                .processes
+                .iter()
+                .map(|p| pb::ProcessReading {
+                    t_ns: p.t_ns,
+                    role: match p.role {
+                        dom::ProcessRole::Server => pb::ProcessRole::Server,
+                        dom::ProcessRole::Runner => pb::ProcessRole::Runner,
+                        dom::ProcessRole::Machine => pb::ProcessRole::Machine,
+                    } as i32,
+                    pid: p.pid,
+                    name: p.name.clone(),
+                    cpu_pct: p.cpu_pct,
+                    rss_bytes: p.rss_bytes,
+                    vsz_bytes: p.vsz_bytes,
+                    threads: p.threads,
+                    open_fds: p.open_fds,
+                    mem_total_bytes: p.mem_total_bytes,
+                    load_avg_1m: p.load_avg_1m,
+                })
+                .collect(),
+            notes: m.notes.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::MonitorBatch> for dom::MonitorBatch {
+    type Error = ConvertError;
+    fn try_from(m: pb::MonitorBatch) -> Result<Self, ConvertError> {
+        let processes = m
+            .processes
+            .into_iter()
+            .map(|p| {
+                let role = match pb::ProcessRole::try_from(p.role) {
+                    Ok(pb::ProcessRole::Server) => dom::ProcessRole::Server,
+                    Ok(pb::ProcessRole::Runner) => dom::ProcessRole::Runner,
+                    Ok(pb::ProcessRole::Machine) => dom::ProcessRole::Machine,
+                    _ => {
+                        return Err(ConvertError::UnknownEnum {
+                            field: "process.role",
+                            value: p.role,
+                        });
+                    }
+                };
+                Ok(dom::ProcessReading {
+                    t_ns: p.t_ns,
+                    role,
+                    pid: p.pid,
+                    name: p.name,
+                    cpu_pct: p.cpu_pct,
+                    rss_bytes: p.rss_bytes,
+                    vsz_bytes: p.vsz_bytes,
+                    threads: p.threads,
+                    open_fds: p.open_fds,
+                    mem_total_bytes: p.mem_total_bytes,
+                    load_avg_1m: p.load_avg_1m,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(dom::MonitorBatch {
+            power: m
+                .power
+                .into_iter()
+                .map(|r| dom::PowerReading {
+                    t_ns: r.t_ns,
+                    source: r.source,
+                    device: r.device,
+                    metric: r.metric,
+                    value: r.value,
+                })
+                .collect(),
+            processes,
+            notes: m.notes,
+        })
     }
 }
 
@@ -447,5 +565,37 @@ mod tests {
                 value: 99
             }
         );
+    }
+
+    #[test]
+    fn monitor_batches_round_trip() {
+        let rec = dom::Record {
+            seq: 7,
+            body: dom::RecordBody::Monitor(Box::new(dom::MonitorBatch {
+                power: vec![dom::PowerReading {
+                    t_ns: 5,
+                    source: "nvml".into(),
+                    device: "gpu0".into(),
+                    metric: "energy_j".into(),
+                    value: 2401.142,
+                }],
+                processes: vec![dom::ProcessReading {
+                    t_ns: 6,
+                    role: dom::ProcessRole::Runner,
+                    pid: Some(812),
+                    name: "llama-server".into(),
+                    cpu_pct: Some(180.5),
+                    rss_bytes: Some(1 << 30),
+                    vsz_bytes: None,
+                    threads: Some(17),
+                    open_fds: None,
+                    mem_total_bytes: None,
+                    load_avg_1m: None,
+                }],
+                notes: vec!["open_fds of pid 812: permission denied".into()],
+            })),
+        };
+        let wire: pb::Record = (&rec).into();
+        assert_eq!(dom::Record::try_from(wire).unwrap(), rec);
     }
 }

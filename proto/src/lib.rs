@@ -10,4 +10,4 @@ pub use generated::*;
 pub mod convert;
 
 /// Bump on any change of the .proto that an older peer could misread.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

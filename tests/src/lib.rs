@@ -67,6 +67,7 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         slo: Slo::default(),
         stop_on_error_rate: None,
         sim: None,
+        monitor: tokengun::orchestrator::MonitorConfig::default(),
         warnings: Vec::new(),
     }
 }

@@ -1,0 +1,457 @@
+//! The agent's monitors: which sources exist here (probe), and a sampling session that appends
+//! process, machine and power samples to the record log while a controller is attached.
+
+pub mod nvml;
+pub mod powermetrics;
+pub mod process;
+pub mod sysfs;
+
+use crate::clock;
+use crate::log::RecordLog;
+use process::{ProcessSampler, Watch};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokengun_common::{MonitorBatch, PowerReading, RecordBody, SourceStatus};
+use tokio_util::sync::CancellationToken;
+
+pub const SOURCE_POWERMETRICS: &str = "powermetrics";
+pub const SOURCE_NVML: &str = "nvml";
+pub const SOURCE_AMDGPU: &str = "amdgpu";
+pub const SOURCE_RAPL: &str = "rapl";
+pub const SOURCE_PROCESS: &str = "process";
+
+/// Sampling stops when no controller has called for this long (and no results stream is open):
+/// an agent does not watch on for a controller that vanished.
+pub const MONITOR_LEASE: Duration = Duration::from_secs(60);
+
+/// Default and bounds of the sampling intervals.
+pub const DEFAULT_PROCESS_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_POWER_INTERVAL: Duration = Duration::from_millis(200);
+pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A power or accelerator source that can be read now.
+pub trait PowerSource: Send {
+    /// Appends the readings of `t_ns` (stream sources append what arrived since last time).
+    fn sample(&mut self, t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), String>;
+}
+
+/// What to watch and how often.
+#[derive(Debug, Clone)]
+pub struct MonitorSpec {
+    pub watch_process: Vec<String>,
+    pub target_url: String,
+    pub process_interval: Duration,
+    pub power_interval: Duration,
+    pub power: bool,
+    /// Name pattern to fall back on when the listener cannot be seen (e.g. `ollama`).
+    pub server_hint: String,
+    /// Root of sysfs (`/sys`; tests point it elsewhere).
+    pub sys_root: PathBuf,
+}
+
+impl Default for MonitorSpec {
+    fn default() -> Self {
+        Self {
+            watch_process: Vec::new(),
+            target_url: String::new(),
+            process_interval: DEFAULT_PROCESS_INTERVAL,
+            power_interval: DEFAULT_POWER_INTERVAL,
+            power: true,
+            server_hint: String::new(),
+            sys_root: PathBuf::from("/sys"),
+        }
+    }
+}
+
+fn status(source: &str, r: Result<String, String>) -> SourceStatus {
+    let (available, detail) = match r {
+        Ok(d) => (true, d),
+        Err(d) => (false, d),
+    };
+    SourceStatus {
+        source: source.into(),
+        available,
+        detail,
+    }
+}
+
+/// Finds every power source of this machine: the ones that work, and why the others do not.
+pub fn detect_power(spec: &MonitorSpec) -> (Vec<SourceStatus>, Vec<Box<dyn PowerSource>>) {
+    let mut statuses = Vec::new();
+    let mut sources: Vec<Box<dyn PowerSource>> = Vec::new();
+    let mut add = |name: &str, r: Result<(String, Box<dyn PowerSource>), String>| match r {
+        Ok((detail, s)) => {
+            statuses.push(status(name, Ok(detail)));
+            sources.push(s);
+        }
+        Err(why) => statuses.push(status(name, Err(why))),
+    };
+    add(SOURCE_POWERMETRICS, detect_powermetrics(spec));
+    #[cfg(target_os = "linux")]
+    add(
+        SOURCE_NVML,
+        nvml::Nvml::detect().map(|n| {
+            let d = n.names.join(", ");
+            (d, Box::new(n) as Box<dyn PowerSource>)
+        }),
+    );
+    #[cfg(not(target_os = "linux"))]
+    add(
+        SOURCE_NVML,
+        Err("NVIDIA GPUs are read on Linux only".into()),
+    );
+    let linux_only = |r: Result<(String, Box<dyn PowerSource>), String>| {
+        if cfg!(target_os = "linux") {
+            r
+        } else {
+            Err("Linux only".into())
+        }
+    };
+    add(
+        SOURCE_AMDGPU,
+        linux_only(
+            sysfs::AmdGpu::detect(&spec.sys_root)
+                .map(|a| (a.devices().join(", "), Box::new(a) as Box<dyn PowerSource>)),
+        ),
+    );
+    add(
+        SOURCE_RAPL,
+        linux_only(
+            sysfs::Rapl::detect(&spec.sys_root)
+                .map(|r| (r.devices().join(", "), Box::new(r) as Box<dyn PowerSource>)),
+        ),
+    );
+    (statuses, sources)
+}
+
+#[cfg(target_os = "macos")]
+fn detect_powermetrics(spec: &MonitorSpec) -> Result<(String, Box<dyn PowerSource>), String> {
+    use powermetrics::Powermetrics;
+    if !std::path::Path::new("/usr/bin/powermetrics").exists() {
+        return Err("/usr/bin/powermetrics not found".into());
+    }
+    let interval_ms = u64::try_from(spec.power_interval.as_millis())
+        .unwrap_or(1000)
+        .max(250);
+    let mut last_err = String::new();
+    // Directly (the agent is root), else through `sudo -n` (a NOPASSWD rule).
+    for sudo in [false, true] {
+        let Ok(mut pm) = Powermetrics::spawn(interval_ms, sudo) else {
+            continue;
+        };
+        // The first sample comes one interval in; a refusal comes at once.
+        let deadline = std::time::Instant::now() + Duration::from_millis(interval_ms * 3 + 1500);
+        let mut first = Vec::new();
+        while std::time::Instant::now() < deadline {
+            match pm.sample(0, &mut first) {
+                Err(e) => {
+                    last_err = e;
+                    break;
+                }
+                Ok(()) if !first.is_empty() => {
+                    let how = if sudo { " (through sudo -n)" } else { "" };
+                    return Ok((
+                        format!(
+                            "Apple Silicon SoC: CPU, GPU, ANE power, GPU frequency and residency{how}"
+                        ),
+                        Box::new(pm),
+                    ));
+                }
+                Ok(()) => std::thread::park_timeout(Duration::from_millis(50)),
+            }
+        }
+    }
+    if last_err.is_empty() {
+        last_err = powermetrics::HOW_TO_ROOT.into();
+    }
+    Err(last_err)
+}
+
+#[cfg(not(target_os = "macos"))]
+fn detect_powermetrics(_spec: &MonitorSpec) -> Result<(String, Box<dyn PowerSource>), String> {
+    Err("macOS only".into())
+}
+
+/// Whether a URL's host is this machine.
+fn local_port(target_url: &str) -> Option<u16> {
+    let (host, port) = tokengun_common::plan::parse_target(target_url).ok()?;
+    let host = host.as_str();
+    let local = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    local.then_some(port)
+}
+
+/// What to watch: the user's patterns, else the process listening on a local target's port,
+/// else the server hint; with a note when nothing can be watched.
+pub fn choose_watch(spec: &MonitorSpec) -> Result<(Vec<Watch>, Vec<String>), String> {
+    let mut notes = Vec::new();
+    if !spec.watch_process.is_empty() {
+        let w = spec
+            .watch_process
+            .iter()
+            .map(|s| Watch::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok((w, notes));
+    }
+    if spec.target_url.is_empty() {
+        return Ok((Vec::new(), notes));
+    }
+    let Some(port) = local_port(&spec.target_url) else {
+        notes.push(format!(
+            "target {} is not on this machine: its processes are not watched (run an agent on the server's host, or pass --watch-process)",
+            spec.target_url
+        ));
+        return Ok((Vec::new(), notes));
+    };
+    let pids = process::listeners(port);
+    if !pids.is_empty() {
+        return Ok((pids.into_iter().map(Watch::Pid).collect(), notes));
+    }
+    if !spec.server_hint.is_empty() {
+        let w = Watch::parse(&regex::escape(&spec.server_hint))?;
+        return Ok((vec![w], notes));
+    }
+    notes.push(format!(
+        "cannot see which process listens on port {port} (another user's process? run the agent as root) and no server name is known: pass --watch-process NAME"
+    ));
+    Ok((Vec::new(), notes))
+}
+
+/// Probes every source (starting nothing that lasts) and says what would be watched.
+pub fn probe(spec: &MonitorSpec) -> (Vec<SourceStatus>, Vec<String>) {
+    let mut statuses = Vec::new();
+    let mut watching = Vec::new();
+    match choose_watch(spec).and_then(|(w, notes)| Ok((ProcessSampler::new(w)?, notes))) {
+        Ok((mut sampler, notes)) => {
+            let mut n = Vec::new();
+            let rows = sampler.sample(clock::mono_ns(), &mut n);
+            for r in rows.iter().skip(1) {
+                watching.push(format!(
+                    "{} (pid {}, {})",
+                    r.name,
+                    r.pid.unwrap_or(0),
+                    r.role.as_str()
+                ));
+            }
+            let detail = if sampler.describe().is_empty() {
+                "machine only".to_string()
+            } else {
+                format!(
+                    "{}: {} found",
+                    sampler.describe().join(", "),
+                    rows.len() - 1
+                )
+            };
+            statuses.push(status(SOURCE_PROCESS, Ok(detail)));
+            watching.extend(notes);
+            watching.extend(n);
+        }
+        Err(e) => statuses.push(status(SOURCE_PROCESS, Err(e))),
+    }
+    if spec.power {
+        statuses.extend(detect_power(spec).0);
+    }
+    (statuses, watching)
+}
+
+/// When a controller last called, and how many results streams are open: the monitor's lease.
+#[derive(Debug, Default)]
+pub struct Contact {
+    last_ns: AtomicU64,
+    streams: AtomicUsize,
+}
+
+impl Contact {
+    /// A controller called now.
+    pub fn touch(&self) {
+        self.last_ns.store(clock::mono_ns(), Ordering::Relaxed);
+    }
+
+    /// A results stream opened; the guard closes it.
+    pub fn stream_open(self: &Arc<Self>) -> StreamGuard {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        StreamGuard(self.clone())
+    }
+
+    fn expired(&self, lease: Duration) -> bool {
+        self.streams.load(Ordering::Relaxed) == 0
+            && clock::mono_ns().saturating_sub(self.last_ns.load(Ordering::Relaxed))
+                > u64::try_from(lease.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Counts an open results stream until dropped.
+pub struct StreamGuard(Arc<Contact>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// What a started session watches.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub now_mono_ns: u64,
+    pub sources: Vec<SourceStatus>,
+    pub watching: Vec<String>,
+}
+
+struct Session {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The agent's one monitoring session (a new start replaces the old one).
+#[derive(Default)]
+pub struct Monitor {
+    session: tokio::sync::Mutex<Option<Session>>,
+}
+
+impl Monitor {
+    /// Starts sampling into `log`; Err when the spec is invalid (e.g. a bad pattern).
+    pub async fn start(
+        &self,
+        spec: MonitorSpec,
+        log: Arc<RecordLog>,
+        contact: Arc<Contact>,
+    ) -> Result<Started, String> {
+        let mut guard = self.session.lock().await;
+        if let Some(old) = guard.take() {
+            old.cancel.cancel();
+            let _ = old.task.await;
+        }
+        let spec2 = spec.clone();
+        let (watch, watch_notes, sources, statuses) = tokio::task::spawn_blocking(move || {
+            let (watch, notes) = choose_watch(&spec2)?;
+            let (statuses, sources) = if spec2.power {
+                detect_power(&spec2)
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            Ok::<_, String>((watch, notes, sources, statuses))
+        })
+        .await
+        .map_err(|e| format!("monitor start failed: {e}"))??;
+        let sampler = ProcessSampler::new(watch)?;
+        let mut watching = sampler.describe();
+        watching.extend(watch_notes.iter().cloned());
+        let mut statuses = statuses;
+        statuses.insert(
+            0,
+            status(
+                SOURCE_PROCESS,
+                Ok(if watching.is_empty() {
+                    "machine only".into()
+                } else {
+                    watching.join("; ")
+                }),
+            ),
+        );
+        let cancel = CancellationToken::new();
+        // Unavailable sources are in `statuses` (and run.json); only surprises become notes.
+        let first_notes = watch_notes;
+        let task = tokio::spawn(sample_loop(
+            spec,
+            sampler,
+            sources,
+            first_notes,
+            log,
+            contact,
+            cancel.clone(),
+        ));
+        *guard = Some(Session { cancel, task });
+        Ok(Started {
+            now_mono_ns: clock::mono_ns(),
+            sources: statuses,
+            watching,
+        })
+    }
+
+    /// Stops sampling once its last batch is logged.
+    pub async fn stop(&self) {
+        if let Some(s) = self.session.lock().await.take() {
+            s.cancel.cancel();
+            let _ = s.task.await;
+        }
+    }
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn sample_loop(
+    spec: MonitorSpec,
+    sampler: ProcessSampler,
+    sources: Vec<Box<dyn PowerSource>>,
+    first_notes: Vec<String>,
+    log: Arc<RecordLog>,
+    contact: Arc<Contact>,
+    cancel: CancellationToken,
+) {
+    let sampler: Shared<ProcessSampler> = Arc::new(Mutex::new(sampler));
+    let sources: Shared<Vec<Box<dyn PowerSource>>> = Arc::new(Mutex::new(sources));
+    let said: Shared<std::collections::HashSet<String>> = Arc::default();
+    let has_power = !lock(&sources).is_empty();
+    let mut proc_tick = tokio::time::interval(spec.process_interval.max(MIN_INTERVAL));
+    let mut power_tick = tokio::time::interval(spec.power_interval.max(MIN_INTERVAL));
+    proc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    power_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if !first_notes.is_empty() {
+        log.append(RecordBody::Monitor(Box::new(MonitorBatch {
+            notes: first_notes,
+            ..MonitorBatch::default()
+        })));
+    }
+    loop {
+        let job: Box<dyn FnOnce() -> MonitorBatch + Send> = tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = proc_tick.tick() => {
+                if contact.expired(MONITOR_LEASE) {
+                    tracing::warn!("no controller for {MONITOR_LEASE:?}: monitoring stops");
+                    break;
+                }
+                let sampler = sampler.clone();
+                Box::new(move || {
+                    let mut b = MonitorBatch::default();
+                    b.processes = lock(&sampler).sample(clock::mono_ns(), &mut b.notes);
+                    b
+                })
+            }
+            _ = power_tick.tick(), if has_power => {
+                let (sources, said) = (sources.clone(), said.clone());
+                Box::new(move || {
+                    let mut b = MonitorBatch::default();
+                    let t = clock::mono_ns();
+                    for s in lock(&sources).iter_mut() {
+                        if let Err(e) = s.sample(t, &mut b.power) {
+                            if lock(&said).insert(e.clone()) {
+                                b.notes.push(e);
+                            }
+                        }
+                    }
+                    b
+                })
+            }
+        };
+        match tokio::task::spawn_blocking(job).await {
+            Ok(b) if !(b.power.is_empty() && b.processes.is_empty() && b.notes.is_empty()) => {
+                log.append(RecordBody::Monitor(Box::new(b)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("monitor sample failed: {e}");
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Server-process and machine sampling: finds the watched processes (by name pattern, as pgrep
+//! would, or the one listening on the target's port) and their children each tick, and reads CPU %,
+//! RSS, VSZ, threads and open files; figures it cannot read are None, with the reason said once.
+
+use regex::Regex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+use tokengun_common::{ProcessReading, ProcessRole};
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub enum Watch {
+    /// Processes whose name (or executable's file name) matches, as `pgrep PATTERN` would.
+    Pattern(Regex),
+    /// One process, e.g. the one found listening on the target's port.
+    Pid(u32),
+}
+
+impl Watch {
+    /// A `--watch-process` value: `pid:N`, else a regular expression (a plain name matches as a
+    /// substring, like pgrep).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(pid) = s.strip_prefix("pid:") {
+            return pid
+                .parse()
+                .map(Watch::Pid)
+                .map_err(|_| format!("--watch-process {s:?}: pid:N needs a number"));
+        }
+        if s.trim().is_empty() {
+            return Err("--watch-process needs a name or pattern, e.g. ollama".into());
+        }
+        Regex::new(s)
+            .map(Watch::Pattern)
+            .map_err(|e| format!("--watch-process {s:?} is not a valid pattern: {e}"))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Watch::Pattern(r) => format!("processes matching {:?}", r.as_str()),
+            Watch::Pid(p) => format!("pid {p}"),
+        }
+    }
+}
+
+/// Samples watched processes and the machine; keeps one `System` alive between ticks.
+pub struct ProcessSampler {
+    sys: System,
+    watch: Vec<Watch>,
+    /// pid -> (accumulated CPU ms, t_ns) at the last tick.
+    prev_cpu: HashMap<u32, (u64, u64)>,
+    /// Watched pids of the last tick (to say when one appears or goes).
+    known: BTreeMap<u32, String>,
+    said: HashSet<String>,
+    first_tick: bool,
+}
+
+/// The machine's figures at one instant.
+fn machine(sys: &mut System, t_ns: u64) -> ProcessReading {
+    sys.refresh_cpu_usage();
+    sys.refresh_memory();
+    let load = System::load_average().ok().map(|l| l.one);
+    ProcessReading {
+        t_ns,
+        role: ProcessRole::Machine,
+        pid: None,
+        name: gethostname::gethostname().to_string_lossy().into_owned(),
+        cpu_pct: Some(f64::from(sys.global_cpu_usage())),
+        rss_bytes: Some(sys.used_memory()),
+        vsz_bytes: None,
+        threads: None,
+        open_fds: None,
+        mem_total_bytes: Some(sys.total_memory()),
+        load_avg_1m: load,
+    }
+}
+
+impl ProcessSampler {
+    /// A sampler for `watch` (may be empty: the machine alone).
+    pub fn new(watch: Vec<Watch>) -> Result<Self, String> {
+        let mut sys = System::new().map_err(|e| format!("cannot read processes: {e}"))?;
+        // Names now, for describe(); the first sample refreshes the rest.
+        sys.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing().without_tasks(),
+        );
+        Ok(Self {
+            sys,
+            watch,
+            prev_cpu: HashMap::new(),
+            known: BTreeMap::new(),
+            said: HashSet::new(),
+            first_tick: true,
+        })
+    }
+
+    /// What is being watched, for the start-up summary: a pid with its process name.
+    pub fn describe(&self) -> Vec<String> {
+        self.watch
+            .iter()
+            .map(|w| match w {
+                Watch::Pid(pid) => match self.sys.process(Pid::from_u32(*pid)) {
+                    Some(p) => format!("{} (pid {pid})", p.name().to_string_lossy()),
+                    None => w.describe(),
+                },
+                Watch::Pattern(_) => w.describe(),
+            })
+            .collect()
+    }
+
+    fn note(&mut self, notes: &mut Vec<String>, text: String) {
+        if self.said.insert(text.clone()) {
+            notes.push(text);
+        }
+    }
+
+    /// Watched pids with their role and name: matches, then every descendant of a match.
+    fn find(&self) -> BTreeMap<u32, (ProcessRole, String)> {
+        let procs = self.sys.processes();
+        let name_of = |p: &sysinfo::Process| p.name().to_string_lossy().into_owned();
+        let matches = |pid: Pid, p: &sysinfo::Process| {
+            self.watch.iter().any(|w| match w {
+                Watch::Pid(want) => pid.as_u32() == *want,
+                Watch::Pattern(re) => {
+                    re.is_match(&name_of(p))
+                        || p.exe()
+                            .and_then(|e| e.file_name())
+                            .is_some_and(|f| re.is_match(&f.to_string_lossy()))
+                }
+            })
+        };
+        let roots: HashSet<u32> = procs
+            .iter()
+            .filter(|(_, p)| p.thread_kind().is_none())
+            .filter(|(pid, p)| matches(**pid, p))
+            .map(|(pid, _)| pid.as_u32())
+            .collect();
+        let mut out = BTreeMap::new();
+        for (pid, p) in procs.iter().filter(|(_, p)| p.thread_kind().is_none()) {
+            // Walk up: a watched ancestor makes this a runner; being watched itself, a server.
+            let mut up = p.parent();
+            let mut depth = 0;
+            let mut under_watched = false;
+            while let Some(pp) = up {
+                if roots.contains(&pp.as_u32()) {
+                    under_watched = true;
+                    break;
+                }
+                depth += 1;
+                if depth > 64 {
+                    break;
+                }
+                up = procs.get(&pp).and_then(sysinfo::Process::parent);
+            }
+            let role = if under_watched {
+                ProcessRole::Runner
+            } else if roots.contains(&pid.as_u32()) {
+                ProcessRole::Server
+            } else {
+                continue;
+            };
+            out.insert(pid.as_u32(), (role, name_of(p)));
+        }
+        out
+    }
+
+    /// One tick: the machine row, then one row per watched process.
+    pub fn sample(&mut self, t_ns: u64, notes: &mut Vec<String>) -> Vec<ProcessReading> {
+        self.sys.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing()
+                .with_cpu()
+                .with_memory()
+                .with_exe(UpdateKind::OnlyIfNotSet)
+                .without_tasks(),
+        );
+        let mut out = vec![machine(&mut self.sys, t_ns)];
+        let found = self.find();
+        if found.is_empty() && !self.watch.is_empty() {
+            let what = self.describe().join(", ");
+            self.note(notes, format!("no process found for {what} yet"));
+        }
+        for (pid, (role, name)) in &found {
+            if !self.known.contains_key(pid) && !self.first_tick {
+                notes.push(format!("{} {name} (pid {pid}) appeared", role.as_str()));
+            }
+        }
+        for (pid, name) in &self.known {
+            if !found.contains_key(pid) {
+                notes.push(format!("{name} (pid {pid}) exited"));
+            }
+        }
+        self.first_tick = false;
+        self.known = found.iter().map(|(p, (_, n))| (*p, n.clone())).collect();
+        self.prev_cpu.retain(|p, _| found.contains_key(p));
+        for (pid, (role, name)) in found {
+            let Some(p) = self.sys.process(Pid::from_u32(pid)) else {
+                continue;
+            };
+            let cpu_ms = p.accumulated_cpu_time();
+            let cpu_pct = self
+                .prev_cpu
+                .insert(pid, (cpu_ms, t_ns))
+                .filter(|&(_, t0)| t_ns > t0)
+                .map(|(c0, t0)| {
+                    cpu_ms.saturating_sub(c0) as f64 / ((t_ns - t0) as f64 / 1e6) * 100.0
+                });
+            let (threads, fds) = (os::threads(pid), os::open_fds(pid, p));
+            let (rss, vsz) = (p.memory(), p.virtual_memory());
+            let threads = threads
+                .map_err(|why| self.note(notes, format!("threads of {name} (pid {pid}): {why}")))
+                .ok();
+            let open_fds = fds
+                .map_err(|why| self.note(notes, format!("open files of {name} (pid {pid}): {why}")))
+                .ok();
+            out.push(ProcessReading {
+                t_ns,
+                role,
+                pid: Some(pid),
+                name,
+                cpu_pct,
+                rss_bytes: Some(rss),
+                vsz_bytes: Some(vsz),
+                threads,
+                open_fds,
+                mem_total_bytes: None,
+                load_avg_1m: None,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod os {
+    use std::io::ErrorKind;
+
+    /// Field 20 of /proc/PID/stat (after the parenthesised name, which may hold spaces).
+    pub fn threads(pid: u32) -> Result<u64, String> {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or("unreadable /proc stat")?;
+        // After ")": state(3) ppid(4) ... num_threads is field 20 => index 17 here.
+        after
+            .split_whitespace()
+            .nth(17)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| "unreadable /proc stat".to_string())
+    }
+
+    pub fn open_fds(pid: u32, _p: &sysinfo::Process) -> Result<u64, String> {
+        match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(rd) => Ok(rd.count() as u64),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(
+                "unavailable: /proc/PID/fd is readable only by the process's user or root; run the agent as that user or root".into(),
+            ),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(target_os = "macos")]
+#[allow(unsafe_code)]
+mod os {
+    /// `proc_pidinfo(PROC_PIDTASKINFO)` -> `pti_threadnum`; the one unsafe call of the agent.
+    pub fn threads(pid: u32) -> Result<u64, String> {
+        let mut info: libc::proc_taskinfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
+        let pid = libc::c_int::try_from(pid).map_err(|_| "pid out of range".to_string())?;
+        // SAFETY: `info` is a properly sized, writable proc_taskinfo; the kernel writes at most
+        // `size` bytes into it and returns how many it wrote.
+        let n = unsafe {
+            libc::proc_pidinfo(
+                pid,
+                libc::PROC_PIDTASKINFO,
+                0,
+                (&mut info as *mut libc::proc_taskinfo).cast(),
+                size,
+            )
+        };
+        if n == size {
+            Ok(u64::try_from(info.pti_threadnum).unwrap_or(0))
+        } else {
+            Err(
+                "unavailable: proc_pidinfo refused (another user's process: run the agent as root)"
+                    .into(),
+            )
+        }
+    }
+
+    pub fn open_fds(_pid: u32, p: &sysinfo::Process) -> Result<u64, String> {
+        p.open_files()
+            .map(|n| n as u64)
+            .ok_or_else(|| "unavailable: another user's process (run the agent as root)".into())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+mod os {
+    pub fn threads(_pid: u32) -> Result<u64, String> {
+        Err("not read on this platform".into())
+    }
+    pub fn open_fds(_pid: u32, p: &sysinfo::Process) -> Result<u64, String> {
+        p.open_files()
+            .map(|n| n as u64)
+            .ok_or_else(|| "unavailable".into())
+    }
+}
+
+/// The pids listening on TCP `port` (Linux: /proc/net/tcp{,6} and socket inodes; macOS: lsof).
+/// Empty when they cannot be seen (another user's process without root).
+pub fn listeners(port: u16) -> Vec<u32> {
+    listen::pids(port)
+}
+
+#[cfg(target_os = "linux")]
+mod listen {
+    use std::collections::HashSet;
+
+    /// Inodes of sockets listening on `port`, from the /proc/net/tcp table text.
+    pub fn inodes(table: &str, port: u16) -> HashSet<u64> {
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let local = f.get(1)?;
+                let (_, port_hex) = local.rsplit_once(':')?;
+                let listening = *f.get(3)? == "0A";
+                (listening && u16::from_str_radix(port_hex, 16).ok()? == port)
+                    .then(|| f.get(9)?.parse().ok())
+                    .flatten()
+            })
+            .collect()
+    }
+
+    pub fn pids(port: u16) -> Vec<u32> {
+        let mut want = HashSet::new();
+        for t in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            if let Ok(s) = std::fs::read_to_string(t) {
+                want.extend(inodes(&s, port));
+            }
+        }
+        if want.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+                continue;
+            };
+            let owns = fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).ok().is_some_and(|l| {
+                    l.to_str()
+                        .and_then(|s| s.strip_prefix("socket:["))
+                        .and_then(|s| s.strip_suffix(']'))
+                        .and_then(|s| s.parse().ok())
+                        .is_some_and(|i: u64| want.contains(&i))
+                })
+            });
+            if owns {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn parses_the_tcp_table() {
+            let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:2CAA 00000000:0000 0A 00000000:00000000 00:00000000 00000000   997        0 31337 1 0000000000000000 100 0 0 10 0\n\
+   1: 0100007F:2CAA 0100007F:D431 01 00000000:00000000 00:00000000 00000000   997        0 4242 1 0000000000000000 20 4 30 10 -1\n";
+            let got = super::inodes(t, 11434);
+            assert_eq!(got.into_iter().collect::<Vec<_>>(), vec![31337]);
+        }
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod listen {
+    pub fn pids(port: u16) -> Vec<u32> {
+        let out = std::process::Command::new("lsof")
+            .args(["-nP", &format!("-iTCP:{port}"), "-sTCP:LISTEN", "-t"])
+            .output();
+        match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+mod listen {
+    pub fn pids(_port: u16) -> Vec<u32> {
+        Vec::new()
+    }
+}

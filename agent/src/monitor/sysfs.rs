@@ -1,0 +1,363 @@
+//! Linux sysfs power sources read from plain files under a root path (so tests use a fake tree):
+//! RAPL package/DRAM energy counters through powercap (with wrap), and AMD GPUs through hwmon.
+
+use super::{PowerSource, SOURCE_AMDGPU, SOURCE_RAPL};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use tokengun_common::PowerReading;
+use tokengun_common::monitor::metric;
+
+fn read_trim(p: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(p).map(|s| s.trim().to_string())
+}
+
+fn read_u64(p: &Path) -> std::io::Result<u64> {
+    read_trim(p)?
+        .parse()
+        .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, format!("{}: {e}", p.display())))
+}
+
+fn sorted_dir(p: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The advice when `energy_uj` is root-only.
+const RAPL_ROOT: &str = "energy_uj is readable by root only since Linux 5.10 (CVE-2020-8694): \
+run the agent as root, or make the energy_uj files readable (e.g. a systemd-tmpfiles rule; this \
+re-opens the PLATYPUS side channel on that machine)";
+
+/// One powercap zone's counter, unwrapped into a running total.
+#[derive(Debug)]
+struct Zone {
+    device: String,
+    energy_uj: PathBuf,
+    max_range_uj: u64,
+    last_raw_uj: Option<u64>,
+    total_uj: u64,
+    last_t_ns: Option<u64>,
+}
+
+impl Zone {
+    /// Adds the counter's advance since the last reading (one wrap at most between readings).
+    fn advance(&mut self, raw_uj: u64) -> u64 {
+        let delta = match self.last_raw_uj {
+            None => 0,
+            Some(prev) if raw_uj >= prev => raw_uj - prev,
+            Some(prev) => self.max_range_uj.saturating_sub(prev) + raw_uj,
+        };
+        self.last_raw_uj = Some(raw_uj);
+        self.total_uj += delta;
+        delta
+    }
+}
+
+/// RAPL through `<root>/class/powercap/intel-rapl:*` (also AMD Zen): package and DRAM zones.
+/// Core/uncore subzones are inside the package figure and psys overlaps it, so they are skipped.
+#[derive(Debug)]
+pub struct Rapl {
+    zones: Vec<Zone>,
+}
+
+impl Rapl {
+    /// Finds the zones and reads each once; Err says why the source is unavailable.
+    pub fn detect(sys_root: &Path) -> Result<Self, String> {
+        let base = sys_root.join("class/powercap");
+        let mut zones = Vec::new();
+        for dir in sorted_dir(&base) {
+            let Some(fname) = dir.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(id) = fname.strip_prefix("intel-rapl:") else {
+                continue;
+            };
+            let Ok(name) = read_trim(&dir.join("name")) else {
+                continue;
+            };
+            let top = !id.contains(':');
+            let device = if top && name.starts_with("package") {
+                name.clone()
+            } else if name == "dram" {
+                format!("dram-{}", id.split(':').next().unwrap_or("0"))
+            } else {
+                continue;
+            };
+            let max_range_uj = read_u64(&dir.join("max_energy_range_uj")).unwrap_or(u64::MAX);
+            zones.push(Zone {
+                device,
+                energy_uj: dir.join("energy_uj"),
+                max_range_uj,
+                last_raw_uj: None,
+                total_uj: 0,
+                last_t_ns: None,
+            });
+        }
+        if zones.is_empty() {
+            return Err(format!(
+                "no RAPL package zones under {} (not an x86 machine, the intel_rapl driver is not loaded, or a VM)",
+                base.display()
+            ));
+        }
+        let mut rapl = Self { zones };
+        let mut probe = Vec::new();
+        rapl.sample(0, &mut probe)?;
+        Ok(rapl)
+    }
+
+    /// The zones found, for the probe's detail.
+    pub fn devices(&self) -> Vec<String> {
+        self.zones.iter().map(|z| z.device.clone()).collect()
+    }
+}
+
+impl PowerSource for Rapl {
+    fn sample(&mut self, t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), String> {
+        for z in &mut self.zones {
+            let raw = match read_u64(&z.energy_uj) {
+                Ok(v) => v,
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    return Err(RAPL_ROOT.to_string());
+                }
+                Err(e) => return Err(format!("{}: {e}", z.energy_uj.display())),
+            };
+            let delta_uj = z.advance(raw);
+            let reading = |m: &str, value: f64| PowerReading {
+                t_ns,
+                source: SOURCE_RAPL.into(),
+                device: z.device.clone(),
+                metric: m.into(),
+                value,
+            };
+            out.push(reading(metric::ENERGY_J, z.total_uj as f64 / 1e6));
+            if let Some(prev) = z.last_t_ns.filter(|&p| t_ns > p) {
+                let dt_s = (t_ns - prev) as f64 / 1e9;
+                out.push(reading(metric::POWER_W, delta_uj as f64 / 1e6 / dt_s));
+            }
+            z.last_t_ns = Some(t_ns);
+        }
+        Ok(())
+    }
+}
+
+/// One amdgpu card's hwmon files.
+#[derive(Debug)]
+struct Card {
+    device: String,
+    power_uw: PathBuf,
+    freq_hz: Option<PathBuf>,
+    mem_freq_hz: Option<PathBuf>,
+    temp_mc: Option<PathBuf>,
+    busy_pct: Option<PathBuf>,
+    vram_used: Option<PathBuf>,
+}
+
+/// AMD GPUs through `<root>/class/drm/card*/device/hwmon/hwmon*` named `amdgpu` (no energy
+/// counter there: power is integrated). World-readable, no root needed.
+#[derive(Debug)]
+pub struct AmdGpu {
+    cards: Vec<Card>,
+}
+
+impl AmdGpu {
+    /// Finds the cards; Err says why the source is unavailable.
+    pub fn detect(sys_root: &Path) -> Result<Self, String> {
+        let base = sys_root.join("class/drm");
+        let mut cards = Vec::new();
+        for card in sorted_dir(&base) {
+            let Some(fname) = card.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            // card0, card1 ... but not connectors like card0-DP-1.
+            let Some(idx) = fname
+                .strip_prefix("card")
+                .filter(|i| i.chars().all(|c| c.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let dev = card.join("device");
+            for hw in sorted_dir(&dev.join("hwmon")) {
+                if read_trim(&hw.join("name")).ok().as_deref() != Some("amdgpu") {
+                    continue;
+                }
+                let some = |p: PathBuf| p.exists().then_some(p);
+                let Some(power_uw) =
+                    some(hw.join("power1_average")).or(some(hw.join("power1_input")))
+                else {
+                    continue;
+                };
+                cards.push(Card {
+                    device: format!("gpu{idx}"),
+                    power_uw,
+                    freq_hz: some(hw.join("freq1_input")),
+                    mem_freq_hz: some(hw.join("freq2_input")),
+                    temp_mc: some(hw.join("temp1_input")),
+                    busy_pct: some(dev.join("gpu_busy_percent")),
+                    vram_used: some(dev.join("mem_info_vram_used")),
+                });
+            }
+        }
+        if cards.is_empty() {
+            return Err(format!(
+                "no amdgpu hwmon with power1_average/power1_input under {}",
+                base.display()
+            ));
+        }
+        Ok(Self { cards })
+    }
+
+    /// The cards found, for the probe's detail.
+    pub fn devices(&self) -> Vec<String> {
+        self.cards.iter().map(|c| c.device.clone()).collect()
+    }
+}
+
+impl PowerSource for AmdGpu {
+    fn sample(&mut self, t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), String> {
+        for c in &self.cards {
+            let power =
+                read_u64(&c.power_uw).map_err(|e| format!("{}: {e}", c.power_uw.display()))?;
+            let mut push = |m: &str, value: f64| {
+                out.push(PowerReading {
+                    t_ns,
+                    source: SOURCE_AMDGPU.into(),
+                    device: c.device.clone(),
+                    metric: m.into(),
+                    value,
+                });
+            };
+            push(metric::POWER_W, power as f64 / 1e6);
+            let opt = |p: &Option<PathBuf>| p.as_deref().and_then(|p| read_u64(p).ok());
+            if let Some(v) = opt(&c.freq_hz) {
+                push(metric::FREQ_MHZ, v as f64 / 1e6);
+            }
+            if let Some(v) = opt(&c.mem_freq_hz) {
+                push(metric::MEM_FREQ_MHZ, v as f64 / 1e6);
+            }
+            if let Some(v) = opt(&c.temp_mc) {
+                push(metric::TEMP_C, v as f64 / 1e3);
+            }
+            if let Some(v) = opt(&c.busy_pct) {
+                push(metric::BUSY_PCT, v as f64);
+            }
+            if let Some(v) = opt(&c.vram_used) {
+                push(metric::MEM_USED_BYTES, v as f64);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokengun_common::monitor::PowerSeries;
+
+    fn write(root: &Path, rel: &str, v: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("{v}\n")).unwrap();
+    }
+
+    const MAX: u64 = 262_143_328_850;
+
+    fn rapl_tree(root: &Path, package_uj: u64) {
+        let z = "class/powercap/intel-rapl:0";
+        write(root, &format!("{z}/name"), "package-0");
+        write(root, &format!("{z}/energy_uj"), &package_uj.to_string());
+        write(root, &format!("{z}/max_energy_range_uj"), &MAX.to_string());
+        write(root, "class/powercap/intel-rapl:0:0/name", "core");
+        write(root, "class/powercap/intel-rapl:0:0/energy_uj", "5");
+        write(root, "class/powercap/intel-rapl:0:1/name", "dram");
+        write(root, "class/powercap/intel-rapl:0:1/energy_uj", "1000000");
+        write(
+            root,
+            "class/powercap/intel-rapl:0:1/max_energy_range_uj",
+            &MAX.to_string(),
+        );
+    }
+
+    #[test]
+    fn rapl_counts_across_a_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        rapl_tree(root, MAX - 850);
+        let mut rapl = Rapl::detect(root).unwrap();
+        assert_eq!(rapl.devices(), vec!["package-0", "dram-0"]);
+        let s = 1_000_000_000u64;
+        let mut series = PowerSeries::default();
+        let mut take = |rapl: &mut Rapl, t| {
+            let mut out = Vec::new();
+            rapl.sample(t, &mut out).unwrap();
+            for r in &out {
+                series.add(r);
+            }
+            out
+        };
+        take(&mut rapl, s);
+        // The counter wraps: MAX - 850 -> 5000 is 5850 uJ, not minus 262 kJ.
+        write(root, "class/powercap/intel-rapl:0/energy_uj", "5000");
+        write(root, "class/powercap/intel-rapl:0:1/energy_uj", "3000000");
+        let out = take(&mut rapl, 2 * s);
+        let pkg_power = out
+            .iter()
+            .find(|r| r.device == "package-0" && r.metric == metric::POWER_W)
+            .unwrap();
+        assert!((pkg_power.value - 0.00585).abs() < 1e-12, "{out:?}");
+        // 40 W on the package for the next second.
+        write(root, "class/powercap/intel-rapl:0/energy_uj", "40005000");
+        take(&mut rapl, 3 * s);
+        let w = series.window(2 * s, 3 * s).unwrap();
+        let pkg = w.devices.iter().find(|d| d.device == "package-0").unwrap();
+        assert!((pkg.energy_j - 40.0).abs() < 1e-9);
+        assert_eq!(w.method, tokengun_common::monitor::EnergyMethod::Counter);
+    }
+
+    #[test]
+    fn rapl_absent_or_root_only_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Rapl::detect(dir.path()).unwrap_err();
+        assert!(e.contains("no RAPL package zones"), "{e}");
+        rapl_tree(dir.path(), 1);
+        let f = dir.path().join("class/powercap/intel-rapl:0/energy_uj");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();
+        // Root reads anything; the refusal can only be seen as another user.
+        if std::fs::read(&f).is_err() {
+            let e = Rapl::detect(dir.path()).unwrap_err();
+            assert!(e.contains("root"), "{e}");
+        }
+    }
+
+    #[test]
+    fn amdgpu_hwmon_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let hw = "class/drm/card1/device/hwmon/hwmon3";
+        write(root, &format!("{hw}/name"), "amdgpu");
+        write(root, &format!("{hw}/power1_average"), "215000000");
+        write(root, &format!("{hw}/freq1_input"), "2100000000");
+        write(root, &format!("{hw}/temp1_input"), "61000");
+        write(root, "class/drm/card1/device/gpu_busy_percent", "97");
+        write(
+            root,
+            "class/drm/card1/device/mem_info_vram_used",
+            "8589934592",
+        );
+        write(root, "class/drm/card1-DP-1/status", "connected");
+        write(root, "class/drm/card0/device/hwmon/hwmon0/name", "i915");
+        let mut amd = AmdGpu::detect(root).unwrap();
+        assert_eq!(amd.devices(), vec!["gpu1"]);
+        let mut out = Vec::new();
+        amd.sample(7, &mut out).unwrap();
+        let get = |m: &str| out.iter().find(|r| r.metric == m).unwrap().value;
+        assert_eq!(get(metric::POWER_W), 215.0);
+        assert_eq!(get(metric::FREQ_MHZ), 2100.0);
+        assert_eq!(get(metric::TEMP_C), 61.0);
+        assert_eq!(get(metric::BUSY_PCT), 97.0);
+        assert_eq!(get(metric::MEM_USED_BYTES), 8_589_934_592.0);
+        assert!(AmdGpu::detect(&root.join("nothing")).is_err());
+    }
+}
