@@ -144,6 +144,13 @@ fn argmax(levels: &[LevelRow], f: impl Fn(&LevelRow) -> Option<f64>) -> Option<u
     best.map(|(i, _)| i)
 }
 
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 fn pct(v: f64) -> String {
     format!("{}%", fmt_num(v * 100.0))
 }
@@ -198,7 +205,7 @@ pub fn compute(levels: &[LevelRow], o: &FindingOptions, rate_sweep: bool) -> Fin
             }) {
                 s.push_str(&format!(
                     " {} reached {} ({:+.1}%), within the {} tie tolerance, so the lower level is preferred.",
-                    name(higher),
+                    capitalised(&name(higher)),
                     tps(higher),
                     (higher.aggregate_tokens_per_s / l.aggregate_tokens_per_s - 1.0) * 100.0,
                     pct(o.best_tolerance)
