@@ -211,6 +211,19 @@ pub fn compute(levels: &[LevelRow], o: &FindingOptions, rate_sweep: bool) -> Fin
                     pct(o.best_tolerance)
                 ));
             }
+            // Without a TTFT limit, a level can "qualify" while its requests wait for long.
+            if let (Some(first), Some(at_best)) = (
+                levels.iter().find(|l| whole(l)).and_then(|l| l.ttft.p50_s),
+                l.ttft.p50_s,
+            ) {
+                if first > 0.0 && at_best >= 3.0 * first {
+                    s.push_str(&format!(
+                        " Its TTFT p50 is {} against {} at the first level: if waiting matters, rerun with --slo-ttft so the SLO judges it.",
+                        fmt_s(at_best),
+                        fmt_s(first)
+                    ));
+                }
+            }
             f.statements.push(s);
         }
         (None, Some(p)) => f.statements.push(format!(
@@ -447,7 +460,7 @@ fn hints(
                 fmt_num(b),
                 name(last),
                 if flat {
-                    " — flat while load grew, as a pegged process would be"
+                    ": flat while the load grew (no more CPU work past the knee; on its own this does not say whether CPU is the limit)"
                 } else {
                     ""
                 }
