@@ -29,7 +29,7 @@ fn labels(runs: &[RunData], given: &[String]) -> Result<Vec<String>, ReportError
             }
         })
         .collect();
-    Ok(base
+    let mut out: Vec<String> = base
         .iter()
         .zip(runs)
         .map(|(b, r)| {
@@ -39,7 +39,14 @@ fn labels(runs: &[RunData], given: &[String]) -> Result<Vec<String>, ReportError
                 b.clone()
             }
         })
-        .collect())
+        .collect();
+    // Still the same (copies of one run): number them.
+    for i in 0..out.len() {
+        if out[..i].contains(&out[i]) {
+            out[i] = format!("{} #{}", out[i], i + 1);
+        }
+    }
+    Ok(out)
 }
 
 fn kind(r: &RunData) -> &'static str {
@@ -304,4 +311,47 @@ pub fn compare_doc(
         ),
         blocks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(model: &str, run_id: &str, shape: &str) -> RunData {
+        let mut r = RunData::default();
+        r.meta.model = model.into();
+        r.meta.run_id = run_id.into();
+        r.meta.shape = shape.into();
+        r
+    }
+
+    #[test]
+    fn labels_are_unique_and_given_labels_must_match() {
+        let runs = [
+            run("qwen3:0.6b", "r1", "burst"),
+            run("qwen3:0.6b", "r2", "burst"),
+            run("llama3", "r3", "burst"),
+            run("qwen3:0.6b", "r1", "burst"),
+        ];
+        assert_eq!(
+            labels(&runs, &[]).unwrap(),
+            [
+                "qwen3:0.6b (r1)",
+                "qwen3:0.6b (r2)",
+                "llama3",
+                "qwen3:0.6b (r1) #4"
+            ]
+        );
+        assert!(matches!(
+            labels(&runs, &["a".into()]),
+            Err(ReportError::LabelCount { given: 1, runs: 4 })
+        ));
+        let mixed = [run("a", "1", "burst"), run("b", "2", "open")];
+        let e = compare_doc(&mixed, &[], &ReportOptions::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot overlay a (a concurrency sweep) with b (a rate sweep)"),
+            "{e}"
+        );
+    }
 }
