@@ -1,4 +1,5 @@
-//! The command line: `tokengun run` and `tokengun sim`, compiled into a `RunConfig` / `SimConfig`.
+//! The command line: `tokengun run`, `sim`, `report` and `compare`, compiled into a `RunConfig`,
+//! a `SimConfig` or report options.
 
 use crate::orchestrator::RunConfig;
 use crate::plan_file::{PlanFile, PlanFileError};
@@ -23,6 +24,86 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Serve the built-in simulated inference server (Ollama or llama.cpp flavour) until Ctrl-C.
     Sim(Box<SimArgs>),
+    /// Write report.md, report.html and charts/ for a run folder (any earlier run too).
+    Report(ReportArgs),
+    /// Overlay several runs' curves and set their findings side by side.
+    Compare(CompareArgs),
+}
+
+/// Thresholds of the report's findings, shared by `report` and `compare`.
+#[derive(Args, Debug, Clone)]
+pub struct FindingArgs {
+    /// A level qualifies as "best" only with at most this error rate, percent [default: 1].
+    #[arg(long, value_name = "PERCENT", default_value_t = 1.0, value_parser = percent_arg)]
+    pub max_error_rate: f64,
+    /// ...and with at least this share of its requests meeting the run's SLO, percent [default: 95].
+    #[arg(long, value_name = "PERCENT", default_value_t = 95.0, value_parser = percent_arg)]
+    pub min_goodput: f64,
+    /// The knee: the last level before a step whose gain per unit of concurrency (or rate) is
+    /// below this share of the first level's tokens/s per unit, percent [default: 25].
+    #[arg(long, value_name = "PERCENT", default_value_t = 25.0, value_parser = percent_arg)]
+    pub knee_slope: f64,
+    /// Throughputs within this much of the highest count as a tie for "best" (the lower level
+    /// wins), percent [default: 5].
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0, value_parser = percent_arg)]
+    pub best_tolerance: f64,
+}
+
+impl FindingArgs {
+    /// The report options these flags describe.
+    pub fn options(&self, timeline_level: Option<String>) -> crate::report::ReportOptions {
+        crate::report::ReportOptions {
+            findings: crate::report::findings::FindingOptions {
+                max_error_rate: self.max_error_rate / 100.0,
+                min_good_share: self.min_goodput / 100.0,
+                knee_fraction: self.knee_slope / 100.0,
+                best_tolerance: self.best_tolerance / 100.0,
+            },
+            timeline_level,
+        }
+    }
+}
+
+fn percent_arg(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
+}
+
+/// `tokengun report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The run folder (the one `tokengun run` printed after "results:").
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// Folder to write report.md, report.html and charts/ into [default: the run folder].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Level whose requests the timeline chart shows, e.g. 8 or 2.5rps [default: the first
+    /// level past the knee, else the last].
+    #[arg(long, value_name = "LEVEL")]
+    pub timeline_level: Option<String>,
+    #[command(flatten)]
+    pub findings: FindingArgs,
+}
+
+/// `tokengun compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Two or more run folders.
+    #[arg(value_name = "RUN_DIR", num_args = 2.., required = true)]
+    pub run_dirs: Vec<PathBuf>,
+    /// A label per run, in order (repeat the flag) [default: each run's model, with its run id
+    /// when two share a model].
+    #[arg(long = "label", value_name = "TEXT")]
+    pub labels: Vec<String>,
+    /// Folder to write compare.md, compare.html and charts/ into [default: a new
+    /// results/compare-<time> folder].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub findings: FindingArgs,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -192,6 +273,10 @@ pub struct RunArgs {
     /// Print only errors and the final summary table.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Do not write report.md / report.html / charts/ at the end of the run
+    /// (`tokengun report <run-dir>` writes them later).
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// `--shape` values.
@@ -484,7 +569,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         match cli.command {
             Command::Run(r) => *r,
-            Command::Sim(_) => panic!("not run"),
+            _ => panic!("not run"),
         }
     }
 

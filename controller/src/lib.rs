@@ -1,4 +1,5 @@
-//! tokengun's controller: the CLI, the orchestrator of cycles, agent links, result writers.
+//! tokengun's controller: the CLI, the orchestrator of cycles, agent links, result writers,
+//! and the report / compare generator.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -8,6 +9,7 @@ pub mod monitoring;
 pub mod orchestrator;
 pub mod output;
 pub mod plan_file;
+pub mod report;
 pub mod workload;
 
 use cli::{Cli, Command};
@@ -32,7 +34,18 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                 }
             };
             let mut console = Console::new(args.quiet);
-            match orchestrator::run(cfg, &mut console, stop).await {
+            let result = orchestrator::run(cfg, &mut console, stop).await;
+            if !args.no_report {
+                let run_dir = match &result {
+                    Ok(r) => Some(r.run_dir.clone()),
+                    Err(RunError::Broken { run_dir, .. }) => Some(run_dir.clone()),
+                    Err(_) => None,
+                };
+                if let Some(dir) = run_dir {
+                    write_run_report(dir).await;
+                }
+            }
+            match result {
                 Ok(report) => {
                     console::write_stdout(&format!("\nresults: {}\n", report.run_dir.display()));
                     match report.status {
@@ -53,6 +66,58 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                         | RunError::AboveAgentLimit { .. } => 2,
                         RunError::Interrupted => EXIT_INTERRUPTED,
                         _ => 1,
+                    }
+                }
+            }
+        }
+        Command::Report(args) => {
+            let opts = args.findings.options(args.timeline_level.clone());
+            match report::report(&args.run_dir, args.out.as_deref(), &opts) {
+                Ok(w) => {
+                    console::write_stdout(&format!(
+                        "report: {}\n        {}\ncharts: {} in {}\n",
+                        w.markdown.display(),
+                        w.html.display(),
+                        w.charts.len(),
+                        w.markdown.with_file_name("charts").display()
+                    ));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }
+        Command::Compare(args) => {
+            let opts = args.findings.options(None);
+            let out = match args.out.clone() {
+                Some(o) => o,
+                None => match new_compare_dir() {
+                    Ok(o) => o,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return 1;
+                    }
+                },
+            };
+            match report::compare(&args.run_dirs, &args.labels, &out, &opts) {
+                Ok(w) => {
+                    console::write_stdout(&format!(
+                        "compare: {}\n         {}\ncharts: {} in {}\n",
+                        w.markdown.display(),
+                        w.html.display(),
+                        w.charts.len(),
+                        out.join("charts").display()
+                    ));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    if matches!(e, report::ReportError::LabelCount { .. }) {
+                        2
+                    } else {
+                        1
                     }
                 }
             }
@@ -81,4 +146,55 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
             0
         }
     }
+}
+
+/// The end-of-run report: written from the files just closed; a failure is a warning, never a
+/// lost result (the run's files are already complete on disk).
+async fn write_run_report(run_dir: std::path::PathBuf) {
+    let dir = run_dir.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        report::report(&dir, None, &report::ReportOptions::default())
+    })
+    .await;
+    match done {
+        Ok(Ok(w)) => console::write_stdout(&format!("report: {}\n", w.html.display())),
+        Ok(Err(e)) => eprintln!(
+            "warning: report not written ({e}); the results are intact, try `tokengun report {}`",
+            run_dir.display()
+        ),
+        Err(e) => eprintln!(
+            "warning: report not written ({e}); the results are intact, try `tokengun report {}`",
+            run_dir.display()
+        ),
+    }
+}
+
+/// `results/compare-<time>`, a new folder (suffixed when taken).
+fn new_compare_dir() -> Result<std::path::PathBuf, String> {
+    let base = format!(
+        "compare-{}",
+        output::default_run_id(std::time::SystemTime::now())
+    );
+    let results = std::path::Path::new("results");
+    std::fs::create_dir_all(results)
+        .map_err(|e| format!("cannot create results/: {e}; pass --out with a writable folder"))?;
+    for n in 1..1000 {
+        let name = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        let dir = results.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(format!(
+                    "cannot create {}: {e}; pass --out with a writable folder",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    Err("too many compare folders for this second; pass --out".into())
 }

@@ -517,3 +517,92 @@ fn stop_on_error_rate_ends_the_sweep() {
     );
     assert!(!run.join("ollama/deepseek-r1-7b/test_results_8").exists());
 }
+
+#[test]
+fn a_run_ends_with_its_report_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap();
+    let common = [
+        "run",
+        "--sim",
+        "--sim-slots",
+        "2",
+        "--sim-tokens",
+        "20",
+        "--sim-ttft",
+        "20ms",
+        "--levels",
+        "1,2,4",
+        "--quiet",
+        "--out",
+        out_dir,
+    ];
+    let out = tokengun(&[&common[..], &["--run-id", "with"]].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("with");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("report: "), "{stdout}");
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(
+        html.contains("Saturation knee: concurrency 2"),
+        "two slots saturate at 2"
+    );
+    for chart in ["throughput", "per_request", "ttft", "errors", "timeline"] {
+        assert!(run.join(format!("charts/{chart}.png")).is_file(), "{chart}");
+    }
+    assert!(run.join("report.md").is_file());
+
+    let out = tokengun(&[&common[..], &["--run-id", "without", "--no-report"]].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("without");
+    assert!(run.join("cycles.csv").is_file());
+    assert!(!run.join("report.html").exists() && !run.join("charts").exists());
+
+    // Written later from the files alone, into another folder.
+    let elsewhere = dir.path().join("elsewhere");
+    let out = tokengun(&[
+        "report",
+        run.to_str().unwrap(),
+        "--out",
+        elsewhere.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(elsewhere.join("report.html").is_file() && elsewhere.join("charts/ttft.png").is_file());
+}
+
+#[test]
+fn report_refusals_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokengun(&["report", dir.path().join("nope").to_str().unwrap()]);
+    assert_one_line_error(&out, 1, &["not a tokengun run folder", "no such folder"]);
+    std::fs::write(dir.path().join("cycles.csv"), "level,requests\n").unwrap();
+    let out = tokengun(&["report", dir.path().to_str().unwrap()]);
+    assert_one_line_error(&out, 1, &["no finished level"]);
+    std::fs::write(dir.path().join("cycles.csv"), "a,b\n1,2\n").unwrap();
+    let out = tokengun(&["report", dir.path().to_str().unwrap()]);
+    assert_one_line_error(&out, 1, &["cycles.csv", "column \"level\" is missing"]);
+    let out = tokengun(&[
+        "report",
+        dir.path().to_str().unwrap(),
+        "--knee-slope",
+        "140",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = tokengun(&["compare", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "compare needs two runs");
+}

@@ -1,0 +1,735 @@
+//! The report's findings, computed from the level table alone: best level, saturation knee,
+//! where errors begin, the most efficient level per joule, and bottleneck hints with evidence.
+//!
+//! Definitions (also in the README):
+//! - A level *qualifies* when it is whole (not partial, schedule valid), its error rate is at most
+//!   `max_error_rate`, and at least `min_good_share` of its requests met the run's SLO.
+//! - The *best level* is the lowest qualifying level whose aggregate tokens/s is within
+//!   `best_tolerance` of the highest qualifying one (a tie goes to less concurrency: the same
+//!   throughput with less queueing).
+//! - The *initial slope* s0 is the first level's aggregate tokens/s over its x (concurrency or
+//!   rate): the gain per unit of x from nothing. The *marginal slope* between two consecutive
+//!   levels is (T[i] - T[i-1]) / (x[i] - x[i-1]). The *knee* is the last level before the first
+//!   marginal slope below `knee_fraction` × s0: from there on, adding concurrency stops paying.
+
+use super::load::LevelRow;
+use super::util::{fmt_bytes, fmt_num, fmt_s};
+
+/// Thresholds of the findings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FindingOptions {
+    /// Highest error rate (0..1) a qualifying level may have.
+    pub max_error_rate: f64,
+    /// Lowest share (0..1) of a level's requests that must meet the SLO.
+    pub min_good_share: f64,
+    /// Marginal slope below this fraction of the initial slope marks the knee.
+    pub knee_fraction: f64,
+    /// Throughputs within this fraction of the best count as a tie (lower level wins).
+    pub best_tolerance: f64,
+}
+
+impl Default for FindingOptions {
+    fn default() -> Self {
+        Self {
+            max_error_rate: 0.01,
+            min_good_share: 0.95,
+            knee_fraction: 0.25,
+            best_tolerance: 0.05,
+        }
+    }
+}
+
+/// Where the throughput curve bends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Knee {
+    /// Fewer than two whole levels: no slope to judge.
+    TooFewLevels,
+    /// The marginal slope never fell below the threshold: still scaling at the last level.
+    StillScaling { initial_slope: f64, last_slope: f64 },
+    /// Level `index`: the step after it gained `next_slope` per unit, under the threshold.
+    At {
+        index: usize,
+        initial_slope: f64,
+        next_slope: f64,
+    },
+}
+
+/// The findings of one run, structured (for the compare table) and as sentences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Findings {
+    /// Index into the level table of the best level, if any level qualifies.
+    pub best: Option<usize>,
+    /// Highest aggregate tokens/s of any level (index).
+    pub peak: Option<usize>,
+    pub knee: Knee,
+    /// First level with a failed request.
+    pub errors_begin: Option<usize>,
+    /// First level above the error-rate limit.
+    pub errors_over_limit: Option<usize>,
+    /// Highest tokens per joule (index), when power was measured.
+    pub most_efficient: Option<usize>,
+    /// Sentences, each with its numbers.
+    pub statements: Vec<String>,
+    /// Bottleneck hints, each with its evidence.
+    pub hints: Vec<String>,
+    /// Reasons to trust some figures less.
+    pub cautions: Vec<String>,
+}
+
+fn whole(l: &LevelRow) -> bool {
+    !l.partial && l.schedule_valid
+}
+
+/// Whether a level qualifies for "best" (see the module's definitions).
+pub fn qualifies(l: &LevelRow, o: &FindingOptions) -> bool {
+    whole(l)
+        && l.requests > 0
+        && l.error_rate <= o.max_error_rate + 1e-12
+        && l.good_share() + 1e-12 >= o.min_good_share
+}
+
+/// The knee of the aggregate-throughput curve over the whole levels (see the module doc).
+pub fn knee(levels: &[LevelRow], o: &FindingOptions) -> Knee {
+    let idx: Vec<usize> = (0..levels.len()).filter(|&i| whole(&levels[i])).collect();
+    if idx.len() < 2 {
+        return Knee::TooFewLevels;
+    }
+    let first = &levels[idx[0]];
+    let initial_slope = first.aggregate_tokens_per_s / first.x;
+    let mut last_slope = initial_slope;
+    for w in idx.windows(2) {
+        let (a, b) = (&levels[w[0]], &levels[w[1]]);
+        let dx = b.x - a.x;
+        if dx <= 0.0 {
+            continue;
+        }
+        let slope = (b.aggregate_tokens_per_s - a.aggregate_tokens_per_s) / dx;
+        if slope < o.knee_fraction * initial_slope {
+            return Knee::At {
+                index: w[0],
+                initial_slope,
+                next_slope: slope,
+            };
+        }
+        last_slope = slope;
+    }
+    Knee::StillScaling {
+        initial_slope,
+        last_slope,
+    }
+}
+
+/// The best level (see the module doc).
+pub fn best_level(levels: &[LevelRow], o: &FindingOptions) -> Option<usize> {
+    let top = levels
+        .iter()
+        .filter(|l| qualifies(l, o))
+        .map(|l| l.aggregate_tokens_per_s)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))?;
+    (0..levels.len()).find(|&i| {
+        qualifies(&levels[i], o)
+            && levels[i].aggregate_tokens_per_s >= (1.0 - o.best_tolerance) * top
+    })
+}
+
+fn argmax(levels: &[LevelRow], f: impl Fn(&LevelRow) -> Option<f64>) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, l) in levels.iter().enumerate() {
+        if let Some(v) = f(l) {
+            if best.is_none_or(|(_, b)| v > b) {
+                best = Some((i, v));
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+fn pct(v: f64) -> String {
+    format!("{}%", fmt_num(v * 100.0))
+}
+
+/// Computes every finding. `unit` names x: "concurrency" or "requests/s".
+pub fn compute(levels: &[LevelRow], o: &FindingOptions, rate_sweep: bool) -> Findings {
+    let name = |l: &LevelRow| {
+        if rate_sweep {
+            format!("{} requests/s", fmt_num(l.x))
+        } else {
+            format!("concurrency {}", fmt_num(l.x))
+        }
+    };
+    let tps = |l: &LevelRow| format!("{} tokens/s", fmt_num(l.aggregate_tokens_per_s));
+    let mut f = Findings {
+        best: best_level(levels, o),
+        peak: argmax(levels, |l| whole(l).then_some(l.aggregate_tokens_per_s)),
+        knee: knee(levels, o),
+        errors_begin: levels.iter().position(|l| l.failed > 0),
+        errors_over_limit: levels
+            .iter()
+            .position(|l| l.error_rate > o.max_error_rate + 1e-12),
+        most_efficient: argmax(levels, |l| l.power.tokens_per_joule),
+        statements: Vec::new(),
+        hints: Vec::new(),
+        cautions: Vec::new(),
+    };
+    let slo_words = format!(
+        "error rate at most {} and at least {} of requests meeting the SLO",
+        pct(o.max_error_rate),
+        pct(o.min_good_share)
+    );
+
+    // Best level.
+    match (f.best, f.peak) {
+        (Some(b), _) => {
+            let l = &levels[b];
+            let top = levels
+                .iter()
+                .filter(|l| qualifies(l, o))
+                .map(|l| l.aggregate_tokens_per_s)
+                .fold(0.0_f64, f64::max);
+            let mut s = format!(
+                "Best level: {} with {} in total, {} of requests meeting the SLO, error rate {} ({slo_words}).",
+                name(l),
+                tps(l),
+                pct(l.good_share()),
+                pct(l.error_rate)
+            );
+            if let Some(higher) = levels.iter().find(|h| {
+                qualifies(h, o) && h.aggregate_tokens_per_s == top && h.label != l.label
+            }) {
+                s.push_str(&format!(
+                    " {} reached {} ({:+.1}%), within the {} tie tolerance, so the lower level is preferred.",
+                    capitalised(&name(higher)),
+                    tps(higher),
+                    (higher.aggregate_tokens_per_s / l.aggregate_tokens_per_s - 1.0) * 100.0,
+                    pct(o.best_tolerance)
+                ));
+            }
+            // Without a TTFT limit, a level can "qualify" while its requests wait for long.
+            if let (Some(first), Some(at_best)) = (
+                levels.iter().find(|l| whole(l)).and_then(|l| l.ttft.p50_s),
+                l.ttft.p50_s,
+            ) {
+                if first > 0.0 && at_best >= 3.0 * first {
+                    s.push_str(&format!(
+                        " Its TTFT p50 is {} against {} at the first level: if waiting matters, rerun with --slo-ttft so the SLO judges it.",
+                        fmt_s(at_best),
+                        fmt_s(first)
+                    ));
+                }
+            }
+            f.statements.push(s);
+        }
+        (None, Some(p)) => f.statements.push(format!(
+            "Best level: none qualifies ({slo_words}); the highest throughput was {} at {}, with {} of requests meeting the SLO and error rate {}.",
+            tps(&levels[p]),
+            name(&levels[p]),
+            pct(levels[p].good_share()),
+            pct(levels[p].error_rate)
+        )),
+        (None, None) => f
+            .statements
+            .push("Best level: no whole level to judge.".into()),
+    }
+
+    // Knee.
+    let unit = if rate_sweep {
+        "per added request/s"
+    } else {
+        "per added concurrent request"
+    };
+    match &f.knee {
+        Knee::TooFewLevels => f
+            .statements
+            .push("Saturation knee: fewer than two whole levels, no slope to judge.".into()),
+        Knee::StillScaling {
+            initial_slope,
+            last_slope,
+        } => f.statements.push(format!(
+            "Saturation knee: not reached. The last step still gained {} tokens/s {unit} ({} of the initial {}): more load may still pay.",
+            fmt_num(*last_slope),
+            pct(last_slope / initial_slope),
+            fmt_num(*initial_slope)
+        )),
+        Knee::At {
+            index,
+            initial_slope,
+            next_slope,
+        } => {
+            let l = &levels[*index];
+            let next = levels[*index + 1..].iter().find(|n| whole(n));
+            f.statements.push(format!(
+                "Saturation knee: {} ({}). The next step{} gained {} tokens/s {unit}, {} of the initial {} (threshold {}): adding load past this point stopped paying.",
+                name(l),
+                tps(l),
+                next.map(|n| format!(" to {}", name(n))).unwrap_or_default(),
+                fmt_num(*next_slope),
+                pct(next_slope / initial_slope),
+                fmt_num(*initial_slope),
+                pct(o.knee_fraction)
+            ));
+        }
+    }
+
+    // Errors.
+    match f.errors_begin {
+        None => f.statements.push(format!(
+            "Errors: none at any level ({} requests in all).",
+            levels.iter().map(|l| u64::from(l.requests)).sum::<u64>()
+        )),
+        Some(i) => {
+            let l = &levels[i];
+            let mut s = format!(
+                "Errors begin at {}: {} of {} requests failed ({}){}.",
+                name(l),
+                l.failed,
+                l.requests,
+                pct(l.error_rate),
+                if l.errors_by_kind.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", l.errors_by_kind.replace(';', ", "))
+                }
+            );
+            match f.errors_over_limit {
+                Some(j) if j != i => s.push_str(&format!(
+                    " They pass the {} limit at {} ({}).",
+                    pct(o.max_error_rate),
+                    name(&levels[j]),
+                    pct(levels[j].error_rate)
+                )),
+                None => s.push_str(&format!(
+                    " No level passes the {} limit.",
+                    pct(o.max_error_rate)
+                )),
+                _ => {}
+            }
+            f.statements.push(s);
+        }
+    }
+
+    // Efficiency.
+    if let Some(i) = f.most_efficient {
+        let l = &levels[i];
+        let mut s = format!(
+            "Most efficient per joule: {} at {} tokens/J ({} J/token, mean power {} W).",
+            name(l),
+            fmt_num(l.power.tokens_per_joule.unwrap_or(0.0)),
+            fmt_num(l.power.joules_per_token.unwrap_or(0.0)),
+            l.power.mean_power_w.map_or("?".into(), fmt_num)
+        );
+        if let Some(net) = l.power.net_tokens_per_joule {
+            s.push_str(&format!(
+                " Above the idle baseline ({} W): {} tokens/J.",
+                l.power.baseline_power_w.map_or("?".into(), fmt_num),
+                fmt_num(net)
+            ));
+        }
+        if let Some(b) = f.best.filter(|&b| b != i) {
+            if let Some(tpj) = levels[b].power.tokens_per_joule {
+                s.push_str(&format!(
+                    " The best level ({}) gets {} tokens/J.",
+                    name(&levels[b]),
+                    fmt_num(tpj)
+                ));
+            }
+        }
+        f.statements.push(s);
+    }
+
+    hints(levels, &f.knee, &name, &mut f.hints);
+
+    for l in levels {
+        if l.partial {
+            f.cautions.push(format!(
+                "{} is partial (interrupted, an agent lost, or records missing): its figures cover what was collected and it is left out of the findings.",
+                name(l)
+            ));
+        }
+        if !l.schedule_valid {
+            f.cautions.push(format!(
+                "{} fell behind its own schedule (p99 send lag above 10 ms): it measured tokengun's limits, not the server's, and is left out of the findings.",
+                name(l)
+            ));
+        }
+    }
+    f
+}
+
+/// Bottleneck hints: each only when its data exist, said with the numbers behind it.
+fn hints(
+    levels: &[LevelRow],
+    knee: &Knee,
+    name: &dyn Fn(&LevelRow) -> String,
+    out: &mut Vec<String>,
+) {
+    let whole_levels: Vec<&LevelRow> = levels.iter().filter(|l| whole(l)).collect();
+    let (Some(first), Some(last)) = (whole_levels.first(), whole_levels.last()) else {
+        return;
+    };
+    let knee_level = match knee {
+        Knee::At { index, .. } => Some(&levels[*index]),
+        _ => None,
+    };
+    // Past the knee: levels after it (the plateau).
+    let plateau: Vec<&LevelRow> = match knee_level {
+        Some(k) => whole_levels
+            .iter()
+            .copied()
+            .filter(|l| l.x >= k.x)
+            .collect(),
+        None => Vec::new(),
+    };
+
+    // Queueing: fewer streams at once than requests in flight.
+    if let (Some(streams), Some(in_flight)) = (last.max_streaming, last.peak_concurrency) {
+        if streams > 0 && f64::from(streams) <= 0.75 * f64::from(in_flight) {
+            let same: Vec<&str> = whole_levels
+                .iter()
+                .filter(|l| l.max_streaming == Some(streams))
+                .map(|l| l.label.as_str())
+                .collect();
+            out.push(format!(
+                "Queueing: at {} at most {streams} requests streamed at once while {in_flight} were in flight; the rest waited for their first token (TTFT p50 {}, p99 {}). The server appears to serve about {streams} at a time (the same most-at-once at level(s) {}).",
+                name(last),
+                last.ttft.p50_s.map_or("?".into(), fmt_s),
+                last.ttft.p99_s.map_or("?".into(), fmt_s),
+                same.join(", ")
+            ));
+        }
+    }
+    // TTFT growth past the knee while throughput is flat.
+    if let Some(k) = knee_level {
+        if let (Some(a), Some(b)) = (k.ttft.p50_s, last.ttft.p50_s) {
+            if k.label != last.label && a > 0.0 && b >= 2.0 * a {
+                out.push(format!(
+                    "Waiting grows past the knee: TTFT p50 rose from {} at {} to {} at {} while aggregate throughput changed by {:+.1}%: added requests waited rather than added throughput.",
+                    fmt_s(a),
+                    name(k),
+                    fmt_s(b),
+                    name(last),
+                    (last.aggregate_tokens_per_s / k.aggregate_tokens_per_s.max(1e-9) - 1.0) * 100.0
+                ));
+            }
+        }
+    }
+    // Per-request decode rate shared among streams (batching).
+    if let (Some(a), Some(b)) = (
+        first.request_tokens_per_s_mean,
+        last.request_tokens_per_s_mean,
+    ) {
+        if a > 0.0 && b < 0.7 * a {
+            out.push(format!(
+                "Shared decode: the mean per-request rate fell from {} tokens/s at {} to {} at {} ({:+.0}%): concurrent streams share the server's decode capacity.",
+                fmt_num(a),
+                name(first),
+                fmt_num(b),
+                name(last),
+                (b / a - 1.0) * 100.0
+            ));
+        }
+    }
+    // Machine CPU pegged on the plateau.
+    if let Some(l) = plateau
+        .iter()
+        .find(|l| l.machine_cpu_pct_mean.is_some_and(|c| c >= 90.0))
+    {
+        out.push(format!(
+            "CPU: the machine's CPUs were {}% busy on average at {}, on the throughput plateau: the server is likely CPU-bound.",
+            fmt_num(l.machine_cpu_pct_mean.unwrap_or(0.0)),
+            name(l)
+        ));
+    }
+    if let (Some(k), Some(a), Some(b)) = (
+        knee_level,
+        knee_level.and_then(|k| k.server_cpu_pct_mean),
+        last.server_cpu_pct_mean,
+    ) {
+        if k.label != last.label {
+            let flat = (b - a).abs() <= 0.1 * a.max(1.0);
+            out.push(format!(
+                "Server CPU: {}% of a core at the knee ({}), {}% at {}{}.",
+                fmt_num(a),
+                name(k),
+                fmt_num(b),
+                name(last),
+                if flat {
+                    ": flat while the load grew (no more CPU work past the knee; on its own this does not say whether CPU is the limit)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    // GPU busy and power flat on the plateau.
+    if plateau.len() >= 2 {
+        let busy: Vec<f64> = plateau.iter().filter_map(|l| l.gpu_busy_pct_mean).collect();
+        if busy.len() == plateau.len() && busy.iter().all(|b| *b >= 90.0) {
+            out.push(format!(
+                "GPU: busy {}–{}% from {} on, while throughput stayed flat: the accelerator looks saturated.",
+                fmt_num(busy.iter().copied().fold(f64::INFINITY, f64::min)),
+                fmt_num(busy.iter().copied().fold(0.0, f64::max)),
+                name(plateau[0])
+            ));
+        }
+        let watts: Vec<f64> = plateau
+            .iter()
+            .filter_map(|l| l.power.mean_power_w)
+            .collect();
+        if watts.len() == plateau.len() {
+            let (lo, hi) = (
+                watts.iter().copied().fold(f64::INFINITY, f64::min),
+                watts.iter().copied().fold(0.0, f64::max),
+            );
+            let tp: Vec<f64> = plateau.iter().map(|l| l.aggregate_tokens_per_s).collect();
+            let (tlo, thi) = (
+                tp.iter().copied().fold(f64::INFINITY, f64::min),
+                tp.iter().copied().fold(0.0, f64::max),
+            );
+            if lo > 0.0 && hi <= 1.05 * lo && thi <= 1.10 * tlo {
+                out.push(format!(
+                    "Power flat: mean power stayed within {}–{} W from {} on while throughput stayed within {}–{} tokens/s: more load drew no more power, consistent with a device at its limit.",
+                    fmt_num(lo),
+                    fmt_num(hi),
+                    name(plateau[0]),
+                    fmt_num(tlo),
+                    fmt_num(thi)
+                ));
+            }
+        }
+    }
+    // Memory climbing.
+    let rss: Vec<(&LevelRow, f64)> = whole_levels
+        .iter()
+        .filter_map(|l| l.server_rss_peak_bytes.map(|r| (*l, r)))
+        .collect();
+    if let (Some((la, a)), Some((lb, b))) = (rss.first(), rss.last()) {
+        let rising = rss.windows(2).all(|w| w[1].1 >= w[0].1);
+        if *a > 0.0 && *b >= 1.2 * a && rising {
+            out.push(format!(
+                "Memory climbing: the server's peak memory rose level after level, from {} at {} to {} at {}.",
+                fmt_bytes(*a),
+                name(la),
+                fmt_bytes(*b),
+                name(lb)
+            ));
+        }
+    }
+    if let Some(l) = whole_levels
+        .iter()
+        .find(|l| l.machine_mem_used_peak_frac.is_some_and(|m| m >= 0.9))
+    {
+        out.push(format!(
+            "Memory pressure: the machine's memory was {} used at its peak at {}.",
+            pct(l.machine_mem_used_peak_frac.unwrap_or(0.0)),
+            name(l)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A whole level with `x` concurrency, `tps` aggregate tokens/s, all requests good.
+    fn level(x: f64, tps: f64) -> LevelRow {
+        let n = x as u32;
+        LevelRow {
+            label: format!("{x}"),
+            x,
+            requests: n,
+            completed: n,
+            goodput_requests: n,
+            aggregate_tokens_per_s: tps,
+            schedule_valid: true,
+            ..LevelRow::default()
+        }
+    }
+
+    fn sweep(points: &[(f64, f64)]) -> Vec<LevelRow> {
+        points.iter().map(|&(x, t)| level(x, t)).collect()
+    }
+
+    #[test]
+    fn the_knee_of_a_four_slot_server_is_four() {
+        let levels = sweep(&[(1., 87.), (2., 174.), (4., 348.), (8., 349.), (16., 350.)]);
+        let o = FindingOptions::default();
+        assert!(matches!(knee(&levels, &o), Knee::At { index: 2, .. }));
+        assert_eq!(
+            best_level(&levels, &o),
+            Some(2),
+            "ties go to the lower level"
+        );
+        let f = compute(&levels, &o, false);
+        assert!(
+            f.statements[0].contains("concurrency 4"),
+            "{:?}",
+            f.statements
+        );
+        assert!(
+            f.statements[1].contains("concurrency 4"),
+            "{:?}",
+            f.statements
+        );
+        assert!(f.statements[2].contains("none at any level"));
+    }
+
+    #[test]
+    fn the_knee_threshold_is_relative_to_the_initial_slope() {
+        // Initial slope 100/unit; 4->8 gains 30/unit (30%), 8->16 gains 10/unit (10%).
+        let levels = sweep(&[(1., 100.), (2., 200.), (4., 400.), (8., 520.), (16., 600.)]);
+        let at = |frac| match knee(
+            &levels,
+            &FindingOptions {
+                knee_fraction: frac,
+                ..FindingOptions::default()
+            },
+        ) {
+            Knee::At { index, .. } => Some(index),
+            _ => None,
+        };
+        assert_eq!(at(0.25), Some(3));
+        assert_eq!(at(0.5), Some(2));
+        assert_eq!(at(0.05), None);
+    }
+
+    #[test]
+    fn a_sweep_still_scaling_has_no_knee() {
+        let levels = sweep(&[(1., 40.), (2., 80.), (4., 150.)]);
+        let k = knee(&levels, &FindingOptions::default());
+        assert!(matches!(k, Knee::StillScaling { .. }), "{k:?}");
+        assert_eq!(
+            knee(&levels[..1], &FindingOptions::default()),
+            Knee::TooFewLevels
+        );
+    }
+
+    #[test]
+    fn a_first_level_that_saturates_is_the_knee() {
+        let levels = sweep(&[(1., 90.), (2., 91.), (4., 92.)]);
+        assert!(matches!(
+            knee(&levels, &FindingOptions::default()),
+            Knee::At { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn levels_over_the_error_limit_or_under_the_slo_are_not_best() {
+        let mut levels = sweep(&[(1., 90.), (2., 180.), (4., 360.), (8., 500.)]);
+        levels[3].failed = 2;
+        levels[3].completed = 6;
+        levels[3].goodput_requests = 6;
+        levels[3].error_rate = 0.25;
+        levels[3].errors_by_kind = "http_error=2".into();
+        levels[2].goodput_requests = 3; // 75% good, under 95%
+        let o = FindingOptions::default();
+        assert_eq!(best_level(&levels, &o), Some(1));
+        let f = compute(&levels, &o, false);
+        assert_eq!(f.errors_begin, Some(3));
+        assert!(
+            f.statements[2].contains("2 of 8") && f.statements[2].contains("http_error=2"),
+            "{:?}",
+            f.statements
+        );
+        // A looser SLO share lets level 4 in.
+        let loose = FindingOptions {
+            min_good_share: 0.7,
+            ..o
+        };
+        assert_eq!(best_level(&levels, &loose), Some(2));
+    }
+
+    #[test]
+    fn no_qualifying_level_is_said_plainly() {
+        let mut levels = sweep(&[(1., 10.), (2., 20.)]);
+        for l in &mut levels {
+            l.goodput_requests = 0;
+        }
+        let f = compute(&levels, &FindingOptions::default(), false);
+        assert_eq!(f.best, None);
+        assert!(
+            f.statements[0].contains("none qualifies"),
+            "{}",
+            f.statements[0]
+        );
+    }
+
+    #[test]
+    fn partial_levels_are_left_out_and_cautioned() {
+        let mut levels = sweep(&[(1., 90.), (2., 180.), (4., 1000.)]);
+        levels[2].partial = true;
+        let f = compute(&levels, &FindingOptions::default(), false);
+        assert_eq!(f.best, Some(1));
+        assert_eq!(f.peak, Some(1));
+        assert!(f.cautions[0].contains("partial"));
+    }
+
+    #[test]
+    fn efficiency_and_power_hints_need_power_data() {
+        let mut levels = sweep(&[(1., 100.), (2., 200.), (4., 300.), (8., 305.), (16., 306.)]);
+        let f = compute(&levels, &FindingOptions::default(), false);
+        assert_eq!(f.most_efficient, None);
+        assert!(f.hints.iter().all(|h| !h.contains("ower")), "{:?}", f.hints);
+        for (l, (w, busy)) in levels.iter_mut().zip([
+            (100.0, 40.0),
+            (150.0, 70.0),
+            (200.0, 95.0),
+            (202.0, 97.0),
+            (203.0, 98.0),
+        ]) {
+            l.power.mean_power_w = Some(w);
+            l.power.tokens_per_joule = Some(l.aggregate_tokens_per_s / w);
+            l.power.joules_per_token = Some(w / l.aggregate_tokens_per_s);
+            l.gpu_busy_pct_mean = Some(busy);
+        }
+        let f = compute(&levels, &FindingOptions::default(), false);
+        // 305 tokens/s at 202 W is the most tokens per joule (1.51).
+        assert_eq!(f.most_efficient, Some(3));
+        assert!(matches!(f.knee, Knee::At { index: 2, .. }), "{:?}", f.knee);
+        assert!(
+            f.hints.iter().any(|h| h.starts_with("Power flat")),
+            "{:?}",
+            f.hints
+        );
+        assert!(
+            f.hints.iter().any(|h| h.starts_with("GPU: busy 95")),
+            "{:?}",
+            f.hints
+        );
+    }
+
+    #[test]
+    fn queueing_and_memory_hints_state_their_evidence() {
+        let mut levels = sweep(&[(1., 87.), (2., 174.), (4., 348.), (8., 349.), (16., 350.)]);
+        for (l, rss) in levels.iter_mut().zip([1e9, 1.1e9, 1.3e9, 1.6e9, 2.0e9]) {
+            l.max_streaming = Some((l.x as u32).min(4));
+            l.peak_concurrency = Some(l.x as u32);
+            l.ttft.p50_s = Some(if l.x <= 4.0 { 0.15 } else { 0.15 * l.x / 4.0 });
+            l.server_rss_peak_bytes = Some(rss);
+        }
+        let f = compute(&levels, &FindingOptions::default(), false);
+        let q = f.hints.iter().find(|h| h.starts_with("Queueing")).unwrap();
+        assert!(
+            q.contains("at most 4 requests streamed at once while 16"),
+            "{q}"
+        );
+        assert!(
+            f.hints.iter().any(|h| h.starts_with("Waiting grows")),
+            "{:?}",
+            f.hints
+        );
+        assert!(
+            f.hints.iter().any(|h| h.starts_with("Memory climbing")),
+            "{:?}",
+            f.hints
+        );
+        // No per-level CPU data: no CPU claim.
+        assert!(f.hints.iter().all(|h| !h.contains("CPU")));
+    }
+}

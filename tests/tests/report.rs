@@ -1,0 +1,497 @@
+//! The report and compare on runs produced by the real simulator: the findings match what the
+//! profile implies (a server with 4 slots saturates at 4), power and process files add their
+//! sections, and the HTML renders every chart in headless Chromium (desktop and phone widths).
+#![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokengun::report::findings::Knee;
+use tokengun::report::{self, ReportOptions};
+use tokengun_tests::{SimConfig, SimHandle, read_csv, run, run_config, workspace_bin};
+
+const SLOTS: u32 = 4;
+const LEVELS: [u32; 5] = [1, 2, 4, 8, 16];
+
+/// A 4-slot server with room for 4 waiting: level 8 queues, level 16 gets 503 for 8 requests.
+async fn four_slot_run(out: &Path) -> PathBuf {
+    let mut cfg = SimConfig::fixed(
+        Duration::from_millis(150),
+        Duration::from_millis(10),
+        100,
+        SLOTS,
+    );
+    cfg.engine.queue_limit = Some(4);
+    let sim = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
+    let report = run(run_config(&sim.url(), "deepseek-r1:7b", &LEVELS, out))
+        .await
+        .unwrap();
+    sim.stop(Duration::from_secs(1)).await;
+    report.run_dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_finds_the_knee_and_best_level_of_a_four_slot_server() {
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = four_slot_run(out.path()).await;
+
+    let data = report::load::load_run(&run_dir).unwrap();
+    let labels: Vec<&str> = data.levels.iter().map(|l| l.label.as_str()).collect();
+    assert_eq!(labels, ["1", "2", "4", "8", "16"]);
+    let f = report::findings::compute(&data.levels, &ReportOptions::default().findings, false);
+    let label = |i: usize| data.levels[i].label.as_str();
+    // Throughput grows with concurrency up to the slots, then stays flat: the knee is 4.
+    match f.knee {
+        Knee::At { index, .. } => assert_eq!(label(index), "4", "{:?}", f.statements),
+        other => panic!("no knee: {other:?}; {:?}", f.statements),
+    }
+    // 4, 8 (and 16) give the same throughput; 16 fails half its requests: the best is 4.
+    assert_eq!(f.best.map(label), Some("4"), "{:?}", f.statements);
+    assert_eq!(f.errors_begin.map(label), Some("16"), "{:?}", f.statements);
+    assert_eq!(data.levels[4].failed, 8, "16 - 4 running - 4 waiting");
+    // The timeline data show the slots: never more than 4 streams at once.
+    assert_eq!(data.levels[4].max_streaming, Some(SLOTS));
+    assert!(
+        f.hints
+            .iter()
+            .any(|h| h.contains("at most 4 requests streamed at once")),
+        "{:?}",
+        f.hints
+    );
+    assert_eq!(f.most_efficient, None, "no power data, no efficiency claim");
+
+    let written = report::report(&run_dir, None, &ReportOptions::default()).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    for needle in [
+        "Best level: concurrency 4",
+        "Saturation knee: concurrency 4",
+        "Errors begin at concurrency 16: 8 of 16 requests failed",
+        "no power.csv",
+        "![Aggregate tokens/s](charts/throughput.png)",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
+    }
+    let names = |w: &report::Written| -> Vec<String> {
+        let mut v: Vec<String> = w
+            .charts
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&written),
+        [
+            "errors.png",
+            "per_request.png",
+            "throughput.png",
+            "timeline.png",
+            "ttft.png"
+        ]
+    );
+    for c in &written.charts {
+        assert!(c.exists(), "{} linked but not written", c.display());
+    }
+
+    // The monitors' files (issue 5's formats) add power, efficiency and process sections.
+    write_monitor_files(&run_dir);
+    let written = report::report(&run_dir, None, &ReportOptions::default()).unwrap();
+    assert_eq!(
+        names(&written),
+        [
+            "efficiency.png",
+            "errors.png",
+            "frequency.png",
+            "per_request.png",
+            "power.png",
+            "server_cpu.png",
+            "server_memory.png",
+            "throughput.png",
+            "timeline.png",
+            "ttft.png"
+        ]
+    );
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    for needle in [
+        "Most efficient per joule: concurrency 4",
+        "Above the idle baseline (50 W)",
+        "GPU: busy 100",
+        "Memory climbing",
+        "| mean W | J/token | tokens/J |",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
+    }
+
+    // Every chart renders in a real browser, at desktop and phone widths.
+    if let Some(chromium) = chromium() {
+        check_html_renders(&chromium, &written.html, 10);
+    }
+}
+
+/// power.csv and processes.csv in the monitors' long formats, over the run's real cycle times:
+/// 50 W idle, 40 W per busy slot plus 2 W per request, GPU busy 25% a slot, memory climbing.
+fn write_monitor_files(run_dir: &Path) {
+    let cycles = read_csv(&run_dir.join("cycles.csv"));
+    let mut power = String::from("elapsed_s,cycle,agent,source,device,metric,unit,value\n");
+    let mut procs = String::from(
+        "elapsed_s,cycle,agent,role,pid,name,cpu_pct,rss_bytes,vsz_bytes,threads,open_fds,mem_total_bytes,load_avg_1m\n",
+    );
+    let gib = 1024.0 * 1024.0 * 1024.0;
+    let mut t = 0.0;
+    while t < 2.0 {
+        power.push_str(&format!("{t:.2},baseline,a1,nvml,gpu0,power_w,W,50\n"));
+        t += 0.25;
+    }
+    for (i, c) in cycles.iter().enumerate() {
+        let x: f64 = c["level"].parse().unwrap();
+        let busy_slots = x.min(f64::from(SLOTS));
+        let end = t + c["duration_s"].parse::<f64>().unwrap();
+        while t < end {
+            let level = &c["level"];
+            let w = 50.0 + 40.0 * busy_slots + 2.0 * x;
+            power.push_str(&format!("{t:.2},{level},a1,nvml,gpu0,power_w,W,{w}\n"));
+            power.push_str(&format!(
+                "{t:.2},{level},a1,nvml,gpu0,freq_mhz,MHz,{}\n",
+                1400.0 + 50.0 * busy_slots
+            ));
+            power.push_str(&format!(
+                "{t:.2},{level},a1,nvml,gpu0,busy_pct,%,{}\n",
+                25.0 * busy_slots
+            ));
+            procs.push_str(&format!(
+                "{t:.2},{level},a1,server,4242,ollama,{},{},,,,,\n",
+                30.0 * busy_slots,
+                (1.0 + 0.25 * i as f64) * gib
+            ));
+            procs.push_str(&format!(
+                "{t:.2},{level},a1,machine,,,{},{},,,,{},1.5\n",
+                10.0 * busy_slots,
+                4.0 * gib,
+                16.0 * gib
+            ));
+            t += 0.1;
+        }
+        t += 0.3; // between cycles
+    }
+    std::fs::write(run_dir.join("power.csv"), power).unwrap();
+    std::fs::write(run_dir.join("processes.csv"), procs).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_overlays_runs_with_their_findings_side_by_side() {
+    let out = tempfile::tempdir().unwrap();
+    let mut dirs = Vec::new();
+    for slots in [1u32, 2] {
+        let sim = SimHandle::start(
+            "127.0.0.1:0",
+            SimConfig::fixed(
+                Duration::from_millis(50),
+                Duration::from_millis(10),
+                30,
+                slots,
+            ),
+        )
+        .await
+        .unwrap();
+        let mut cfg = run_config(&sim.url(), "deepseek-r1:7b", &[1, 2, 4], out.path());
+        cfg.run_id = Some(format!("slots-{slots}"));
+        dirs.push(run(cfg).await.unwrap().run_dir);
+        sim.stop(Duration::from_secs(1)).await;
+    }
+    let cmp = out.path().join("cmp");
+    let output = Command::new(workspace_bin("tokengun"))
+        .arg("compare")
+        .args(&dirs)
+        .args(["--label", "one slot", "--label", "two slots", "--out"])
+        .arg(&cmp)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let md = std::fs::read_to_string(cmp.join("compare.md")).unwrap();
+    assert!(md.contains("| one slot | two slots |"), "{md}");
+    // One slot saturates at once; two slots at 2.
+    assert!(md.contains("| knee | 1 | 2 |"), "{md}");
+    assert!(md.contains("| best level | 1 ("), "{md}");
+    for chart in [
+        "compare_throughput.png",
+        "compare_per_request.png",
+        "compare_ttft.png",
+        "compare_errors.png",
+    ] {
+        assert!(cmp.join("charts").join(chart).is_file(), "{chart}");
+    }
+    assert!(!cmp.join("charts/compare_efficiency.png").exists());
+
+    // The report subcommand on one of them, and its refusals.
+    let out_r = Command::new(workspace_bin("tokengun"))
+        .args(["report", "--timeline-level", "4"])
+        .arg(&dirs[0])
+        .output()
+        .unwrap();
+    assert!(
+        out_r.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out_r.stderr)
+    );
+    assert!(dirs[0].join("report.html").is_file());
+    let bad = Command::new(workspace_bin("tokengun"))
+        .args(["report", "--timeline-level", "3"])
+        .arg(&dirs[0])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        err.contains("is not a level of this run; it has 1, 2, 4"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let not_run = Command::new(workspace_bin("tokengun"))
+        .args(["report"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&not_run.stderr);
+    assert_eq!(not_run.status.code(), Some(1));
+    assert!(
+        err.contains("is not a tokengun run folder (it has no cycles.csv)"),
+        "{err}"
+    );
+    let mismatch = Command::new(workspace_bin("tokengun"))
+        .arg("compare")
+        .args(&dirs)
+        .args(["--label", "only one", "--out"])
+        .arg(out.path().join("cmp2"))
+        .output()
+        .unwrap();
+    assert_eq!(mismatch.status.code(), Some(2));
+
+    if let Some(chromium) = chromium() {
+        check_html_renders(&chromium, &cmp.join("compare.html"), 4);
+    }
+}
+
+/// Debian's Chromium, or a skip message (never a skip under CI=true: .ci/run installs it).
+fn chromium() -> Option<PathBuf> {
+    let p = PathBuf::from("/usr/bin/chromium");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but /usr/bin/chromium is missing: .ci/run must install Debian's chromium"
+    );
+    eprintln!(
+        "SKIP: the HTML rendering check needs headless Chromium; install it with `apt-get install -y chromium`"
+    );
+    None
+}
+
+/// Marks each image's load state and rendered box once the page has loaded.
+const PROBE: &str = r#"<script>
+function tgProbe() {
+  var rows = [];
+  document.querySelectorAll('img').forEach(function (i) {
+    var r = i.getBoundingClientRect();
+    rows.push([i.complete ? 1 : 0, i.naturalWidth, i.naturalHeight, Math.round(r.left),
+      Math.round(r.top + window.scrollY), Math.round(r.width), Math.round(r.height)].join(','));
+  });
+  var p = document.createElement('pre');
+  p.id = 'tg-probe';
+  p.textContent = 'PROBE ' + window.innerWidth + ' ' + document.documentElement.scrollWidth + ' ' +
+    document.documentElement.scrollHeight + '\n' + rows.join('\n') + '\nEND';
+  document.body.appendChild(p);
+}
+if (document.readyState === 'complete') { tgProbe(); } else { window.addEventListener('load', tgProbe); }
+</script>"#;
+
+/// An image as the browser laid it out.
+#[derive(Debug)]
+struct ImgBox {
+    loaded: bool,
+    natural: (u32, u32),
+    left: u32,
+    top: u32,
+    width: u32,
+    height: u32,
+}
+
+/// Runs Chromium headless with the given extra arguments, bounded in time; returns stdout.
+fn run_chromium(chromium: &Path, extra: &[String]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::read_to_string(out.path()).unwrap()
+}
+
+/// Loads `page` at `width` and returns (viewport width, scroll width, page height, images).
+fn probe(chromium: &Path, page: &Path, width: u32) -> (u32, u32, u32, Vec<ImgBox>) {
+    let dom = run_chromium(
+        chromium,
+        &[
+            format!("--window-size={width},900"),
+            "--dump-dom".into(),
+            format!("file://{}", page.display()),
+        ],
+    );
+    // The probe's output (not its script, which holds the same words).
+    let start = dom
+        .find("<pre id=\"tg-probe\">PROBE ")
+        .map(|i| i + "<pre id=\"tg-probe\">".len())
+        .unwrap_or_else(|| panic!("no probe output in the DOM: {dom:.500}"));
+    let text = &dom[start..dom[start..].find("END").map_or(dom.len(), |e| start + e)];
+    let mut lines = text.lines();
+    let head: Vec<u32> = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let imgs = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Vec<i64> = l.split(',').map(|x| x.trim().parse().unwrap()).collect();
+            let u = |i: usize| u32::try_from(v[i].max(0)).unwrap();
+            ImgBox {
+                loaded: v[0] == 1,
+                natural: (u(1), u(2)),
+                left: u(3),
+                top: u(4),
+                width: u(5),
+                height: u(6),
+            }
+        })
+        .collect();
+    (head[0], head[1], head[2], imgs)
+}
+
+/// Opens the page in headless Chromium: every chart decodes at its full size, lays out within
+/// a phone's width, and shows ink in a real screenshot. A broken image is caught (the check can
+/// fail).
+fn check_html_renders(chromium: &Path, html: &Path, charts: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("probe.html");
+    let broken = r#"<img id="broken" src="data:image/png;base64,AAAA">"#;
+    let text = std::fs::read_to_string(html).unwrap();
+    assert!(
+        !text.contains("<script"),
+        "the report itself needs no script"
+    );
+    std::fs::write(
+        &page,
+        text.replace("</body>", &format!("{broken}{PROBE}</body>")),
+    )
+    .unwrap();
+
+    let (_, _, height, imgs) = probe(chromium, &page, 1100);
+    assert_eq!(imgs.len(), charts + 1, "{imgs:?}");
+    let (charts_seen, control) = imgs.split_at(charts);
+    assert_eq!(
+        control[0].natural,
+        (0, 0),
+        "the broken control image must not decode"
+    );
+    for (i, b) in charts_seen.iter().enumerate() {
+        assert!(
+            b.loaded && b.natural == (1000, 560),
+            "chart {i} did not decode: {b:?}"
+        );
+        assert!(
+            b.width >= 900 && b.height >= 500,
+            "chart {i} laid out too small: {b:?}"
+        );
+    }
+
+    // Phone width: charts shrink to fit, and the page does not scroll sideways.
+    let (vw, sw, _, phone) = probe(chromium, &page, 390);
+    assert!(
+        sw <= vw,
+        "the page scrolls sideways on a phone ({sw} > {vw})"
+    );
+    for (i, b) in phone[..charts].iter().enumerate() {
+        assert!(
+            b.width <= vw && b.width >= 300 && b.height * 1000 / b.width.max(1) >= 540,
+            "chart {i} on a phone: {b:?} in {vw}"
+        );
+    }
+
+    // A real screenshot of the whole page: every chart's area holds a drawing, not a blank.
+    let shot = dir.path().join("shot.png");
+    run_chromium(
+        chromium,
+        &[
+            format!("--window-size=1100,{height}"),
+            format!("--screenshot={}", shot.display()),
+            format!("file://{}", page.display()),
+        ],
+    );
+    let mut reader =
+        png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()))
+            .read_info()
+            .unwrap();
+    let mut px = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut px).unwrap();
+    let channels = info.color_type.samples();
+    let (w, h) = (info.width, info.height);
+    for (i, b) in charts_seen.iter().enumerate() {
+        assert!(
+            b.top + b.height <= h && b.left + b.width <= w,
+            "chart {i} outside the shot"
+        );
+        let mut ink = 0u64;
+        let mut colours = std::collections::HashSet::new();
+        for y in b.top..b.top + b.height {
+            for x in b.left..b.left + b.width {
+                let o = ((y * w + x) as usize) * channels;
+                let p = (px[o], px[o + 1], px[o + 2]);
+                if p.0 < 235 || p.1 < 235 || p.2 < 235 {
+                    ink += 1;
+                }
+                colours.insert(p);
+            }
+        }
+        let area = u64::from(b.width) * u64::from(b.height);
+        assert!(
+            ink * 100 >= area * 2 && colours.len() >= 8,
+            "chart {i} looks blank in the screenshot: {ink} of {area} px inked, {} colours",
+            colours.len()
+        );
+    }
+}
