@@ -4,10 +4,12 @@
 //!
 //! Connections are accepted here, not by tonic, so that every one can be classified and refused
 //! clearly: a first byte of 0x16 is a TLS handshake; anything else on a TLS agent is a plaintext
-//! controller, served only to be told (as a gRPC status) that this agent requires TLS. Client
-//! certificates are optional at the TLS layer (a certificate that *is* presented must chain to
-//! `--tls-client-ca`, or the handshake fails) and required by the interceptor, so that a
-//! controller without one gets a status naming the flags to pass rather than a bare TLS alert.
+//! controller, served only to be told (as a gRPC status) that this agent requires TLS. A client
+//! certificate's chain is checked against `--tls-client-ca` right after the handshake (the
+//! handshake itself checks only that the client holds the certificate's key) and the verdict is
+//! enforced by the interceptor before any call runs, so that a controller with no certificate, or
+//! one from another CA, gets a status naming what to pass rather than a bare TLS alert (which TLS
+//! 1.3 delivers after the client thinks the handshake is over, as a broken pipe).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::server::TlsStream;
 use tonic::{Request, Status};
 
@@ -161,6 +164,8 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Checks client certificate chains against `--tls-client-ca`.
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
     client_certs_required: bool,
     token: Option<Arc<Token>>,
 }
@@ -174,16 +179,15 @@ impl Auth {
     /// Loads the credentials the flags name; `env_token` is the value of [`TOKEN_ENV`], used when
     /// no token file is given.
     pub fn load(files: &AuthFiles, env_token: Option<String>) -> Result<Self, AuthError> {
-        let tls = match (&files.tls_cert, &files.tls_key) {
-            (Some(cert), Some(key)) => Some(Arc::new(server_config(
-                cert,
-                key,
-                files.tls_client_ca.as_deref(),
-            )?)),
+        let (tls, client_verifier) = match (&files.tls_cert, &files.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (cfg, verifier) = server_config(cert, key, files.tls_client_ca.as_deref())?;
+                (Some(Arc::new(cfg)), verifier)
+            }
             (None, None) if files.tls_client_ca.is_some() => {
                 return Err(AuthError::ClientCaWithoutTls);
             }
-            (None, None) => None,
+            (None, None) => (None, None),
             _ => return Err(AuthError::Pair),
         };
         let token = match (&files.token_file, env_token) {
@@ -197,6 +201,7 @@ impl Auth {
         };
         Ok(Self {
             tls,
+            client_verifier,
             client_certs_required: files.tls_client_ca.is_some(),
             token,
         })
@@ -239,17 +244,72 @@ impl Auth {
     }
 }
 
+/// Asks for a client certificate and checks that the client holds its key, but leaves the
+/// chain's verdict to [`classify`] and the interceptor (see the module's note).
+#[derive(Debug)]
+struct DeferredClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for DeferredClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+type ServerSetup = (rustls::ServerConfig, Option<Arc<dyn ClientCertVerifier>>);
+
 fn server_config(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
-) -> Result<rustls::ServerConfig, AuthError> {
+) -> Result<ServerSetup, AuthError> {
     let chain = read_certs("--tls-cert", cert)?;
     let key = read_key("--tls-key", key)?;
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| AuthError::Tls(e.to_string()))?;
+    let mut chain_verifier = None;
     let builder = match client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -260,16 +320,14 @@ fn server_config(
                     reason: e.to_string(),
                 })?;
             }
-            // Optional at the TLS layer so a missing certificate gets a clear status from the
-            // interceptor; a presented certificate must still chain to this CA.
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
             )
-            .allow_unauthenticated()
             .build()
             .map_err(|e| AuthError::Tls(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            chain_verifier = Some(verifier.clone());
+            builder.with_client_cert_verifier(Arc::new(DeferredClientVerifier { inner: verifier }))
         }
         None => builder.with_no_client_auth(),
     };
@@ -277,21 +335,29 @@ fn server_config(
         .with_single_cert(chain, key)
         .map_err(|e| AuthError::Tls(format!("--tls-cert and --tls-key do not make a pair: {e}")))?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(cfg)
+    Ok((cfg, chain_verifier))
+}
+
+/// What a TLS client's certificate proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCert {
+    /// None was presented.
+    Absent,
+    /// It chains to `--tls-client-ca` (or no client CA is configured).
+    Verified,
+    /// It does not; why.
+    Rejected(String),
 }
 
 /// How a connection reached the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
     Plain,
-    /// TLS; whether the client presented a (verified) certificate.
-    Tls {
-        client_cert: bool,
-    },
+    Tls(ClientCert),
 }
 
 /// Attached to every request: who is on the other end.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub transport: Transport,
@@ -300,7 +366,7 @@ pub struct ConnInfo {
 /// An accepted connection, plaintext or TLS.
 pub enum Conn {
     Plain(TcpStream, SocketAddr),
-    Tls(Box<TlsStream<TcpStream>>, SocketAddr),
+    Tls(Box<TlsStream<TcpStream>>, SocketAddr, ClientCert),
 }
 
 impl tonic::transport::server::Connected for Conn {
@@ -312,15 +378,9 @@ impl tonic::transport::server::Connected for Conn {
                 peer: *peer,
                 transport: Transport::Plain,
             },
-            Conn::Tls(s, peer) => ConnInfo {
+            Conn::Tls(_, peer, cert) => ConnInfo {
                 peer: *peer,
-                transport: Transport::Tls {
-                    client_cert: s
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .is_some_and(|c| !c.is_empty()),
-                },
+                transport: Transport::Tls(cert.clone()),
             },
         }
     }
@@ -334,7 +394,7 @@ impl AsyncRead for Conn {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Tls(s, _, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -347,21 +407,21 @@ impl AsyncWrite for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Tls(s, _, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s, _) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Tls(s, _, _) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Tls(s, _, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -371,6 +431,7 @@ impl AsyncWrite for Conn {
 pub fn accept(listener: TcpListener, auth: &Auth) -> mpsc::Receiver<std::io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = auth.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let verifier = auth.client_verifier.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -393,9 +454,10 @@ pub fn accept(listener: TcpListener, auth: &Auth) -> mpsc::Receiver<std::io::Res
                 continue;
             };
             let tx = tx.clone();
+            let verifier = verifier.clone();
             // Handshakes run beside the accept loop: a slow client holds up no one else.
             tokio::spawn(async move {
-                if let Some(conn) = classify(tcp, peer, acceptor).await {
+                if let Some(conn) = classify(tcp, peer, acceptor, verifier).await {
                     let _ = tx.send(Ok(conn)).await;
                 }
             });
@@ -410,6 +472,7 @@ async fn classify(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Option<Conn> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
@@ -418,7 +481,23 @@ async fn classify(
         _ => return None,
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => Some(Conn::Tls(Box::new(s), peer)),
+        Ok(Ok(s)) => {
+            let presented = s.get_ref().1.peer_certificates().unwrap_or_default();
+            let cert = match (presented.split_first(), verifier) {
+                (None, _) => ClientCert::Absent,
+                (Some(_), None) => ClientCert::Verified,
+                (Some((end_entity, intermediates)), Some(v)) => {
+                    match v.verify_client_cert(end_entity, intermediates, UnixTime::now()) {
+                        Ok(_) => ClientCert::Verified,
+                        Err(e) => {
+                            tracing::warn!(%peer, "refused a client certificate: {e}");
+                            ClientCert::Rejected(e.to_string())
+                        }
+                    }
+                }
+            };
+            Some(Conn::Tls(Box::new(s), peer, cert))
+        }
         Ok(Err(e)) => {
             tracing::warn!(%peer, "refused a TLS connection: {e}");
             None
@@ -448,8 +527,8 @@ impl AuthInterceptor {
 
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let info = req.extensions().get::<ConnInfo>().copied();
-        let peer = info.map(|i| i.peer);
+        let info = req.extensions().get::<ConnInfo>().cloned();
+        let peer = info.as_ref().map(|i| i.peer);
         let transport = info.map_or(Transport::Plain, |i| i.transport);
         if self.tls_required && transport == Transport::Plain {
             return Err(Self::refuse(
@@ -458,12 +537,26 @@ impl tonic::service::Interceptor for AuthInterceptor {
                  pass --agent-ca (the CA that signed the agent's certificate) so tokengun connects with https",
             ));
         }
-        if self.client_certs_required && transport != (Transport::Tls { client_cert: true }) {
-            return Err(Self::refuse(
-                peer,
-                "this agent requires a client certificate signed by its --tls-client-ca and none was presented: \
-                 pass --agent-cert and --agent-key",
-            ));
+        if self.client_certs_required {
+            match &transport {
+                Transport::Tls(ClientCert::Verified) => {}
+                Transport::Tls(ClientCert::Rejected(why)) => {
+                    return Err(Self::refuse(
+                        peer,
+                        &format!(
+                            "this controller's client certificate is not signed by the agent's --tls-client-ca ({why}): \
+                             pass an --agent-cert made by that CA"
+                        ),
+                    ));
+                }
+                _ => {
+                    return Err(Self::refuse(
+                        peer,
+                        "this agent requires a client certificate signed by its --tls-client-ca and none was presented: \
+                         pass --agent-cert and --agent-key",
+                    ));
+                }
+            }
         }
         if let Some(token) = &self.token {
             let presented = req

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::rustls;
 
-/// The CA's subject; a CA made by this module is found again by it.
+/// The CA's subject, followed by a few hex digits of its key so that two labs' CAs differ by name
+/// (a certificate from the other lab is then reported as from an unknown issuer).
 const CA_COMMON_NAME: &str = "tokengun lab CA";
 const CA_ORGANIZATION: &str = "tokengun";
 /// How long the CA is valid.
@@ -56,7 +57,7 @@ pub enum CertError {
     #[error("{0} is named twice; each agent and controller needs its own name")]
     Duplicate(String),
     #[error(
-        "{dir}/ca.pem is not a CA made by `tokengun-agent certs` ({reason}); use a fresh --dir"
+        "{dir}/ca.pem and ca-key.pem do not make a usable CA ({reason}); restore them or use a fresh --dir"
     )]
     ForeignCa { dir: PathBuf, reason: String },
     #[error("{dir} has only one of ca.pem and ca-key.pem; restore the other or use a fresh --dir")]
@@ -67,11 +68,18 @@ pub enum CertError {
     Nothing,
 }
 
-fn ca_params() -> CertificateParams {
+fn ca_params(key: &KeyPair) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let tag: String = key
+        .public_key_raw()
+        .iter()
+        .rev()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     p.distinguished_name
-        .push(DnType::CommonName, CA_COMMON_NAME);
+        .push(DnType::CommonName, format!("{CA_COMMON_NAME} {tag}"));
     p.distinguished_name
         .push(DnType::OrganizationName, CA_ORGANIZATION);
     p.key_usages = vec![
@@ -140,11 +148,20 @@ fn load_or_make_ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, bool), CertE
                 dir: dir.to_path_buf(),
                 reason: format!("ca-key.pem: {e}"),
             })?;
-            Ok((Issuer::new(ca_params(), key), false))
+            let cert = std::fs::read_to_string(&cert_path).map_err(|source| CertError::Read {
+                path: cert_path.clone(),
+                source,
+            })?;
+            let issuer =
+                Issuer::from_ca_cert_pem(&cert, key).map_err(|e| CertError::ForeignCa {
+                    dir: dir.to_path_buf(),
+                    reason: format!("ca.pem: {e}"),
+                })?;
+            Ok((issuer, false))
         }
         (false, false) => {
             let key = KeyPair::generate()?;
-            let mut params = ca_params();
+            let mut params = ca_params(&key);
             validity(&mut params, CA_VALID_DAYS);
             let cert = params.self_signed(&key)?;
             write(&cert_path, &cert.pem(), false)?;

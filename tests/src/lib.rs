@@ -68,6 +68,7 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         stop_on_error_rate: None,
         sim: None,
         warnings: Vec::new(),
+        agent_auth: Default::default(),
     }
 }
 
