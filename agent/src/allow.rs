@@ -314,6 +314,39 @@ mod tests {
         assert_eq!(IpNet::parse("gpu1/8"), None);
     }
 
+    /// The connector checks on its own, whatever was checked before: a request to an address off
+    /// the list never opens a socket.
+    #[tokio::test]
+    async fn the_connector_refuses_before_connecting() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/version", listener.local_addr().unwrap());
+        let policy = Arc::new(
+            TargetPolicy::from_entries(&["10.0.0.0/8".into()])
+                .await
+                .unwrap(),
+        );
+        let client = crate::http::client(Duration::from_secs(2), policy);
+        let e = crate::http::get_small(&client, &url, Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not on this agent's allow-list"), "{e}");
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was opened");
+        // The same client with loopback allowed does connect.
+        let policy = Arc::new(TargetPolicy::default());
+        let client = crate::http::client(Duration::from_secs(2), policy);
+        let fetch = tokio::spawn(async move {
+            crate::http::get_small(&client, &url, Duration::from_secs(2)).await
+        });
+        let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
+        assert!(
+            matches!(accepted, Ok(Ok(_))),
+            "no connection with loopback allowed"
+        );
+        fetch.abort();
+    }
+
     #[tokio::test]
     async fn loopback_only_by_default() {
         let p = TargetPolicy::default();

@@ -320,24 +320,30 @@ mod tests {
     }
 
     #[test]
-    fn a_foreign_ca_is_refused() {
+    fn a_ca_made_elsewhere_is_reused_and_a_mismatched_key_refused() {
         let dir = tempfile::tempdir().unwrap();
-        // A CA under another name: certificates signed as "tokengun lab CA" would not chain to it.
+        // A CA made by another tool, under another name, is reused as it is.
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::default();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name
             .push(DnType::CommonName, "someone else");
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
         let cert = p.self_signed(&key).unwrap();
         std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("ca-key.pem"), key.serialize_pem()).unwrap();
-        let e = make(&CertRequest {
+        let req = |name: &str| CertRequest {
             dir: dir.path().to_path_buf(),
-            agents: vec![vec!["gpu1.lab".into()]],
+            agents: vec![vec![name.to_string()]],
             controllers: vec![],
             valid_days: 30,
-        })
-        .unwrap_err();
+        };
+        make(&req("gpu0.lab")).unwrap();
+        // The key beside it replaced by another: what it signs would not chain to ca.pem.
+        let other = KeyPair::generate().unwrap();
+        std::fs::write(dir.path().join("ca-key.pem"), other.serialize_pem()).unwrap();
+        let e = make(&req("gpu1.lab")).unwrap_err();
         assert!(matches!(e, CertError::ForeignCa { .. }), "{e}");
+        assert!(!dir.path().join("gpu1.lab.pem").exists());
     }
 }
