@@ -497,6 +497,32 @@ mod tests {
     }
 
     #[test]
+    fn agent_credentials_are_found_beside_the_plan_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("plan.toml");
+        std::fs::write(
+            &plan,
+            "agents = [\"gpu1.lab:7411\"]\nagent_ca = \"lab/ca.pem\"\nagent_cert = \"lab/ws.pem\"\nagent_key = \"/abs/ws-key.pem\"\n",
+        )
+        .unwrap();
+        let c = PlanFile::load(&plan).unwrap().compile(None).unwrap();
+        assert_eq!(c.agent_auth.ca, Some(dir.path().join("lab/ca.pem")));
+        assert_eq!(c.agent_auth.cert, Some(dir.path().join("lab/ws.pem")));
+        assert_eq!(c.agent_auth.key, Some(PathBuf::from("/abs/ws-key.pem")));
+        let e = PlanFile {
+            agent_cert: Some("ws.pem".into()),
+            ..PlanFile::default()
+        }
+        .compile(None)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--agent-cert ") && e.contains("--agent-key"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let file = PlanFile {
             model: Some("a".into()),
