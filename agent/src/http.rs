@@ -1,26 +1,26 @@
 //! The agent's HTTP/1.1 client (hyper): one shared connection pool, plus small JSON GET helpers.
 
+use crate::allow::{CheckedConnector, TargetPolicy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The pooled client every request of an agent goes through.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The pooled client every request of an agent goes through; it connects only to addresses on the
+/// agent's allow-list and never follows redirects.
+pub type HttpClient = Client<CheckedConnector, Full<Bytes>>;
 
 /// Largest error or probe body read into memory.
 pub const MAX_SMALL_BODY: usize = 1024 * 1024;
 
-/// Builds the client: no Nagle delay (token chunks are tiny), a connect timeout, keep-alive pool.
-pub fn client(connect_timeout: Duration) -> HttpClient {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    conn.set_connect_timeout(Some(connect_timeout));
+/// Builds the client: allow-list checked on every connection, no Nagle delay (token chunks are
+/// tiny), a connect timeout, keep-alive pool.
+pub fn client(connect_timeout: Duration, targets: Arc<TargetPolicy>) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(conn)
+        .build(CheckedConnector::new(targets, connect_timeout))
 }
 
 /// A probe GET failed.

@@ -5,17 +5,21 @@
 #![deny(unsafe_code)]
 
 pub mod allow;
+pub mod auth;
 pub mod backend;
 pub mod clock;
+pub mod certs;
 pub mod engine;
 pub mod http;
 pub mod log;
 pub mod monitor;
 pub mod ndjson;
+pub mod notify;
 pub mod runner;
 pub mod service;
 
 pub use allow::TargetPolicy;
+pub use auth::{Auth, AuthFiles};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 /// Largest gRPC message either side accepts: a plan carries its whole workload.
@@ -39,6 +43,10 @@ pub struct AgentConfig {
     pub agent_id: String,
     /// Most concurrent requests one cycle may ask for.
     pub max_concurrency: u32,
+    /// Highest open-loop arrival rate a cycle may ask for, requests/s (None: no cap).
+    pub max_rate_per_s: Option<f64>,
+    /// Longest a cycle may run; longer ones are refused, overrunning ones aborted (None: no cap).
+    pub max_duration: Option<Duration>,
     /// Which targets it fires at.
     pub targets: TargetPolicy,
     /// TCP connect timeout toward the target.
@@ -46,6 +54,8 @@ pub struct AgentConfig {
     /// Where the host's sysfs is mounted (`/sys`; elsewhere in a container): AMD and RAPL
     /// power are read under it.
     pub sys_root: std::path::PathBuf,
+    /// What a controller must present (TLS, client certificate, token).
+    pub auth: Auth,
 }
 
 impl Default for AgentConfig {
@@ -57,9 +67,12 @@ impl Default for AgentConfig {
                 std::process::id()
             ),
             max_concurrency: 10_000,
-            targets: TargetPolicy::LoopbackAnd(Vec::new()),
+            max_rate_per_s: None,
+            max_duration: None,
+            targets: TargetPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             sys_root: std::path::PathBuf::from("/sys"),
+            auth: Auth::none(),
         }
     }
 }
@@ -77,16 +90,24 @@ pub enum AgentError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Serves the Agent gRPC service on an already-bound listener until `shutdown` resolves.
+/// Serves the Agent gRPC service on an already-bound listener until `shutdown` resolves; every
+/// call is checked against `config.auth`.
 pub async fn serve(
     listener: TcpListener,
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     let config = Arc::new(config);
-    let client = http::client(config.connect_timeout);
+    let client = http::client(config.connect_timeout, Arc::new(config.targets.clone()));
     let log = Arc::new(log::RecordLog::new());
-    let runner = runner::RunnerHandle::spawn(client.clone(), log.clone(), config.max_concurrency);
+    let caps = runner::Caps {
+        max_concurrency: config.max_concurrency,
+        max_rate_per_s: config.max_rate_per_s,
+        max_duration: config.max_duration,
+    };
+    let runner = runner::RunnerHandle::spawn(client.clone(), log.clone(), caps);
+    let interceptor = config.auth.interceptor();
+    let incoming = ReceiverStream::new(auth::accept(listener, &config.auth));
     let stop = CancellationToken::new();
     let svc = service::AgentService::new(config, runner.clone(), log, client, stop.clone());
     let drain = async move {
@@ -103,13 +124,13 @@ pub async fn serve(
         stop.cancel();
     };
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             tokengun_proto::agent_server::AgentServer::new(svc)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+            interceptor,
+        ))
+        .serve_with_incoming_shutdown(incoming, drain)
         .await?;
     Ok(())
 }

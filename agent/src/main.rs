@@ -1,8 +1,13 @@
-//! `tokengun-agent`: serves the Agent gRPC service next to an inference server.
+//! `tokengun-agent`: serves the Agent gRPC service next to an inference server, or makes a lab's
+//! certificates.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use tokengun_agent::auth::{Auth, AuthFiles, TOKEN_ENV};
+use tokengun_agent::certs::{self, CertRequest};
 use tokengun_agent::{AgentConfig, TargetPolicy};
 
 mod probe;
@@ -18,27 +23,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the agent's gRPC API until Ctrl-C.
-    Serve {
-        /// Address to listen on (ip:port).
-        #[arg(long, default_value = "127.0.0.1:7411")]
-        listen: SocketAddr,
-        /// Also allow load toward this host name or IP address (repeatable). Loopback is always
-        /// allowed; nothing else is unless listed.
-        #[arg(long = "allow-target", value_name = "HOST")]
-        allow_target: Vec<String>,
-        /// Most concurrent requests a cycle may ask of this agent.
-        #[arg(long, default_value_t = 10_000)]
-        max_concurrency: u32,
-        /// Accept unauthenticated controllers on a non-loopback address. Authentication (mTLS,
-        /// tokens) comes in a later release; until then use this only on a trusted network.
-        #[arg(long)]
-        insecure_listen: bool,
-        /// Where the host's /sys is mounted (in a container, e.g. /host/sys): AMD GPU and RAPL
-        /// power are read under it.
-        #[arg(long, default_value = "/sys")]
-        sys_root: std::path::PathBuf,
-    },
+    /// Serve the agent's gRPC API until Ctrl-C (or SIGTERM).
+    Serve(Box<ServeArgs>),
+    /// Make a private CA and certificates for agents and controllers (PEM files in --dir).
+    Certs(CertsArgs),
     /// Say what each monitor source finds on this machine (server processes, powermetrics,
     /// NVIDIA NVML, AMD hwmon, RAPL), or why it finds nothing; with --sample, read them for a while.
     Probe {
@@ -58,6 +46,79 @@ enum Command {
     },
 }
 
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 90s, 2h)"))
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (ip:port). Anything but loopback needs authentication (--tls-client-ca
+    /// and/or --token-file) or --insecure-no-auth.
+    #[arg(long, default_value = "127.0.0.1:7411")]
+    listen: SocketAddr,
+    /// Targets this agent may load (repeatable): `loopback`, a network (10.0.0.0/8), an address,
+    /// or a host name (resolved once at start). Checked on the address a target resolves to.
+    /// Listing any replaces the default [default: loopback, i.e. 127.0.0.0/8 and ::1].
+    #[arg(long = "allow-target", value_name = "NET|HOST")]
+    allow_target: Vec<String>,
+    /// Most concurrent requests a cycle may ask of this agent.
+    #[arg(long, default_value_t = 10_000)]
+    max_concurrency: u32,
+    /// Highest open-loop arrival rate a cycle may ask for, in requests/s [default: no cap beyond
+    /// --max-concurrency].
+    #[arg(long, value_name = "REQUESTS_PER_S")]
+    max_rate: Option<f64>,
+    /// Longest a cycle may run (e.g. 2h): longer closed/open durations are refused, and a cycle
+    /// still running this long after it started is aborted.
+    #[arg(long, value_parser = duration_arg, default_value = "24h")]
+    max_duration: Duration,
+    /// This agent's TLS certificate chain (PEM); with --tls-key, the agent speaks only TLS
+    /// [default: plaintext].
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that controllers' client certificates must chain to; given, every controller
+    /// must present one (mutual TLS) [default: no client certificates].
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// File holding the bearer token controllers must send (at least 16 characters; also
+    /// settable as the TOKENGUN_AGENT_TOKEN environment variable) [default: no token].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve a non-loopback address with no authentication at all: anyone who reaches the port
+    /// can aim load through this agent. Only on a network you trust.
+    #[arg(long, alias = "insecure-listen")]
+    insecure_no_auth: bool,
+    /// Where the host's /sys is mounted (in a container, e.g. /host/sys): AMD GPU and RAPL
+    /// power are read under it.
+    #[arg(long, default_value = "/sys")]
+    sys_root: PathBuf,
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    /// Folder for the PEM files; its ca.pem/ca-key.pem are made on first use, then reused.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// An agent's certificate, for the names and addresses controllers dial it by,
+    /// comma-separated (e.g. gpu1.lab,10.0.0.5); the first names its files (repeatable).
+    #[arg(long = "agent", value_name = "NAMES")]
+    agents: Vec<String>,
+    /// A controller's client certificate, by name (repeatable).
+    #[arg(long = "controller", value_name = "NAME")]
+    controllers: Vec<String>,
+    /// Validity of the agent and controller certificates, in days (the CA gets 10 years).
+    #[arg(long, default_value_t = 825)]
+    days: u32,
+}
+
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -67,39 +128,96 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let (listen, allow_target, max_concurrency, insecure_listen, sys_root) =
-        match Cli::parse().command {
-            Command::Serve {
-                listen,
-                allow_target,
-                max_concurrency,
-                insecure_listen,
-                sys_root,
-            } => (
-                listen,
-                allow_target,
-                max_concurrency,
-                insecure_listen,
-                sys_root,
-            ),
-            Command::Probe {
-                watch_process,
-                target,
-                sample,
-                interval,
-            } => return probe::run(watch_process, target, sample, interval).await,
-        };
-    if !listen.ip().is_loopback() && !insecure_listen {
-        eprintln!(
-            "error: refusing to listen on {listen} without authentication: an open agent lets anyone \
-             aim load through it. Listen on 127.0.0.1, or pass --insecure-listen on a trusted network."
-        );
-        return ExitCode::from(2);
+    match Cli::parse().command {
+        Command::Serve(args) => serve(*args).await,
+        Command::Certs(args) => make_certs(args),
+        Command::Probe {
+            watch_process,
+            target,
+            sample,
+            interval,
+        } => probe::run(watch_process, target, sample, interval).await,
     }
-    if max_concurrency == 0 {
-        eprintln!("error: --max-concurrency must be at least 1");
-        return ExitCode::from(2);
+}
+
+fn make_certs(args: CertsArgs) -> ExitCode {
+    let agents = args
+        .agents
+        .iter()
+        .map(|a| a.split(',').map(str::to_string).collect())
+        .collect();
+    if args.days == 0 {
+        return usage_error("--days must be at least 1");
     }
+    match certs::make(&CertRequest {
+        dir: args.dir,
+        agents,
+        controllers: args.controllers,
+        valid_days: args.days,
+    }) {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    if args.max_concurrency == 0 {
+        return usage_error("--max-concurrency must be at least 1");
+    }
+    if let Some(r) = args.max_rate {
+        if !(r.is_finite() && r > 0.0) {
+            return usage_error(format!(
+                "--max-rate {r} is not a positive number of requests/s"
+            ));
+        }
+    }
+    if args.max_duration.is_zero() {
+        return usage_error("--max-duration must be above zero");
+    }
+    let files = AuthFiles {
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_client_ca: args.tls_client_ca,
+        token_file: args.token_file,
+    };
+    let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    let auth = match Auth::load(&files, env_token) {
+        Ok(a) => a,
+        Err(e) => return usage_error(e),
+    };
+    let listen = args.listen;
+    // Decided before binding: an unprotected agent never listens, not even for a moment.
+    if !listen.ip().is_loopback() {
+        if args.insecure_no_auth && auth.authenticates() {
+            return usage_error(
+                "--insecure-no-auth contradicts --tls-client-ca/--token-file: drop one or the other",
+            );
+        }
+        if !auth.authenticates() && !args.insecure_no_auth {
+            return usage_error(tokengun_agent::auth::AuthError::Unauthenticated { listen });
+        }
+        if args.insecure_no_auth {
+            tracing::warn!(
+                "listening on {listen} with NO authentication (--insecure-no-auth): anyone who reaches it can aim load through this agent"
+            );
+        } else if !auth.tls() {
+            tracing::warn!(
+                "the bearer token crosses the network in clear text: add --tls-cert and --tls-key"
+            );
+        }
+    }
+    let targets = match TargetPolicy::from_entries(&args.allow_target).await {
+        Ok(t) => t,
+        Err(e) => return usage_error(e),
+    };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -109,10 +227,18 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(
+        auth = %auth.describe(),
+        targets = %targets.describe(),
+        "serving"
+    );
     let config = AgentConfig {
-        max_concurrency,
-        targets: TargetPolicy::LoopbackAnd(allow_target),
-        sys_root,
+        max_concurrency: args.max_concurrency,
+        max_rate_per_s: args.max_rate,
+        max_duration: Some(args.max_duration),
+        targets,
+        auth,
+        sys_root: args.sys_root,
         ..AgentConfig::default()
     };
     let bound = listener
@@ -125,8 +251,13 @@ async fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(agent_id = %config.agent_id, "ready");
+    if let Err(e) = tokengun_agent::notify::notify(&format!("READY=1\nSTATUS=listening on {bound}"))
+    {
+        tracing::warn!("cannot tell systemd the agent is ready ($NOTIFY_SOCKET): {e}");
+    }
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        wait_for_stop().await;
+        let _ = tokengun_agent::notify::notify("STOPPING=1");
         tracing::info!("stopping: aborting the running cycle (Ctrl-C again to exit at once)");
         tokio::spawn(async {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -140,5 +271,28 @@ async fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (how systemd, launchd and Kubernetes stop a service).
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

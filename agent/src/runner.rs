@@ -4,6 +4,7 @@ use crate::engine::{EngineError, PreparedCycle, run_cycle};
 use crate::http::HttpClient;
 use crate::log::RecordLog;
 use std::sync::Arc;
+use std::time::Duration;
 use tokengun_common::{CycleDone, CyclePlan, LoadShape, RecordBody};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -19,10 +20,33 @@ pub enum RunnerError {
         "level {level} is above this agent's limit of {max} concurrent requests (--max-concurrency)"
     )]
     Limit { level: u32, max: u32 },
+    #[error(
+        "rate {rate} requests/s is above this agent's cap of {max} requests/s (--max-rate); lower --levels or restart the agent with a higher --max-rate"
+    )]
+    RateCap { rate: f64, max: f64 },
+    #[error(
+        "a cycle of {duration} is above this agent's cap of {max} per cycle (--max-duration); shorten --duration or restart the agent with a longer --max-duration",
+        duration = humantime::format_duration(*duration),
+        max = humantime::format_duration(*max)
+    )]
+    DurationCap { duration: Duration, max: Duration },
     #[error(transparent)]
     Build(#[from] EngineError),
     #[error("the agent is shutting down")]
     Gone,
+}
+
+/// The agent's own limits on any cycle, whatever a controller asks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Caps {
+    /// Most requests in flight (burst and closed levels above it are refused; open loops are
+    /// held to it).
+    pub max_concurrency: u32,
+    /// Highest open-loop arrival rate, requests/s (None: no cap but concurrency).
+    pub max_rate_per_s: Option<f64>,
+    /// Longest cycle: longer closed/open durations are refused, and any cycle still running
+    /// this long after its start is aborted (None: no cap).
+    pub max_duration: Option<Duration>,
 }
 
 /// What the runner is doing.
@@ -48,13 +72,13 @@ pub struct RunnerHandle {
 
 impl RunnerHandle {
     /// Starts the runner task.
-    pub fn spawn(client: HttpClient, log: Arc<RecordLog>, max_concurrency: u32) -> Self {
+    pub fn spawn(client: HttpClient, log: Arc<RecordLog>, caps: Caps) -> Self {
         let (tx, rx) = mpsc::channel(32);
         tokio::spawn(
             Runner {
                 client,
                 log,
-                max_concurrency,
+                caps,
                 state: State::Idle,
             }
             .run(rx),
@@ -107,7 +131,7 @@ enum State {
 struct Runner {
     client: HttpClient,
     log: Arc<RecordLog>,
-    max_concurrency: u32,
+    caps: Caps,
     state: State,
 }
 
@@ -171,15 +195,32 @@ impl Runner {
         if let State::Running { cycle_id, .. } = self.state {
             return Err(RunnerError::Busy(cycle_id));
         }
-        if plan.concurrency > self.max_concurrency {
+        let caps = self.caps;
+        if plan.concurrency > caps.max_concurrency {
             return Err(RunnerError::Limit {
                 level: plan.concurrency,
-                max: self.max_concurrency,
+                max: caps.max_concurrency,
             });
+        }
+        if let Some(max) = caps.max_rate_per_s {
+            if plan.shape == LoadShape::Open && plan.rate_per_s > max {
+                return Err(RunnerError::RateCap {
+                    rate: plan.rate_per_s,
+                    max,
+                });
+            }
+        }
+        if let Some(max) = caps.max_duration {
+            if plan.shape != LoadShape::Burst && plan.duration > max {
+                return Err(RunnerError::DurationCap {
+                    duration: plan.duration,
+                    max,
+                });
+            }
         }
         // An uncapped open loop is still bounded by what this agent allows in flight.
         if plan.shape == LoadShape::Open && plan.concurrency == 0 {
-            plan.concurrency = self.max_concurrency;
+            plan.concurrency = caps.max_concurrency;
         }
         self.state = State::Prepared(Box::new(PreparedCycle::new(plan)?));
         Ok(())
@@ -199,8 +240,25 @@ impl Runner {
                     cancel.clone(),
                     done_tx.clone(),
                 );
+                let max_duration = self.caps.max_duration;
                 tokio::spawn(async move {
-                    let done = run_cycle(client, *c, log, token).await;
+                    let cycle = run_cycle(client, *c, log, token.clone());
+                    tokio::pin!(cycle);
+                    let done = match max_duration {
+                        None => cycle.await,
+                        Some(max) => tokio::select! {
+                            done = &mut cycle => done,
+                            () = tokio::time::sleep(max) => {
+                                // Aborted like a controller's Abort: in-flight requests are recorded.
+                                tracing::warn!(
+                                    "cycle {cycle_id} reached this agent's --max-duration of {}: aborting it",
+                                    humantime::format_duration(max)
+                                );
+                                token.cancel();
+                                cycle.await
+                            }
+                        },
+                    };
                     let _ = done_tx.send(done).await;
                 });
                 self.state = State::Running { cycle_id, cancel };

@@ -180,9 +180,10 @@ fn runner_status(e: RunnerError) -> Status {
         RunnerError::Busy(_) | RunnerError::NotPrepared(_) => {
             Status::failed_precondition(e.to_string())
         }
-        RunnerError::Limit { .. } | RunnerError::Build(_) => {
-            Status::invalid_argument(e.to_string())
-        }
+        RunnerError::Limit { .. }
+        | RunnerError::RateCap { .. }
+        | RunnerError::DurationCap { .. }
+        | RunnerError::Build(_) => Status::invalid_argument(e.to_string()),
         RunnerError::Gone => Status::unavailable(e.to_string()),
     }
 }
@@ -190,7 +191,7 @@ fn runner_status(e: RunnerError) -> Status {
 fn allow_status(e: AllowError) -> Status {
     match e {
         AllowError::NotAllowed { .. } => Status::permission_denied(e.to_string()),
-        AllowError::BadUrl(_) => Status::invalid_argument(e.to_string()),
+        AllowError::BadUrl(_) | AllowError::BadEntry(_) => Status::invalid_argument(e.to_string()),
         AllowError::Resolve { .. } => Status::unavailable(e.to_string()),
     }
 }

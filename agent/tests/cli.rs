@@ -6,14 +6,17 @@ use std::process::{Command, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_tokengun-agent");
 
 #[test]
-fn refuses_a_public_listen_address_without_the_insecure_flag() {
+fn refuses_a_public_listen_address_without_authentication() {
     let out = Command::new(BIN)
         .args(["serve", "--listen", "0.0.0.0:0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--insecure-listen"), "{err}");
+    assert!(
+        err.contains("--insecure-no-auth") && err.contains("--token-file"),
+        "{err}"
+    );
 }
 
 #[test]

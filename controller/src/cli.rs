@@ -246,6 +246,20 @@ pub struct RunArgs {
     /// Agent to generate the load, HOST:PORT [default: an agent inside this process].
     #[arg(long = "agent", value_name = "HOST:PORT")]
     pub agents: Vec<String>,
+    /// CA (PEM) that signed the agents' certificates; given, agents are dialled with TLS
+    /// (https) [default: plaintext].
+    #[arg(long, value_name = "FILE")]
+    pub agent_ca: Option<PathBuf>,
+    /// This controller's client certificate (PEM), for agents started with --tls-client-ca.
+    #[arg(long, value_name = "FILE")]
+    pub agent_cert: Option<PathBuf>,
+    /// The private key (PEM) of --agent-cert.
+    #[arg(long, value_name = "FILE")]
+    pub agent_key: Option<PathBuf>,
+    /// File holding the bearer token agents started with --token-file require (or set
+    /// TOKENGUN_AGENT_TOKEN) [default: no token].
+    #[arg(long, value_name = "FILE")]
+    pub agent_token_file: Option<PathBuf>,
     /// Folder that receives the run's folder [default: results].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -527,6 +541,10 @@ impl RunArgs {
             slo_ttft: self.slo_ttft.clone(),
             slo_e2e: self.slo_e2e.clone(),
             agents: (!self.agents.is_empty()).then(|| self.agents.clone()),
+            agent_ca: self.agent_ca.clone(),
+            agent_cert: self.agent_cert.clone(),
+            agent_key: self.agent_key.clone(),
+            agent_token_file: self.agent_token_file.clone(),
             out: self.out.clone(),
             run_id: self.run_id.clone(),
             monitor: self.no_monitor.then_some(false),

@@ -1,10 +1,13 @@
 //! The controller's link to one agent: a tonic client with timeouts and errors that say what to do.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokengun_common::{Api, CyclePlan, Record};
 use tokengun_proto::{self as pb, agent_client::AgentClient, convert};
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// How long a unary call may take before the agent counts as not answering.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -36,7 +39,178 @@ pub enum LinkError {
     },
     #[error("agent at {addr} sent a record it could not have meant: {reason}")]
     Protocol { addr: String, reason: String },
+    #[error("agent at {addr} refused this controller: {message}")]
+    Unauthenticated { addr: String, message: String },
+    #[error("agent at {addr}: TLS failed: {explanation} ({reason})")]
+    Tls {
+        addr: String,
+        explanation: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Credentials(String),
 }
+
+/// How the controller proves itself to remote agents, and checks them: `--agent-ca`,
+/// `--agent-cert`, `--agent-key`, `--agent-token-file` (or `TOKENGUN_AGENT_TOKEN`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentAuth {
+    /// CA (PEM) that signed the agents' certificates; given, agents are dialled with TLS.
+    pub ca: Option<PathBuf>,
+    /// This controller's client certificate (PEM), for agents that require one.
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of `cert`.
+    pub key: Option<PathBuf>,
+    /// File holding the bearer token agents require.
+    pub token_file: Option<PathBuf>,
+}
+
+impl AgentAuth {
+    /// Checks the combination (not the files): what is missing is named.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => {
+                return Err("--agent-cert needs --agent-key (its private key)".into());
+            }
+            (None, Some(_)) => return Err("--agent-key needs --agent-cert".into()),
+            _ => {}
+        }
+        if self.cert.is_some() && self.ca.is_none() {
+            return Err(
+                "--agent-cert needs --agent-ca: the CA that signed the agents' certificates, to check them"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The bearer token, from `token_file` or the environment.
+    fn token(&self) -> Result<Option<MetadataValue<Ascii>>, LinkError> {
+        let (text, from) = match &self.token_file {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|e| {
+                    LinkError::Credentials(format!(
+                        "cannot read --agent-token-file {}: {e}",
+                        path.display()
+                    ))
+                })?,
+                format!("--agent-token-file {}", path.display()),
+            ),
+            None => match std::env::var(tokengun_agent::auth::TOKEN_ENV) {
+                Ok(v) if !v.is_empty() => (v, tokengun_agent::auth::TOKEN_ENV.to_string()),
+                _ => return Ok(None),
+            },
+        };
+        let value = format!("Bearer {}", text.trim());
+        value.parse().map(Some).map_err(|_| {
+            LinkError::Credentials(format!(
+                "the token in {from} holds characters a header cannot carry; use printable ASCII"
+            ))
+        })
+    }
+
+    /// The TLS settings, when a CA is given (files read and parsed here, so a bad one is named).
+    fn tls(&self, host: &str) -> Result<Option<ClientTlsConfig>, LinkError> {
+        let Some(ca) = &self.ca else {
+            return Ok(None);
+        };
+        let pem = |flag: &'static str, path: &Path, key: bool| -> Result<Vec<u8>, LinkError> {
+            let checked = if key {
+                tokengun_agent::auth::read_key(flag, path).map(drop)
+            } else {
+                tokengun_agent::auth::read_certs(flag, path).map(drop)
+            };
+            checked.map_err(|e| LinkError::Credentials(e.to_string()))?;
+            std::fs::read(path).map_err(|e| {
+                LinkError::Credentials(format!("cannot read {flag} {}: {e}", path.display()))
+            })
+        };
+        let mut cfg = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(pem("--agent-ca", ca, false)?))
+            .domain_name(host.trim_start_matches('[').trim_end_matches(']'));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            cfg = cfg.identity(Identity::from_pem(
+                pem("--agent-cert", cert, false)?,
+                pem("--agent-key", key, true)?,
+            ));
+        }
+        Ok(Some(cfg))
+    }
+}
+
+/// Says what a TLS failure means, from the deepest error's text (rustls' wording).
+fn explain_tls(reason: &str) -> Option<&'static str> {
+    let r = reason.to_ascii_lowercase();
+    let table: [(&str, &'static str); 7] = [
+        (
+            "notvalidforname",
+            "the agent's certificate does not name the host dialled: make it for that name \
+             (`tokengun-agent certs --agent HOST,IP`) or dial a name it has",
+        ),
+        (
+            "unknownissuer",
+            "the agent's certificate is not signed by --agent-ca: pass the CA that signed it",
+        ),
+        (
+            "expired",
+            "a certificate has expired: make new ones (`tokengun-agent certs`)",
+        ),
+        (
+            "certificaterequired",
+            "the agent requires a client certificate: pass --agent-cert and --agent-key",
+        ),
+        (
+            "alert: unknownca",
+            "the agent refused this controller's certificate: --agent-cert is not signed by the agent's --tls-client-ca",
+        ),
+        (
+            "alert: badcertificate",
+            "the agent refused this controller's certificate: --agent-cert is not signed by the agent's --tls-client-ca",
+        ),
+        (
+            "invalidcontenttype",
+            "the agent does not speak TLS (started without --tls-cert): drop --agent-ca, or give the agent a certificate",
+        ),
+    ];
+    table
+        .iter()
+        .find(|(needle, _)| r.contains(needle))
+        .map(|(_, text)| *text)
+        .or_else(|| {
+            (r.contains("corrupt message") || r.contains("invalid peer certificate"))
+                .then_some("the agent and this controller disagree on TLS: check --agent-ca and the agent's --tls-cert")
+        })
+}
+
+fn transport_error(addr: &str, reason: String) -> LinkError {
+    match explain_tls(&reason) {
+        Some(explanation) => LinkError::Tls {
+            addr: addr.to_string(),
+            explanation: explanation.to_string(),
+            reason,
+        },
+        None => LinkError::Unreachable {
+            addr: addr.to_string(),
+            reason,
+        },
+    }
+}
+
+/// Adds the bearer token to every call.
+#[derive(Debug, Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The gRPC client of one agent, with the token interceptor.
+type Client = AgentClient<InterceptedService<Channel, BearerToken>>;
 
 /// What the agent said about itself.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -63,20 +237,59 @@ pub struct TargetInfo {
 #[derive(Clone)]
 pub struct AgentLink {
     addr: String,
-    client: AgentClient<Channel>,
+    client: Client,
 }
 
 impl AgentLink {
-    /// Connects (TCP + HTTP/2) within `timeout`.
+    /// Connects (TCP + HTTP/2) within `timeout`, without credentials.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, LinkError> {
+        Self::connect_with(addr, timeout, &AgentAuth::default()).await
+    }
+
+    /// Connects (TCP, TLS when `auth` names a CA or the address is `https://`, HTTP/2) within
+    /// `timeout`; every call carries `auth`'s token, if any.
+    pub async fn connect_with(
+        addr: &str,
+        timeout: Duration,
+        auth: &AgentAuth,
+    ) -> Result<Self, LinkError> {
+        auth.check().map_err(LinkError::Credentials)?;
         let trimmed = addr.trim();
-        let uri = if trimmed.starts_with("http://") {
-            trimmed.to_string()
-        } else {
-            format!("http://{trimmed}")
+        let tls_wanted = auth.ca.is_some();
+        let uri = match (trimmed.split_once("://"), tls_wanted) {
+            (Some(("https", _)), false) => {
+                return Err(LinkError::Credentials(format!(
+                    "agent {trimmed} is https://, but no --agent-ca names the CA that signed its certificate"
+                )));
+            }
+            (Some(("http", _)), true) => {
+                return Err(LinkError::Credentials(format!(
+                    "agent {trimmed} is http://, but --agent-ca asks for TLS: write it as HOST:PORT or https://HOST:PORT"
+                )));
+            }
+            (Some(_), _) => trimmed.to_string(),
+            (None, true) => format!("https://{trimmed}"),
+            (None, false) => format!("http://{trimmed}"),
         };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|_| LinkError::Address(addr.to_string()))?
+        let parsed: tonic::codegen::http::Uri = uri
+            .parse()
+            .map_err(|_| LinkError::Address(addr.to_string()))?;
+        let host = parsed
+            .host()
+            .ok_or_else(|| LinkError::Address(addr.to_string()))?
+            .to_string();
+        let mut endpoint =
+            Endpoint::from_shared(uri).map_err(|_| LinkError::Address(addr.to_string()))?;
+        if let Some(tls) = auth.tls(&host)? {
+            endpoint = endpoint.tls_config(tls).map_err(|e| {
+                LinkError::Credentials(format!(
+                    "the TLS settings for agent {trimmed} were refused: {}",
+                    tokengun_agent::http::root_cause(&e)
+                ))
+            })?;
+        }
+        let token = BearerToken(auth.token()?);
+        let endpoint = endpoint
             .connect_timeout(timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
@@ -87,13 +300,10 @@ impl AgentLink {
                 addr: addr.to_string(),
                 reason: format!("no connection within {timeout:?}"),
             })?
-            .map_err(|e| LinkError::Unreachable {
-                addr: addr.to_string(),
-                reason: tokengun_agent::http::root_cause(&e),
-            })?;
+            .map_err(|e| transport_error(addr, tokengun_agent::http::root_cause(&e)))?;
         Ok(Self {
             addr: trimmed.to_string(),
-            client: AgentClient::new(channel)
+            client: AgentClient::with_interceptor(channel, token)
                 .max_decoding_message_size(tokengun_agent::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(tokengun_agent::MAX_MESSAGE_BYTES),
         })
@@ -106,14 +316,19 @@ impl AgentLink {
 
     fn link_error(&self, s: tonic::Status) -> LinkError {
         match s.code() {
-            tonic::Code::Unavailable
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
                 if s.message().contains("transport") || s.message().is_empty() =>
             {
-                LinkError::Unreachable {
-                    addr: self.addr.clone(),
-                    reason: s.message().to_string(),
-                }
+                // The status's own text is "transport error"; its source says what broke.
+                let reason = std::error::Error::source(&s)
+                    .map(tokengun_agent::http::root_cause)
+                    .unwrap_or_else(|| s.message().to_string());
+                transport_error(&self.addr, reason)
             }
+            tonic::Code::Unauthenticated => LinkError::Unauthenticated {
+                addr: self.addr.clone(),
+                message: s.message().to_string(),
+            },
             code => LinkError::Refused {
                 addr: self.addr.clone(),
                 code,

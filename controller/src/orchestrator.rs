@@ -2,7 +2,7 @@
 //! target, then runs the sweep cycle by cycle, writing each cycle's results as soon as it ends.
 
 use crate::console::{Console, summary_line};
-use crate::link::{AgentInfo, AgentLink, LinkError, TargetInfo};
+use crate::link::{AgentAuth, AgentInfo, AgentLink, LinkError, TargetInfo};
 use crate::monitoring::{MonitorInfo, MonitorSink};
 use crate::output::{
     CycleWriter, Manifest, OutDirError, RunDir, RunStatus, default_run_id, probe_writable,
@@ -58,6 +58,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// Agent addresses; empty = an agent inside this process.
     pub agents: Vec<String>,
+    /// Credentials for remote agents (TLS, client certificate, token).
+    pub agent_auth: AgentAuth,
     pub out: PathBuf,
     pub run_id: Option<String>,
     pub request_timeout: Duration,
@@ -263,7 +265,12 @@ async fn bring_up(cfg: &RunConfig) -> Result<Started, RunError> {
             (Some(a), addr, true)
         }
     };
-    let link = AgentLink::connect(&addr, CONNECT_TIMEOUT).await?;
+    let auth = if in_process {
+        AgentAuth::default()
+    } else {
+        cfg.agent_auth.clone()
+    };
+    let link = AgentLink::connect_with(&addr, CONNECT_TIMEOUT, &auth).await?;
     let info = link.hello(in_process).await?;
     if let Some(level) = cfg
         .levels

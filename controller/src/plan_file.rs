@@ -1,6 +1,7 @@
 //! The run plan as a TOML file and as flags: both fill a [`PlanFile`], flags over file, and one
 //! `compile` turns it into a validated [`RunConfig`] before anything is sent.
 
+use crate::link::AgentAuth;
 use crate::orchestrator::{Level, MonitorConfig, RunConfig};
 use crate::workload;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,14 @@ pub struct PlanFile {
     pub slo_ttft: Option<String>,
     pub slo_e2e: Option<String>,
     pub agents: Option<Vec<String>>,
+    /// CA (PEM) that signed the agents' certificates: agents are dialled with TLS.
+    pub agent_ca: Option<PathBuf>,
+    /// This controller's client certificate (PEM), for agents that require one.
+    pub agent_cert: Option<PathBuf>,
+    /// The private key (PEM) of `agent_cert`.
+    pub agent_key: Option<PathBuf>,
+    /// File holding the bearer token agents require.
+    pub agent_token_file: Option<PathBuf>,
     pub out: Option<PathBuf>,
     pub run_id: Option<String>,
     /// Sample the server's processes, the machine and power sources (default true).
@@ -129,6 +138,19 @@ impl PlanFile {
                 plan.prompts = Some(dir.join(p).to_string_lossy().into_owned());
             }
         }
+        // So are certificate and token files.
+        if let Some(dir) = path.parent() {
+            for f in [
+                &mut plan.agent_ca,
+                &mut plan.agent_cert,
+                &mut plan.agent_key,
+                &mut plan.agent_token_file,
+            ] {
+                if let Some(p) = f.as_mut().filter(|p| p.is_relative()) {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
         Ok(plan)
     }
 
@@ -166,6 +188,10 @@ impl PlanFile {
             slo_ttft,
             slo_e2e,
             agents,
+            agent_ca,
+            agent_cert,
+            agent_key,
+            agent_token_file,
             out,
             run_id,
             monitor,
@@ -355,6 +381,20 @@ impl PlanFile {
             tokengun_common::plan::parse_target(&target)
                 .map_err(|e| field("target", e.to_string()))?;
         }
+        let agent_auth = AgentAuth {
+            ca: self.agent_ca.clone(),
+            cert: self.agent_cert.clone(),
+            key: self.agent_key.clone(),
+            token_file: self.agent_token_file.clone(),
+        };
+        agent_auth.check().map_err(|m| {
+            let name = if m.starts_with("--agent-key") {
+                "agent_key"
+            } else {
+                "agent_cert"
+            };
+            field(name, m)
+        })?;
         let mut warnings = Vec::new();
         let ignored = |what: &str| {
             format!(
@@ -387,6 +427,7 @@ impl PlanFile {
             warmup,
             seed,
             agents: self.agents.clone().unwrap_or_default(),
+            agent_auth,
             out: self.out.clone().unwrap_or_else(|| PathBuf::from("results")),
             run_id: self.run_id.clone(),
             request_timeout,
@@ -500,6 +541,32 @@ mod tests {
         assert_eq!(
             c.warnings,
             vec!["--duration does not apply to a burst loop and is ignored".to_string()]
+        );
+    }
+
+    #[test]
+    fn agent_credentials_are_found_beside_the_plan_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("plan.toml");
+        std::fs::write(
+            &plan,
+            "agents = [\"gpu1.lab:7411\"]\nagent_ca = \"lab/ca.pem\"\nagent_cert = \"lab/ws.pem\"\nagent_key = \"/abs/ws-key.pem\"\n",
+        )
+        .unwrap();
+        let c = PlanFile::load(&plan).unwrap().compile(None).unwrap();
+        assert_eq!(c.agent_auth.ca, Some(dir.path().join("lab/ca.pem")));
+        assert_eq!(c.agent_auth.cert, Some(dir.path().join("lab/ws.pem")));
+        assert_eq!(c.agent_auth.key, Some(PathBuf::from("/abs/ws-key.pem")));
+        let e = PlanFile {
+            agent_cert: Some("ws.pem".into()),
+            ..PlanFile::default()
+        }
+        .compile(None)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--agent-cert ") && e.contains("--agent-key"),
+            "{e}"
         );
     }
 

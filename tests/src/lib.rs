@@ -69,6 +69,7 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         sim: None,
         monitor: tokengun::orchestrator::MonitorConfig::default(),
         warnings: Vec::new(),
+        agent_auth: Default::default(),
     }
 }
 
