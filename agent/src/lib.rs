@@ -8,6 +8,7 @@ pub mod allow;
 pub mod backend;
 pub mod engine;
 pub mod http;
+pub mod live;
 pub mod log;
 pub mod ndjson;
 pub mod runner;
