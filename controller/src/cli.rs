@@ -175,6 +175,10 @@ pub struct RunArgs {
     /// Print only errors and the final summary table.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Plain progress lines (a line per cycle, a heartbeat every 5 s) instead of the live
+    /// console; the default when stdout is not a terminal.
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 /// `--shape` values.

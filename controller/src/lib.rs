@@ -7,12 +7,14 @@ pub mod link;
 pub mod orchestrator;
 pub mod output;
 pub mod plan_file;
+pub mod tui;
 pub mod workload;
 
 use cli::{Cli, Command};
 use console::Console;
 use orchestrator::RunError;
 use output::RunStatus;
+use std::io::IsTerminal;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +32,16 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                     return 2;
                 }
             };
-            let mut console = Console::new(args.quiet);
-            match orchestrator::run(cfg, &mut console, stop).await {
+            // The live console needs a terminal to draw on; logs and pipes get plain lines.
+            let mut console = if !args.no_tui && !args.quiet && std::io::stdout().is_terminal() {
+                Console::live(stop.clone())
+            } else {
+                Console::new(args.quiet)
+            };
+            let outcome = orchestrator::run(cfg, &mut console, stop).await;
+            // The terminal is back before anything else is printed.
+            console.finish();
+            match outcome {
                 Ok(report) => {
                     console::write_stdout(&format!("\nresults: {}\n", report.run_dir.display()));
                     match report.status {

@@ -385,6 +385,7 @@ async fn run_sweep(
         manifest.notes.push(format!("warning: {w}"));
     }
     dir.write_manifest(&manifest)?;
+    console.agents(vec![up.link.addr().to_string()]);
     console.line(&format!(
         "tokengun {} · target {} ({}) · model {} · {} levels {} · results in {}",
         env!("CARGO_PKG_VERSION"),
@@ -417,7 +418,7 @@ async fn run_sweep(
         let is_warmup = warmup.is_some() && index == 0;
         let level_index = index.saturating_sub(usize::from(warmup.is_some()));
         if is_warmup {
-            console.line(&format!("\n▶ warm-up: {} (not counted)", plan_words(&plan)));
+            console.warmup_start(&plan_words(&plan));
         } else {
             console.cycle_start(
                 level_index,
@@ -460,6 +461,9 @@ async fn run_sweep(
             &stop,
         )
         .await?;
+        if outcome.lost.is_some() {
+            console.agent_lost(0);
+        }
         let partial = outcome.lost.is_some() || outcome.aborted || outcome.gaps > 0;
         let info = CycleInfo {
             model: cfg.model.clone(),
@@ -663,7 +667,11 @@ async fn collect_cycle(
                 if rec.seq <= *last_seq {
                     continue; // a replayed duplicate
                 }
-                out.gaps += rec.seq - *last_seq - 1;
+                let gap = rec.seq - *last_seq - 1;
+                if gap > 0 {
+                    out.gaps += gap;
+                    console.dropped(0, gap);
+                }
                 *last_seq = rec.seq;
                 match rec.body {
                     RecordBody::CycleStarted { cycle_id, started_unix_ns } if cycle_id == plan.cycle_id => {
@@ -672,6 +680,7 @@ async fn collect_cycle(
                         }
                     }
                     RecordBody::Request(r) if r.cycle_id == plan.cycle_id => {
+                        console.request_done(&r);
                         if let Err(e) = sink.take(*r) {
                             // The disk refused: stop the load rather than measure into nothing.
                             let _ = link.abort(plan.cycle_id).await;
