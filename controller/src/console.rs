@@ -110,7 +110,7 @@ impl Console {
 
     /// Sends to the live console when it is on screen; false when plain output is wanted. If the
     /// console thread died, says so once and goes on with plain lines.
-    fn to_live(&mut self, event: impl FnOnce() -> Event) -> bool {
+    fn send_live(&mut self, event: impl FnOnce() -> Event) -> bool {
         let Live::On(live) = &self.live else {
             return false;
         };
@@ -164,7 +164,7 @@ impl Console {
 
     /// A line of its own.
     pub fn line(&mut self, text: &str) {
-        if self.to_live(|| Event::Message(text.to_string())) {
+        if self.send_live(|| Event::Message(text.to_string())) {
             return;
         }
         if let Live::Ready { preamble, .. } = &mut self.live {
@@ -178,7 +178,7 @@ impl Console {
     fn tell(&mut self, event: Event) {
         match &mut self.live {
             Live::On(_) => {
-                self.to_live(|| event);
+                self.send_live(|| event);
             }
             Live::Ready { pending, .. } => {
                 // The latest of each kind is what counts.
@@ -197,12 +197,12 @@ impl Console {
 
     /// An agent went away during a cycle.
     pub fn agent_lost(&mut self, agent: usize) {
-        self.to_live(|| Event::AgentLost { agent });
+        self.send_live(|| Event::AgentLost { agent });
     }
 
     /// An agent's stream missed `records` more records (a gap in its sequence numbers).
     pub fn dropped(&mut self, agent: usize, records: u64) {
-        self.to_live(|| Event::Dropped { agent, records });
+        self.send_live(|| Event::Dropped { agent, records });
     }
 
     /// The monitors' latest figures (`None`: no figures). Shown in the live console's header,
@@ -217,7 +217,7 @@ impl Console {
         self.last_line = None;
         let title = format!("warm-up: {what} (not counted)");
         self.go_live();
-        if !self.to_live(|| Event::CycleStart {
+        if !self.send_live(|| Event::CycleStart {
             title: title.clone(),
         }) {
             self.line(&format!("\n▶ {title}"));
@@ -229,7 +229,7 @@ impl Console {
         self.last_line = None;
         let title = format!("cycle {}/{total}: {what} to {model}", index + 1);
         self.go_live();
-        if !self.to_live(|| Event::CycleStart {
+        if !self.send_live(|| Event::CycleStart {
             title: title.clone(),
         }) {
             self.line(&format!("\n▶ {title}"));
@@ -240,7 +240,7 @@ impl Console {
     /// rows; or the plain progress line (throttled to a heartbeat when not on a terminal).
     pub fn progress(&mut self, plan: &CyclePlan, p: &Progress) {
         let shape = cycle_shape(plan);
-        if self.to_live(|| Event::Progress {
+        if self.send_live(|| Event::Progress {
             agent: 0,
             shape,
             progress: p.clone(),
@@ -265,7 +265,7 @@ impl Console {
 
     /// A request of the running cycle ended (a row of the live console's table).
     pub fn request_done(&mut self, r: &RequestRecord) {
-        self.to_live(|| Event::Finished(TableRow::finished(r)));
+        self.send_live(|| Event::Finished(TableRow::finished(r)));
     }
 
     /// Ends the progress line and prints the study's table for the cycle (when it is short
@@ -273,7 +273,7 @@ impl Console {
     /// `records` are the rows kept for the table (all of a burst; closed and open cycles keep a
     /// few), out of `total` requests.
     pub fn cycle_end(&mut self, summary: &CycleSummary, records: &[RequestRecord], total: usize) {
-        if self.to_live(|| Event::CycleEnd(LevelRow::from(summary))) {
+        if self.send_live(|| Event::CycleEnd(LevelRow::from(summary))) {
             return;
         }
         if self.tty && self.last_line.is_some() {

@@ -212,12 +212,11 @@ fn ui_loop(
                 continue; // a resize is picked up by the next draw
             };
             match input::action(&key, state.stopping) {
-                Some(Action::Stop) => {
-                    if !state.stopping {
-                        stop.cancel();
-                        state.apply(Event::Stopping, Instant::now());
-                    }
+                Some(Action::Stop) if !state.stopping => {
+                    stop.cancel();
+                    state.apply(Event::Stopping, Instant::now());
                 }
+                Some(Action::Stop) => {} // already stopping
                 Some(Action::ForceQuit) => {
                     restore_terminal();
                     eprintln!(
