@@ -195,6 +195,13 @@ impl Console {
         self.tell(Event::Agents(names));
     }
 
+    /// The run is stopping (Ctrl-C, `q`): in-flight requests are being aborted.
+    pub fn stopping(&mut self) {
+        if !self.send_live(|| Event::Stopping) {
+            self.line(&format!("\n  {}", crate::tui::state::STOPPING_TEXT));
+        }
+    }
+
     /// An agent went away during a cycle.
     pub fn agent_lost(&mut self, agent: usize) {
         self.send_live(|| Event::AgentLost { agent });

@@ -697,7 +697,7 @@ async fn collect_cycle(
                 }
             }
             () = stop.cancelled(), if abort_deadline.is_none() => {
-                console.line("\n  stopping: aborting in-flight requests and keeping what was measured…");
+                console.stopping();
                 out.aborted = true;
                 abort_deadline = Some(tokio::time::Instant::now() + ABORT_GRACE);
                 if let Err(e) = link.abort(plan.cycle_id).await {

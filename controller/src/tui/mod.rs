@@ -34,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 /// Time between frames (10 Hz).
 pub const FRAME: Duration = Duration::from_millis(100);
 /// Events waiting for the console thread; more are dropped and counted.
-const QUEUE_EVENTS: usize = 8192;
+/// (A 10,000-request burst ends within a few frames; its rows should fit.)
+const QUEUE_EVENTS: usize = 32_768;
 /// Log output held while the console owns the screen, printed when it closes.
 const HELD_MAX_BYTES: usize = 256 * 1024;
 

@@ -26,6 +26,10 @@ pub struct MonitorSnapshot {
     pub server_rss_bytes: Option<u64>,
 }
 
+/// Said when a stop is asked for.
+pub const STOPPING_TEXT: &str =
+    "stopping: aborting in-flight requests and keeping what was measured…";
+
 /// Finished rows kept for the table of one cycle; older ones are counted, not kept.
 pub const FINISHED_ROWS_MAX: usize = 100_000;
 /// Messages kept (the view shows the last few).
@@ -462,10 +466,7 @@ impl LiveState {
             Event::Stopping => {
                 if !self.stopping {
                     self.stopping = true;
-                    self.message(
-                        "stopping: aborting in-flight requests and keeping what was measured…"
-                            .into(),
-                    );
+                    self.message(STOPPING_TEXT.into());
                 }
             }
         }

@@ -444,6 +444,16 @@ mod tests {
     }
 
     #[test]
+    fn tiny_terminals_draw_without_panicking() {
+        let s = burst(30);
+        for (w, h) in [(1, 1), (20, 5), (40, 12)] {
+            let lines = screen(&s, w, h);
+            assert_eq!(lines.len(), usize::from(h));
+            assert!(table_viewport(Rect::new(0, 0, w, h), &s) <= usize::from(h));
+        }
+    }
+
+    #[test]
     fn monitor_figures_when_present_and_dashes_when_absent() {
         let mut s = burst(3);
         let lines = screen(&s, 110, 20);
