@@ -497,6 +497,20 @@ impl LiveState {
     }
 }
 
+/// A finished row with no figures but its id and outcome (tests).
+#[cfg(test)]
+pub(crate) fn ended_row(request_id: u32, outcome: OutcomeKind) -> TableRow {
+    TableRow {
+        request_id,
+        tokens: 0,
+        tokens_per_s: None,
+        ttfb_s: None,
+        waiting_s: None,
+        duration_s: None,
+        status: RowStatus::Ended(outcome),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,17 +583,8 @@ mod tests {
             },
             now,
         );
-        let ended = |id, kind| TableRow {
-            request_id: id,
-            tokens: 9,
-            tokens_per_s: None,
-            ttfb_s: None,
-            waiting_s: None,
-            duration_s: None,
-            status: RowStatus::Ended(kind),
-        };
-        s.apply(Event::Finished(ended(2, OutcomeKind::Completed)), now);
-        s.apply(Event::Finished(ended(3, OutcomeKind::Timeout)), now);
+        s.apply(Event::Finished(ended_row(2, OutcomeKind::Completed)), now);
+        s.apply(Event::Finished(ended_row(3, OutcomeKind::Timeout)), now);
         let rows = s.table.window(0, 10, now);
         let view: Vec<(u32, &str)> = rows
             .iter()
@@ -602,7 +607,7 @@ mod tests {
         s.apply(Event::CycleStart { title: "u".into() }, now);
         assert_eq!(s.table.len(), 4, "the last cycle's rows stay on screen");
         assert_eq!(s.table.cycle_title, "t");
-        s.apply(Event::Finished(ended(1, OutcomeKind::Completed)), now);
+        s.apply(Event::Finished(ended_row(1, OutcomeKind::Completed)), now);
         assert_eq!(s.table.len(), 1);
         assert_eq!(s.table.cycle_title, "u");
     }
@@ -615,18 +620,7 @@ mod tests {
             ..Table::default()
         };
         for id in 1..=6 {
-            t.finished.insert(
-                id,
-                TableRow {
-                    request_id: id,
-                    tokens: 1,
-                    tokens_per_s: None,
-                    ttfb_s: None,
-                    waiting_s: None,
-                    duration_s: None,
-                    status: RowStatus::Ended(OutcomeKind::Completed),
-                },
-            );
+            t.finished.insert(id, ended_row(id, OutcomeKind::Completed));
         }
         let ids: Vec<u32> = t
             .window(0, 5, Instant::now())
@@ -642,18 +636,7 @@ mod tests {
         let now = Instant::now();
         s.viewport_rows = 3;
         for id in 1..=10 {
-            s.apply(
-                Event::Finished(TableRow {
-                    request_id: id,
-                    tokens: 0,
-                    tokens_per_s: None,
-                    ttfb_s: None,
-                    waiting_s: None,
-                    duration_s: None,
-                    status: RowStatus::Ended(OutcomeKind::Completed),
-                }),
-                now,
-            );
+            s.apply(Event::Finished(ended_row(id, OutcomeKind::Completed)), now);
         }
         s.act(Action::PageDown, now);
         assert_eq!(s.scroll, 3);
@@ -668,18 +651,7 @@ mod tests {
 
         s.act(Action::TogglePause, now);
         assert!(s.paused());
-        s.apply(
-            Event::Finished(TableRow {
-                request_id: 11,
-                tokens: 0,
-                tokens_per_s: None,
-                ttfb_s: None,
-                waiting_s: None,
-                duration_s: None,
-                status: RowStatus::Ended(OutcomeKind::Completed),
-            }),
-            now,
-        );
+        s.apply(Event::Finished(ended_row(11, OutcomeKind::Completed)), now);
         assert_eq!(s.shown_table(now).0.len(), 10, "frozen while paused");
         assert_eq!(s.table.len(), 11, "still kept up to date underneath");
         s.act(Action::TogglePause, now);
@@ -690,15 +662,7 @@ mod tests {
     fn finished_rows_are_capped_and_counted() {
         let mut s = LiveState::new();
         let now = Instant::now();
-        let row = |id| TableRow {
-            request_id: id,
-            tokens: 0,
-            tokens_per_s: None,
-            ttfb_s: None,
-            waiting_s: None,
-            duration_s: None,
-            status: RowStatus::Ended(OutcomeKind::Completed),
-        };
+        let row = |id| ended_row(id, OutcomeKind::Completed);
         for id in 0..(FINISHED_ROWS_MAX as u32 + 5) {
             s.apply(Event::Finished(row(id)), now);
         }

@@ -308,7 +308,7 @@ pub fn render(f: &mut Frame, s: &LiveState, now: Instant) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::state::{Action, CycleShape, Event};
+    use super::super::state::{Action, CycleShape, Event, ended_row};
     use super::*;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
@@ -513,18 +513,7 @@ mod tests {
         // Paused: a request that ends meanwhile is not shown until resumed.
         s.act(Action::Home, now);
         s.act(Action::TogglePause, now);
-        s.apply(
-            Event::Finished(TableRow {
-                request_id: 1,
-                tokens: 1,
-                tokens_per_s: None,
-                ttfb_s: None,
-                waiting_s: None,
-                duration_s: None,
-                status: RowStatus::Ended(OutcomeKind::Completed),
-            }),
-            now,
-        );
+        s.apply(Event::Finished(ended_row(1, OutcomeKind::Completed)), now);
         let lines = screen(&s, w, h);
         assert!(has(&lines, "PAUSED"));
         assert!(row_of(&lines, 1).unwrap().contains("Waiting"));
