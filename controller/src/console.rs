@@ -18,7 +18,13 @@ pub struct Console {
     last_line: Option<Instant>,
     monitor: Option<MonitorSnapshot>,
     live: Live,
+    /// Lines shown in the live console's message area, printed again once it is gone so the
+    /// terminal's history keeps them (warnings, the warm-up's figures, why the sweep stopped).
+    live_lines: Vec<String>,
 }
+
+/// At most this many lines are kept for printing after the live console.
+const LIVE_LINES_MAX: usize = 200;
 
 /// The live console's lifecycle: asked for, on screen, or not used.
 enum Live {
@@ -86,6 +92,7 @@ impl Console {
             last_line: None,
             monitor: None,
             live: Live::Off,
+            live_lines: Vec::new(),
         }
     }
 
@@ -117,12 +124,9 @@ impl Console {
         if live.send(event()) {
             return true;
         }
-        if let Live::On(live) = std::mem::replace(&mut self.live, Live::Off) {
-            let why = live
-                .close()
-                .unwrap_or_else(|| "the live console stopped".into());
-            self.line(&format!("{why}; plain progress lines from here on"));
-        }
+        // Its thread is gone (it says why): the terminal is back, plain lines from here on.
+        self.finish();
+        self.line("the live console stopped; plain progress lines from here on");
         false
     }
 
@@ -156,7 +160,11 @@ impl Console {
     /// here on. Call before printing an error.
     pub fn finish(&mut self) {
         if let Live::On(live) = std::mem::replace(&mut self.live, Live::Off) {
-            if let Some(why) = live.close() {
+            let why = live.close();
+            for line in std::mem::take(&mut self.live_lines) {
+                self.line(&line);
+            }
+            if let Some(why) = why {
                 self.line(&why);
             }
         }
@@ -165,6 +173,9 @@ impl Console {
     /// A line of its own.
     pub fn line(&mut self, text: &str) {
         if self.send_live(|| Event::Message(text.to_string())) {
+            if self.live_lines.len() < LIVE_LINES_MAX {
+                self.live_lines.push(text.to_string());
+            }
             return;
         }
         if let Live::Ready { preamble, .. } = &mut self.live {
