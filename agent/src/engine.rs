@@ -4,6 +4,7 @@
 
 use crate::backend::{self, ResponseParser, ollama};
 use crate::http::{HttpClient, MAX_SMALL_BODY, root_cause};
+use crate::live::{LiveEntry, LiveRequests, LiveSlot};
 use crate::log::RecordLog;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -13,8 +14,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengun_common::schedule::{Arrivals, prompt_index};
 use tokengun_common::{
-    CycleDone, CyclePlan, LoadShape, OutcomeKind, Progress, RecordBody, RequestRecord,
-    ServerTimings, TokenChunk, TokenSource,
+    CycleDone, CyclePlan, LIVE_REQUESTS_MAX, LoadShape, OutcomeKind, Progress, RecordBody,
+    RequestRecord, ServerTimings, TokenChunk, TokenSource,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -43,6 +44,8 @@ struct Shared {
     origin: Instant,
     cancel: CancellationToken,
     counters: CycleCounters,
+    /// In-flight requests, for the live rows of each progress report.
+    live: LiveRequests,
     log: Arc<RecordLog>,
 }
 
@@ -131,6 +134,7 @@ impl Shared {
         let started = c.started.load(Ordering::Relaxed);
         let completed = c.completed.load(Ordering::Relaxed);
         let failed = c.failed.load(Ordering::Relaxed);
+        let (live, live_omitted) = self.live.snapshot(LIVE_REQUESTS_MAX);
         Progress {
             cycle_id: self.plan.cycle_id,
             in_flight: started.saturating_sub(completed + failed),
@@ -138,6 +142,8 @@ impl Shared {
             failed,
             tokens: c.tokens.load(Ordering::Relaxed),
             elapsed_ns: ns_since(self.origin, Instant::now()),
+            live,
+            live_omitted,
         }
     }
 }
@@ -234,6 +240,7 @@ pub async fn run_cycle(
         origin,
         cancel,
         counters: CycleCounters::default(),
+        live: LiveRequests::default(),
         log: log.clone(),
     });
     let mut workers = JoinSet::new();
@@ -269,26 +276,29 @@ pub async fn run_cycle(
         }
     }
     let last = shared.progress();
+    let (completed, failed) = (last.completed, last.failed);
     log.append(RecordBody::Progress(last));
     CycleDone {
         cycle_id,
         requests: shared.counters.started.load(Ordering::Relaxed),
-        completed: last.completed,
-        failed: last.failed + lost,
+        completed,
+        failed: failed + lost,
         aborted: shared.cancel.is_cancelled(),
         ended_mono_ns: crate::clock::mono_ns(),
     }
 }
 
 /// The state of one request as it is measured.
-struct Measure {
+struct Measure<'a> {
     rec: RequestRecord,
+    /// Its row in the live table (left when the measure is dropped).
+    live: LiveEntry<'a>,
     done: bool,
     /// The request left the client-side queue and went to the server.
     sent: bool,
 }
 
-impl Measure {
+impl Measure<'_> {
     /// Records a failure; the first one wins, later ones are its consequences, and nothing after
     /// the server's `done` undoes a completed generation.
     fn fail(&mut self, kind: OutcomeKind, error: impl Into<String>) {
@@ -308,15 +318,18 @@ async fn run_request(
     let dispatched = Instant::now();
     let deadline = intended_at + s.plan.request_timeout;
     let prompt = prompt_index(s.plan.seed, request_id, s.bodies.len());
+    let intended_start_ns = ns_since(s.origin, intended_at);
+    let dispatched_ns = ns_since(s.origin, dispatched);
     let mut m = Measure {
+        live: s.live.enter(request_id, intended_start_ns, dispatched_ns),
         rec: RequestRecord {
             cycle_id: s.plan.cycle_id,
             request_id,
             prompt_index: u32::try_from(prompt).unwrap_or(u32::MAX),
-            dispatched_ns: ns_since(s.origin, dispatched),
-            intended_start_ns: ns_since(s.origin, intended_at),
+            dispatched_ns,
+            intended_start_ns,
             // Overwritten when the request really goes out; stays here if it never does.
-            sent_ns: ns_since(s.origin, dispatched),
+            sent_ns: dispatched_ns,
             first_byte_ns: None,
             first_token_ns: None,
             first_answer_ns: None,
@@ -347,6 +360,7 @@ async fn run_request(
                 permit = c.acquire().await.ok();
             }
             m.rec.sent_ns = ns_since(s.origin, Instant::now());
+            m.live.sent(m.rec.sent_ns);
             m.sent = true;
             exchange(s, &mut m, prompt).await;
         } => {}
@@ -376,7 +390,7 @@ async fn run_request(
 }
 
 /// Sends the request and reads the stream into `m` until it ends, fails or is done.
-async fn exchange(s: &Shared, m: &mut Measure, prompt: usize) {
+async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize) {
     let req = hyper::Request::post(s.uri.clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
@@ -411,7 +425,9 @@ async fn exchange(s: &Shared, m: &mut Measure, prompt: usize) {
             );
         }
     };
-    m.rec.first_byte_ns = Some(ns_since(s.origin, Instant::now()));
+    let first_byte_ns = ns_since(s.origin, Instant::now());
+    m.rec.first_byte_ns = Some(first_byte_ns);
+    m.live.first_byte(first_byte_ns);
     let status = resp.status();
     m.rec.status_code = Some(status.as_u16());
     let body = resp.into_body();
@@ -440,7 +456,7 @@ async fn read_error_body(body: Incoming) -> String {
     }
 }
 
-async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
+async fn read_stream(s: &Shared, m: &mut Measure<'_>, mut body: Incoming) {
     let mut parser = ResponseParser::new(s.plan.api);
     loop {
         let frame = match body.frame().await {
@@ -466,7 +482,14 @@ async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
                 failure = Some((OutcomeKind::ServerError, e));
                 return false;
             }
-            on_tokens(s, &mut m.rec, at, c.answer_tokens, c.reasoning_tokens);
+            on_tokens(
+                s,
+                &mut m.rec,
+                &m.live,
+                at,
+                c.answer_tokens,
+                c.reasoning_tokens,
+            );
             if let Some(f) = c.fin {
                 if let Some(n) = f.output_tokens {
                     m.rec.output_tokens = n;
@@ -520,11 +543,19 @@ async fn read_stream(s: &Shared, m: &mut Measure, mut body: Incoming) {
     }
 }
 
-fn on_tokens(s: &Shared, r: &mut RequestRecord, at_ns: u64, answer: u32, reasoning: u32) {
+fn on_tokens(
+    s: &Shared,
+    r: &mut RequestRecord,
+    live: &LiveSlot,
+    at_ns: u64,
+    answer: u32,
+    reasoning: u32,
+) {
     let tokens = answer + reasoning;
     if tokens == 0 {
         return;
     }
+    live.tokens(at_ns, tokens, r.first_token_ns.is_none());
     r.first_token_ns.get_or_insert(at_ns);
     if answer > 0 {
         r.first_answer_ns.get_or_insert(at_ns);

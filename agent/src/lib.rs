@@ -7,10 +7,11 @@
 pub mod allow;
 pub mod auth;
 pub mod backend;
-pub mod clock;
 pub mod certs;
+pub mod clock;
 pub mod engine;
 pub mod http;
+pub mod live;
 pub mod log;
 pub mod monitor;
 pub mod ndjson;

@@ -97,11 +97,7 @@ mod tests {
     fn p(cycle_id: u32) -> RecordBody {
         RecordBody::Progress(Progress {
             cycle_id,
-            in_flight: 0,
-            completed: 0,
-            failed: 0,
-            tokens: 0,
-            elapsed_ns: 0,
+            ..Progress::default()
         })
     }
 

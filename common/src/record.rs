@@ -235,7 +235,7 @@ impl RequestRecord {
 }
 
 /// A periodic snapshot of a running cycle, for live views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     pub cycle_id: u32,
     pub in_flight: u32,
@@ -243,7 +243,42 @@ pub struct Progress {
     pub failed: u32,
     /// Tokens counted so far over all requests of the cycle.
     pub tokens: u64,
+    /// When the snapshot was taken, ns from the cycle origin; the `live` rows are as of then.
     pub elapsed_ns: u64,
+    /// Requests in flight at the snapshot, lowest request id first, at most
+    /// [`LIVE_REQUESTS_MAX`] of them (empty from agents that predate live rows).
+    pub live: Vec<LiveRequest>,
+    /// Requests in flight that did not fit in `live`.
+    pub live_omitted: u32,
+}
+
+/// Most in-flight requests one [`Progress`] lists; the rest are only counted, so a cycle with
+/// 10,000 streams still sends a small snapshot.
+pub const LIVE_REQUESTS_MAX: usize = 256;
+
+/// Where an in-flight request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LivePhase {
+    /// No token yet: queued (client side or on the server), prefilling, or loading the model.
+    Waiting,
+    /// Tokens are streaming.
+    InProgress,
+}
+
+/// One in-flight request as of a [`Progress`] snapshot; offsets are ns from the cycle origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveRequest {
+    pub request_id: u32,
+    pub phase: LivePhase,
+    /// Tokens counted so far.
+    pub tokens: u64,
+    pub intended_start_ns: u64,
+    pub dispatched_ns: u64,
+    /// Handed to the HTTP client (`None` while it waits for an open loop's in-flight cap).
+    pub sent_ns: Option<u64>,
+    pub first_byte_ns: Option<u64>,
+    pub first_token_ns: Option<u64>,
 }
 
 /// The end of a cycle on one agent, with its own totals for cross-checking.

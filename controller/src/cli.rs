@@ -291,6 +291,10 @@ pub struct RunArgs {
     /// (`tokengun report <run-dir>` writes them later).
     #[arg(long)]
     pub no_report: bool,
+    /// Plain progress lines (a line per cycle, a heartbeat every 5 s) instead of the live
+    /// console; the default when stdout is not a terminal.
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 /// `--shape` values.

@@ -1,14 +1,43 @@
-//! Plain console output: a live progress line per cycle, the study's table, and a sweep summary.
+//! The console: the live view (ratatui, in `crate::tui`) on a terminal, plain progress lines
+//! otherwise (`--no-tui`, `--quiet`, stdout not a terminal): a line per cycle and a periodic
+//! heartbeat, the study's table, and a sweep summary. The orchestrator calls the same methods
+//! either way.
 
+use crate::tui::state::{CycleShape, LevelRow, TableRow};
+use crate::tui::{Event, LiveConsole, MonitorSnapshot};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 use tokengun_common::{CyclePlan, CycleSummary, LoadShape, Progress, RequestRecord};
+use tokio_util::sync::CancellationToken;
 
-/// Where progress goes; redraws in place on a terminal, prints a heartbeat line otherwise.
+/// Where progress goes: the live console, or plain lines redrawn in place on a terminal and
+/// printed as a heartbeat otherwise.
 pub struct Console {
     tty: bool,
     quiet: bool,
     last_line: Option<Instant>,
+    monitor: Option<MonitorSnapshot>,
+    live: Live,
+    /// Lines shown in the live console's message area, printed again once it is gone so the
+    /// terminal's history keeps them (warnings, the warm-up's figures, why the sweep stopped).
+    live_lines: Vec<String>,
+}
+
+/// At most this many lines are kept for printing after the live console.
+const LIVE_LINES_MAX: usize = 200;
+
+/// The live console's lifecycle: asked for, on screen, or not used.
+enum Live {
+    Off,
+    /// Comes up with the first cycle (checks and their errors print as plain lines); the lines
+    /// printed before it are repeated in its message area.
+    Ready {
+        stop: CancellationToken,
+        preamble: Vec<String>,
+        /// State for the console (the agents, the monitor) told before it came up.
+        pending: Vec<Event>,
+    },
+    On(LiveConsole),
 }
 
 /// Closed and open cycles with more requests than this print their figures without the table.
@@ -17,13 +46,66 @@ pub const TABLE_MAX_ROWS: usize = 64;
 /// Between plain progress lines when stdout is not a terminal.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
+/// The shape of a cycle, as its progress bar needs it.
+pub fn cycle_shape(plan: &CyclePlan) -> CycleShape {
+    CycleShape {
+        shape: plan.shape,
+        concurrency: plan.concurrency,
+        duration_s: plan.duration.as_secs_f64(),
+    }
+}
+
+/// A cycle's progress in one line: a bar (requests done for a burst, time for timed cycles),
+/// counts, tokens, rate and time.
+pub fn progress_text(c: &CycleShape, p: &Progress) -> String {
+    let elapsed_s = p.elapsed_ns as f64 / 1e9;
+    let done = p.completed + p.failed;
+    let width = 20usize;
+    let fraction = match c.shape {
+        LoadShape::Burst if c.concurrency > 0 => f64::from(done) / f64::from(c.concurrency),
+        _ if c.duration_s > 0.0 => elapsed_s / c.duration_s,
+        _ => 0.0,
+    };
+    let filled = ((fraction.clamp(0.0, 1.0)) * width as f64) as usize;
+    let of = match c.shape {
+        LoadShape::Burst => format!("/{}", c.concurrency),
+        _ => String::new(),
+    };
+    let bar: String = "█".repeat(filled) + &"░".repeat(width - filled.min(width));
+    let rate = if elapsed_s > 0.0 {
+        p.tokens as f64 / elapsed_s
+    } else {
+        0.0
+    };
+    format!(
+        "{bar} {done}{of} done · {} failed · {} in flight · {} tokens · {rate:.1} tok/s · {elapsed_s:.1} s",
+        p.failed, p.in_flight, p.tokens
+    )
+}
+
 impl Console {
-    /// Detects whether stdout is a terminal.
+    /// Plain lines; detects whether stdout is a terminal.
     pub fn new(quiet: bool) -> Self {
         Self {
             tty: std::io::stdout().is_terminal(),
             quiet,
             last_line: None,
+            monitor: None,
+            live: Live::Off,
+            live_lines: Vec::new(),
+        }
+    }
+
+    /// The live console, which comes up with the first cycle; `q` there cancels `stop`, as
+    /// Ctrl-C does. Use it only when stdout is a terminal.
+    pub fn live(stop: CancellationToken) -> Self {
+        Self {
+            live: Live::Ready {
+                stop,
+                preamble: Vec::new(),
+                pending: Vec::new(),
+            },
+            ..Self::new(false)
         }
     }
 
@@ -33,53 +115,165 @@ impl Console {
         }
     }
 
+    /// Sends to the live console when it is on screen; false when plain output is wanted. If the
+    /// console thread died, says so once and goes on with plain lines.
+    fn send_live(&mut self, event: impl FnOnce() -> Event) -> bool {
+        let Live::On(live) = &self.live else {
+            return false;
+        };
+        if live.send(event()) {
+            return true;
+        }
+        // Its thread is gone (it says why): the terminal is back, plain lines from here on.
+        self.finish();
+        self.line("the live console stopped; plain progress lines from here on");
+        false
+    }
+
+    /// Brings the live console up if it was asked for and is not yet on screen.
+    fn go_live(&mut self) {
+        if !matches!(self.live, Live::Ready { .. }) {
+            return;
+        }
+        let Live::Ready {
+            stop,
+            preamble,
+            pending,
+        } = std::mem::replace(&mut self.live, Live::Off)
+        else {
+            return;
+        };
+        match LiveConsole::start(stop, preamble) {
+            Ok(live) => {
+                for e in pending {
+                    live.send(e);
+                }
+                self.live = Live::On(live);
+            }
+            Err(e) => self.line(&format!(
+                "cannot start the live console ({e}); plain progress lines instead (--no-tui)"
+            )),
+        }
+    }
+
+    /// Takes the live console off the screen (the terminal is back as it was); plain lines from
+    /// here on. Call before printing an error.
+    pub fn finish(&mut self) {
+        if let Live::On(live) = std::mem::replace(&mut self.live, Live::Off) {
+            let why = live.close();
+            for line in std::mem::take(&mut self.live_lines) {
+                self.line(&line);
+            }
+            if let Some(why) = why {
+                self.line(&why);
+            }
+        }
+    }
+
     /// A line of its own.
-    pub fn line(&self, text: &str) {
+    pub fn line(&mut self, text: &str) {
+        if self.send_live(|| Event::Message(text.to_string())) {
+            if self.live_lines.len() < LIVE_LINES_MAX {
+                self.live_lines.push(text.to_string());
+            }
+            return;
+        }
+        if let Live::Ready { preamble, .. } = &mut self.live {
+            preamble.push(text.trim().to_string());
+        }
         self.out(&format!("{text}\n"));
+    }
+
+    /// State for the live console: sent now if it is on screen, when it comes up if it is not
+    /// yet, dropped if there is none.
+    fn tell(&mut self, event: Event) {
+        match &mut self.live {
+            Live::On(_) => {
+                self.send_live(|| event);
+            }
+            Live::Ready { pending, .. } => {
+                // The latest of each kind is what counts.
+                let kind = std::mem::discriminant(&event);
+                pending.retain(|e| std::mem::discriminant(e) != kind);
+                pending.push(event);
+            }
+            Live::Off => {}
+        }
+    }
+
+    /// The agents of the run (one row each in the live console).
+    pub fn agents(&mut self, names: Vec<String>) {
+        self.tell(Event::Agents(names));
+    }
+
+    /// The run is stopping (Ctrl-C, `q`): in-flight requests are being aborted.
+    pub fn stopping(&mut self) {
+        if !self.send_live(|| Event::Stopping) {
+            self.line(&format!("\n  {}", crate::tui::state::STOPPING_TEXT));
+        }
+    }
+
+    /// An agent went away during a cycle.
+    pub fn agent_lost(&mut self, agent: usize) {
+        self.send_live(|| Event::AgentLost { agent });
+    }
+
+    /// An agent's stream missed `records` more records (a gap in its sequence numbers).
+    pub fn dropped(&mut self, agent: usize, records: u64) {
+        self.send_live(|| Event::Dropped { agent, records });
+    }
+
+    /// The monitors' latest figures (`None`: no figures). Shown in the live console's header,
+    /// and on plain progress lines.
+    pub fn set_monitor(&mut self, snapshot: Option<MonitorSnapshot>) {
+        self.monitor = snapshot;
+        self.tell(Event::Monitor(snapshot));
+    }
+
+    /// Announces the warm-up phase.
+    pub fn warmup_start(&mut self, what: &str) {
+        self.last_line = None;
+        let title = format!("warm-up: {what} (not counted)");
+        self.go_live();
+        if !self.send_live(|| Event::CycleStart {
+            title: title.clone(),
+        }) {
+            self.line(&format!("\n▶ {title}"));
+        }
     }
 
     /// Announces a cycle.
     pub fn cycle_start(&mut self, index: usize, total: usize, what: &str, model: &str) {
         self.last_line = None;
-        self.line(&format!(
-            "\n▶ cycle {}/{total}: {what} to {model}",
-            index + 1
-        ));
+        let title = format!("cycle {}/{total}: {what} to {model}", index + 1);
+        self.go_live();
+        if !self.send_live(|| Event::CycleStart {
+            title: title.clone(),
+        }) {
+            self.line(&format!("\n▶ {title}"));
+        }
     }
 
-    /// Redraws the progress line (throttled to a heartbeat when not on a terminal). Burst
-    /// cycles fill the bar by requests done, timed cycles by time elapsed.
+    /// A progress report of the running cycle: the live console's header, agent row and live
+    /// rows; or the plain progress line (throttled to a heartbeat when not on a terminal).
     pub fn progress(&mut self, plan: &CyclePlan, p: &Progress) {
+        let shape = cycle_shape(plan);
+        if self.send_live(|| Event::Progress {
+            agent: 0,
+            shape,
+            progress: p.clone(),
+        }) {
+            return;
+        }
         let now = Instant::now();
         if !self.tty && self.last_line.is_some_and(|t| now - t < HEARTBEAT) {
             return;
         }
         self.last_line = Some(now);
-        let elapsed_s = p.elapsed_ns as f64 / 1e9;
-        let done = p.completed + p.failed;
-        let width = 20usize;
-        let fraction = match plan.shape {
-            LoadShape::Burst if plan.concurrency > 0 => {
-                f64::from(done) / f64::from(plan.concurrency)
-            }
-            _ if !plan.duration.is_zero() => elapsed_s / plan.duration.as_secs_f64(),
-            _ => 0.0,
-        };
-        let filled = ((fraction.clamp(0.0, 1.0)) * width as f64) as usize;
-        let of = match plan.shape {
-            LoadShape::Burst => format!("/{}", plan.concurrency),
-            _ => String::new(),
-        };
-        let bar: String = "█".repeat(filled) + &"░".repeat(width - filled.min(width));
-        let rate = if elapsed_s > 0.0 {
-            p.tokens as f64 / elapsed_s
-        } else {
-            0.0
-        };
-        let text = format!(
-            "  {bar} {done}{of} done · {} failed · {} in flight · {} tokens · {rate:.1} tok/s · {elapsed_s:.1} s",
-            p.failed, p.in_flight, p.tokens
-        );
+        let mut text = format!("  {}", progress_text(&shape, p));
+        if let Some(m) = &self.monitor {
+            text.push_str(&format!(" · {}", crate::tui::view::monitor_text(Some(m))));
+        }
         if self.tty {
             self.out(&format!("\r\x1b[2K{text}"));
         } else {
@@ -87,11 +281,19 @@ impl Console {
         }
     }
 
+    /// A request of the running cycle ended (a row of the live console's table).
+    pub fn request_done(&mut self, r: &RequestRecord) {
+        self.send_live(|| Event::Finished(TableRow::finished(r)));
+    }
+
     /// Ends the progress line and prints the study's table for the cycle (when it is short
     /// enough to read) plus its figures.
     /// `records` are the rows kept for the table (all of a burst; closed and open cycles keep a
     /// few), out of `total` requests.
     pub fn cycle_end(&mut self, summary: &CycleSummary, records: &[RequestRecord], total: usize) {
+        if self.send_live(|| Event::CycleEnd(LevelRow::from(summary))) {
+            return;
+        }
         if self.tty && self.last_line.is_some() {
             self.out("\n");
         }
@@ -132,8 +334,10 @@ impl Console {
         self.out(&t);
     }
 
-    /// The sweep's table at the end of a run (printed even when quiet).
-    pub fn sweep_table(&self, summaries: &[CycleSummary]) {
+    /// The sweep's table at the end of a run (printed even when quiet), after the live console
+    /// has given the terminal back.
+    pub fn sweep_table(&mut self, summaries: &[CycleSummary]) {
+        self.finish();
         if summaries.is_empty() {
             return;
         }

@@ -10,12 +10,14 @@ pub mod orchestrator;
 pub mod output;
 pub mod plan_file;
 pub mod report;
+pub mod tui;
 pub mod workload;
 
 use cli::{Cli, Command};
 use console::Console;
 use orchestrator::RunError;
 use output::RunStatus;
+use std::io::IsTerminal;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -33,8 +35,15 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                     return 2;
                 }
             };
-            let mut console = Console::new(args.quiet);
+            // The live console needs a terminal to draw on; logs and pipes get plain lines.
+            let mut console = if !args.no_tui && !args.quiet && std::io::stdout().is_terminal() {
+                Console::live(stop.clone())
+            } else {
+                Console::new(args.quiet)
+            };
             let result = orchestrator::run(cfg, &mut console, stop).await;
+            // The terminal is back before anything else is printed.
+            console.finish();
             if !args.no_report {
                 let run_dir = match &result {
                     Ok(r) => Some(r.run_dir.clone()),

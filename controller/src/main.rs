@@ -12,7 +12,8 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        // Held while the live console owns the screen, printed when it gives it back.
+        .with_writer(|| tokengun::tui::ConsoleStderr)
         .init();
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
@@ -21,6 +22,7 @@ async fn main() -> ExitCode {
             on_signal.cancel();
             // A second Ctrl-C means "now": leave without waiting for the grace period.
             if tokio::signal::ctrl_c().await.is_ok() {
+                tokengun::tui::restore_terminal();
                 eprintln!("\ninterrupted twice: exiting without waiting for in-flight requests");
                 std::process::exit(i32::from(tokengun::EXIT_INTERRUPTED));
             }

@@ -12,6 +12,8 @@ use tokengun_common::monitor::{
 };
 use tokengun_common::{MonitorBatch, ProcessRole, SourceStatus};
 
+pub use crate::tui::MonitorSnapshot;
+
 /// `power.csv` columns (one row per reading, long format).
 pub const POWER_HEADER: [&str; 8] = [
     "elapsed_s",
@@ -51,18 +53,6 @@ pub struct MonitorInfo {
     pub baseline_s: Option<f64>,
     /// Idle power before the sweep (W), when it was measured.
     pub baseline_power_w: Option<f64>,
-}
-
-/// The newest figures, for the live view.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MonitorSnapshot {
-    /// Sum of the devices' power at the newest reading of each.
-    pub power_w: Option<f64>,
-    pub gpu_busy_pct: Option<f64>,
-    pub gpu_freq_mhz: Option<f64>,
-    /// Server and runner processes summed.
-    pub server_cpu_pct: Option<f64>,
-    pub server_rss_bytes: Option<u64>,
 }
 
 struct Csv {

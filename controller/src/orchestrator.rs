@@ -431,6 +431,7 @@ async fn run_sweep(
         manifest.notes.push(format!("warning: {w}"));
     }
     dir.write_manifest(&manifest)?;
+    console.agents(vec![up.link.addr().to_string()]);
     console.line(&format!(
         "tokengun {} · target {} ({}) · model {} · {} levels {} · results in {}",
         env!("CARGO_PKG_VERSION"),
@@ -489,7 +490,7 @@ async fn run_sweep(
         let is_warmup = warmup.is_some() && index == 0;
         let level_index = index.saturating_sub(usize::from(warmup.is_some()));
         if is_warmup {
-            console.line(&format!("\n▶ warm-up: {} (not counted)", plan_words(&plan)));
+            console.warmup_start(&plan_words(&plan));
         } else {
             console.cycle_start(
                 level_index,
@@ -536,6 +537,9 @@ async fn run_sweep(
             &stop,
         )
         .await?;
+        if outcome.lost.is_some() {
+            console.agent_lost(0);
+        }
         let partial = outcome.lost.is_some() || outcome.aborted || outcome.gaps > 0;
         let mut outcome_lost_after: Option<String> = None;
         let info = CycleInfo {
@@ -789,7 +793,11 @@ async fn collect_cycle(
                 if rec.seq <= *last_seq {
                     continue; // a replayed duplicate
                 }
-                out.gaps += rec.seq - *last_seq - 1;
+                let gap = rec.seq - *last_seq - 1;
+                if gap > 0 {
+                    out.gaps += gap;
+                    console.dropped(0, gap);
+                }
                 *last_seq = rec.seq;
                 match rec.body {
                     RecordBody::CycleStarted { cycle_id, started_unix_ns, origin_mono_ns } if cycle_id == plan.cycle_id => {
@@ -801,9 +809,11 @@ async fn collect_cycle(
                     RecordBody::Monitor(b) => {
                         if let Some(m) = monitor.as_deref_mut() {
                             m.take(*b)?;
+                            console.set_monitor(Some(*m.snapshot()));
                         }
                     }
                     RecordBody::Request(r) if r.cycle_id == plan.cycle_id => {
+                        console.request_done(&r);
                         if let Err(e) = sink.take(*r) {
                             // The disk refused: stop the load rather than measure into nothing.
                             let _ = link.abort(plan.cycle_id).await;
@@ -820,7 +830,7 @@ async fn collect_cycle(
                 }
             }
             () = stop.cancelled(), if abort_deadline.is_none() => {
-                console.line("\n  stopping: aborting in-flight requests and keeping what was measured…");
+                console.stopping();
                 out.aborted = true;
                 abort_deadline = Some(tokio::time::Instant::now() + ABORT_GRACE);
                 if let Err(e) = link.abort(plan.cycle_id).await {

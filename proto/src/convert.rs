@@ -292,6 +292,47 @@ impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
     }
 }
 
+fn live_to(r: &dom::LiveRequest) -> pb::LiveRequest {
+    pb::LiveRequest {
+        request_id: r.request_id,
+        phase: match r.phase {
+            dom::LivePhase::Waiting => pb::LivePhase::Waiting,
+            dom::LivePhase::InProgress => pb::LivePhase::InProgress,
+        } as i32,
+        tokens: r.tokens,
+        intended_start_ns: r.intended_start_ns,
+        dispatched_ns: r.dispatched_ns,
+        sent_ns: r.sent_ns,
+        first_byte_ns: r.first_byte_ns,
+        first_token_ns: r.first_token_ns,
+    }
+}
+
+fn live_from(r: &pb::LiveRequest) -> Result<dom::LiveRequest, ConvertError> {
+    let phase = match pb::LivePhase::try_from(r.phase) {
+        Ok(pb::LivePhase::Waiting) => dom::LivePhase::Waiting,
+        Ok(pb::LivePhase::InProgress) => dom::LivePhase::InProgress,
+        Ok(pb::LivePhase::Unspecified) if r.first_token_ns.is_some() => dom::LivePhase::InProgress,
+        Ok(pb::LivePhase::Unspecified) => dom::LivePhase::Waiting,
+        Err(_) => {
+            return Err(ConvertError::UnknownEnum {
+                field: "live_requests.phase",
+                value: r.phase,
+            });
+        }
+    };
+    Ok(dom::LiveRequest {
+        request_id: r.request_id,
+        phase,
+        tokens: r.tokens,
+        intended_start_ns: r.intended_start_ns,
+        dispatched_ns: r.dispatched_ns,
+        sent_ns: r.sent_ns,
+        first_byte_ns: r.first_byte_ns,
+        first_token_ns: r.first_token_ns,
+    })
+}
+
 impl From<&dom::Record> for pb::Record {
     fn from(r: &dom::Record) -> Self {
         use pb::record::Body;
@@ -313,6 +354,8 @@ impl From<&dom::Record> for pb::Record {
                 failed: p.failed,
                 tokens: p.tokens,
                 elapsed_ns: p.elapsed_ns,
+                live_requests: p.live.iter().map(live_to).collect(),
+                live_requests_omitted: p.live_omitted,
             }),
             dom::RecordBody::CycleDone(d) => Body::CycleDone(pb::CycleDone {
                 cycle_id: d.cycle_id,
@@ -349,6 +392,17 @@ impl TryFrom<pb::Record> for dom::Record {
                 failed: p.failed,
                 tokens: p.tokens,
                 elapsed_ns: p.elapsed_ns,
+                live: p
+                    .live_requests
+                    .iter()
+                    .take(dom::LIVE_REQUESTS_MAX)
+                    .map(live_from)
+                    .collect::<Result<_, _>>()?,
+                // Rows beyond the cap (from a peer that sent more) are counted, not kept.
+                live_omitted: p.live_requests_omitted.saturating_add(
+                    u32::try_from(p.live_requests.len().saturating_sub(dom::LIVE_REQUESTS_MAX))
+                        .unwrap_or(u32::MAX),
+                ),
             }),
             Body::CycleDone(d) => dom::RecordBody::CycleDone(dom::CycleDone {
                 cycle_id: d.cycle_id,
@@ -518,6 +572,66 @@ mod tests {
         let wire: pb::Record = (&rec).into();
         let back: dom::Record = wire.try_into().unwrap();
         assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn progress_with_live_requests_round_trips_and_is_capped() {
+        let row = |id: u32| dom::LiveRequest {
+            request_id: id,
+            phase: if id % 2 == 0 {
+                dom::LivePhase::InProgress
+            } else {
+                dom::LivePhase::Waiting
+            },
+            tokens: u64::from(id) * 3,
+            intended_start_ns: 0,
+            dispatched_ns: 10,
+            sent_ns: (id > 1).then_some(20),
+            first_byte_ns: (id % 2 == 0).then_some(30),
+            first_token_ns: (id % 2 == 0).then_some(40),
+        };
+        let p = dom::Progress {
+            cycle_id: 3,
+            in_flight: 4,
+            completed: 1,
+            failed: 0,
+            tokens: 99,
+            elapsed_ns: 1_000,
+            live: (1..=4).map(row).collect(),
+            live_omitted: 7,
+        };
+        let rec = dom::Record {
+            seq: 5,
+            body: dom::RecordBody::Progress(p),
+        };
+        let wire: pb::Record = (&rec).into();
+        let back: dom::Record = wire.try_into().unwrap();
+        assert_eq!(back, rec);
+
+        // A peer sending more rows than the cap: the surplus is counted, not kept.
+        let many = pb::Progress {
+            cycle_id: 1,
+            live_requests: (1..=300u32).map(|i| live_to(&row(i))).collect(),
+            live_requests_omitted: 10,
+            ..Default::default()
+        };
+        let wire = pb::Record {
+            seq: 1,
+            body: Some(pb::record::Body::Progress(many)),
+        };
+        let dom::RecordBody::Progress(p) = dom::Record::try_from(wire).unwrap().body else {
+            panic!("not a progress record");
+        };
+        assert_eq!(p.live.len(), dom::LIVE_REQUESTS_MAX);
+        assert_eq!(p.live_omitted, 10 + 300 - 256);
+
+        // An old peer that leaves the phase unspecified: it is read off the first token.
+        let mut unspecified = live_to(&row(2));
+        unspecified.phase = 0;
+        assert_eq!(
+            live_from(&unspecified).unwrap().phase,
+            dom::LivePhase::InProgress
+        );
     }
 
     fn plan() -> dom::CyclePlan {
