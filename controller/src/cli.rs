@@ -28,6 +28,34 @@ pub enum Command {
     Report(ReportArgs),
     /// Overlay several runs' curves and set their findings side by side.
     Compare(CompareArgs),
+    /// List agents: version, host, capabilities, and what each monitor source finds there.
+    Agents(AgentsArgs),
+}
+
+/// `tokengun agents`.
+#[derive(Args, Debug)]
+pub struct AgentsArgs {
+    /// Agent address, HOST:PORT (repeatable).
+    #[arg(long = "agent", value_name = "HOST:PORT", required = true)]
+    pub agents: Vec<String>,
+    /// The inference server the agents would load: a local one's listening process is watched.
+    #[arg(long, default_value = tokengun_common::defaults::TARGET)]
+    pub target: String,
+    /// Server process to watch, as pgrep matches it, or pid:N (repeatable).
+    #[arg(long = "watch-process", value_name = "PATTERN")]
+    pub watch_process: Vec<String>,
+    /// CA (PEM) that signed the agents' certificates (TLS) [default: plaintext].
+    #[arg(long, value_name = "FILE")]
+    pub agent_ca: Option<PathBuf>,
+    /// This controller's client certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub agent_cert: Option<PathBuf>,
+    /// The private key (PEM) of --agent-cert.
+    #[arg(long, value_name = "FILE")]
+    pub agent_key: Option<PathBuf>,
+    /// File holding the agents' bearer token (or set TOKENGUN_AGENT_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub agent_token_file: Option<PathBuf>,
 }
 
 /// Thresholds of the report's findings, shared by `report` and `compare`.

@@ -131,6 +131,7 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                 }
             }
         }
+        Command::Agents(args) => agents(&args).await,
         Command::Sim(args) => {
             let config = args.config();
             let (models, flavor) = (config.models.join(", "), config.flavor);
@@ -206,4 +207,63 @@ fn new_compare_dir() -> Result<std::path::PathBuf, String> {
         }
     }
     Err("too many compare folders for this second; pass --out".into())
+}
+
+/// `tokengun agents`: each agent's identity and what its monitors find; exit 1 if any is down.
+async fn agents(args: &cli::AgentsArgs) -> u8 {
+    let auth = link::AgentAuth {
+        ca: args.agent_ca.clone(),
+        cert: args.agent_cert.clone(),
+        key: args.agent_key.clone(),
+        token_file: args.agent_token_file.clone(),
+    };
+    if let Err(e) = auth.check() {
+        eprintln!("error: {e}");
+        return 2;
+    }
+    let spec = tokengun_proto::MonitorSpec {
+        watch_process: args.watch_process.clone(),
+        target_url: args.target.clone(),
+        power: true,
+        ..Default::default()
+    };
+    let mut code = 0;
+    for addr in &args.agents {
+        let probed = async {
+            let l = link::AgentLink::connect_with(addr, std::time::Duration::from_secs(5), &auth)
+                .await?;
+            let info = l.hello(false).await?;
+            let probe = l.probe(spec.clone()).await?;
+            Ok::<_, link::LinkError>((info, probe))
+        };
+        match probed.await {
+            Ok((info, probe)) => {
+                let mut text = format!(
+                    "{addr}: up · tokengun-agent {} · id {} · host {} · max {} concurrent\n  capabilities: {}\n",
+                    info.version,
+                    info.agent_id,
+                    info.hostname,
+                    info.max_concurrency,
+                    info.capabilities.join(", ")
+                );
+                for s in &probe.sources {
+                    text.push_str(&format!(
+                        "  {:<13} {:<11} {}\n",
+                        s.source,
+                        if s.available { "found" } else { "unavailable" },
+                        s.detail
+                    ));
+                }
+                for w in &probe.watching {
+                    text.push_str(&format!("  watching: {w}\n"));
+                }
+                console::write_stdout(&text);
+            }
+            Err(e) => {
+                console::write_stdout(&format!("{addr}: down · {e}\n"));
+                code = 1;
+            }
+        }
+    }
+    code
 }

@@ -24,9 +24,10 @@ async fn four_slot_run(out: &Path) -> PathBuf {
     );
     cfg.engine.queue_limit = Some(4);
     let sim = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
-    let report = run(run_config(&sim.url(), "deepseek-r1:7b", &LEVELS, out))
-        .await
-        .unwrap();
+    // Without monitor files first (they are written by hand below, over the real cycle times).
+    let mut cfg = run_config(&sim.url(), "deepseek-r1:7b", &LEVELS, out);
+    cfg.monitor.enabled = false;
+    let report = run(cfg).await.unwrap();
     sim.stop(Duration::from_secs(1)).await;
     report.run_dir
 }
