@@ -59,7 +59,11 @@ pub enum RunnerState {
 
 enum Command {
     Prepare(Box<CyclePlan>, oneshot::Sender<Result<(), RunnerError>>),
-    Start(u32, oneshot::Sender<Result<(), RunnerError>>),
+    Start(
+        u32,
+        Option<std::time::Instant>,
+        oneshot::Sender<Result<(), RunnerError>>,
+    ),
     Abort(u32, oneshot::Sender<bool>),
     Status(oneshot::Sender<RunnerState>),
 }
@@ -105,7 +109,16 @@ impl RunnerHandle {
 
     /// Starts the prepared cycle `cycle_id`.
     pub async fn start(&self, cycle_id: u32) -> Result<(), RunnerError> {
-        self.ask(|r| Command::Start(cycle_id, r)).await?
+        self.ask(|r| Command::Start(cycle_id, None, r)).await?
+    }
+
+    /// Starts the prepared cycle at `at` (at once when None or past): agents begin together.
+    pub async fn start_at(
+        &self,
+        cycle_id: u32,
+        at: Option<std::time::Instant>,
+    ) -> Result<(), RunnerError> {
+        self.ask(|r| Command::Start(cycle_id, at, r)).await?
     }
 
     /// Aborts `cycle_id` if it runs (0 = whatever runs); true when something was running.
@@ -164,8 +177,8 @@ impl Runner {
                 let r = self.prepare(*plan);
                 let _ = reply.send(r);
             }
-            Command::Start(cycle_id, reply) => {
-                let r = self.start(cycle_id, done_tx);
+            Command::Start(cycle_id, at, reply) => {
+                let r = self.start(cycle_id, at, done_tx);
                 let _ = reply.send(r);
             }
             Command::Abort(id, reply) => {
@@ -229,6 +242,7 @@ impl Runner {
     fn start(
         &mut self,
         cycle_id: u32,
+        at: Option<std::time::Instant>,
         done_tx: &mpsc::Sender<CycleDone>,
     ) -> Result<(), RunnerError> {
         match std::mem::replace(&mut self.state, State::Idle) {
@@ -242,6 +256,13 @@ impl Runner {
                 );
                 let max_duration = self.caps.max_duration;
                 tokio::spawn(async move {
+                    if let Some(at) = at {
+                        // An abort while waiting still runs the cycle, which then ends at once.
+                        tokio::select! {
+                            () = tokio::time::sleep_until(at.into()) => {}
+                            () = token.cancelled() => {}
+                        }
+                    }
                     let cycle = run_cycle(client, *c, log, token.clone());
                     tokio::pin!(cycle);
                     let done = match max_duration {

@@ -21,6 +21,8 @@ const BATCH_MAX: usize = 256;
 /// Encoded bytes per batch, at most (one record may exceed it alone): far below the controller's
 /// 64 MiB message limit, even when records carry long token timelines.
 const BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// A scheduled start may lie at most this far ahead.
+const MAX_START_AHEAD_NS: u64 = 60_000_000_000;
 /// How long a preflight probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -273,8 +275,23 @@ impl pb::agent_server::Agent for AgentService {
         req: Request<pb::StartRequest>,
     ) -> Result<Response<pb::StartReply>, Status> {
         self.contact.touch();
+        let req = req.into_inner();
+        let at = match req.start_at_mono_ns {
+            0 => None,
+            ns => {
+                let now = crate::clock::mono_ns();
+                if ns > now + MAX_START_AHEAD_NS {
+                    return Err(Status::invalid_argument(format!(
+                        "start instant {:.1} s ahead is too far (at most {} s): are the clocks' offsets right?",
+                        (ns - now) as f64 / 1e9,
+                        MAX_START_AHEAD_NS / 1_000_000_000
+                    )));
+                }
+                Some(crate::clock::epoch() + Duration::from_nanos(ns))
+            }
+        };
         self.runner
-            .start(req.into_inner().cycle_id)
+            .start_at(req.cycle_id, at)
             .await
             .map_err(runner_status)?;
         Ok(Response::new(pb::StartReply {}))
@@ -393,6 +410,16 @@ impl pb::agent_server::Agent for AgentService {
         Ok(Response::new(pb::StopMonitorReply {
             last_seq: self.log.counts().0,
             now_mono_ns: crate::clock::mono_ns(),
+        }))
+    }
+
+    async fn clock_probe(
+        &self,
+        _req: Request<pb::ClockProbeRequest>,
+    ) -> Result<Response<pb::ClockProbeReply>, Status> {
+        self.contact.touch();
+        Ok(Response::new(pb::ClockProbeReply {
+            agent_mono_ns: crate::clock::mono_ns(),
         }))
     }
 }

@@ -224,6 +224,39 @@ pub struct AgentInfo {
     pub in_process: bool,
 }
 
+/// The agent's monotonic clock read at a local instant (the lowest-delay probe); the error of
+/// mapping another instant is at most half `rtt`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockMap {
+    pub local: std::time::Instant,
+    pub agent_ns: u64,
+    pub rtt: Duration,
+}
+
+impl ClockMap {
+    /// The agent's monotonic ns at local instant `t`.
+    pub fn agent_ns_at(&self, t: std::time::Instant) -> u64 {
+        if t >= self.local {
+            self.agent_ns
+                .saturating_add(u64::try_from((t - self.local).as_nanos()).unwrap_or(u64::MAX))
+        } else {
+            self.agent_ns
+                .saturating_sub(u64::try_from((self.local - t).as_nanos()).unwrap_or(u64::MAX))
+        }
+    }
+
+    /// The local instant at which the agent's clock reads `agent_ns`.
+    pub fn local_at(&self, agent_ns: u64) -> std::time::Instant {
+        if agent_ns >= self.agent_ns {
+            self.local + Duration::from_nanos(agent_ns - self.agent_ns)
+        } else {
+            self.local
+                .checked_sub(Duration::from_nanos(self.agent_ns - agent_ns))
+                .unwrap_or(self.local)
+        }
+    }
+}
+
 /// What the agent found at the target.
 #[derive(Debug, Clone)]
 pub struct TargetInfo {
@@ -436,16 +469,56 @@ impl AgentLink {
         .map(drop)
     }
 
-    /// Starts the prepared cycle.
-    pub async fn start(&self, cycle_id: u32) -> Result<(), LinkError> {
+    /// Starts the prepared cycle at `start_at_mono_ns` of the agent's clock (0 = at once).
+    pub async fn start(&self, cycle_id: u32, start_at_mono_ns: u64) -> Result<(), LinkError> {
         let mut c = self.client.clone();
         self.call(
             "Start",
             CALL_TIMEOUT,
-            c.start(pb::StartRequest { cycle_id }),
+            c.start(pb::StartRequest {
+                cycle_id,
+                start_at_mono_ns,
+            }),
         )
         .await
         .map(drop)
+    }
+
+    /// One clock reading: (agent monotonic ns, round trip). The agent read its clock somewhere
+    /// inside the round trip; NTP's estimate puts it in the middle.
+    pub async fn clock_probe(&self) -> Result<(u64, Duration, std::time::Instant), LinkError> {
+        let mut c = self.client.clone();
+        let sent = std::time::Instant::now();
+        let r = self
+            .call(
+                "ClockProbe",
+                CALL_TIMEOUT,
+                c.clock_probe(pb::ClockProbeRequest {}),
+            )
+            .await?;
+        let rtt = sent.elapsed();
+        Ok((r.agent_mono_ns, rtt, sent + rtt / 2))
+    }
+
+    /// The agent's clock against this process's: probes `n` times and keeps the sample with the
+    /// lowest round trip. Returns a mapping from local instants to the agent's monotonic ns.
+    pub async fn clock_offset(&self, n: usize) -> Result<ClockMap, LinkError> {
+        let mut best: Option<(u64, Duration, std::time::Instant)> = None;
+        for _ in 0..n.max(1) {
+            let s = self.clock_probe().await?;
+            if best.is_none_or(|b| s.1 < b.1) {
+                best = Some(s);
+            }
+        }
+        let (agent_ns, rtt, local) = best.ok_or_else(|| LinkError::Protocol {
+            addr: self.addr.clone(),
+            reason: "no clock sample".into(),
+        })?;
+        Ok(ClockMap {
+            local,
+            agent_ns,
+            rtt,
+        })
     }
 
     /// Aborts a cycle; true when it was running.

@@ -711,7 +711,7 @@ fn plan_words(p: &CyclePlan) -> String {
 
 async fn start_cycle(link: &AgentLink, plan: &CyclePlan) -> Result<(), LinkError> {
     link.prepare(plan).await?;
-    link.start(plan.cycle_id).await
+    link.start(plan.cycle_id, 0).await
 }
 
 /// Where a cycle's request records go as they arrive: the level's files, the running statistics,
