@@ -280,6 +280,8 @@ pub fn cycles_header() -> Vec<String> {
             "server_rss_peak_bytes",
             "gpu_busy_pct_mean",
             "gpu_freq_mhz_mean",
+            "agents",
+            "start_spread_s",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -351,6 +353,12 @@ pub fn cycles_row(s: &CycleSummary) -> Vec<String> {
             .unwrap_or_default(),
         g(s.gpu_busy_pct_mean, 1),
         g(s.gpu_freq_mhz_mean, 1),
+        if s.agents.is_empty() {
+            "1".to_string()
+        } else {
+            s.agents.len().to_string()
+        },
+        g(s.start_spread_s, 6),
     ]);
     row
 }

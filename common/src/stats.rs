@@ -341,6 +341,29 @@ pub struct CycleSummary {
     /// Mean busy % and core clock over the accelerators that report them.
     pub gpu_busy_pct_mean: Option<f64>,
     pub gpu_freq_mhz_mean: Option<f64>,
+    /// Several agents: latest minus earliest cycle start, on the controller's clock.
+    pub start_spread_s: Option<f64>,
+    /// Several agents: each one's part of the cycle.
+    pub agents: Vec<AgentCycle>,
+}
+
+/// One agent's part of a cycle run by several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentCycle {
+    /// `agent1`, `agent2`...
+    pub agent: String,
+    pub address: String,
+    /// Requests it started (its own count when its cycle end arrived).
+    pub requests: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub output_tokens: u64,
+    /// Its cycle start against the scheduled instant, seconds (controller clock).
+    pub start_offset_s: Option<f64>,
+    /// Its stream broke during the cycle.
+    pub lost: bool,
+    /// It came back and its records were replayed.
+    pub recovered: bool,
 }
 
 impl CycleSummary {
@@ -439,6 +462,8 @@ impl CycleSummary {
             server: None,
             gpu_busy_pct_mean: None,
             gpu_freq_mhz_mean: None,
+            start_spread_s: None,
+            agents: Vec::new(),
         }
     }
 }

@@ -271,6 +271,18 @@ pub struct RunArgs {
     /// when a power source is found (0s = none) [default: 5s].
     #[arg(long, value_parser = duration_text)]
     pub baseline: Option<String>,
+    /// Several agents: `total` divides each level among them (N/k each; rates too), `per-agent`
+    /// gives each the whole level [default: total].
+    #[arg(long, value_parser = ["total", "per-agent"])]
+    pub split: Option<String>,
+    /// Several agents: when one is lost, `continue` with the others (cycles it missed say so)
+    /// or `stop` the sweep [default: continue].
+    #[arg(long, value_parser = ["continue", "stop"])]
+    pub on_agent_loss: Option<String>,
+    /// How long a lost agent is waited for (its records are replayed when it is back) before
+    /// its cycle closes without it [default: 30s].
+    #[arg(long, value_parser = duration_text)]
+    pub reconnect_wait: Option<String>,
     /// Agent to generate the load, HOST:PORT [default: an agent inside this process].
     #[arg(long = "agent", value_name = "HOST:PORT")]
     pub agents: Vec<String>,
@@ -584,6 +596,9 @@ impl RunArgs {
             monitor_interval: self.monitor_interval.clone(),
             power_interval: self.power_interval.clone(),
             baseline: self.baseline.clone(),
+            split: self.split.clone(),
+            on_agent_loss: self.on_agent_loss.clone(),
+            reconnect_wait: self.reconnect_wait.clone(),
         })
     }
 

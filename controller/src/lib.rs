@@ -70,9 +70,7 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                 Err(e) => {
                     eprintln!("error: {e}");
                     match e {
-                        RunError::Plan(_)
-                        | RunError::TooManyAgents(_)
-                        | RunError::AboveAgentLimit { .. } => 2,
+                        RunError::Plan(_) | RunError::AboveAgentLimit { .. } => 2,
                         RunError::Interrupted => EXIT_INTERRUPTED,
                         _ => 1,
                     }

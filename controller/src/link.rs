@@ -222,6 +222,11 @@ pub struct AgentInfo {
     pub capabilities: Vec<String>,
     pub max_concurrency: u32,
     pub in_process: bool,
+    /// `agent1`, `agent2`... in a run.
+    pub label: String,
+    /// Half the lowest clock-probe round trip: how far its instants may be off ours (several
+    /// agents).
+    pub clock_uncertainty_ms: Option<f64>,
 }
 
 /// The agent's monotonic clock read at a local instant (the lowest-delay probe); the error of
@@ -421,6 +426,8 @@ impl AgentLink {
             capabilities: r.capabilities,
             max_concurrency: r.max_concurrency,
             in_process,
+            label: String::new(),
+            clock_uncertainty_ms: None,
         })
     }
 

@@ -94,21 +94,28 @@ impl Csv {
     }
 }
 
-/// Receives one agent's monitor batches for a run.
-pub struct MonitorSink {
-    agent: String,
-    /// The run's origin on the agent's clock: `elapsed_s` counts from it.
-    origin_mono_ns: u64,
+/// One agent's series.
+struct AgentMon {
     label: String,
-    power_csv: Option<Csv>,
-    processes_csv: Csv,
-    pub power: PowerSeries,
+    /// The run's origin on this agent's clock: `elapsed_s` counts from it.
+    origin_mono_ns: u64,
+    power: PowerSeries,
     server: ServerUsageAcc,
-    /// Notes not yet shown.
-    pending_notes: Vec<String>,
-    snapshot: MonitorSnapshot,
     /// Newest power reading per (source, device).
     latest_power: std::collections::BTreeMap<(String, String), f64>,
+    snapshot: MonitorSnapshot,
+}
+
+/// Receives every agent's monitor batches for a run, into one `power.csv` and `processes.csv`
+/// (their `agent` column says whose).
+pub struct MonitorSink {
+    root: PathBuf,
+    label: String,
+    power_csv: Option<Csv>,
+    processes_csv: Option<Csv>,
+    agents: Vec<AgentMon>,
+    /// Notes not yet shown.
+    pending_notes: Vec<String>,
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -116,29 +123,49 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 impl MonitorSink {
-    /// Creates `processes.csv` (and `power.csv` when `power` is true) in `root`.
-    pub fn create(
-        root: &Path,
-        agent: &str,
+    /// A sink writing into `root`; files are created when the first agent is added.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            label: String::new(),
+            power_csv: None,
+            processes_csv: None,
+            agents: Vec::new(),
+            pending_notes: Vec::new(),
+        }
+    }
+
+    /// Adds an agent whose clock read `origin_mono_ns` when the run's monitoring began; returns
+    /// its index for [`MonitorSink::take`]. `power`: it has a power source (power.csv is made).
+    pub fn add_agent(
+        &mut self,
+        label: &str,
         origin_mono_ns: u64,
         power: bool,
-    ) -> Result<Self, OutDirError> {
-        Ok(Self {
-            agent: agent.to_string(),
+    ) -> Result<usize, OutDirError> {
+        if self.processes_csv.is_none() {
+            self.processes_csv = Some(Csv::create(
+                self.root.join("processes.csv"),
+                &PROCESSES_HEADER,
+            )?);
+        }
+        if power && self.power_csv.is_none() {
+            self.power_csv = Some(Csv::create(self.root.join("power.csv"), &POWER_HEADER)?);
+        }
+        self.agents.push(AgentMon {
+            label: label.to_string(),
             origin_mono_ns,
-            label: String::new(),
-            power_csv: if power {
-                Some(Csv::create(root.join("power.csv"), &POWER_HEADER)?)
-            } else {
-                None
-            },
-            processes_csv: Csv::create(root.join("processes.csv"), &PROCESSES_HEADER)?,
             power: PowerSeries::default(),
             server: ServerUsageAcc::default(),
-            pending_notes: Vec::new(),
-            snapshot: MonitorSnapshot::default(),
             latest_power: Default::default(),
-        })
+            snapshot: MonitorSnapshot::default(),
+        });
+        Ok(self.agents.len() - 1)
+    }
+
+    /// Whether any agent reads a power source.
+    pub fn has_power(&self) -> bool {
+        self.power_csv.is_some()
     }
 
     /// The `cycle` column of rows from now on (`baseline`, a level label, or empty).
@@ -146,111 +173,166 @@ impl MonitorSink {
         self.label = label.to_string();
     }
 
-    fn elapsed(&self, t_ns: u64) -> String {
-        format!("{:.3}", (t_ns - self.origin_mono_ns) as f64 / 1e9)
-    }
-
-    /// Writes and keeps a batch; readings from before the run (an earlier session's) are dropped.
-    pub fn take(&mut self, b: MonitorBatch) -> Result<(), OutDirError> {
-        self.pending_notes.extend(b.notes);
-        for r in b.power.iter().filter(|r| r.t_ns >= self.origin_mono_ns) {
+    /// Writes and keeps agent `i`'s batch; readings from before the run (an earlier session's)
+    /// are dropped.
+    pub fn take(&mut self, i: usize, b: MonitorBatch) -> Result<(), OutDirError> {
+        if i >= self.agents.len() {
+            return Ok(());
+        }
+        let many = self.agents.len() > 1;
+        let a = &mut self.agents[i];
+        let label = &self.label;
+        self.pending_notes.extend(
+            b.notes
+                .into_iter()
+                .map(|n| if many { format!("{}: {n}", a.label) } else { n }),
+        );
+        let elapsed = |t: u64| format!("{:.3}", (t - a.origin_mono_ns) as f64 / 1e9);
+        for r in b.power.iter().filter(|r| r.t_ns >= a.origin_mono_ns) {
             if let Some(csv) = self.power_csv.as_mut() {
-                let row = [
-                    format!("{:.3}", (r.t_ns - self.origin_mono_ns) as f64 / 1e9),
-                    self.label.clone(),
-                    self.agent.clone(),
+                csv.row([
+                    elapsed(r.t_ns),
+                    label.clone(),
+                    a.label.clone(),
                     r.source.clone(),
                     r.device.clone(),
                     r.metric.clone(),
                     metric::unit(&r.metric).to_string(),
                     format!("{}", r.value),
-                ];
-                csv.row(row)?;
+                ])?;
             }
-            self.power.add(r);
+            a.power.add(r);
             if r.metric == metric::POWER_W {
-                self.latest_power
+                a.latest_power
                     .insert((r.source.clone(), r.device.clone()), r.value);
-                self.snapshot.power_w = Some(self.latest_power.values().sum());
+                a.snapshot.power_w = Some(a.latest_power.values().sum());
             } else if r.metric == metric::BUSY_PCT {
-                self.snapshot.gpu_busy_pct = Some(r.value);
+                a.snapshot.gpu_busy_pct = Some(r.value);
             } else if r.metric == metric::FREQ_MHZ {
-                self.snapshot.gpu_freq_mhz = Some(r.value);
+                a.snapshot.gpu_freq_mhz = Some(r.value);
             }
         }
-        let mut tick: Option<(u64, f64, u64)> = None;
-        for p in b.processes.iter().filter(|p| p.t_ns >= self.origin_mono_ns) {
-            let row = [
-                self.elapsed(p.t_ns),
-                self.label.clone(),
-                self.agent.clone(),
-                p.role.as_str().to_string(),
-                opt(p.pid),
-                p.name.clone(),
-                p.cpu_pct.map(|c| format!("{c:.1}")).unwrap_or_default(),
-                opt(p.rss_bytes),
-                opt(p.vsz_bytes),
-                opt(p.threads),
-                opt(p.open_fds),
-                opt(p.mem_total_bytes),
-                p.load_avg_1m.map(|l| format!("{l:.2}")).unwrap_or_default(),
-            ];
-            self.processes_csv.row(row)?;
-            self.server.add(p);
+        let mut tick: Option<(f64, u64)> = None;
+        for p in b.processes.iter().filter(|p| p.t_ns >= a.origin_mono_ns) {
+            if let Some(csv) = self.processes_csv.as_mut() {
+                csv.row([
+                    elapsed(p.t_ns),
+                    label.clone(),
+                    a.label.clone(),
+                    p.role.as_str().to_string(),
+                    opt(p.pid),
+                    p.name.clone(),
+                    p.cpu_pct.map(|c| format!("{c:.1}")).unwrap_or_default(),
+                    opt(p.rss_bytes),
+                    opt(p.vsz_bytes),
+                    opt(p.threads),
+                    opt(p.open_fds),
+                    opt(p.mem_total_bytes),
+                    p.load_avg_1m.map(|l| format!("{l:.2}")).unwrap_or_default(),
+                ])?;
+            }
+            a.server.add(p);
             if p.role != ProcessRole::Machine {
-                let t = tick.get_or_insert((p.t_ns, 0.0, 0));
-                t.1 += p.cpu_pct.unwrap_or(0.0);
-                t.2 += p.rss_bytes.unwrap_or(0);
+                let t = tick.get_or_insert((0.0, 0));
+                t.0 += p.cpu_pct.unwrap_or(0.0);
+                t.1 += p.rss_bytes.unwrap_or(0);
             }
         }
-        if let Some((_, cpu, rss)) = tick {
-            self.snapshot.server_cpu_pct = Some(cpu);
-            self.snapshot.server_rss_bytes = Some(rss);
+        if let Some((cpu, rss)) = tick {
+            a.snapshot.server_cpu_pct = Some(cpu);
+            a.snapshot.server_rss_bytes = Some(rss);
         }
         Ok(())
     }
 
-    /// Notes the agent sent since the last call (sources unavailable, processes appearing).
+    /// Notes the agents sent since the last call (sources unavailable, processes appearing).
     pub fn drain_notes(&mut self) -> Vec<String> {
         std::mem::take(&mut self.pending_notes)
     }
 
-    /// The newest figures.
-    pub fn snapshot(&self) -> &MonitorSnapshot {
-        &self.snapshot
+    /// The newest figures, summed over agents (GPU busy and clock averaged).
+    pub fn snapshot(&self) -> MonitorSnapshot {
+        let sum = |f: &dyn Fn(&MonitorSnapshot) -> Option<f64>| {
+            let v: Vec<f64> = self.agents.iter().filter_map(|a| f(&a.snapshot)).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>())
+        };
+        let mean = |f: &dyn Fn(&MonitorSnapshot) -> Option<f64>| {
+            let v: Vec<f64> = self.agents.iter().filter_map(|a| f(&a.snapshot)).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        MonitorSnapshot {
+            power_w: sum(&|s| s.power_w),
+            gpu_busy_pct: mean(&|s| s.gpu_busy_pct),
+            gpu_freq_mhz: mean(&|s| s.gpu_freq_mhz),
+            server_cpu_pct: sum(&|s| s.server_cpu_pct),
+            server_rss_bytes: sum(&|s| s.server_rss_bytes.map(|b| b as f64)).map(|b| b as u64),
+        }
     }
 
-    /// Whether power readings up to `t_ns` have arrived.
-    pub fn power_reached(&self, t_ns: u64) -> bool {
-        self.power.latest_ns().is_some_and(|l| l >= t_ns)
+    /// Whether agent `i`'s power readings up to `t_ns` (its clock) have arrived.
+    pub fn power_reached(&self, i: usize, t_ns: u64) -> bool {
+        self.agents
+            .get(i)
+            .is_none_or(|a| a.power.latest_ns().is_some_and(|l| l >= t_ns))
     }
 
-    /// Energy over a window of the agent's clock.
-    pub fn energy(&self, from_ns: u64, to_ns: u64) -> Option<WindowEnergy> {
-        self.power.window(from_ns, to_ns)
+    /// Energy of agent `i` over a window of its clock.
+    pub fn energy(&self, i: usize, from_ns: u64, to_ns: u64) -> Option<WindowEnergy> {
+        self.agents.get(i)?.power.window(from_ns, to_ns)
     }
 
-    /// A cycle's monitor figures over `[from_ns, to_ns]`; older readings are then forgotten.
+    /// A cycle's monitor figures: each agent `(i, from_ns, to_ns)` over its own window, energy and
+    /// server figures summed over agents; older readings are then forgotten.
     pub fn cycle_figures(
         &mut self,
-        from_ns: u64,
-        to_ns: u64,
+        windows: &[(usize, u64, u64)],
         output_tokens: u64,
         baseline_power_w: Option<f64>,
     ) -> CycleFigures {
-        let energy = self
-            .power
-            .window(from_ns, to_ns)
-            .map(|w| CycleEnergy::new(w, output_tokens, baseline_power_w));
-        let figures = CycleFigures {
-            energy,
-            server: self.server.summary(from_ns, to_ns),
-            gpu_busy_pct_mean: self.power.mean_of(metric::BUSY_PCT, from_ns, to_ns),
-            gpu_freq_mhz_mean: self.power.mean_of(metric::FREQ_MHZ, from_ns, to_ns),
-        };
-        self.power.forget_before(to_ns);
-        self.server.forget_before(to_ns);
-        figures
+        let mut energy: Option<WindowEnergy> = None;
+        let mut server: Option<ServerUsage> = None;
+        let (mut busy, mut freq) = (Vec::new(), Vec::new());
+        for &(i, from, to) in windows {
+            let Some(a) = self.agents.get_mut(i) else {
+                continue;
+            };
+            if let Some(w) = a.power.window(from, to) {
+                energy = Some(match energy.take() {
+                    None => w,
+                    Some(mut acc) => {
+                        acc.energy_j += w.energy_j;
+                        acc.duration_s = acc.duration_s.max(w.duration_s);
+                        acc.mean_power_w += w.mean_power_w;
+                        acc.peak_power_w = match (acc.peak_power_w, w.peak_power_w) {
+                            (Some(x), Some(y)) => Some(x + y),
+                            (x, y) => x.or(y),
+                        };
+                        if acc.method != w.method {
+                            acc.method = tokengun_common::monitor::EnergyMethod::Mixed;
+                        }
+                        acc.devices.extend(w.devices);
+                        acc
+                    }
+                });
+            }
+            if let Some(u) = a.server.summary(from, to) {
+                server = Some(match server.take() {
+                    None => u,
+                    Some(acc) => merge_usage(acc, u),
+                });
+            }
+            busy.extend(a.power.mean_of(metric::BUSY_PCT, from, to));
+            freq.extend(a.power.mean_of(metric::FREQ_MHZ, from, to));
+            a.power.forget_before(to);
+            a.server.forget_before(to);
+        }
+        let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        CycleFigures {
+            energy: energy.map(|w| CycleEnergy::new(w, output_tokens, baseline_power_w)),
+            server,
+            gpu_busy_pct_mean: mean(&busy),
+            gpu_freq_mhz_mean: mean(&freq),
+        }
     }
 
     /// Pushes buffered rows to disk.
@@ -258,8 +340,29 @@ impl MonitorSink {
         if let Some(p) = self.power_csv.as_mut() {
             p.flush()?;
         }
-        self.processes_csv.flush()?;
+        if let Some(p) = self.processes_csv.as_mut() {
+            p.flush()?;
+        }
         Ok(())
+    }
+}
+
+/// Two hosts' server figures as one: CPU and memory add up.
+fn merge_usage(a: ServerUsage, b: ServerUsage) -> ServerUsage {
+    let add_f = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => Some(x + y),
+        (x, y) => x.or(y),
+    };
+    let add_u = |x: Option<u64>, y: Option<u64>| match (x, y) {
+        (Some(x), Some(y)) => Some(x + y),
+        (x, y) => x.or(y),
+    };
+    ServerUsage {
+        cpu_pct_mean: add_f(a.cpu_pct_mean, b.cpu_pct_mean),
+        cpu_pct_peak: add_f(a.cpu_pct_peak, b.cpu_pct_peak),
+        rss_peak_bytes: add_u(a.rss_peak_bytes, b.rss_peak_bytes),
+        threads_peak: add_u(a.threads_peak, b.threads_peak),
+        open_fds_peak: add_u(a.open_fds_peak, b.open_fds_peak),
     }
 }
 
@@ -281,7 +384,8 @@ mod tests {
     fn writes_rows_and_computes_cycle_figures() {
         let dir = tempfile::tempdir().unwrap();
         let s = 1_000_000_000u64;
-        let mut m = MonitorSink::create(dir.path(), "a1", 10 * s, true).unwrap();
+        let mut m = MonitorSink::new(dir.path());
+        let a = m.add_agent("a1", 10 * s, true).unwrap();
         let power = |t, metric: &str, value| PowerReading {
             t_ns: t,
             source: "nvml".into(),
@@ -303,31 +407,37 @@ mod tests {
             load_avg_1m: None,
         };
         // A reading from before the run is dropped.
-        m.take(MonitorBatch {
-            power: vec![power(s, "power_w", 1.0)],
-            ..Default::default()
-        })
+        m.take(
+            a,
+            MonitorBatch {
+                power: vec![power(s, "power_w", 1.0)],
+                ..Default::default()
+            },
+        )
         .unwrap();
         m.set_label("8");
         for i in 0..=10u64 {
-            m.take(MonitorBatch {
-                power: vec![
-                    power((10 + i) * s, "power_w", 100.0),
-                    power((10 + i) * s, "energy_j", 100.0 * i as f64),
-                ],
-                processes: vec![proc_((10 + i) * s, Some(150.0))],
-                notes: if i == 0 {
-                    vec!["rapl unavailable".into()]
-                } else {
-                    vec![]
+            m.take(
+                a,
+                MonitorBatch {
+                    power: vec![
+                        power((10 + i) * s, "power_w", 100.0),
+                        power((10 + i) * s, "energy_j", 100.0 * i as f64),
+                    ],
+                    processes: vec![proc_((10 + i) * s, Some(150.0))],
+                    notes: if i == 0 {
+                        vec!["rapl unavailable".into()]
+                    } else {
+                        vec![]
+                    },
                 },
-            })
+            )
             .unwrap();
         }
         assert_eq!(m.drain_notes(), vec!["rapl unavailable"]);
         assert_eq!(m.snapshot().power_w, Some(100.0));
         assert_eq!(m.snapshot().server_cpu_pct, Some(150.0));
-        let f = m.cycle_figures(12 * s, 17 * s, 1000, Some(40.0));
+        let f = m.cycle_figures(&[(a, 12 * s, 17 * s)], 1000, Some(40.0));
         let e = f.energy.unwrap();
         assert!((e.energy_j - 500.0).abs() < 1e-9);
         assert_eq!(e.joules_per_token, Some(0.5));

@@ -2,7 +2,7 @@
 //! target, then runs the sweep cycle by cycle, writing each cycle's results as soon as it ends.
 
 use crate::console::{Console, summary_line};
-use crate::link::{AgentAuth, AgentInfo, AgentLink, LinkError, TargetInfo};
+use crate::link::{AgentAuth, AgentInfo, AgentLink, ClockMap, LinkError, TargetInfo};
 use crate::monitoring::{MonitorInfo, MonitorSink};
 use crate::output::{
     CycleWriter, Manifest, OutDirError, RunDir, RunStatus, default_run_id, probe_writable,
@@ -13,8 +13,8 @@ use tokengun_agent::backend::ollama::model_available;
 use tokengun_agent::{AgentConfig, LocalAgent, TargetPolicy};
 use tokengun_common::plan::parse_target;
 use tokengun_common::{
-    Api, Arrival, CycleDone, CycleInfo, CyclePlan, CycleSummary, LoadShape, PlanError, PromptSpec,
-    Record, RecordBody, RequestOptions, RequestRecord, Slo,
+    Api, Arrival, CycleDone, CycleInfo, CyclePlan, CycleSummary, LoadShape, PlanError, Progress,
+    PromptSpec, Record, RecordBody, RequestOptions, RequestRecord, Slo,
 };
 use tokengun_simulator::{SimConfig, SimHandle};
 use tokio::sync::mpsc;
@@ -23,13 +23,19 @@ use tokio_util::sync::CancellationToken;
 /// How often records already written are acknowledged to the agent during a cycle.
 const ACK_EVERY: Duration = Duration::from_secs(2);
 
+/// Clock probes per agent; the lowest-delay one is kept.
+const CLOCK_PROBES: usize = 8;
+/// Several agents start this far ahead of the Start calls (plus four worst round trips).
+const START_LEAD: Duration = Duration::from_millis(150);
+/// One reconnection attempt to a lost agent.
+const RECONNECT_TRY: Duration = Duration::from_secs(2);
 /// How long to wait for an agent to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After an abort, how long in-flight requests get to be recorded.
 const ABORT_GRACE: Duration = Duration::from_secs(10);
 /// Silence on the results stream longer than this, while a cycle runs, means the agent is lost
 /// (progress records arrive every 250 ms).
-const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+const SILENCE_LIMIT: Duration = Duration::from_secs(10);
 
 /// One level of a sweep: a concurrency, or (open loops) a rate with an optional in-flight cap.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,8 +78,44 @@ pub struct RunConfig {
     pub sim: Option<SimConfig>,
     /// Process, machine and power sampling.
     pub monitor: MonitorConfig,
+    /// Several agents: a level is divided among them, or run by each.
+    pub split: Split,
+    /// Several agents: what a lost agent does to the sweep.
+    pub on_agent_loss: OnAgentLoss,
+    /// How long a lost remote agent is waited for before its cycle closes without it.
+    pub reconnect_wait: Duration,
     /// Settings given that this plan does not use, said once at the start.
     pub warnings: Vec<String>,
+}
+
+/// How a level is applied to several agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Split {
+    /// A level N is divided among the agents (N/k each, the remainder to the first ones; rates
+    /// divided evenly).
+    #[default]
+    Total,
+    /// Every agent runs the whole level.
+    PerAgent,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Total => "total",
+            Self::PerAgent => "per-agent",
+        }
+    }
+}
+
+/// What losing one of several agents does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnAgentLoss {
+    /// The sweep goes on with the others; cycles it missed say so.
+    #[default]
+    Continue,
+    /// The sweep stops (results so far kept, run marked partial).
+    Stop,
 }
 
 /// What the agent samples besides the load, and the idle baseline.
@@ -131,8 +173,6 @@ pub enum RunError {
         target: String,
         available: String,
     },
-    #[error("{0} agents given, but this version drives one agent per run; pass a single --agent")]
-    TooManyAgents(usize),
     #[error(
         "level {level} is above the limit of agent {agent} ({max} concurrent requests); lower --levels or restart the agent with a higher --max-concurrency"
     )]
@@ -159,12 +199,86 @@ pub struct RunReport {
     pub cycles: Vec<CycleSummary>,
 }
 
-struct Started {
-    _sim: Option<SimHandle>,
-    _agent: Option<LocalAgent>,
+/// One agent of the run, as the controller sees it.
+struct Member {
+    /// `agent1`, `agent2`... in the order given (the only agent: `agent1`).
+    label: String,
     link: AgentLink,
     info: AgentInfo,
+    /// Its clock against ours, from the lowest-delay probe.
+    clock: Option<ClockMap>,
+    /// Last record seen, and last acknowledged.
+    last_seq: u64,
+    acked: u64,
+    /// Bumped at each (re)connection of its results stream: older streams' items are ignored.
+    stream_no: u64,
+    alive: bool,
+    /// Its index in the monitor sink.
+    monitor: Option<usize>,
+    /// Its monitor's origin (agent clock) for the baseline.
+    monitor_origin: u64,
+    _local: Option<LocalAgent>,
+}
+
+/// A record (or a broken stream) from member `.0`'s stream generation `.1`.
+type Event = (usize, u64, Result<Record, LinkError>);
+
+struct Started {
+    _sim: Option<SimHandle>,
+    members: Vec<Member>,
     target: String,
+    auth: AgentAuth,
+    events_tx: mpsc::Sender<Event>,
+    events: mpsc::Receiver<Event>,
+    /// This cycle's scheduled start, on this machine's clock (several agents).
+    scheduled_start: Option<std::time::Instant>,
+}
+
+impl Started {
+    /// (Re)opens member `i`'s results stream after its last seen record.
+    async fn open_stream(&mut self, i: usize) -> Result<(), LinkError> {
+        let m = &mut self.members[i];
+        m.stream_no += 1;
+        let (stream_no, tx) = (m.stream_no, self.events_tx.clone());
+        let mut rx = m.link.results(m.last_seq).await?;
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                if tx.send((i, stream_no, item)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Tries once to reach a lost member again (same agent id); true when it is back.
+    async fn reconnect(&mut self, i: usize) -> bool {
+        let addr = self.members[i].info.address.clone();
+        let Ok(link) = AgentLink::connect_with(&addr, RECONNECT_TRY, &self.auth).await else {
+            return false;
+        };
+        let Ok(info) = link.hello(false).await else {
+            return false;
+        };
+        if info.agent_id != self.members[i].info.agent_id {
+            tracing::warn!(
+                "{addr} answers as agent {} (was {}): its records are not these",
+                info.agent_id,
+                self.members[i].info.agent_id
+            );
+            return false;
+        }
+        self.members[i].link = link;
+        if self.open_stream(i).await.is_err() {
+            return false;
+        }
+        self.members[i].alive = true;
+        true
+    }
+
+    fn alive(&self) -> impl Iterator<Item = (usize, &Member)> {
+        self.members.iter().enumerate().filter(|(_, m)| m.alive)
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -228,13 +342,65 @@ fn validate(cfg: &RunConfig) -> Result<(), RunError> {
     if let Some(w) = warmup_plan(cfg, target) {
         w.validate()?;
     }
-    if cfg.agents.len() > 1 {
-        return Err(RunError::TooManyAgents(cfg.agents.len()));
-    }
     for w in &cfg.monitor.watch_process {
         tokengun_agent::monitor::process::Watch::parse(w).map_err(RunError::Monitor)?;
     }
     Ok(())
+}
+
+/// The agents' addresses: each `--agent` as given, except a host name that resolves to several
+/// addresses (a Kubernetes headless Service), which stands for an agent at each.
+async fn expand_agents(agents: &[String], tls: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in agents {
+        let trimmed = a
+            .trim()
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        let is_ip = trimmed.rsplit_once(':').is_some_and(|(h, _)| {
+            h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+        });
+        if !is_ip && !tls {
+            if let Ok(addrs) = tokio::net::lookup_host(trimmed).await {
+                let mut v: Vec<String> = addrs.map(|s| s.to_string()).collect();
+                v.sort();
+                v.dedup();
+                if v.len() > 1 {
+                    out.extend(v);
+                    continue;
+                }
+            }
+        }
+        out.push(a.clone());
+    }
+    out
+}
+
+/// Level `level` as agent `k` of `n` runs it: split (`total`) or whole (`per-agent`).
+fn share(level: Level, k: usize, n: usize, split: Split) -> Level {
+    if split == Split::PerAgent || n <= 1 {
+        return level;
+    }
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    let k32 = u32::try_from(k).unwrap_or(u32::MAX);
+    let part = |total: u32| total / n32 + u32::from(k32 < total % n32);
+    match level.rate_per_s {
+        Some(r) => Level {
+            // An in-flight cap is split too, rounding up so the total is never below it.
+            concurrency: if level.concurrency == 0 {
+                0
+            } else {
+                level.concurrency.div_ceil(n32)
+            },
+            rate_per_s: Some(r / n as f64),
+        },
+        None => Level {
+            concurrency: part(level.concurrency),
+            rate_per_s: None,
+        },
+    }
 }
 
 async fn bring_up(cfg: &RunConfig) -> Result<Started, RunError> {
@@ -251,44 +417,71 @@ async fn bring_up(cfg: &RunConfig) -> Result<Started, RunError> {
     let target = sim
         .as_ref()
         .map_or_else(|| cfg.target.clone(), SimHandle::url);
-    let (agent, addr, in_process) = match cfg.agents.first() {
-        Some(a) => (None, a.clone(), false),
-        None => {
-            // The user is the controller here: the in-process agent fires where it is told.
-            let a = LocalAgent::start(AgentConfig {
-                targets: TargetPolicy::Any,
-                max_concurrency: tokengun_common::plan::MAX_LEVEL,
-                ..AgentConfig::default()
-            })
-            .await?;
-            let addr = a.addr().to_string();
-            (Some(a), addr, true)
-        }
-    };
-    let auth = if in_process {
-        AgentAuth::default()
+    let addrs = expand_agents(&cfg.agents, cfg.agent_auth.ca.is_some()).await;
+    let mut plan: Vec<(String, Option<LocalAgent>)> = Vec::new();
+    if addrs.is_empty() {
+        // The user is the controller here: the in-process agent fires where it is told.
+        let a = LocalAgent::start(AgentConfig {
+            targets: TargetPolicy::Any,
+            max_concurrency: tokengun_common::plan::MAX_LEVEL,
+            ..AgentConfig::default()
+        })
+        .await?;
+        plan.push((a.addr().to_string(), Some(a)));
     } else {
-        cfg.agent_auth.clone()
-    };
-    let link = AgentLink::connect_with(&addr, CONNECT_TIMEOUT, &auth).await?;
-    let info = link.hello(in_process).await?;
-    if let Some(level) = cfg
-        .levels
-        .iter()
-        .find(|l| l.concurrency > info.max_concurrency)
-    {
-        return Err(RunError::AboveAgentLimit {
-            level: level.concurrency,
-            agent: addr,
-            max: info.max_concurrency,
+        plan.extend(addrs.into_iter().map(|a| (a, None)));
+    }
+    let n = plan.len();
+    let (events_tx, events) = mpsc::channel(8192);
+    let mut members = Vec::new();
+    for (k, (addr, local)) in plan.into_iter().enumerate() {
+        let in_process = local.is_some();
+        let auth = if in_process {
+            AgentAuth::default()
+        } else {
+            cfg.agent_auth.clone()
+        };
+        let link = AgentLink::connect_with(&addr, CONNECT_TIMEOUT, &auth).await?;
+        let info = link.hello(in_process).await?;
+        if let Some(level) = cfg
+            .levels
+            .iter()
+            .map(|&l| share(l, k, n, cfg.split))
+            .find(|l| l.concurrency > info.max_concurrency)
+        {
+            return Err(RunError::AboveAgentLimit {
+                level: level.concurrency,
+                agent: addr,
+                max: info.max_concurrency,
+            });
+        }
+        let clock = if n > 1 {
+            Some(link.clock_offset(CLOCK_PROBES).await?)
+        } else {
+            None
+        };
+        members.push(Member {
+            label: format!("agent{}", k + 1),
+            link,
+            info,
+            clock,
+            last_seq: 0,
+            acked: 0,
+            stream_no: 0,
+            alive: true,
+            monitor: None,
+            monitor_origin: 0,
+            _local: local,
         });
     }
     Ok(Started {
         _sim: sim,
-        _agent: agent,
-        link,
-        info,
+        members,
         target,
+        auth: cfg.agent_auth.clone(),
+        events_tx,
+        events,
+        scheduled_start: None,
     })
 }
 
@@ -302,17 +495,17 @@ pub async fn run(
     validate(&cfg)?;
     probe_writable(&cfg.out)?;
     // Ctrl-C while agents and the target are checked: nothing was sent, nothing to keep.
-    let (up, target_info, first_seq) = tokio::select! {
+    let (up, target_info) = tokio::select! {
         r = prepare_run(&cfg) => r?,
         () = stop.cancelled() => return Err(RunError::Interrupted),
     };
     let mut cfg = cfg;
     let listed = model_available(&cfg.model, &target_info.models);
+    let first = &up.members[0].link;
     // Ollama knows exactly what it has, whichever API is used; llama.cpp serves any name.
     let ollama_behind = !listed
         && target_info.api.family() == "openai"
-        && up
-            .link
+        && first
             .preflight(&up.target, Some(Api::OllamaGenerate))
             .await
             .is_ok();
@@ -340,43 +533,66 @@ pub async fn run(
         });
     }
     cfg.api = Some(target_info.api);
-    run_sweep(cfg, up, target_info, first_seq, console, stop).await
+    run_sweep(cfg, up, target_info, console, stop).await
 }
 
-/// Brings up the simulator and agent, checks the target, and finds where the agent's record
-/// stream stands (an agent serves run after run; its sequence numbers go on across them).
-async fn prepare_run(cfg: &RunConfig) -> Result<(Started, TargetInfo, u64), RunError> {
-    let up = bring_up(cfg).await?;
-    let (state, cycle, last_seq) = up.link.status().await?;
-    if state == "running" {
-        return Err(RunError::AgentBusy {
-            agent: up.link.addr().to_string(),
-            cycle,
-        });
+/// Brings up the simulator and agents, checks the target from every agent (each applies it on
+/// its own host), and finds where each agent's record stream stands (an agent serves run after
+/// run; its sequence numbers go on across them).
+async fn prepare_run(cfg: &RunConfig) -> Result<(Started, TargetInfo), RunError> {
+    let mut up = bring_up(cfg).await?;
+    let mut found: Option<TargetInfo> = None;
+    for m in &mut up.members {
+        let (state, cycle, last_seq) = m.link.status().await?;
+        if state == "running" {
+            return Err(RunError::AgentBusy {
+                agent: m.link.addr().to_string(),
+                cycle,
+            });
+        }
+        m.last_seq = last_seq;
+        m.acked = last_seq;
+        let api = found.as_ref().map(|t| t.api).or(cfg.api);
+        let info = m
+            .link
+            .preflight(&up.target, api)
+            .await
+            .map_err(|e| match e {
+                LinkError::Refused {
+                    code: tonic::Code::Unavailable,
+                    message,
+                    ..
+                } => RunError::TargetUnreachable {
+                    target: up.target.clone(),
+                    reason: message,
+                },
+                other => other.into(),
+            })?;
+        if let Some(first) = &found {
+            if !model_available(&cfg.model, &info.models)
+                && model_available(&cfg.model, &first.models)
+            {
+                return Err(RunError::ModelMissing {
+                    model: cfg.model.clone(),
+                    target: format!("{} (seen from {})", up.target, m.link.addr()),
+                    available: info.models.join(", "),
+                });
+            }
+        } else {
+            found = Some(info);
+        }
     }
-    let target_info = up
-        .link
-        .preflight(&up.target, cfg.api)
-        .await
-        .map_err(|e| match e {
-            LinkError::Refused {
-                code: tonic::Code::Unavailable,
-                message,
-                ..
-            } => RunError::TargetUnreachable {
-                target: up.target.clone(),
-                reason: message,
-            },
-            other => other.into(),
-        })?;
-    Ok((up, target_info, last_seq))
+    for i in 0..up.members.len() {
+        up.open_stream(i).await?;
+    }
+    let info = found.ok_or(RunError::Plan(PlanError::NoLevels))?;
+    Ok((up, info))
 }
 
 async fn run_sweep(
     cfg: RunConfig,
-    up: Started,
+    mut up: Started,
     target_info: TargetInfo,
-    first_seq: u64,
     console: &mut Console,
     stop: CancellationToken,
 ) -> Result<RunReport, RunError> {
@@ -390,6 +606,7 @@ async fn run_sweep(
         .file_name()
         .map_or(run_id, |n| n.to_string_lossy().into_owned());
     let labels: Vec<String> = cfg.levels.iter().map(Level::label).collect();
+    let many = up.members.len() > 1;
     let mut manifest = Manifest {
         tool: "tokengun",
         version: env!("CARGO_PKG_VERSION"),
@@ -419,7 +636,17 @@ async fn run_sweep(
         stop_on_error_rate: cfg.stop_on_error_rate.map(|f| f * 100.0),
         server_version: target_info.server_version.clone(),
         simulator: cfg.sim.as_ref().map(sim_manifest),
-        agents: vec![up.info.clone()],
+        agents: up
+            .members
+            .iter()
+            .map(|m| {
+                let mut info = m.info.clone();
+                info.label = m.label.clone();
+                info.clock_uncertainty_ms = m.clock.map(|c| c.rtt.as_secs_f64() * 1e3 / 2.0);
+                info
+            })
+            .collect(),
+        split: many.then(|| cfg.split.as_str().to_string()),
         monitor: None,
         warmup: None,
         cycles: Vec::new(),
@@ -431,7 +658,12 @@ async fn run_sweep(
         manifest.notes.push(format!("warning: {w}"));
     }
     dir.write_manifest(&manifest)?;
-    console.agents(vec![up.link.addr().to_string()]);
+    console.agents(
+        up.members
+            .iter()
+            .map(|m| m.link.addr().to_string())
+            .collect(),
+    );
     console.line(&format!(
         "tokengun {} · target {} ({}) · model {} · {} levels {} · results in {}",
         env!("CARGO_PKG_VERSION"),
@@ -445,27 +677,32 @@ async fn run_sweep(
         labels.join(","),
         dir.root().display()
     ));
+    if many {
+        console.line(&format!(
+            "{} agents ({}), levels {}",
+            up.members.len(),
+            up.members
+                .iter()
+                .map(|m| format!("{} {}", m.label, m.link.addr()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if cfg.split == Split::Total {
+                "split among them"
+            } else {
+                "applied to each"
+            }
+        ));
+    }
 
-    let mut results = up.link.results(first_seq).await?;
-    let mut last_seq = first_seq;
     let mut broken: Option<String> = None;
     let mut monitor = if cfg.monitor.enabled {
-        start_monitoring(&cfg, &up, target_info.api, &dir, console, &mut manifest).await?
+        start_monitoring(&cfg, &mut up, target_info.api, &dir, console, &mut manifest).await?
     } else {
         None
     };
     let baseline_power_w = match monitor.as_mut() {
-        Some((sink, origin)) if has_power(&manifest) && !cfg.monitor.baseline.is_zero() => {
-            let w = measure_baseline(
-                &cfg.monitor,
-                sink,
-                *origin,
-                &mut results,
-                &mut last_seq,
-                console,
-                &stop,
-            )
-            .await;
+        Some(sink) if sink.has_power() && !cfg.monitor.baseline.is_zero() => {
+            let w = measure_baseline(&cfg.monitor, &mut up, sink, console, &stop).await;
             if let Some(info) = manifest.monitor.as_mut() {
                 info.baseline_power_w = w;
                 info.baseline_s = Some(cfg.monitor.baseline.as_secs_f64());
@@ -476,19 +713,49 @@ async fn run_sweep(
     };
     dir.write_manifest(&manifest)?;
     let warmup = warmup_plan(&cfg, &up.target);
-    let phases = warmup
+    let phases: Vec<(Level, CyclePlan)> = warmup
         .iter()
-        .cloned()
+        .map(|w| {
+            (
+                Level {
+                    concurrency: w.concurrency,
+                    rate_per_s: (w.shape == LoadShape::Open).then_some(w.rate_per_s),
+                },
+                w.clone(),
+            )
+        })
         .chain(cfg.levels.iter().enumerate().map(|(i, &level)| {
             let id = u32::try_from(i + 2).unwrap_or(u32::MAX);
-            cycle_plan(&cfg, &up.target, id, level, cfg.shape, cfg.duration)
-        }));
-    for (index, plan) in phases.enumerate() {
+            (
+                level,
+                cycle_plan(&cfg, &up.target, id, level, cfg.shape, cfg.duration),
+            )
+        }))
+        .collect();
+    for (index, (level, plan)) in phases.into_iter().enumerate() {
         if stop.is_cancelled() {
             break;
         }
         let is_warmup = warmup.is_some() && index == 0;
         let level_index = index.saturating_sub(usize::from(warmup.is_some()));
+        // Agents lost earlier get one more chance before each cycle.
+        for i in 0..up.members.len() {
+            if !up.members[i].alive && up.reconnect(i).await {
+                let note = format!(
+                    "{} ({}) is back before cycle {}",
+                    up.members[i].label,
+                    up.members[i].link.addr(),
+                    plan.cycle_id
+                );
+                console.line(&format!("  {note}"));
+                manifest.notes.push(note);
+            }
+        }
+        let alive: Vec<usize> = up.alive().map(|(i, _)| i).collect();
+        if alive.is_empty() {
+            broken = Some("every agent was lost".into());
+            break;
+        }
         if is_warmup {
             console.warmup_start(&plan_words(&plan));
         } else {
@@ -504,44 +771,102 @@ async fn run_sweep(
         } else {
             labels[level_index].clone()
         };
-        // The warm-up's requests are measured but not written: its figures go to run.json only.
-        let mut writer = if is_warmup {
-            None
-        } else {
-            Some(dir.begin_cycle(target_info.api, &cfg.model, &level_label)?)
-        };
-        if let Err(e) = start_cycle(&up.link, &plan).await {
-            broken = Some(e.to_string());
+        // Each agent's share of the level; agents with nothing to do sit this cycle out.
+        let mut parts: Vec<MemberCycle> = Vec::new();
+        for (k, &i) in alive.iter().enumerate() {
+            let l = share(level, k, alive.len(), cfg.split);
+            if l.concurrency == 0 && l.rate_per_s.is_none_or(|r| r <= 0.0) {
+                continue;
+            }
+            let mut p = plan.clone();
+            p.concurrency = l.concurrency;
+            p.rate_per_s = l.rate_per_s.unwrap_or(0.0);
+            // The warm-up's requests are measured but not written: its figures go to run.json.
+            let writer = if is_warmup {
+                None
+            } else {
+                let sub = many.then_some(up.members[i].label.as_str());
+                Some(dir.begin_cycle(target_info.api, &cfg.model, &level_label, sub)?)
+            };
+            parts.push(MemberCycle::new(i, p, writer));
+        }
+        if let Err(e) = start_cycle(&mut up, &mut parts, many).await {
+            broken = Some(e);
+            break;
+        }
+        for pc in parts.iter().filter(|p| p.lost.is_some()) {
+            let note = format!(
+                "{} lost before cycle {} started ({}); the cycle runs without it",
+                up.members[pc.member].label,
+                plan.cycle_id,
+                pc.lost.as_deref().unwrap_or_default()
+            );
+            console.line(&format!("  warning: {note}"));
+            manifest.notes.push(note);
+        }
+        if cfg.on_agent_loss == OnAgentLoss::Stop && parts.iter().any(|p| p.lost.is_some()) {
+            broken = Some("an agent was lost before the cycle and --on-agent-loss is stop".into());
+            for p in parts.iter().filter(|p| p.lost.is_none()) {
+                let _ = up.members[p.member].link.abort(plan.cycle_id).await;
+            }
             break;
         }
         let window_ns = (plan.shape != LoadShape::Burst)
             .then(|| u64::try_from(plan.duration.as_nanos()).unwrap_or(u64::MAX));
         let mut sink = CycleSink {
-            writer: writer.as_mut(),
             stats: tokengun_common::CycleStats::with_window(window_ns),
             slo: cfg.slo,
             table: Vec::new(),
             keep_all_rows: plan.shape == LoadShape::Burst,
         };
-        if let Some((m, _)) = monitor.as_mut() {
+        if let Some(m) = monitor.as_mut() {
             m.set_label(&level_label);
         }
-        let outcome = collect_cycle(
-            &up.link,
+        collect_cycle(
+            &mut up,
+            &cfg,
             &plan,
-            &mut results,
-            &mut last_seq,
+            &mut parts,
             &mut sink,
-            monitor.as_mut().map(|(m, _)| m),
+            monitor.as_mut(),
             console,
             &stop,
         )
         .await?;
-        if outcome.lost.is_some() {
-            console.agent_lost(0);
+        let lost: Vec<&MemberCycle> = parts.iter().filter(|p| p.lost.is_some()).collect();
+        for p in &lost {
+            console.agent_lost(p.member);
+            let note = format!(
+                "cycle {}: {} ({}) was lost: {}{}",
+                plan.cycle_id,
+                up.members[p.member].label,
+                up.members[p.member].link.addr(),
+                p.lost.as_deref().unwrap_or_default(),
+                if p.recovered {
+                    "; it came back and its records were replayed"
+                } else {
+                    ""
+                }
+            );
+            manifest.notes.push(note);
         }
-        let partial = outcome.lost.is_some() || outcome.aborted || outcome.gaps > 0;
-        let mut outcome_lost_after: Option<String> = None;
+        let aborted = parts.iter().any(|p| p.done.is_some_and(|d| d.aborted));
+        let gaps: u64 = parts.iter().map(|p| p.gaps).sum();
+        let partial = !lost.is_empty() || aborted || gaps > 0 || stop.is_cancelled();
+        let mut lost_after: Option<String> = None;
+        let expected: u32 = parts
+            .iter()
+            .map(|p| {
+                p.done.map_or(
+                    if plan.shape == LoadShape::Burst {
+                        p.plan.concurrency
+                    } else {
+                        p.requests
+                    },
+                    |d| d.requests,
+                )
+            })
+            .sum();
         let info = CycleInfo {
             model: cfg.model.clone(),
             shape: plan.shape.as_str().to_string(),
@@ -549,38 +874,57 @@ async fn run_sweep(
             concurrency: plan.concurrency,
             rate_per_s: (plan.shape == LoadShape::Open).then_some(plan.rate_per_s),
             window_ns,
-            expected_requests: outcome.done.map_or(
-                if plan.shape == LoadShape::Burst {
-                    plan.concurrency
-                } else {
-                    0
-                },
-                |d| d.requests,
-            ),
+            expected_requests: expected,
         };
         let mut summary = CycleSummary::from_stats(&info, &sink.stats, &cfg.slo, partial);
-        if let (Some((m, _)), Some(from), Some(to)) = (
-            monitor.as_mut(),
-            outcome.origin_mono_ns,
-            outcome.done.map(|d| d.ended_mono_ns),
-        ) {
-            // The power reading that closes the window comes one interval after the cycle.
-            if has_power(&manifest) {
+        if many {
+            let starts: Vec<f64> = parts.iter().filter_map(|p| p.start_offset_s).collect();
+            summary.start_spread_s = starts
+                .iter()
+                .copied()
+                .reduce(f64::max)
+                .zip(starts.iter().copied().reduce(f64::min))
+                .map(|(hi, lo)| hi - lo);
+            summary.agents = parts
+                .iter()
+                .map(|p| tokengun_common::stats::AgentCycle {
+                    agent: up.members[p.member].label.clone(),
+                    address: up.members[p.member].link.addr().to_string(),
+                    requests: p.done.map_or(p.requests, |d| d.requests),
+                    completed: p.completed,
+                    failed: p.failed,
+                    output_tokens: p.output_tokens,
+                    start_offset_s: p.start_offset_s,
+                    lost: p.lost.is_some(),
+                    recovered: p.recovered,
+                })
+                .collect();
+        }
+        if let Some(m) = monitor.as_mut() {
+            let windows: Vec<(usize, u64, u64)> = parts
+                .iter()
+                .filter_map(|p| {
+                    let mi = up.members[p.member].monitor?;
+                    Some((mi, p.origin_mono_ns?, p.done?.ended_mono_ns))
+                })
+                .collect();
+            // The power reading that closes a window comes one interval after the cycle.
+            if m.has_power() && !windows.is_empty() {
                 let wait = cfg.monitor.power_interval * 3 + Duration::from_millis(500);
+                let w2 = windows.clone();
                 if let Err(e) = pump(
-                    &mut results,
-                    &mut last_seq,
+                    &mut up,
                     m,
-                    |m, _| m.power_reached(to),
+                    |m, _| w2.iter().all(|&(mi, _, to)| m.power_reached(mi, to)),
                     wait,
                     &stop,
                 )
                 .await
                 {
-                    outcome_lost_after = Some(e);
+                    lost_after = Some(e);
                 }
             }
-            let f = m.cycle_figures(from, to, summary.output_tokens, baseline_power_w);
+            let f = m.cycle_figures(&windows, summary.output_tokens, baseline_power_w);
             summary.energy = f.energy;
             summary.server = f.server;
             summary.gpu_busy_pct_mean = f.gpu_busy_pct_mean;
@@ -592,42 +936,70 @@ async fn run_sweep(
                 manifest.notes.push(n);
             }
         }
-        if outcome.gaps > 0 {
+        if gaps > 0 {
             manifest.notes.push(format!(
-                "cycle {}: {} record(s) missing from the agent's stream",
-                plan.cycle_id, outcome.gaps
+                "cycle {}: {gaps} record(s) missing from the agents' streams",
+                plan.cycle_id
             ));
         }
         if is_warmup {
             console.line(&format!("  {}", summary_line(&summary)));
             manifest.warmup = Some(summary);
         } else {
-            if let Some(w) = sink.writer.as_mut() {
-                w.flush()?;
+            for p in &mut parts {
+                if let Some(w) = p.writer.as_mut() {
+                    w.flush()?;
+                }
             }
             dir.append_cycle(&summary)?;
             console.cycle_end(&summary, &sink.table, sink.stats.requests as usize);
             if let Some(line) = crate::console::monitor_line(&summary) {
                 console.line(&line);
             }
+            if let Some(sp) = summary.start_spread_s {
+                console.line(&format!(
+                    "  {} agents started within {:.1} ms of each other",
+                    summary.agents.len(),
+                    sp * 1e3
+                ));
+            }
             manifest.cycles.push(summary);
         }
         dir.write_manifest(&manifest)?;
-        // Everything up to here is on disk: the agent may forget it.
-        if outcome.lost.is_none() && last_seq > 0 {
-            if let Err(e) = up.link.ack(last_seq).await {
-                tracing::warn!("ack failed: {e}");
+        // Everything up to here is on disk: the agents may forget it.
+        for p in &parts {
+            let m = &mut up.members[p.member];
+            if m.alive && p.gaps == 0 && m.last_seq > m.acked {
+                match m.link.ack(m.last_seq).await {
+                    Ok(()) => m.acked = m.last_seq,
+                    Err(e) => tracing::warn!("ack failed: {e}"),
+                }
             }
         }
-        if let Some(reason) = outcome.lost.or(outcome_lost_after) {
+        let unrecovered: Vec<&MemberCycle> = parts
+            .iter()
+            .filter(|p| p.lost.is_some() && !p.recovered)
+            .collect();
+        if let Some(reason) = lost_after {
             broken = Some(reason);
             break;
         }
-        if outcome.aborted {
+        if !unrecovered.is_empty()
+            && (!many || cfg.on_agent_loss == OnAgentLoss::Stop || up.alive().next().is_none())
+        {
+            broken = unrecovered[0].lost.clone();
+            break;
+        }
+        if aborted {
             if !stop.is_cancelled() {
+                let who = parts
+                    .iter()
+                    .filter(|p| p.done.is_some_and(|d| d.aborted))
+                    .map(|p| up.members[p.member].link.addr().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 broken = Some(format!(
-                    "agent {} aborted cycle {} on its own (was it stopped?)",
-                    up.link.addr(),
+                    "agent {who} aborted cycle {} on its own (was it stopped?)",
                     plan.cycle_id
                 ));
             }
@@ -647,8 +1019,8 @@ async fn run_sweep(
             }
         }
     }
-    if let Some((m, _)) = monitor.as_mut() {
-        finish_monitoring(&up.link, m, &mut results, &mut last_seq, broken.is_some()).await;
+    if let Some(m) = monitor.as_mut() {
+        finish_monitoring(&mut up, m).await;
         for n in m.drain_notes() {
             manifest.notes.push(n);
         }
@@ -709,15 +1081,125 @@ fn plan_words(p: &CyclePlan) -> String {
     }
 }
 
-async fn start_cycle(link: &AgentLink, plan: &CyclePlan) -> Result<(), LinkError> {
-    link.prepare(plan).await?;
-    link.start(plan.cycle_id, 0).await
+/// One agent's part of a cycle.
+struct MemberCycle {
+    member: usize,
+    plan: CyclePlan,
+    writer: Option<CycleWriter>,
+    done: Option<CycleDone>,
+    origin_mono_ns: Option<u64>,
+    /// Its cycle origin against the scheduled start, on this machine's clock (several agents).
+    start_offset_s: Option<f64>,
+    lost: Option<String>,
+    /// Lost, then reconnected and replayed.
+    recovered: bool,
+    /// Until when a lost agent is waited for.
+    reconnect_until: Option<tokio::time::Instant>,
+    gaps: u64,
+    last_heard: tokio::time::Instant,
+    requests: u32,
+    completed: u32,
+    failed: u32,
+    output_tokens: u64,
 }
 
-/// Where a cycle's request records go as they arrive: the level's files, the running statistics,
-/// and (bounded) the rows for the console's table.
-struct CycleSink<'a> {
-    writer: Option<&'a mut CycleWriter>,
+impl MemberCycle {
+    fn new(member: usize, plan: CyclePlan, writer: Option<CycleWriter>) -> Self {
+        Self {
+            member,
+            plan,
+            writer,
+            done: None,
+            origin_mono_ns: None,
+            start_offset_s: None,
+            lost: None,
+            recovered: false,
+            reconnect_until: None,
+            gaps: 0,
+            last_heard: tokio::time::Instant::now(),
+            requests: 0,
+            completed: 0,
+            failed: 0,
+            output_tokens: 0,
+        }
+    }
+
+    /// Nothing more will come from this agent for this cycle.
+    fn finished(&self, now: tokio::time::Instant) -> bool {
+        self.done.is_some()
+            || (self.lost.is_some() && self.reconnect_until.is_none_or(|u| now >= u))
+    }
+}
+
+/// Prepares every part, then starts them together: with several agents, at one instant a little
+/// ahead, mapped onto each agent's clock. A part whose agent fails is marked lost; Err only when
+/// every agent failed.
+async fn start_cycle(
+    up: &mut Started,
+    parts: &mut [MemberCycle],
+    many: bool,
+) -> Result<(), String> {
+    for p in parts.iter_mut() {
+        let m = &mut up.members[p.member];
+        if let Err(e) = m.link.prepare(&p.plan).await {
+            p.lost = Some(e.to_string());
+            m.alive = false;
+        }
+    }
+    let mut lead = Duration::ZERO;
+    if many {
+        // Fresh offsets: monotonic clocks drift apart over a long sweep.
+        for p in parts.iter().filter(|p| p.lost.is_none()) {
+            let m = &mut up.members[p.member];
+            if let Ok(c) = m.link.clock_offset(CLOCK_PROBES).await {
+                m.clock = Some(c);
+            }
+        }
+        let worst_rtt = parts
+            .iter()
+            .filter_map(|p| up.members[p.member].clock.map(|c| c.rtt))
+            .max()
+            .unwrap_or_default();
+        lead = START_LEAD + worst_rtt * 4;
+    }
+    let t0 = std::time::Instant::now() + lead;
+    let starts = parts.iter().filter(|p| p.lost.is_none()).map(|p| {
+        let m = &up.members[p.member];
+        let at = if many {
+            m.clock.map_or(0, |c| c.agent_ns_at(t0))
+        } else {
+            0
+        };
+        let link = m.link.clone();
+        let id = p.plan.cycle_id;
+        async move { link.start(id, at).await }
+    });
+    let results = futures_util::future::join_all(starts).await;
+    let mut it = results.into_iter();
+    for p in parts.iter_mut().filter(|p| p.lost.is_none()) {
+        if let Some(Err(e)) = it.next() {
+            p.lost = Some(e.to_string());
+            up.members[p.member].alive = false;
+        }
+        p.last_heard = tokio::time::Instant::now();
+    }
+    if parts.iter().all(|p| p.lost.is_some()) {
+        return Err(parts
+            .first()
+            .and_then(|p| p.lost.clone())
+            .unwrap_or_else(|| "no agent could start the cycle".into()));
+    }
+    // Each part's start offset is found when its CycleStarted arrives (see collect_cycle).
+    for p in parts.iter_mut() {
+        p.start_offset_s = None;
+    }
+    up.scheduled_start = Some(t0);
+    Ok(())
+}
+
+/// Where a cycle's request records go as they arrive, across agents: the merged statistics
+/// (from raw records, never from per-agent percentiles) and (bounded) the console's table rows.
+struct CycleSink {
     stats: tokengun_common::CycleStats,
     slo: Slo,
     /// Table rows without their timelines.
@@ -725,58 +1207,68 @@ struct CycleSink<'a> {
     keep_all_rows: bool,
 }
 
-impl CycleSink<'_> {
-    fn take(&mut self, mut r: RequestRecord) -> Result<(), OutDirError> {
+impl CycleSink {
+    fn take(&mut self, mut r: RequestRecord) {
         self.stats.add(&r, &self.slo);
-        if let Some(w) = self.writer.as_mut() {
-            w.record(&r)?;
-        }
         if self.keep_all_rows || self.table.len() <= crate::console::TABLE_MAX_ROWS {
             r.timeline = Vec::new();
             self.table.push(r);
         }
-        Ok(())
     }
 }
 
-struct CycleOutcome {
-    /// The agent's own totals, when its cycle end arrived.
-    done: Option<CycleDone>,
-    aborted: bool,
-    /// Why the cycle's stream broke off, if it did.
-    lost: Option<String>,
-    /// Sequence numbers that never arrived.
-    gaps: u64,
-    /// The cycle's origin on the agent's monotonic clock.
-    origin_mono_ns: Option<u64>,
+/// Sums the agents' latest progress into one.
+fn merged_progress(latest: &[Option<Progress>]) -> Option<Progress> {
+    let mut it = latest.iter().flatten();
+    let mut acc = it.next()?.clone();
+    for p in it {
+        acc.in_flight += p.in_flight;
+        acc.completed += p.completed;
+        acc.failed += p.failed;
+        acc.tokens += p.tokens;
+        acc.elapsed_ns = acc.elapsed_ns.max(p.elapsed_ns);
+        acc.live.extend(p.live.iter().cloned());
+        acc.live_omitted += p.live_omitted;
+    }
+    Some(acc)
 }
 
-// The stream, its position, the sinks and the stop token are all this loop's to drive.
+/// Reads every participating agent's records until each has ended its part of the cycle (or was
+/// lost and not back within --reconnect-wait), writing them as they come.
+// The fleet, the plan, the parts, the sinks and the stop token are all this loop's to drive.
 #[allow(clippy::too_many_arguments)]
 async fn collect_cycle(
-    link: &AgentLink,
+    up: &mut Started,
+    cfg: &RunConfig,
     plan: &CyclePlan,
-    results: &mut mpsc::Receiver<Result<Record, LinkError>>,
-    last_seq: &mut u64,
-    sink: &mut CycleSink<'_>,
+    parts: &mut [MemberCycle],
+    sink: &mut CycleSink,
     mut monitor: Option<&mut MonitorSink>,
     console: &mut Console,
     stop: &CancellationToken,
-) -> Result<CycleOutcome, RunError> {
-    let mut out = CycleOutcome {
-        done: None,
-        aborted: false,
-        lost: None,
-        gaps: 0,
-        origin_mono_ns: None,
-    };
+) -> Result<(), RunError> {
     let mut abort_deadline: Option<tokio::time::Instant> = None;
-    // Records on disk are acknowledged as the cycle goes, so the agent's log stays small.
+    // Records on disk are acknowledged as the cycle goes, so the agents' logs stay small.
     let mut ack_tick = tokio::time::interval(ACK_EVERY);
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut acked = *last_seq;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let part_of: std::collections::HashMap<usize, usize> = parts
+        .iter()
+        .enumerate()
+        .map(|(k, p)| (p.member, k))
+        .collect();
+    let mut progress: Vec<Option<Progress>> = vec![None; parts.len()];
+    let reconnect_wait = if up.members.iter().any(|m| m._local.is_some()) {
+        Duration::ZERO
+    } else {
+        cfg.reconnect_wait
+    };
     loop {
-        let silence = tokio::time::sleep(SILENCE_LIMIT);
+        let now = tokio::time::Instant::now();
+        if parts.iter().all(|p| p.finished(now)) {
+            break;
+        }
         let grace = async {
             match abort_deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -784,103 +1276,182 @@ async fn collect_cycle(
             }
         };
         tokio::select! {
-            rec = results.recv() => {
-                let rec = match rec {
-                    Some(Ok(r)) => r,
-                    Some(Err(e)) => { out.lost = Some(e.to_string()); break; }
-                    None => { out.lost = Some("the results stream ended".into()); break; }
+            ev = up.events.recv() => {
+                let Some((i, stream_no, item)) = ev else { break };
+                if stream_no != up.members[i].stream_no {
+                    continue; // an older stream of a reconnected agent
+                }
+                let k = part_of.get(&i).copied();
+                let rec = match item {
+                    Ok(r) => r,
+                    Err(e) => {
+                        up.members[i].alive = false;
+                        if let Some(k) = k {
+                            let p = &mut parts[k];
+                            if p.done.is_none() && p.lost.is_none() {
+                                p.lost = Some(e.to_string());
+                                p.reconnect_until = Some(tokio::time::Instant::now() + reconnect_wait);
+                                if reconnect_wait > Duration::ZERO {
+                                    console.line(&format!(
+                                        "  {} lost ({e}); waiting up to {} for it to come back",
+                                        up.members[i].label,
+                                        humantime::format_duration(reconnect_wait)
+                                    ));
+                                }
+                            }
+                        }
+                        continue;
+                    }
                 };
-                if rec.seq <= *last_seq {
+                let m = &mut up.members[i];
+                if rec.seq <= m.last_seq {
                     continue; // a replayed duplicate
                 }
-                let gap = rec.seq - *last_seq - 1;
-                if gap > 0 {
-                    out.gaps += gap;
-                    console.dropped(0, gap);
+                let gap = rec.seq - m.last_seq - 1;
+                m.last_seq = rec.seq;
+                if let RecordBody::Monitor(b) = rec.body {
+                    if let (Some(ms), Some(mi)) = (monitor.as_deref_mut(), m.monitor) {
+                        ms.take(mi, *b)?;
+                        console.set_monitor(Some(ms.snapshot()));
+                    }
+                    continue;
                 }
-                *last_seq = rec.seq;
+                let Some(k) = k else { continue };
+                let p = &mut parts[k];
+                p.last_heard = tokio::time::Instant::now();
+                if gap > 0 {
+                    p.gaps += gap;
+                    console.dropped(k, gap);
+                }
                 match rec.body {
                     RecordBody::CycleStarted { cycle_id, started_unix_ns, origin_mono_ns } if cycle_id == plan.cycle_id => {
-                        out.origin_mono_ns = Some(origin_mono_ns);
-                        if let Some(w) = sink.writer.as_mut() {
-                            w.set_origin(started_unix_ns);
+                        p.origin_mono_ns = Some(origin_mono_ns);
+                        if let (Some(c), Some(t0)) = (up.members[i].clock, up.scheduled_start) {
+                            let local = c.local_at(origin_mono_ns);
+                            p.start_offset_s = Some(if local >= t0 {
+                                (local - t0).as_secs_f64()
+                            } else {
+                                -(t0 - local).as_secs_f64()
+                            });
                         }
-                    }
-                    RecordBody::Monitor(b) => {
-                        if let Some(m) = monitor.as_deref_mut() {
-                            m.take(*b)?;
-                            console.set_monitor(Some(*m.snapshot()));
+                        if let Some(w) = p.writer.as_mut() {
+                            w.set_origin(started_unix_ns);
                         }
                     }
                     RecordBody::Request(r) if r.cycle_id == plan.cycle_id => {
                         console.request_done(&r);
-                        if let Err(e) = sink.take(*r) {
-                            // The disk refused: stop the load rather than measure into nothing.
-                            let _ = link.abort(plan.cycle_id).await;
-                            return Err(e.into());
+                        p.requests += 1;
+                        if r.outcome == tokengun_common::OutcomeKind::Completed {
+                            p.completed += 1;
+                            p.output_tokens += r.output_tokens;
+                        } else {
+                            p.failed += 1;
+                        }
+                        if let Some(w) = p.writer.as_mut() {
+                            if let Err(e) = w.record(&r) {
+                                // The disk refused: stop the load rather than measure into nothing.
+                                for q in parts.iter() {
+                                    let _ = up.members[q.member].link.abort(plan.cycle_id).await;
+                                }
+                                return Err(e.into());
+                            }
+                        }
+                        sink.take(*r);
+                    }
+                    RecordBody::Progress(pr) if pr.cycle_id == plan.cycle_id => {
+                        progress[k] = Some(pr);
+                        if let Some(all) = merged_progress(&progress) {
+                            console.progress(plan, &all);
                         }
                     }
-                    RecordBody::Progress(p) if p.cycle_id == plan.cycle_id => console.progress(plan, &p),
                     RecordBody::CycleDone(d) if d.cycle_id == plan.cycle_id => {
-                        out.aborted |= d.aborted;
-                        out.done = Some(d);
-                        break;
+                        p.done = Some(d);
                     }
                     _ => {} // records of an earlier cycle, already counted
                 }
             }
             () = stop.cancelled(), if abort_deadline.is_none() => {
                 console.stopping();
-                out.aborted = true;
                 abort_deadline = Some(tokio::time::Instant::now() + ABORT_GRACE);
-                if let Err(e) = link.abort(plan.cycle_id).await {
-                    out.lost = Some(format!("abort failed: {e}"));
-                    break;
+                for p in parts.iter_mut().filter(|p| p.done.is_none() && p.lost.is_none()) {
+                    if let Err(e) = up.members[p.member].link.abort(plan.cycle_id).await {
+                        p.lost = Some(format!("abort failed: {e}"));
+                    }
+                }
+                // A user's stop does not wait for lost agents.
+                for p in parts.iter_mut() {
+                    p.reconnect_until = None;
                 }
             }
             () = grace => {
-                out.lost = Some(format!("the agent did not finish the aborted cycle within {ABORT_GRACE:?}"));
+                for p in parts.iter_mut().filter(|p| p.done.is_none() && p.lost.is_none()) {
+                    p.lost = Some(format!("the agent did not finish the aborted cycle within {ABORT_GRACE:?}"));
+                }
                 break;
             }
-            () = silence => {
-                out.lost = Some(format!("no word from the agent for {SILENCE_LIMIT:?}"));
-                break;
+            _ = check.tick() => {
+                let now = tokio::time::Instant::now();
+                for p in parts.iter_mut() {
+                    if p.done.is_none() && p.lost.is_none() && now - p.last_heard > SILENCE_LIMIT {
+                        p.lost = Some(format!("no word from the agent for {SILENCE_LIMIT:?}"));
+                        p.reconnect_until = Some(now + reconnect_wait);
+                        up.members[p.member].alive = false;
+                    }
+                }
+                // Lost agents are tried again while they are waited for.
+                let retry: Vec<usize> = parts
+                    .iter()
+                    .filter(|p| p.done.is_none() && p.lost.is_some() && p.reconnect_until.is_some_and(|u| now < u))
+                    .map(|p| p.member)
+                    .collect();
+                for i in retry {
+                    if !up.members[i].alive && up.reconnect(i).await {
+                        if let Some(&k) = part_of.get(&i) {
+                            parts[k].recovered = true;
+                            parts[k].last_heard = tokio::time::Instant::now();
+                            console.line(&format!(
+                                "  {} is back: replaying its records from #{}",
+                                up.members[i].label,
+                                up.members[i].last_seq + 1
+                            ));
+                        }
+                    }
+                }
             }
-            _ = ack_tick.tick(), if *last_seq > acked && out.gaps == 0 => {
-                if let Some(w) = sink.writer.as_mut() {
-                    w.flush()?;
+            _ = ack_tick.tick() => {
+                for p in parts.iter_mut() {
+                    if let Some(w) = p.writer.as_mut() {
+                        w.flush()?;
+                    }
                 }
                 if let Some(m) = monitor.as_deref_mut() {
                     m.flush()?;
                 }
-                match link.ack(*last_seq).await {
-                    Ok(()) => acked = *last_seq,
-                    Err(e) => tracing::warn!("ack failed: {e}"),
+                for p in parts.iter() {
+                    let m = &mut up.members[p.member];
+                    if m.alive && p.gaps == 0 && m.last_seq > m.acked {
+                        match m.link.ack(m.last_seq).await {
+                            Ok(()) => m.acked = m.last_seq,
+                            Err(e) => tracing::warn!("ack failed: {e}"),
+                        }
+                    }
                 }
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn has_power(m: &Manifest) -> bool {
-    m.monitor.as_ref().is_some_and(|i| {
-        i.sources
-            .iter()
-            .any(|s| s.available && s.source != tokengun_agent::monitor::SOURCE_PROCESS)
-    })
-}
-
-/// Starts the agent's monitors and the run's monitor files. A monitor that cannot start is a
+/// Starts every agent's monitors and the run's monitor files. A monitor that cannot start is a
 /// warning: the load is measured without it.
 async fn start_monitoring(
     cfg: &RunConfig,
-    up: &Started,
+    up: &mut Started,
     api: Api,
     dir: &RunDir,
     console: &mut Console,
     manifest: &mut Manifest,
-) -> Result<Option<(MonitorSink, u64)>, RunError> {
+) -> Result<Option<MonitorSink>, RunError> {
     let spec = tokengun_proto::MonitorSpec {
         watch_process: cfg.monitor.watch_process.clone(),
         target_url: up.target.clone(),
@@ -893,85 +1464,109 @@ async fn start_monitoring(
             String::new()
         },
     };
-    let reply = match up.link.start_monitor(spec).await {
-        Ok(r) => r,
-        Err(LinkError::Refused {
-            code: tonic::Code::InvalidArgument,
-            message,
-            ..
-        }) => {
-            // A bad --watch-process pattern: the user's mistake, said before any load.
-            return Err(RunError::Monitor(message));
-        }
-        Err(e) => {
-            let w = format!("monitoring is off for this run: {e}");
-            console.line(&format!("warning: {w}"));
-            manifest.notes.push(w);
-            return Ok(None);
-        }
-    };
-    let sources: Vec<tokengun_common::SourceStatus> =
-        reply.sources.into_iter().map(Into::into).collect();
-    let power: Vec<String> = sources
-        .iter()
-        .filter(|s| s.available && s.source != tokengun_agent::monitor::SOURCE_PROCESS)
-        .map(|s| format!("{} ({})", s.source, s.detail))
-        .collect();
-    let watching = reply.watching;
-    console.line(&format!(
-        "monitor: {} · power: {}",
-        if watching.is_empty() {
-            "machine only".to_string()
-        } else {
-            watching.join("; ")
-        },
-        if power.is_empty() {
-            "none found (run.json monitor.sources, or `tokengun-agent probe`, says why)".to_string()
-        } else {
-            power.join(", ")
-        }
-    ));
-    let sink = MonitorSink::create(
-        dir.root(),
-        &up.info.agent_id,
-        reply.now_mono_ns,
-        !power.is_empty(),
-    )?;
-    manifest.monitor = Some(MonitorInfo {
-        sources,
-        watching,
+    let mut sink = MonitorSink::new(dir.root());
+    let mut info = MonitorInfo {
+        sources: Vec::new(),
+        watching: Vec::new(),
         process_interval_ms: ms(cfg.monitor.process_interval),
         power_interval_ms: ms(cfg.monitor.power_interval),
         baseline_s: None,
         baseline_power_w: None,
-    });
-    Ok(Some((sink, reply.now_mono_ns)))
+    };
+    let many = up.members.len() > 1;
+    for m in &mut up.members {
+        let reply = match m.link.start_monitor(spec.clone()).await {
+            Ok(r) => r,
+            Err(LinkError::Refused {
+                code: tonic::Code::InvalidArgument,
+                message,
+                ..
+            }) => {
+                // A bad --watch-process pattern: the user's mistake, said before any load.
+                return Err(RunError::Monitor(message));
+            }
+            Err(e) => {
+                let w = format!("monitoring is off on {} for this run: {e}", m.label);
+                console.line(&format!("warning: {w}"));
+                manifest.notes.push(w);
+                continue;
+            }
+        };
+        let sources: Vec<tokengun_common::SourceStatus> =
+            reply.sources.into_iter().map(Into::into).collect();
+        let power: Vec<String> = sources
+            .iter()
+            .filter(|s| s.available && s.source != tokengun_agent::monitor::SOURCE_PROCESS)
+            .map(|s| format!("{} ({})", s.source, s.detail))
+            .collect();
+        let prefix = if many {
+            format!("{}: ", m.label)
+        } else {
+            String::new()
+        };
+        console.line(&format!(
+            "monitor: {prefix}{} · power: {}",
+            if reply.watching.is_empty() {
+                "machine only".to_string()
+            } else {
+                reply.watching.join("; ")
+            },
+            if power.is_empty() {
+                "none found (run.json monitor.sources, or `tokengun-agent probe`, says why)"
+                    .to_string()
+            } else {
+                power.join(", ")
+            }
+        ));
+        m.monitor = Some(sink.add_agent(&m.label, reply.now_mono_ns, !power.is_empty())?);
+        m.monitor_origin = reply.now_mono_ns;
+        info.sources.extend(sources.into_iter().map(|mut s| {
+            if many {
+                s.detail = format!("{}: {}", m.label, s.detail);
+            }
+            s
+        }));
+        info.watching
+            .extend(reply.watching.into_iter().map(|w| format!("{prefix}{w}")));
+    }
+    if up.members.iter().all(|m| m.monitor.is_none()) {
+        return Ok(None);
+    }
+    manifest.monitor = Some(info);
+    Ok(Some(sink))
 }
 
-/// Reads monitor records until `done(sink, last_seq)` holds, `wait` passes or the user stops;
-/// other records (none are expected between cycles) only advance the sequence. Ok(true): done
-/// held; Err: the stream broke.
+/// Reads records until `done(sink, events)` holds, `wait` passes or the user stops: monitor
+/// records are taken, others (none are expected between cycles) only advance the sequence.
+/// Ok(true): done held; Err: every stream broke.
 async fn pump(
-    results: &mut mpsc::Receiver<Result<Record, LinkError>>,
-    last_seq: &mut u64,
+    up: &mut Started,
     sink: &mut MonitorSink,
-    mut done: impl FnMut(&MonitorSink, u64) -> bool,
+    mut done: impl FnMut(&MonitorSink, &[Member]) -> bool,
     wait: Duration,
     stop: &CancellationToken,
 ) -> Result<bool, String> {
     let deadline = tokio::time::Instant::now() + wait;
-    while !done(sink, *last_seq) {
+    while !done(sink, &up.members) {
         tokio::select! {
-            rec = results.recv() => match rec {
-                Some(Ok(r)) if r.seq > *last_seq => {
-                    *last_seq = r.seq;
-                    if let RecordBody::Monitor(b) = r.body {
-                        sink.take(*b).map_err(|e| e.to_string())?;
+            ev = up.events.recv() => match ev {
+                Some((i, stream_no, item)) if stream_no == up.members[i].stream_no => match item {
+                    Ok(r) if r.seq > up.members[i].last_seq => {
+                        up.members[i].last_seq = r.seq;
+                        if let (RecordBody::Monitor(b), Some(mi)) = (r.body, up.members[i].monitor) {
+                            sink.take(mi, *b).map_err(|e| e.to_string())?;
+                        }
                     }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("the results stream ended".into()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        up.members[i].alive = false;
+                        if up.alive().next().is_none() {
+                            return Err(e.to_string());
+                        }
+                    }
+                },
+                Some(_) => {}
+                None => return Err("the results streams ended".into()),
             },
             () = tokio::time::sleep_until(deadline) => return Ok(false),
             () = stop.cancelled() => return Ok(false),
@@ -980,13 +1575,11 @@ async fn pump(
     Ok(true)
 }
 
-/// Measures idle power before the sweep; None when it could not be (interrupted, no readings).
+/// Measures idle power before the sweep (summed over agents); None when it could not be.
 async fn measure_baseline(
     m: &MonitorConfig,
+    up: &mut Started,
     sink: &mut MonitorSink,
-    origin: u64,
-    results: &mut mpsc::Receiver<Result<Record, LinkError>>,
-    last_seq: &mut u64,
     console: &mut Console,
     stop: &CancellationToken,
 ) -> Option<f64> {
@@ -995,13 +1588,18 @@ async fn measure_baseline(
         humantime::format_duration(m.baseline)
     ));
     sink.set_label("baseline");
-    let end = origin + u64::try_from(m.baseline.as_nanos()).unwrap_or(u64::MAX);
+    let span = u64::try_from(m.baseline.as_nanos()).unwrap_or(u64::MAX);
+    let windows: Vec<(usize, u64, u64)> = up
+        .members
+        .iter()
+        .filter_map(|mb| Some((mb.monitor?, mb.monitor_origin, mb.monitor_origin + span)))
+        .collect();
     let wait = m.baseline + m.power_interval * 3 + Duration::from_secs(1);
+    let w2 = windows.clone();
     let r = pump(
-        results,
-        last_seq,
+        up,
         sink,
-        |s, _| s.power_reached(end),
+        |s, _| w2.iter().all(|&(i, _, end)| s.power_reached(i, end)),
         wait,
         stop,
     )
@@ -1011,7 +1609,11 @@ async fn measure_baseline(
         tracing::warn!("baseline: {e}");
         return None;
     }
-    let w = sink.energy(origin, end).map(|w| w.mean_power_w);
+    let parts: Vec<f64> = windows
+        .iter()
+        .filter_map(|&(i, from, to)| sink.energy(i, from, to).map(|w| w.mean_power_w))
+        .collect();
+    let w = (!parts.is_empty()).then(|| parts.iter().sum::<f64>());
     match w {
         Some(w) => console.line(&format!("  idle power {w:.1} W")),
         None => console.line("  idle power: no readings came; net figures are left out"),
@@ -1019,39 +1621,37 @@ async fn measure_baseline(
     w
 }
 
-/// Stops the agent's monitors and takes their last records (not when the agent is lost).
-async fn finish_monitoring(
-    link: &AgentLink,
-    sink: &mut MonitorSink,
-    results: &mut mpsc::Receiver<Result<Record, LinkError>>,
-    last_seq: &mut u64,
-    lost: bool,
-) {
-    if lost {
-        return;
-    }
-    let final_seq = match link.stop_monitor().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("stopping the monitor failed: {e}");
-            return;
+/// Stops the agents' monitors and takes their last records (not from lost agents).
+async fn finish_monitoring(up: &mut Started, sink: &mut MonitorSink) {
+    let mut targets = Vec::new();
+    for (i, m) in up.members.iter().enumerate().filter(|(_, m)| m.alive) {
+        match m.link.stop_monitor().await {
+            Ok(seq) => targets.push((i, seq)),
+            Err(e) => tracing::warn!("stopping the monitor of {} failed: {e}", m.label),
         }
-    };
+    }
     // Not cancellable: a Ctrl-C has already stopped the load; these are its last samples.
     let never = CancellationToken::new();
-    let wait = Duration::from_secs(5);
-    let reached = pump(
-        results,
-        last_seq,
+    let t2 = targets.clone();
+    let _ = pump(
+        up,
         sink,
-        |_, seq| seq >= final_seq,
-        wait,
+        |_, members| {
+            t2.iter()
+                .all(|&(i, seq)| members[i].last_seq >= seq || !members[i].alive)
+        },
+        Duration::from_secs(5),
         &never,
     )
     .await;
-    if matches!(reached, Ok(true)) && *last_seq > 0 {
-        if let Err(e) = link.ack(*last_seq).await {
-            tracing::warn!("ack failed: {e}");
+    for (i, _) in targets {
+        let m = &mut up.members[i];
+        if m.alive && m.last_seq > m.acked {
+            if let Err(e) = m.link.ack(m.last_seq).await {
+                tracing::warn!("ack failed: {e}");
+            } else {
+                m.acked = m.last_seq;
+            }
         }
     }
 }

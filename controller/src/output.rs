@@ -128,6 +128,8 @@ pub struct Manifest {
     pub server_version: Option<String>,
     pub simulator: Option<serde_json::Value>,
     pub agents: Vec<AgentInfo>,
+    /// Several agents: `total` (levels divided among them) or `per-agent`.
+    pub split: Option<String>,
     /// What was monitored besides the load (absent with --no-monitor).
     pub monitor: Option<crate::monitoring::MonitorInfo>,
     /// The warm-up phase's figures (not counted in `cycles`).
@@ -184,14 +186,19 @@ impl RunDir {
             .join(format!("test_results_{level}"))
     }
 
-    /// Opens a level's folder for writing as its requests end.
+    /// Opens a level's folder (with several agents, the agent's folder inside it) for writing as
+    /// its requests end.
     pub fn begin_cycle(
         &self,
         api: Api,
         model: &str,
         level: &str,
+        agent: Option<&str>,
     ) -> Result<CycleWriter, OutDirError> {
-        let dir = self.level_dir(api, model, level);
+        let mut dir = self.level_dir(api, model, level);
+        if let Some(a) = agent {
+            dir = dir.join(path_safe(a));
+        }
         std::fs::create_dir_all(&dir).map_err(|source| OutDirError::NotWritable {
             path: dir.clone(),
             source,

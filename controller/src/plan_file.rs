@@ -2,7 +2,7 @@
 //! `compile` turns it into a validated [`RunConfig`] before anything is sent.
 
 use crate::link::AgentAuth;
-use crate::orchestrator::{Level, MonitorConfig, RunConfig};
+use crate::orchestrator::{Level, MonitorConfig, OnAgentLoss, RunConfig, Split};
 use crate::workload;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -74,6 +74,12 @@ pub struct PlanFile {
     pub power_interval: Option<String>,
     /// Idle power measured before the sweep for this long (e.g. "5s"; "0s" = none).
     pub baseline: Option<String>,
+    /// Several agents: `total` (a level divided among them) or `per-agent`.
+    pub split: Option<String>,
+    /// Several agents: `continue` or `stop` when one is lost.
+    pub on_agent_loss: Option<String>,
+    /// How long a lost agent is waited for (e.g. "30s").
+    pub reconnect_wait: Option<String>,
 }
 
 /// A plan file or flag combination that does not make a run; always names the field.
@@ -198,7 +204,10 @@ impl PlanFile {
             watch_process,
             monitor_interval,
             power_interval,
-            baseline
+            baseline,
+            split,
+            on_agent_loss,
+            reconnect_wait
         )
     }
 
@@ -435,6 +444,33 @@ impl PlanFile {
             slo,
             stop_on_error_rate: self.stop_on_error_rate.map(|p| p / 100.0),
             monitor,
+            split: match self.split.as_deref() {
+                None | Some("total") => Split::Total,
+                Some("per-agent") => Split::PerAgent,
+                Some(other) => {
+                    return Err(field(
+                        "split",
+                        format!(
+                            "{other:?}: use total (divide each level among the agents) or per-agent"
+                        ),
+                    ));
+                }
+            },
+            on_agent_loss: match self.on_agent_loss.as_deref() {
+                None | Some("continue") => OnAgentLoss::Continue,
+                Some("stop") => OnAgentLoss::Stop,
+                Some(other) => {
+                    return Err(field(
+                        "on_agent_loss",
+                        format!("{other:?}: use continue or stop"),
+                    ));
+                }
+            },
+            reconnect_wait: duration(
+                "reconnect_wait",
+                &self.reconnect_wait,
+                Duration::from_secs(30),
+            )?,
             sim: sim.map(|mut s| {
                 if !s
                     .models

@@ -154,6 +154,11 @@ impl SimHandle {
     }
 
     /// What the server really did, per request (needs `record_truth`).
+    pub fn decoding(&self) -> u32 {
+        self.engine.decoding()
+    }
+
+    /// Ground truth recorded so far (empty unless `record_truth`).
     pub fn truth(&self) -> Vec<Truth> {
         self.engine.truth()
     }

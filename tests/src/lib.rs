@@ -68,6 +68,9 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         stop_on_error_rate: None,
         sim: None,
         monitor: tokengun::orchestrator::MonitorConfig::default(),
+        split: tokengun::orchestrator::Split::Total,
+        on_agent_loss: tokengun::orchestrator::OnAgentLoss::Continue,
+        reconnect_wait: Duration::from_secs(30),
         warnings: Vec::new(),
         agent_auth: Default::default(),
     }

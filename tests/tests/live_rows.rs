@@ -53,7 +53,7 @@ async fn progress_lists_in_flight_requests_capped_with_a_count_of_the_rest() {
     };
     let mut results = link.results(0).await.unwrap();
     link.prepare(&plan).await.unwrap();
-    link.start(1).await.unwrap();
+    link.start(1, 0).await.unwrap();
 
     let mut progress: Vec<Progress> = Vec::new();
     let done = tokio::time::timeout(Duration::from_secs(60), async {

@@ -260,8 +260,12 @@ async fn a_bad_watch_pattern_is_refused_before_any_load() {
     let out = tempfile::tempdir().unwrap();
     let mut cfg = run_config(&sim.url(), "m:1b", &[2], out.path());
     cfg.monitor.watch_process = vec!["(unclosed".into()];
+    cfg.run_id = Some("refused".into());
     let e = run(cfg).await.unwrap_err().to_string();
     assert!(e.contains("not a valid pattern"), "{e}");
-    assert_eq!(sim.truth().len(), 0, "no request was sent");
+    assert!(
+        !out.path().join("refused").exists(),
+        "refused before the run folder was made"
+    );
     sim.stop(Duration::from_secs(1)).await;
 }

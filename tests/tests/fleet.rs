@@ -1,0 +1,306 @@
+//! Several agents in one run (real agents on loopback ports, one simulator): levels split or
+//! applied per agent, merged figures equal the sum of the parts, per-agent files, start spread,
+//! and a lost agent.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+use tokengun::orchestrator::{OnAgentLoss, Split};
+use tokengun_tests::{
+    SimConfig, SimHandle, f, level_dir, read_csv, read_run_json, run, run_config,
+};
+
+async fn sim(slots: u32) -> SimHandle {
+    SimHandle::start(
+        "127.0.0.1:0",
+        SimConfig {
+            models: vec!["m:1b".into()],
+            record_truth: true,
+            ..SimConfig::fixed(
+                Duration::from_millis(20),
+                Duration::from_millis(2),
+                40,
+                slots,
+            )
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn agents(n: usize) -> Vec<tokengun_agent::LocalAgent> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(
+            tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
+                .await
+                .unwrap(),
+        );
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_split_a_level_and_the_merge_is_the_sum_of_the_parts() {
+    let sim = sim(16).await;
+    let agents = agents(3).await;
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&sim.url(), "m:1b", &[3, 7], out.path());
+    cfg.agents = agents.iter().map(|a| a.addr().to_string()).collect();
+    let report = run(cfg).await.unwrap();
+    let dir = &report.run_dir;
+    let cycles = read_csv(&dir.join("cycles.csv"));
+    let m = read_run_json(dir);
+    assert_eq!(m["split"], "total");
+    assert_eq!(m["agents"].as_array().unwrap().len(), 3);
+    for (row, (level, shares)) in cycles.iter().zip([(3u32, [1u32, 1, 1]), (7, [3, 2, 2])]) {
+        assert_eq!(row["agents"], "3", "{row:?}");
+        assert_eq!(row["completed"], level.to_string(), "{row:?}");
+        assert_eq!(row["partial"], "false");
+        let spread = f(row, "start_spread_s");
+        assert!((0.0..0.1).contains(&spread), "start spread {spread} s");
+        let mut tokens = 0.0;
+        let mut rows = 0;
+        for (k, share) in shares.iter().enumerate() {
+            let file = level_dir(dir, "m-1b", level)
+                .join(format!("agent{}", k + 1))
+                .join("request_summary.csv");
+            let reqs = read_csv(&file);
+            assert_eq!(reqs.len(), *share as usize, "{}", file.display());
+            rows += reqs.len();
+            tokens += reqs.iter().map(|r| f(r, "TokenCount")).sum::<f64>();
+        }
+        assert_eq!(rows, level as usize);
+        assert_eq!(
+            tokens,
+            f(row, "output_tokens"),
+            "merged tokens = sum of the parts"
+        );
+    }
+    let c = &m["cycles"][1]["agents"];
+    assert_eq!(c.as_array().unwrap().len(), 3);
+    let done: u64 = c
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["completed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(done, 7);
+    assert!(c.as_array().unwrap().iter().all(|a| a["lost"] == false));
+    // The simulator saw exactly the merged number of requests.
+    assert_eq!(sim.truth().len(), 10);
+    for a in agents {
+        a.stop(Duration::from_secs(1)).await;
+    }
+    sim.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_agent_split_gives_each_agent_the_whole_level() {
+    let sim = sim(16).await;
+    let agents = agents(2).await;
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&sim.url(), "m:1b", &[4], out.path());
+    cfg.agents = agents.iter().map(|a| a.addr().to_string()).collect();
+    cfg.split = Split::PerAgent;
+    let report = run(cfg).await.unwrap();
+    let row = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+    assert_eq!(row["completed"], "8");
+    assert_eq!(row["requests"], "8");
+    assert_eq!(sim.truth().len(), 8);
+    for a in agents {
+        a.stop(Duration::from_secs(1)).await;
+    }
+    sim.stop(Duration::from_secs(1)).await;
+}
+
+/// A real agent process on a loopback port, killed with SIGKILL when dropped.
+struct AgentProc {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl AgentProc {
+    fn spawn() -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(tokengun_tests::workspace_bin("tokengun-agent"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim()
+            .to_string();
+        Self { child, addr }
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_agent_marks_the_cycle_and_the_sweep_goes_on_without_it() {
+    // Long requests, so the cycle is still running when one agent is killed.
+    let sim = SimHandle::start(
+        "127.0.0.1:0",
+        SimConfig {
+            models: vec!["m:1b".into()],
+            ..SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(5), 300, 16)
+        },
+    )
+    .await
+    .unwrap();
+    let keep = AgentProc::spawn();
+    let doomed = AgentProc::spawn();
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&sim.url(), "m:1b", &[4, 2], out.path());
+    cfg.agents = vec![keep.addr.clone(), doomed.addr.clone()];
+    cfg.reconnect_wait = Duration::from_millis(500);
+    cfg.on_agent_loss = OnAgentLoss::Continue;
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        drop(doomed); // SIGKILL: the stream breaks mid-cycle, nothing more comes
+    });
+    let report = run(cfg).await.unwrap();
+    killer.await.unwrap();
+    let cycles = read_csv(&report.run_dir.join("cycles.csv"));
+    assert_eq!(cycles.len(), 2, "the sweep went on");
+    assert_eq!(cycles[0]["partial"], "true", "{:?}", cycles[0]);
+    let m = read_run_json(&report.run_dir);
+    let parts = m["cycles"][0]["agents"].as_array().unwrap();
+    assert_eq!(parts[1]["lost"], true, "{parts:?}");
+    assert_eq!(parts[1]["recovered"], false);
+    assert_eq!(parts[0]["completed"], 2);
+    // The second level ran on the agent that was left, whole.
+    assert_eq!(cycles[1]["completed"], "2");
+    assert_eq!(cycles[1]["partial"], "false");
+    assert_eq!(cycles[1]["agents"], "1");
+    assert!(
+        m["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("agent2") && n.as_str().unwrap().contains("lost")),
+        "{}",
+        m["notes"]
+    );
+    drop(keep);
+    sim.stop(Duration::from_secs(1)).await;
+}
+
+/// A TCP relay to an agent whose link can be cut (every connection dropped, new ones refused)
+/// and restored: the agent process lives on, as when a cable is pulled.
+struct Relay {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(to: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // refused: dropped at once
+                }
+                let to = to.clone();
+                let mut cut_rx = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up, cut }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_is_reconnected_and_the_records_replayed() {
+    let sim = SimHandle::start(
+        "127.0.0.1:0",
+        SimConfig {
+            models: vec!["m:1b".into()],
+            ..SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(5), 300, 16)
+        },
+    )
+    .await
+    .unwrap();
+    let a = AgentProc::spawn();
+    let b = AgentProc::spawn();
+    let relay = std::sync::Arc::new(Relay::start(b.addr.clone()).await);
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&sim.url(), "m:1b", &[6, 2], out.path());
+    cfg.agents = vec![a.addr.clone(), relay.addr.clone()];
+    cfg.reconnect_wait = Duration::from_secs(20);
+    let r2 = relay.clone();
+    let sim = std::sync::Arc::new(sim);
+    let s2 = sim.clone();
+    let cable = tokio::spawn(async move {
+        // Cut once both agents' requests stream (6 decoding), well before they end.
+        let t0 = tokio::time::Instant::now();
+        while s2.decoding() < 6 && t0.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        r2.set(false);
+        // The cycle (about 1.5 s of streaming) ends on the agent while its link is down.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        r2.set(true);
+    });
+    let report = run(cfg).await.unwrap();
+    cable.await.unwrap();
+    let m = read_run_json(&report.run_dir);
+    let parts = m["cycles"][0]["agents"].as_array().unwrap();
+    assert_eq!(parts[1]["lost"], true, "{parts:?}");
+    assert_eq!(parts[1]["recovered"], true, "{parts:?}");
+    // Nothing lost: every request of the cut agent reached its file, once.
+    let file = level_dir(&report.run_dir, "m-1b", 6).join("agent2/request_summary.csv");
+    let rows = read_csv(&file);
+    assert_eq!(rows.len(), 3, "{}", file.display());
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["RequestID"].as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "no duplicates");
+    assert!(rows.iter().all(|r| r["Status"] == "Completed"), "{rows:?}");
+    let cycles = read_csv(&report.run_dir.join("cycles.csv"));
+    assert_eq!(cycles[0]["completed"], "6");
+    assert_eq!(
+        cycles[0]["partial"], "true",
+        "lost mid-cycle: marked, though recovered"
+    );
+    assert_eq!(cycles[1]["completed"], "2");
+    assert_eq!(cycles[1]["partial"], "false");
+    drop((a, b));
+}
