@@ -16,6 +16,9 @@ use tokengun_tests::{f, level_dir, read_csv, read_run_json, workspace_bin};
 const CONNECT: Duration = Duration::from_secs(3);
 /// The target every agent applies on its own host: its namespace's simulator.
 const TARGET: &str = "http://127.0.0.1:11434";
+/// How long the mid-cycle cut lasts. While it lasts TCP only retransmits: the controller sees the
+/// agent as lost only if its own liveness check (HTTP/2 keepalive, heartbeats) fires within it.
+const CUT_FOR: Duration = Duration::from_secs(2);
 
 fn auth(token: &Path) -> AgentAuth {
     AgentAuth {
@@ -439,12 +442,12 @@ async fn a_link_cut_mid_cycle_loses_nothing_and_marks_the_agent_lost_then_recove
     all.extend(args.iter().map(String::as_str));
     let mut run = NsProc::spawn_root(&workspace_bin("tokengun"), &all);
     // The cycle starts after the handshakes and the clock probes (its plain progress line,
-    // --no-tui); 2 s into it, cut the second agent's link for 2 s.
+    // --no-tui); 2 s into it, cut the second agent's link for CUT_FOR.
     let cut = hosts.fabric.ns(1);
     run.wait_line("cycle 1/1", Duration::from_secs(60));
     tokio::time::sleep(Duration::from_secs(2)).await;
     cut.cut();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(CUT_FOR).await;
     cut.restore();
     let status = run
         .wait_exit(Duration::from_secs(120))
