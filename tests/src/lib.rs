@@ -2,6 +2,8 @@
 //! runs the real controller, and reads back the real files it wrote.
 #![forbid(unsafe_code)]
 
+pub mod netns;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
