@@ -220,6 +220,23 @@ struct Member {
     _local: Option<LocalAgent>,
 }
 
+impl Member {
+    /// Acknowledges what was seen, without waiting: a silent agent must not stall the loop that
+    /// notices its silence. A lost ack only means the agent keeps records a little longer.
+    fn ack_in_background(&mut self) {
+        if !self.alive || self.last_seq <= self.acked {
+            return;
+        }
+        let (link, seq) = (self.link.clone(), self.last_seq);
+        self.acked = seq;
+        tokio::spawn(async move {
+            if let Err(e) = link.ack(seq).await {
+                tracing::warn!("ack failed: {e}");
+            }
+        });
+    }
+}
+
 /// A record (or a broken stream) from member `.0`'s stream generation `.1`.
 type Event = (usize, u64, Result<Record, LinkError>);
 
@@ -968,12 +985,8 @@ async fn run_sweep(
         dir.write_manifest(&manifest)?;
         // Everything up to here is on disk: the agents may forget it.
         for p in &parts {
-            let m = &mut up.members[p.member];
-            if m.alive && p.gaps == 0 && m.last_seq > m.acked {
-                match m.link.ack(m.last_seq).await {
-                    Ok(()) => m.acked = m.last_seq,
-                    Err(e) => tracing::warn!("ack failed: {e}"),
-                }
+            if p.gaps == 0 {
+                up.members[p.member].ack_in_background();
             }
         }
         let unrecovered: Vec<&MemberCycle> = parts
@@ -1428,12 +1441,8 @@ async fn collect_cycle(
                     m.flush()?;
                 }
                 for p in parts.iter() {
-                    let m = &mut up.members[p.member];
-                    if m.alive && p.gaps == 0 && m.last_seq > m.acked {
-                        match m.link.ack(m.last_seq).await {
-                            Ok(()) => m.acked = m.last_seq,
-                            Err(e) => tracing::warn!("ack failed: {e}"),
-                        }
+                    if p.gaps == 0 {
+                        up.members[p.member].ack_in_background();
                     }
                 }
             }
