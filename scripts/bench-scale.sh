@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Scale of one tokengun agent: STREAMS concurrent streams in one burst (issue 8).
+#
+#   scripts/bench-scale.sh [STREAMS=10000] [TOKENS=500]
+#
+# Starts `tokengun sim` (fast profile: 150 ms to the first token, a token every 10 ms, one slot
+# per stream) and a separate `tokengun-agent serve`, runs one burst level of STREAMS, samples the
+# agent's VmRSS from /proc every 100 ms, and prints the peak above the idle agent's RSS divided by
+# the streams, the failures by kind, and the agent's open-file limits. Linux only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+streams=${1:-10000}
+tokens=${2:-500}
+bin=target/release
+if [[ ! -x $bin/tokengun || ! -x $bin/tokengun-agent ]]; then
+  cargo build --release -p tokengun -p tokengun-agent
+fi
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [[ -n ${KEEP:-} ]]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 100); do
+    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "error: nothing listens on 127.0.0.1:$1 after 10 s (see $work/*.log)" >&2
+  exit 1
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+sim_port=$(free_port)
+agent_port=$(free_port)
+$bin/tokengun sim --profile fast --slots "$streams" --tokens "$tokens" --model scale:1b \
+  --listen "127.0.0.1:$sim_port" >"$work/sim.log" 2>&1 &
+pids+=($!)
+$bin/tokengun-agent serve --listen "127.0.0.1:$agent_port" >"$work/agent.log" 2>&1 &
+agent_pid=$!
+pids+=("$agent_pid")
+wait_port "$sim_port"
+wait_port "$agent_port"
+idle_kib=$(rss_kib "$agent_pid")
+echo "agent open-file limit (soft hard): $(awk '/Max open files/ {print $4, $5}' "/proc/$agent_pid/limits"); shell ulimit -n: $(ulimit -n)"
+
+$bin/tokengun run --agent "127.0.0.1:$agent_port" --target "http://127.0.0.1:$sim_port" \
+  --api ollama-generate --model scale:1b --levels "$streams" --timeout 300s \
+  --no-monitor --no-report --out "$work/results" --run-id scale >"$work/run.log" 2>&1 &
+run_pid=$!
+peak_kib=$idle_kib
+peak_fds=0
+while kill -0 "$run_pid" 2>/dev/null; do
+  k=$(rss_kib "$agent_pid"); ((k > peak_kib)) && peak_kib=$k
+  n=$(ls "/proc/$agent_pid/fd" | wc -l); ((n > peak_fds)) && peak_fds=$n
+  sleep 0.1
+done
+rc=0
+wait "$run_pid" || rc=$?
+echo "tokengun run exit status $rc; its output:"
+tail -8 "$work/run.log"
+python3 - "$work/results/scale/cycles.csv" <<PY
+import csv, sys
+for r in csv.DictReader(open(sys.argv[1])):
+    print(f"level {r['level']}: completed {r['completed']}, failed {r['failed']} ({r['errors_by_kind'] or 'none'}), peak concurrency {r['peak_concurrency']}")
+PY
+awk -v i="$idle_kib" -v p="$peak_kib" -v s="$streams" -v f="$peak_fds" 'BEGIN {
+  printf "agent RSS idle %.1f MiB, peak %.1f MiB: %.1f KiB per stream; peak open fds %d\n", i/1024, p/1024, (p-i)/s, f }'
