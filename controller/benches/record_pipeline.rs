@@ -153,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for run_n in 1..=3 {
         let run = RunDir::create(tmp.path(), &format!("bench-{run_n}"), false)?;
         let t0 = Instant::now();
-        let mut w = run.begin_cycle(Api::OllamaGenerate, "bench", "1")?;
+        let mut w = run.begin_cycle(Api::OllamaGenerate, "bench", "1", None)?;
         w.set_origin(1_795_804_970_000_000_000);
         for r in &records {
             w.record(r)?;
