@@ -279,6 +279,10 @@ pub struct RunArgs {
     /// or `stop` the sweep [default: continue].
     #[arg(long, value_parser = ["continue", "stop"])]
     pub on_agent_loss: Option<String>,
+    /// Skip the study's per-request throughput CSVs (one file per request); the timelines are
+    /// in records.pb either way. For runs of many thousands of requests.
+    #[arg(long)]
+    pub no_throughput_csv: bool,
     /// How long a lost agent is waited for (its records are replayed when it is back) before
     /// its cycle closes without it [default: 30s].
     #[arg(long, value_parser = duration_text)]
@@ -599,6 +603,7 @@ impl RunArgs {
             split: self.split.clone(),
             on_agent_loss: self.on_agent_loss.clone(),
             reconnect_wait: self.reconnect_wait.clone(),
+            throughput_csv: self.no_throughput_csv.then_some(false),
         })
     }
 

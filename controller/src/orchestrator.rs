@@ -84,6 +84,8 @@ pub struct RunConfig {
     pub on_agent_loss: OnAgentLoss,
     /// How long a lost remote agent is waited for before its cycle closes without it.
     pub reconnect_wait: Duration,
+    /// Write the study's per-request throughput CSVs (records.pb has the timelines anyway).
+    pub throughput_csv: bool,
     /// Settings given that this plan does not use, said once at the start.
     pub warnings: Vec<String>,
 }
@@ -618,6 +620,7 @@ async fn run_sweep(
         .clone()
         .unwrap_or_else(|| default_run_id(SystemTime::now()));
     let mut dir = RunDir::create(&cfg.out, &run_id, cfg.run_id.is_none())?;
+    dir.set_throughput_csv(cfg.throughput_csv);
     let run_id = dir
         .root()
         .file_name()
@@ -841,6 +844,7 @@ async fn run_sweep(
         }
         collect_cycle(
             &mut up,
+            &mut dir,
             &cfg,
             &plan,
             &mut parts,
@@ -968,6 +972,7 @@ async fn run_sweep(
                     w.flush()?;
                 }
             }
+            dir.flush_records(true)?;
             dir.append_cycle(&summary)?;
             console.cycle_end(&summary, &sink.table, sink.stats.requests as usize);
             if let Some(line) = crate::console::monitor_line(&summary) {
@@ -1252,6 +1257,7 @@ fn merged_progress(latest: &[Option<Progress>]) -> Option<Progress> {
 #[allow(clippy::too_many_arguments)]
 async fn collect_cycle(
     up: &mut Started,
+    dir: &mut RunDir,
     cfg: &RunConfig,
     plan: &CyclePlan,
     parts: &mut [MemberCycle],
@@ -1330,6 +1336,15 @@ async fn collect_cycle(
                     continue;
                 }
                 let Some(k) = k else { continue };
+                let stored = match &rec.body {
+                    RecordBody::CycleStarted { cycle_id, .. } => *cycle_id == plan.cycle_id,
+                    RecordBody::Request(r) => r.cycle_id == plan.cycle_id,
+                    RecordBody::CycleDone(d) => d.cycle_id == plan.cycle_id,
+                    _ => false,
+                };
+                if stored {
+                    dir.store(&up.members[i].label, &rec)?;
+                }
                 let p = &mut parts[k];
                 p.last_heard = tokio::time::Instant::now();
                 if gap > 0 {
@@ -1440,6 +1455,7 @@ async fn collect_cycle(
                 if let Some(m) = monitor.as_deref_mut() {
                     m.flush()?;
                 }
+                dir.flush_records(false)?;
                 for p in parts.iter() {
                     if p.gaps == 0 {
                         up.members[p.member].ack_in_background();

@@ -22,6 +22,8 @@ pub enum OutDirError {
     Write(#[from] OutputError),
     #[error("cannot encode run.json: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Records(#[from] tokengun_proto::stored::StoredError),
 }
 
 /// Checks that `out` exists (creating it) and accepts files, before any load is sent.
@@ -47,6 +49,10 @@ pub fn default_run_id(now: SystemTime) -> String {
 pub struct RunDir {
     root: PathBuf,
     cycles: CyclesCsv,
+    /// `records.pb`: every record with its full timeline, compactly.
+    records: tokengun_proto::stored::RecordFile,
+    /// Write the study's per-request throughput CSVs too.
+    throughput_csv: bool,
 }
 
 /// One level's files, written request by request as records arrive, so nothing waits in memory
@@ -55,6 +61,7 @@ pub struct CycleWriter {
     dir: PathBuf,
     summary: RequestSummaryCsv,
     origin_unix_ns: i64,
+    throughput_csv: bool,
 }
 
 impl CycleWriter {
@@ -66,6 +73,9 @@ impl CycleWriter {
     /// Writes one request: its `request_summary.csv` row and its throughput file.
     pub fn record(&mut self, r: &RequestRecord) -> Result<(), OutDirError> {
         self.summary.append(r)?;
+        if !self.throughput_csv {
+            return Ok(());
+        }
         csv_out::write_throughput(
             &self
                 .dir
@@ -169,7 +179,13 @@ impl RunDir {
             }
         };
         let cycles = CyclesCsv::create(&root.join("cycles.csv"))?;
-        Ok(Self { root, cycles })
+        let records = tokengun_proto::stored::RecordFile::create(&root.join("records.pb"))?;
+        Ok(Self {
+            root,
+            cycles,
+            records,
+            throughput_csv: true,
+        })
     }
 
     /// The run's folder.
@@ -208,7 +224,24 @@ impl RunDir {
             dir,
             summary,
             origin_unix_ns: 0,
+            throughput_csv: self.throughput_csv,
         })
+    }
+
+    /// Whether levels get the study's per-request throughput CSVs (records.pb has the timelines
+    /// either way).
+    pub fn set_throughput_csv(&mut self, on: bool) {
+        self.throughput_csv = on;
+    }
+
+    /// Appends one agent's record to `records.pb`.
+    pub fn store(&mut self, agent: &str, r: &tokengun_common::Record) -> Result<(), OutDirError> {
+        Ok(self.records.append(agent, r)?)
+    }
+
+    /// Pushes `records.pb` to the OS (with `sync`, to the disk).
+    pub fn flush_records(&mut self, sync: bool) -> Result<(), OutDirError> {
+        Ok(self.records.flush(sync)?)
     }
 
     /// Appends a finished cycle's row to `cycles.csv`.

@@ -80,6 +80,8 @@ pub struct PlanFile {
     pub on_agent_loss: Option<String>,
     /// How long a lost agent is waited for (e.g. "30s").
     pub reconnect_wait: Option<String>,
+    /// The study's per-request throughput CSVs (default true; records.pb has the timelines).
+    pub throughput_csv: Option<bool>,
 }
 
 /// A plan file or flag combination that does not make a run; always names the field.
@@ -207,7 +209,8 @@ impl PlanFile {
             baseline,
             split,
             on_agent_loss,
-            reconnect_wait
+            reconnect_wait,
+            throughput_csv
         )
     }
 
@@ -471,6 +474,7 @@ impl PlanFile {
                 &self.reconnect_wait,
                 Duration::from_secs(30),
             )?,
+            throughput_csv: self.throughput_csv.unwrap_or(true),
             sim: sim.map(|mut s| {
                 if !s
                     .models

@@ -8,6 +8,7 @@ mod generated {
 
 pub use generated::*;
 pub mod convert;
+pub mod stored;
 
 /// Bump on any change of the .proto that an older peer could misread.
 pub const PROTOCOL_VERSION: u32 = 2;

@@ -73,6 +73,7 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         split: tokengun::orchestrator::Split::Total,
         on_agent_loss: tokengun::orchestrator::OnAgentLoss::Continue,
         reconnect_wait: Duration::from_secs(30),
+        throughput_csv: true,
         warnings: Vec::new(),
         agent_auth: Default::default(),
     }

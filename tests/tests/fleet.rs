@@ -88,6 +88,26 @@ async fn three_agents_split_a_level_and_the_merge_is_the_sum_of_the_parts() {
     assert!(c.as_array().unwrap().iter().all(|a| a["lost"] == false));
     // The simulator saw exactly the merged number of requests.
     assert_eq!(sim.truth().len(), 10);
+    // records.pb holds every request with its whole timeline, per agent, once.
+    let stored = tokengun_proto::stored::read_all(&dir.join("records.pb")).unwrap();
+    let requests: Vec<(&str, &tokengun_common::RequestRecord)> = stored
+        .iter()
+        .filter_map(|(a, r)| match &r.body {
+            tokengun_common::RecordBody::Request(q) => Some((a.as_str(), q.as_ref())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests.len(), 10);
+    for (_, q) in &requests {
+        let timeline: u64 = q.timeline.iter().map(|c| u64::from(c.tokens)).sum();
+        assert_eq!(timeline, q.output_tokens, "{q:?}");
+    }
+    let done = stored
+        .iter()
+        .filter(|(_, r)| matches!(r.body, tokengun_common::RecordBody::CycleDone(_)))
+        .count();
+    assert_eq!(done, 6, "a cycle end per agent per level");
+    assert!(requests.iter().filter(|(a, _)| *a == "agent1").count() == 4);
     for a in agents {
         a.stop(Duration::from_secs(1)).await;
     }
