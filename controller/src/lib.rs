@@ -231,17 +231,26 @@ async fn agents(args: &cli::AgentsArgs) -> u8 {
             let l = link::AgentLink::connect_with(addr, std::time::Duration::from_secs(5), &auth)
                 .await?;
             let info = l.hello(false).await?;
+            let (state, cycle, last_seq) = l.status().await?;
+            let clock = l.clock_offset(8).await?;
             let probe = l.probe(spec.clone()).await?;
-            Ok::<_, link::LinkError>((info, probe))
+            Ok::<_, link::LinkError>((info, (state, cycle, last_seq), clock, probe))
         };
         match probed.await {
-            Ok((info, probe)) => {
+            Ok((info, (state, cycle, last_seq), clock, probe)) => {
+                let doing = match state.as_str() {
+                    "running" => format!("running cycle {cycle}"),
+                    "prepared" => format!("cycle {cycle} prepared"),
+                    other => other.to_string(),
+                };
                 let mut text = format!(
-                    "{addr}: up · tokengun-agent {} · id {} · host {} · max {} concurrent\n  capabilities: {}\n",
+                    "{addr}: up, {doing} · tokengun-agent {} · id {} · host {} · max {} concurrent · {last_seq} records so far\n  clock: read to ±{:.2} ms (lowest of 8 round trips {:.2} ms)\n  capabilities: {}\n",
                     info.version,
                     info.agent_id,
                     info.hostname,
                     info.max_concurrency,
+                    clock.rtt.as_secs_f64() * 1e3 / 2.0,
+                    clock.rtt.as_secs_f64() * 1e3,
                     info.capabilities.join(", ")
                 );
                 for s in &probe.sources {
