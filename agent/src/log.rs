@@ -158,7 +158,8 @@ impl RecordLog {
     /// Up to `max` kept records with seq > `after`, oldest first (read from the spool when they
     /// are no longer cached in memory).
     pub fn after(&self, after: u64, max: usize) -> Vec<Record> {
-        let mut from = after + 1;
+        // Acknowledged records are gone, even while their segment is still on disk.
+        let mut from = after.max(self.lock().acked) + 1;
         let mut out = Vec::new();
         // A few rounds at most: a segment removed by an ack while being read is skipped over.
         for _ in 0..4 {
@@ -321,7 +322,9 @@ impl RecordLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokengun_common::Progress;
+    use crate::spool::SpoolConfig;
+    use std::path::Path;
+    use tokengun_common::{OutcomeKind, Progress, RequestRecord, ServerTimings, TokenSource};
 
     fn p(cycle_id: u32) -> RecordBody {
         RecordBody::Progress(Progress {
@@ -330,13 +333,60 @@ mod tests {
         })
     }
 
+    fn req(cycle_id: u32, request_id: u32, outcome: OutcomeKind, end_ns: u64) -> RecordBody {
+        RecordBody::Request(Box::new(RequestRecord {
+            cycle_id,
+            request_id,
+            prompt_index: 0,
+            intended_start_ns: 0,
+            dispatched_ns: 1,
+            sent_ns: 1,
+            first_byte_ns: Some(2),
+            first_token_ns: Some(3),
+            first_answer_ns: Some(3),
+            last_token_ns: Some(4),
+            end_ns,
+            status_code: Some(200),
+            outcome,
+            error: String::new(),
+            output_tokens: 2,
+            token_source: TokenSource::Counted,
+            counted_tokens: 2,
+            reasoning_tokens: 0,
+            prompt_tokens: None,
+            server: ServerTimings::default(),
+            done_reason: "stop".into(),
+            timeline: Vec::new(),
+        }))
+    }
+
+    fn seqs(v: Vec<Record>) -> Vec<u64> {
+        v.into_iter().map(|r| r.seq).collect()
+    }
+
+    fn small(dir: &Path, segment_bytes: u64) -> SpoolConfig {
+        SpoolConfig {
+            segment_bytes,
+            ..SpoolConfig::new(dir)
+        }
+    }
+
+    fn segments(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tgspool"))
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn replays_after_any_seq_and_trims_on_ack() {
         let log = RecordLog::new();
         for i in 1..=5 {
             assert_eq!(log.append(p(i)), u64::from(i));
         }
-        let seqs = |v: Vec<Record>| v.into_iter().map(|r| r.seq).collect::<Vec<_>>();
         assert_eq!(seqs(log.after(0, 10)), vec![1, 2, 3, 4, 5]);
         assert_eq!(seqs(log.after(3, 10)), vec![4, 5]);
         assert_eq!(seqs(log.after(1, 2)), vec![2, 3]);
@@ -345,5 +395,209 @@ mod tests {
         assert_eq!(seqs(log.after(4, 10)), vec![5]);
         assert_eq!(seqs(log.after(5, 10)), Vec::<u64>::new());
         assert_eq!(log.counts(), (5, 2, 3));
+    }
+
+    #[test]
+    fn spool_round_trip_restart_continues_seq_and_replays_after_any_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = Vec::new();
+        {
+            let (log, found) = RecordLog::open(small(dir.path(), 300)).unwrap();
+            assert_eq!((found.records, found.last_seq), (0, 0));
+            for i in 1..=40 {
+                let body = if i % 3 == 0 {
+                    req(1, i, OutcomeKind::Completed, 7)
+                } else {
+                    p(i)
+                };
+                written.push(Record {
+                    seq: log.append(body.clone()),
+                    body,
+                });
+            }
+            log.sync();
+        }
+        assert!(segments(dir.path()).len() > 2, "{:?}", segments(dir.path()));
+        let (log, found) = RecordLog::open(small(dir.path(), 300)).unwrap();
+        assert_eq!((found.records, found.last_seq, found.acked), (40, 40, 0));
+        assert!(found.unfinished.is_none());
+        // Every record reads back from disk as written, from any starting point.
+        assert_eq!(log.after(0, 100), written);
+        for after in [0, 1, 7, 13, 26, 39, 40] {
+            let got = seqs(log.after(after, 100));
+            assert_eq!(got, (after + 1..=40).collect::<Vec<_>>(), "after {after}");
+        }
+        assert_eq!(seqs(log.after(5, 3)), vec![6, 7, 8]);
+        assert_eq!(log.append(p(99)), 41);
+        assert_eq!(seqs(log.after(38, 100)), vec![39, 40, 41]);
+        assert_eq!(log.counts().0, 41);
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_cut_off_and_the_seq_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, _) = RecordLog::open(SpoolConfig::new(dir.path())).unwrap();
+            for i in 1..=5 {
+                log.append(p(i));
+            }
+        }
+        let seg = dir.path().join(&segments(dir.path())[0]);
+        let whole = std::fs::metadata(&seg).unwrap().len();
+        // A crash in the middle of the sixth frame: its header and half its payload.
+        let torn = crate::spool::frame(&Record { seq: 6, body: p(6) });
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes.extend_from_slice(&torn[..torn.len() / 2 + 4]);
+        std::fs::write(&seg, &bytes).unwrap();
+        let (log, found) = RecordLog::open(SpoolConfig::new(dir.path())).unwrap();
+        assert_eq!(found.last_seq, 5);
+        assert_eq!(found.truncated_bytes, (torn.len() / 2 + 4) as u64);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), whole);
+        assert_eq!(log.append(p(6)), 6);
+        assert_eq!(seqs(log.after(0, 10)), vec![1, 2, 3, 4, 5, 6]);
+        drop(log);
+        // A flipped byte inside a frame that is not last is damage, not a torn write: refused.
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[crate::spool::MAGIC.len() + 9] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        let err = RecordLog::open(SpoolConfig::new(dir.path())).err().unwrap();
+        assert!(err.to_string().contains("move"), "{err}");
+    }
+
+    #[test]
+    fn ack_deletes_whole_acknowledged_segments_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = RecordLog::open(small(dir.path(), 80)).unwrap();
+        for i in 1..=30 {
+            log.append(p(i));
+        }
+        let before = segments(dir.path());
+        assert!(before.len() >= 4, "{before:?}");
+        let first_of = |n: &str| n.trim_end_matches(".tgspool").parse::<u64>().unwrap();
+        // Acknowledging into the middle of the second segment removes only the first.
+        let second = first_of(&before[1]);
+        log.ack(second + 1);
+        assert_eq!(segments(dir.path()), before[1..].to_vec());
+        assert_eq!(seqs(log.after(0, 100)).first(), Some(&(second + 2)));
+        log.ack(30);
+        // The segment being appended to stays.
+        assert_eq!(segments(dir.path()).len(), 1);
+        assert_eq!(log.counts(), (30, 30, 0));
+        log.sync();
+        drop(log);
+        let (log, found) = RecordLog::open(small(dir.path(), 80)).unwrap();
+        assert_eq!((found.last_seq, found.acked), (30, 30));
+        assert_eq!(log.append(p(31)), 31);
+        assert_eq!(seqs(log.after(30, 10)), vec![31]);
+    }
+
+    #[test]
+    fn an_unfinished_cycle_is_closed_as_recovered_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, _) = RecordLog::open(small(dir.path(), 300)).unwrap();
+            log.append(RecordBody::CycleStarted {
+                cycle_id: 3,
+                started_unix_ns: 1,
+                origin_mono_ns: 1_000,
+            });
+            log.append(req(3, 1, OutcomeKind::Completed, 50));
+            log.append(p(3));
+            log.append(req(3, 2, OutcomeKind::HttpError, 90));
+            log.append(req(3, 3, OutcomeKind::Completed, 70));
+            // Acknowledging everything keeps the running cycle's segments: a restart counts them.
+            log.ack(5);
+        }
+        let (log, found) = RecordLog::open(small(dir.path(), 300)).unwrap();
+        let u = found.unfinished.unwrap();
+        assert_eq!((u.cycle_id, u.requests, u.failed), (3, 3, 1));
+        let last = log.after(5, 10);
+        assert_eq!(seqs(last.clone()), vec![6]);
+        let RecordBody::CycleDone(d) = &last[0].body else {
+            panic!("{last:?}")
+        };
+        assert_eq!(
+            *d,
+            CycleDone {
+                cycle_id: 3,
+                requests: 3,
+                completed: 2,
+                failed: 1,
+                aborted: true,
+                ended_mono_ns: 1_090,
+                recovered: true,
+            }
+        );
+        drop(log);
+        // Closed once: the next restart finds nothing to close.
+        let (_, found) = RecordLog::open(small(dir.path(), 300)).unwrap();
+        assert!(found.unfinished.is_none());
+        assert_eq!(found.last_seq, 6);
+    }
+
+    #[test]
+    fn a_spool_folder_serves_one_agent_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = RecordLog::open(SpoolConfig::new(dir.path())).unwrap();
+        let err = RecordLog::open(SpoolConfig::new(dir.path())).err().unwrap();
+        assert!(err.to_string().contains("--spool-dir"), "{err}");
+    }
+
+    #[test]
+    fn stale_segments_expire_even_unacknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = RecordLog::open(SpoolConfig {
+            keep: Duration::from_secs(3600),
+            ..small(dir.path(), 200)
+        })
+        .unwrap();
+        for i in 1..=20 {
+            log.append(p(i));
+        }
+        log.expire(SystemTime::now());
+        assert_eq!(seqs(log.after(0, 100)).len(), 20);
+        log.expire(SystemTime::now() + Duration::from_secs(7200));
+        assert!(segments(dir.path()).is_empty());
+        assert!(log.after(0, 100).is_empty());
+        // Appends go on, into a new segment.
+        assert_eq!(log.append(p(21)), 21);
+        assert_eq!(seqs(log.after(0, 100)), vec![21]);
+    }
+
+    #[test]
+    fn the_agent_id_is_kept_in_the_spool_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(crate::spool::agent_id(dir.path(), "a-1").unwrap(), "a-1");
+        assert_eq!(crate::spool::agent_id(dir.path(), "b-2").unwrap(), "a-1");
+    }
+
+    #[test]
+    fn the_default_spool_folder_follows_systemd_then_xdg_then_home() {
+        use crate::spool::default_dir;
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_string())
+            }
+        };
+        let all = env(&[
+            ("STATE_DIRECTORY", "/var/lib/tokengun-agent:/x"),
+            ("XDG_STATE_HOME", "/s"),
+            ("HOME", "/h"),
+        ]);
+        assert_eq!(
+            default_dir(all).unwrap(),
+            Path::new("/var/lib/tokengun-agent")
+        );
+        let xdg = env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")]);
+        assert_eq!(default_dir(xdg).unwrap(), Path::new("/s/tokengun-agent"));
+        let home = env(&[("HOME", "/h")]);
+        assert_eq!(
+            default_dir(home).unwrap(),
+            Path::new("/h/.local/state/tokengun-agent")
+        );
+        assert!(default_dir(env(&[])).is_none());
     }
 }

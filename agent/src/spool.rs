@@ -204,6 +204,26 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     Ok(())
 }
 
+/// Takes the spool's lock for this process's life (released when the file closes, even at a
+/// crash).
+#[cfg(unix)]
+fn lock_exclusive(lock: &File, dir: &Path, lock_path: &Path) -> Result<(), SpoolError> {
+    use rustix::fs::{FlockOperation, flock};
+    match flock(lock, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(SpoolError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(io_err(lock_path)(e.into())),
+    }
+}
+
+/// Elsewhere no lock is taken: one agent per spool folder is up to the operator.
+#[cfg(not(unix))]
+fn lock_exclusive(_lock: &File, _dir: &Path, _lock_path: &Path) -> Result<(), SpoolError> {
+    Ok(())
+}
+
 /// Encodes one frame: length, CRC32, payload.
 pub(crate) fn frame(r: &Record) -> Vec<u8> {
     let payload = prost::Message::encode_to_vec(&pb::Record::from(r));
@@ -264,11 +284,7 @@ impl Spool {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked { dir }),
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
-        }
+        lock_exclusive(&lock, &dir, &lock_path)?;
         let mut firsts = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
