@@ -42,7 +42,12 @@ struct Shared {
     /// One ready request body per prompt of the workload.
     bodies: Vec<Bytes>,
     origin: Instant,
+    /// Aborts the cycle: in-flight requests end at once, recorded as aborted.
     cancel: CancellationToken,
+    /// Drains it: no new request starts, in-flight ones run on (a child of `cancel`).
+    drain: CancellationToken,
+    /// The drain stopped requests the plan still had to send.
+    cut_short: std::sync::atomic::AtomicBool,
     counters: CycleCounters,
     /// In-flight requests, for the live rows of each progress report.
     live: LiveRequests,
@@ -184,7 +189,11 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
                 workers.spawn(async move {
                     // The next request is meant to start the instant the previous one ended.
                     let mut intended = s.origin;
-                    while intended < end && !s.cancel.is_cancelled() {
+                    while intended < end {
+                        if s.drain.is_cancelled() {
+                            s.cut_short.store(true, Ordering::Relaxed);
+                            break;
+                        }
                         let id = s.next_request_id();
                         intended = s.fire(id, intended, None).await;
                     }
@@ -200,7 +209,10 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
                 let intended = shared.origin + at;
                 tokio::select! {
                     () = tokio::time::sleep_until(intended) => {}
-                    () = shared.cancel.cancelled() => break,
+                    () = shared.drain.cancelled() => {
+                        shared.cut_short.store(true, Ordering::Relaxed);
+                        break;
+                    }
                 }
                 let s = shared.clone();
                 let cap = cap.clone();
@@ -217,12 +229,14 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
 
 /// Runs one cycle to its end, appending every record to `log`: `CycleStarted`, one `Request` per
 /// request as each ends, `Progress` every [`PROGRESS_EVERY`]. Returns the cycle's totals; the
-/// caller logs them as `CycleDone` once it can take the next cycle.
+/// caller logs them as `CycleDone` once it can take the next cycle. `cancel` aborts it (requests
+/// in flight end as aborted); `drain` (a child token of `cancel`) only stops new requests.
 pub async fn run_cycle(
     client: HttpClient,
     cycle: PreparedCycle,
     log: Arc<RecordLog>,
     cancel: CancellationToken,
+    drain: CancellationToken,
 ) -> CycleDone {
     let PreparedCycle { plan, uri, bodies } = cycle;
     let origin = Instant::now();
@@ -239,6 +253,8 @@ pub async fn run_cycle(
         bodies,
         origin,
         cancel,
+        drain,
+        cut_short: std::sync::atomic::AtomicBool::new(false),
         counters: CycleCounters::default(),
         live: LiveRequests::default(),
         log: log.clone(),
@@ -283,8 +299,9 @@ pub async fn run_cycle(
         requests: shared.counters.started.load(Ordering::Relaxed),
         completed,
         failed: failed + lost,
-        aborted: shared.cancel.is_cancelled(),
+        aborted: shared.cancel.is_cancelled() || shared.cut_short.load(Ordering::Relaxed),
         ended_mono_ns: crate::clock::mono_ns(),
+        recovered: false,
     }
 }
 

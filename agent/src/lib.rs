@@ -18,6 +18,7 @@ pub mod ndjson;
 pub mod notify;
 pub mod runner;
 pub mod service;
+pub mod spool;
 
 pub use allow::TargetPolicy;
 pub use auth::{Auth, AuthFiles};
@@ -34,8 +35,10 @@ use tokio_util::sync::CancellationToken;
 /// Largest gRPC message either side accepts: a plan carries its whole workload.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// At shutdown, how long a running cycle gets to record its aborted requests.
+/// At shutdown, how long a running cycle gets to record its aborted requests (after the drain).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// At shutdown, how long in-flight requests may run on by default (`--drain-timeout`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The agent's own limits and policy, whatever a controller asks.
 #[derive(Debug, Clone)]
@@ -57,6 +60,11 @@ pub struct AgentConfig {
     pub sys_root: std::path::PathBuf,
     /// What a controller must present (TLS, client certificate, token).
     pub auth: Auth,
+    /// Where records are spooled to disk before they are streamed (None: memory only, as the
+    /// in-process agent of `tokengun run` does).
+    pub spool: Option<spool::SpoolConfig>,
+    /// At shutdown, how long in-flight requests may finish before they are aborted.
+    pub drain_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -74,6 +82,8 @@ impl Default for AgentConfig {
             connect_timeout: Duration::from_secs(10),
             sys_root: std::path::PathBuf::from("/sys"),
             auth: Auth::none(),
+            spool: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -89,6 +99,26 @@ pub enum AgentError {
     },
     #[error("agent gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
+}
+
+/// The record log `config` asks for: its spool opened (sequence numbers continue, a cycle left
+/// unfinished by a crash is closed as recovered), or an in-memory one.
+pub fn open_log(config: &AgentConfig) -> Result<Arc<log::RecordLog>, AgentError> {
+    let Some(cfg) = config.spool.clone() else {
+        return Ok(Arc::new(log::RecordLog::new()));
+    };
+    let dir = cfg.dir.clone();
+    let (log, found) = log::RecordLog::open(cfg)?;
+    tracing::info!(
+        spool = %dir.display(),
+        records = found.records,
+        last_seq = found.last_seq,
+        acked = found.acked,
+        "spool opened"
+    );
+    Ok(Arc::new(log))
 }
 
 /// Serves the Agent gRPC service on an already-bound listener until `shutdown` resolves; every
@@ -98,9 +128,23 @@ pub async fn serve(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
+    let log = open_log(&config)?;
+    serve_log(listener, config, log, shutdown).await
+}
+
+/// [`serve`] with a log already opened by [`open_log`]. At `shutdown` it drains: nothing new
+/// starts, in-flight requests get `config.drain_timeout` to finish, the rest are aborted (and
+/// recorded so), the spool is fsynced, open results streams end.
+pub async fn serve_log(
+    listener: TcpListener,
+    config: AgentConfig,
+    log: Arc<log::RecordLog>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
     let config = Arc::new(config);
     let client = http::client(config.connect_timeout, Arc::new(config.targets.clone()));
-    let log = Arc::new(log::RecordLog::new());
+    let sync_stop = CancellationToken::new();
+    let syncer = log.spawn_syncer(sync_stop.clone());
     let caps = runner::Caps {
         max_concurrency: config.max_concurrency,
         max_rate_per_s: config.max_rate_per_s,
@@ -110,21 +154,36 @@ pub async fn serve(
     let interceptor = config.auth.interceptor();
     let incoming = ReceiverStream::new(auth::accept(listener, &config.auth));
     let stop = CancellationToken::new();
-    let svc = service::AgentService::new(config, runner.clone(), log, client, stop.clone());
+    let drain_timeout = config.drain_timeout;
+    let svc = service::AgentService::new(config, runner.clone(), log.clone(), client, stop.clone());
     let drain = async move {
         shutdown.await;
-        // Abort the running cycle, let its last records reach the controller, end the streams.
-        let _ = runner.abort(0).await;
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-        while tokio::time::Instant::now() < deadline
-            && matches!(runner.status().await, Ok(runner::RunnerState::Running(_)))
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let running =
+            || async { matches!(runner.status().await, Ok(runner::RunnerState::Running(_))) };
+        let until_idle = |limit: Duration| async move {
+            let deadline = tokio::time::Instant::now() + limit;
+            while tokio::time::Instant::now() < deadline && running().await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        // Start nothing new; in-flight requests finish within the drain timeout.
+        if runner.drain().await.unwrap_or(false) {
+            tracing::info!(
+                "draining: no new requests; in-flight ones get up to {}",
+                humantime::format_duration(drain_timeout)
+            );
+            until_idle(drain_timeout).await;
         }
+        // Whatever still runs is aborted and recorded so.
+        if runner.abort(0).await.unwrap_or(false) {
+            tracing::warn!("drain timeout reached: aborting the requests still in flight");
+            until_idle(SHUTDOWN_GRACE).await;
+        }
+        // Let the last records reach an open results stream, then end the streams.
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.cancel();
     };
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(tonic::service::interceptor::InterceptedService::new(
             tokengun_proto::agent_server::AgentServer::new(svc)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -132,7 +191,11 @@ pub async fn serve(
             interceptor,
         ))
         .serve_with_incoming_shutdown(incoming, drain)
-        .await?;
+        .await;
+    // Flush and fsync the spool whatever ended the server.
+    sync_stop.cancel();
+    let _ = syncer.await;
+    served?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokengun_agent::auth::{Auth, AuthFiles, TOKEN_ENV};
 use tokengun_agent::certs::{self, CertRequest};
+use tokengun_agent::spool::SpoolConfig;
 use tokengun_agent::{AgentConfig, TargetPolicy};
 
 mod probe;
@@ -95,6 +96,27 @@ struct ServeArgs {
     /// power are read under it.
     #[arg(long, default_value = "/sys")]
     sys_root: PathBuf,
+    /// Folder of the on-disk record spool: every record is written there before it is streamed,
+    /// so a controller that reconnects, or an agent restarted after a crash, replays what was not
+    /// acknowledged. Writes reach the OS at once (a killed agent loses nothing); fsync is batched
+    /// every 100 ms and at each cycle's end (a power loss can lose the last 100 ms). One agent
+    /// per folder; it also keeps the agent's id (file agent-id) [default: $STATE_DIRECTORY under
+    /// systemd, else $XDG_STATE_HOME/tokengun-agent, else ~/.local/state/tokengun-agent].
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
+    /// How long unacknowledged records stay in the spool when no controller fetches them
+    /// (e.g. 24h, 7d); acknowledged ones are deleted at once, a segment (64 MiB) at a time.
+    #[arg(long, value_parser = duration_arg, default_value = "24h")]
+    spool_keep: Duration,
+    /// On SIGTERM or Ctrl-C: no new requests start, in-flight ones get this long to finish
+    /// (e.g. 30s, 0s), then are aborted and recorded so; the spool is fsynced and the agent exits
+    /// 0. A second signal exits at once.
+    #[arg(long, value_parser = duration_arg, default_value = "30s")]
+    drain_timeout: Duration,
+    /// This agent's id in Hello [default: the one saved in the spool folder's agent-id file,
+    /// made as HOST-PID on first start].
+    #[arg(long, value_name = "ID")]
+    agent_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -218,6 +240,58 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage_error(e),
     };
+    let Some(spool_dir) = args
+        .spool_dir
+        .clone()
+        .or_else(|| tokengun_agent::spool::default_dir(|k| std::env::var(k).ok()))
+    else {
+        return usage_error(
+            "no folder for the record spool: pass --spool-dir DIR (neither $STATE_DIRECTORY, $XDG_STATE_HOME nor $HOME is set)",
+        );
+    };
+    if args.spool_keep.is_zero() {
+        return usage_error("--spool-keep must be above zero (e.g. 24h)");
+    }
+    if args
+        .agent_id
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        return usage_error("--agent-id must not be empty");
+    }
+    let defaults = AgentConfig::default();
+    let mut config = AgentConfig {
+        max_concurrency: args.max_concurrency,
+        max_rate_per_s: args.max_rate,
+        max_duration: Some(args.max_duration),
+        targets,
+        auth,
+        sys_root: args.sys_root,
+        spool: Some(SpoolConfig {
+            keep: args.spool_keep,
+            ..SpoolConfig::new(&spool_dir)
+        }),
+        drain_timeout: args.drain_timeout,
+        ..defaults
+    };
+    // The spool first: a folder in use by another agent refuses before anything listens.
+    let log = match tokengun_agent::open_log(&config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    config.agent_id = match args.agent_id {
+        Some(id) => id,
+        None => match tokengun_agent::spool::agent_id(&spool_dir, &config.agent_id) {
+            Ok(id) => id,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -228,19 +302,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     tracing::info!(
-        auth = %auth.describe(),
-        targets = %targets.describe(),
+        auth = %config.auth.describe(),
+        targets = %config.targets.describe(),
+        spool = %spool_dir.display(),
         "serving"
     );
-    let config = AgentConfig {
-        max_concurrency: args.max_concurrency,
-        max_rate_per_s: args.max_rate,
-        max_duration: Some(args.max_duration),
-        targets,
-        auth,
-        sys_root: args.sys_root,
-        ..AgentConfig::default()
-    };
     let bound = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -258,14 +324,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let shutdown = async {
         wait_for_stop().await;
         let _ = tokengun_agent::notify::notify("STOPPING=1");
-        tracing::info!("stopping: aborting the running cycle (Ctrl-C again to exit at once)");
+        tracing::info!(
+            "stopping: draining the running cycle (Ctrl-C or SIGTERM again to exit at once)"
+        );
         tokio::spawn(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
+            wait_for_stop().await;
+            std::process::exit(130);
         });
     };
-    match tokengun_agent::serve(listener, config, shutdown).await {
+    match tokengun_agent::serve_log(listener, config, log, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -65,6 +65,7 @@ enum Command {
         oneshot::Sender<Result<(), RunnerError>>,
     ),
     Abort(u32, oneshot::Sender<bool>),
+    Drain(oneshot::Sender<bool>),
     Status(oneshot::Sender<RunnerState>),
 }
 
@@ -84,6 +85,7 @@ impl RunnerHandle {
                 log,
                 caps,
                 state: State::Idle,
+                draining: false,
             }
             .run(rx),
         );
@@ -126,6 +128,13 @@ impl RunnerHandle {
         self.ask(|r| Command::Abort(cycle_id, r)).await
     }
 
+    /// Shutting down: starts nothing more (a prepared cycle is dropped, later Prepare and Start
+    /// are refused) and lets the running cycle's in-flight requests finish without sending new
+    /// ones; true when a cycle was running. [`abort`](Self::abort) still ends it at once.
+    pub async fn drain(&self) -> Result<bool, RunnerError> {
+        self.ask(Command::Drain).await
+    }
+
     /// The current state.
     pub async fn status(&self) -> Result<RunnerState, RunnerError> {
         self.ask(Command::Status).await
@@ -138,6 +147,8 @@ enum State {
     Running {
         cycle_id: u32,
         cancel: CancellationToken,
+        /// Stops new requests only (a child of `cancel`).
+        drain: CancellationToken,
     },
 }
 
@@ -146,6 +157,8 @@ struct Runner {
     log: Arc<RecordLog>,
     caps: Caps,
     state: State,
+    /// Shutting down: nothing new is prepared or started.
+    draining: bool,
 }
 
 impl Runner {
@@ -183,7 +196,9 @@ impl Runner {
             }
             Command::Abort(id, reply) => {
                 let was = match &self.state {
-                    State::Running { cycle_id, cancel } if id == 0 || id == *cycle_id => {
+                    State::Running {
+                        cycle_id, cancel, ..
+                    } if id == 0 || id == *cycle_id => {
                         cancel.cancel();
                         true
                     }
@@ -192,6 +207,21 @@ impl Runner {
                 if matches!(&self.state, State::Prepared(c) if id == 0 || c.plan().cycle_id == id) {
                     self.state = State::Idle;
                 }
+                let _ = reply.send(was);
+            }
+            Command::Drain(reply) => {
+                self.draining = true;
+                let was = match &self.state {
+                    State::Running { drain, .. } => {
+                        drain.cancel();
+                        true
+                    }
+                    State::Prepared(_) => {
+                        self.state = State::Idle;
+                        false
+                    }
+                    State::Idle => false,
+                };
                 let _ = reply.send(was);
             }
             Command::Status(reply) => {
@@ -205,6 +235,9 @@ impl Runner {
     }
 
     fn prepare(&mut self, mut plan: CyclePlan) -> Result<(), RunnerError> {
+        if self.draining {
+            return Err(RunnerError::Gone);
+        }
         if let State::Running { cycle_id, .. } = self.state {
             return Err(RunnerError::Busy(cycle_id));
         }
@@ -245,9 +278,14 @@ impl Runner {
         at: Option<std::time::Instant>,
         done_tx: &mpsc::Sender<CycleDone>,
     ) -> Result<(), RunnerError> {
+        if self.draining {
+            return Err(RunnerError::Gone);
+        }
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Prepared(c) if c.plan().cycle_id == cycle_id => {
                 let cancel = CancellationToken::new();
+                let drain = cancel.child_token();
+                let drain_task = drain.clone();
                 let (client, log, token, done_tx) = (
                     self.client.clone(),
                     self.log.clone(),
@@ -257,13 +295,14 @@ impl Runner {
                 let max_duration = self.caps.max_duration;
                 tokio::spawn(async move {
                     if let Some(at) = at {
-                        // An abort while waiting still runs the cycle, which then ends at once.
+                        // An abort (or a drain) while waiting still runs the cycle, which then
+                        // ends at once.
                         tokio::select! {
                             () = tokio::time::sleep_until(at.into()) => {}
-                            () = token.cancelled() => {}
+                            () = drain_task.cancelled() => token.cancel(),
                         }
                     }
-                    let cycle = run_cycle(client, *c, log, token.clone());
+                    let cycle = run_cycle(client, *c, log, token.clone(), drain_task);
                     tokio::pin!(cycle);
                     let done = match max_duration {
                         None => cycle.await,
@@ -282,16 +321,22 @@ impl Runner {
                     };
                     let _ = done_tx.send(done).await;
                 });
-                self.state = State::Running { cycle_id, cancel };
+                self.state = State::Running {
+                    cycle_id,
+                    cancel,
+                    drain,
+                };
                 Ok(())
             }
             State::Running {
                 cycle_id: running,
                 cancel,
+                drain,
             } => {
                 self.state = State::Running {
                     cycle_id: running,
                     cancel,
+                    drain,
                 };
                 Err(RunnerError::Busy(running))
             }

@@ -21,8 +21,10 @@ fn refuses_a_public_listen_address_without_authentication() {
 
 #[test]
 fn serves_on_loopback_and_prints_the_bound_address() {
+    let spool = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--spool-dir"])
+        .arg(spool.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -292,6 +292,10 @@ pub struct CycleDone {
     pub aborted: bool,
     /// When the last request ended, on the agent's monotonic clock (ns since its epoch).
     pub ended_mono_ns: u64,
+    /// Closed after an agent restart: the agent found the cycle started but unfinished in its
+    /// spool; requests in flight at the crash are lost (`aborted` is set too).
+    #[serde(default)]
+    pub recovered: bool,
 }
 
 /// What a record says.

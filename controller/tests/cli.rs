@@ -106,11 +106,16 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A `tokengun-agent serve` process on a free loopback port, and that address.
-fn spawn_agent() -> (Proc, String) {
-    let agent = Proc::spawn(&agent_bin(), &["serve", "--listen", "127.0.0.1:0"]);
+/// A `tokengun-agent serve` process with its own spool folder (kept while the TempDir lives).
+fn spawn_agent(extra: &[&str]) -> (Proc, String, tempfile::TempDir) {
+    let spool = tempfile::tempdir().unwrap();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--spool-dir"];
+    args.push(spool.path().to_str().unwrap());
+    args.extend_from_slice(extra);
+    let agent = Proc::spawn(&agent_bin(), &args);
     let line = agent.wait_line("listening on", Duration::from_secs(20));
     let addr = line.rsplit(' ').next().unwrap().to_string();
-    (agent, addr)
+    (agent, addr, spool)
 }
 
 /// A `tokengun sim` process on a free loopback port, and its URL.
@@ -223,7 +228,7 @@ fn an_unwritable_output_folder_is_refused() {
 
 #[test]
 fn a_separate_agent_process_runs_the_sweep() {
-    let (_agent, addr) = spawn_agent();
+    let (_agent, addr, _spool) = spawn_agent(&[]);
     let out_dir = tempfile::tempdir().unwrap();
     let out = tokengun(&[
         "run",
@@ -337,7 +342,8 @@ fn ctrl_c_stops_cleanly_and_keeps_the_results() {
 #[cfg(unix)]
 #[test]
 fn an_agent_stopped_mid_cycle_records_its_requests_and_exits() {
-    let (agent, addr) = spawn_agent();
+    // Ctrl-C drains for --drain-timeout, then aborts what still runs (100 s requests here).
+    let (agent, addr, _spool) = spawn_agent(&["--drain-timeout", "1s"]);
     let out_dir = tempfile::tempdir().unwrap();
     let run = Proc::spawn(
         Path::new(BIN),

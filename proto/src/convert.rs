@@ -364,6 +364,7 @@ impl From<&dom::Record> for pb::Record {
                 failed: d.failed,
                 aborted: d.aborted,
                 ended_mono_ns: d.ended_mono_ns,
+                recovered: d.recovered,
             }),
             dom::RecordBody::Monitor(m) => Body::Monitor(m.as_ref().into()),
         };
@@ -411,6 +412,7 @@ impl TryFrom<pb::Record> for dom::Record {
                 failed: d.failed,
                 aborted: d.aborted,
                 ended_mono_ns: d.ended_mono_ns,
+                recovered: d.recovered,
             }),
             Body::Monitor(m) => dom::RecordBody::Monitor(Box::new(m.try_into()?)),
         };

@@ -92,6 +92,7 @@ impl Pki {
 struct AgentProc {
     child: Child,
     addr: String,
+    _spool: tempfile::TempDir,
 }
 
 impl AgentProc {
@@ -102,6 +103,9 @@ impl AgentProc {
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        // Each agent its own record spool (one agent per spool folder).
+        let spool = tempfile::tempdir().unwrap();
+        cmd.arg("--spool-dir").arg(spool.path());
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -124,7 +128,11 @@ impl AgentProc {
             line.contains("listening on"),
             "agent did not start: {line:?}"
         );
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            _spool: spool,
+        }
     }
 
     /// An address to dial: the bound port on 127.0.0.1 (the agent may listen on 0.0.0.0).
