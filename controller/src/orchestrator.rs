@@ -871,23 +871,14 @@ async fn run_sweep(
             );
             manifest.notes.push(note);
         }
-        let aborted = parts.iter().any(|p| p.done.is_some_and(|d| d.aborted));
+        // A cycle closed by an agent's restart is a loss (below), not an abort by the agent.
+        let aborted = parts
+            .iter()
+            .any(|p| p.done.is_some_and(|d| d.aborted && !d.recovered));
         let gaps: u64 = parts.iter().map(|p| p.gaps).sum();
         let partial = !lost.is_empty() || aborted || gaps > 0 || stop.is_cancelled();
         let mut lost_after: Option<String> = None;
-        let expected: u32 = parts
-            .iter()
-            .map(|p| {
-                p.done.map_or(
-                    if plan.shape == LoadShape::Burst {
-                        p.plan.concurrency
-                    } else {
-                        p.requests
-                    },
-                    |d| d.requests,
-                )
-            })
-            .sum();
+        let expected: u32 = parts.iter().map(MemberCycle::expected_requests).sum();
         let info = CycleInfo {
             model: cfg.model.clone(),
             shape: plan.shape.as_str().to_string(),
@@ -911,7 +902,7 @@ async fn run_sweep(
                 .map(|p| tokengun_common::stats::AgentCycle {
                     agent: up.members[p.member].label.clone(),
                     address: up.members[p.member].link.addr().to_string(),
-                    requests: p.done.map_or(p.requests, |d| d.requests),
+                    requests: p.expected_requests(),
                     completed: p.completed,
                     failed: p.failed,
                     output_tokens: p.output_tokens,
@@ -1012,7 +1003,7 @@ async fn run_sweep(
             if !stop.is_cancelled() {
                 let who = parts
                     .iter()
-                    .filter(|p| p.done.is_some_and(|d| d.aborted))
+                    .filter(|p| p.done.is_some_and(|d| d.aborted && !d.recovered))
                     .map(|p| up.members[p.member].link.addr().to_string())
                     .collect::<Vec<_>>()
                     .join(", ");
@@ -1139,6 +1130,22 @@ impl MemberCycle {
             completed: 0,
             failed: 0,
             output_tokens: 0,
+        }
+    }
+
+    /// Requests this part should account for: the agent's own count when its cycle end came, a
+    /// burst's planned size when it did not, or when an agent restart lost what was in flight (the
+    /// restarted agent knows only the requests it recorded).
+    fn expected_requests(&self) -> u32 {
+        let planned = if self.plan.shape == LoadShape::Burst {
+            self.plan.concurrency
+        } else {
+            self.requests
+        };
+        match self.done {
+            Some(d) if d.recovered => d.requests.max(planned),
+            Some(d) => d.requests,
+            None => planned,
         }
     }
 
@@ -1393,6 +1400,11 @@ async fn collect_cycle(
                         }
                     }
                     RecordBody::CycleDone(d) if d.cycle_id == plan.cycle_id => {
+                        if d.recovered {
+                            // The agent restarted mid-cycle: what was in flight then is gone.
+                            p.lost.get_or_insert_with(|| "the agent restarted mid-cycle".into());
+                            p.recovered = true;
+                        }
                         p.done = Some(d);
                     }
                     _ => {} // records of an earlier cycle, already counted

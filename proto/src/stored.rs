@@ -145,6 +145,7 @@ mod tests {
                     failed: 0,
                     aborted: false,
                     ended_mono_ns: 99,
+                    recovered: false,
                 }),
             })
             .collect();

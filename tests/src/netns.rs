@@ -138,6 +138,10 @@ impl Netns {
     pub fn spawn_agent(&self, token_file: &Path, extra: &[&str]) -> (NsProc, String) {
         let listen = self.agent_addr();
         let token = token_file.to_string_lossy();
+        // Each agent its own record spool (one agent per spool folder).
+        let spool = self.spool_dir();
+        let _ = std::fs::create_dir_all(&spool);
+        let spool = spool.to_string_lossy().into_owned();
         let mut args = vec![
             "serve",
             "--listen",
@@ -146,6 +150,8 @@ impl Netns {
             &token,
             "--allow-target",
             "loopback",
+            "--spool-dir",
+            &spool,
         ];
         args.extend_from_slice(extra);
         let p = self.spawn(&crate::workspace_bin("tokengun-agent"), &args);
@@ -193,7 +199,13 @@ impl Netns {
     }
 
     /// Kills what runs inside (by pid), then removes the namespace, the veth and the route.
+    /// The agent's record spool folder of this namespace (removed with it).
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}-spool", self.name))
+    }
+
     fn teardown(&self) {
+        let _ = std::fs::remove_dir_all(self.spool_dir());
         for pid in self.pids() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])

@@ -137,13 +137,23 @@ async fn per_agent_split_gives_each_agent_the_whole_level() {
 struct AgentProc {
     child: std::process::Child,
     addr: String,
+    _spool: Option<tempfile::TempDir>,
 }
 
 impl AgentProc {
     fn spawn() -> Self {
+        let spool = tempfile::tempdir().unwrap();
+        let mut a = Self::spawn_at("127.0.0.1:0", spool.path());
+        a._spool = Some(spool);
+        a
+    }
+
+    /// An agent on `listen` keeping its record spool in `spool`.
+    fn spawn_at(listen: &str, spool: &std::path::Path) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(tokengun_tests::workspace_bin("tokengun-agent"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen, "--spool-dir"])
+            .arg(spool)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -157,7 +167,11 @@ impl AgentProc {
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .trim()
             .to_string();
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            _spool: None,
+        }
     }
 }
 
@@ -323,4 +337,82 @@ async fn a_cut_link_is_reconnected_and_the_records_replayed() {
     assert_eq!(cycles[1]["completed"], "2");
     assert_eq!(cycles[1]["partial"], "false");
     drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_and_restarted_on_its_spool_gives_back_what_it_recorded() {
+    let sim = std::sync::Arc::new(
+        SimHandle::start(
+            "127.0.0.1:0",
+            SimConfig {
+                models: vec!["m:1b".into()],
+                // Requests of very different lengths: some end before the kill, some are cut.
+                output: tokengun_simulator::OutputLen::Uniform { min: 20, max: 400 },
+                ..SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(5), 300, 32)
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let a = AgentProc::spawn();
+    // The second agent on a fixed port, so it can come back at the same address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let spool = tempfile::tempdir().unwrap();
+    let spool_path = spool.path().to_path_buf();
+    let b = AgentProc::spawn_at(&listen, &spool_path);
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&sim.url(), "m:1b", &[16, 2], out.path());
+    cfg.agents = vec![a.addr.clone(), b.addr.clone()];
+    cfg.reconnect_wait = Duration::from_secs(20);
+    let s2 = sim.clone();
+    let listen2 = listen.clone();
+    let crash = tokio::spawn(async move {
+        let t0 = tokio::time::Instant::now();
+        while s2.decoding() < 16 && t0.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Some short requests have ended by now; the long ones are still streaming.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let mut b = b;
+        let _ = b.child.kill(); // SIGKILL
+        let _ = b.child.wait();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Back on the same address and spool: same agent id, same records.
+        let back = AgentProc::spawn_at(&listen2, &spool_path);
+        (b, back)
+    });
+    let report = run(cfg).await.unwrap();
+    let (_dead, back) = crash.await.unwrap();
+    let m = read_run_json(&report.run_dir);
+    let parts = m["cycles"][0]["agents"].as_array().unwrap();
+    assert_eq!(parts[1]["lost"], true, "{parts:?}");
+    assert_eq!(parts[1]["recovered"], true, "{parts:?}");
+    // What agent2 finished before the kill reached its file, once; what it had in flight is gone.
+    let file = level_dir(&report.run_dir, "m-1b", 16).join("agent2/request_summary.csv");
+    let rows = read_csv(&file);
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["RequestID"].as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), rows.len(), "no duplicates");
+    assert!(
+        !rows.is_empty(),
+        "requests finished before the kill were recorded"
+    );
+    assert!(
+        rows.len() < 8,
+        "the ones in flight at the kill were lost: {}",
+        rows.len()
+    );
+    assert_eq!(parts[1]["requests"].as_u64().unwrap(), 8);
+    let cycles = read_csv(&report.run_dir.join("cycles.csv"));
+    assert_eq!(cycles[0]["partial"], "true");
+    // The sweep went on, with the restarted agent back in it.
+    assert_eq!(cycles[1]["completed"], "2", "{:?}", cycles[1]);
+    assert_eq!(cycles[1]["agents"], "2");
+    drop((a, back, spool));
 }
