@@ -19,6 +19,12 @@ pub async fn run(
         );
         return ExitCode::from(2);
     }
+    for w in &watch_process {
+        if let Err(e) = tokengun_agent::monitor::process::Watch::parse(w) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let spec = MonitorSpec {
         watch_process,
         target_url: target,

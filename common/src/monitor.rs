@@ -411,6 +411,10 @@ impl PowerSeries {
     }
 }
 
+/// Net (above idle) per-token figures are given only when the energy above idle is at least this
+/// share of the whole: smaller differences are within what power readings can tell apart.
+pub const NET_MIN_SHARE: f64 = 0.02;
+
 /// A cycle's energy figures, as written to `cycles.csv` and `run.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CycleEnergy {
@@ -439,7 +443,11 @@ impl CycleEnergy {
         };
         let net_energy_j = baseline_power_w.map(|b| w.energy_j - b * w.duration_s);
         let gross = per(w.energy_j);
-        let net = net_energy_j.and_then(per);
+        // Energy above idle within the measurement's own noise is no figure: per token it would
+        // divide by about zero. Below NET_MIN_SHARE of the gross energy it is left out.
+        let net = net_energy_j
+            .filter(|n| *n >= NET_MIN_SHARE * w.energy_j)
+            .and_then(per);
         Self {
             mean_power_w: w.mean_power_w,
             peak_power_w: w.peak_power_w,
@@ -589,6 +597,11 @@ mod tests {
         assert_eq!(e.tokens_per_joule, Some(0.5));
         assert_eq!(e.net_energy_j, Some(600.0));
         assert!((e.net_joules_per_token.unwrap() - 1.2).abs() < 1e-12);
+        // Load that costs nothing measurable above idle: net energy reported, no per-token figure.
+        let flat = CycleEnergy::new(w.clone(), 500, Some(99.99));
+        assert!(flat.net_energy_j.unwrap().abs() < 1.0);
+        assert_eq!(flat.net_tokens_per_joule, None);
+        assert_eq!(flat.net_joules_per_token, None);
         let none = CycleEnergy::new(w, 0, None);
         assert_eq!(none.joules_per_token, None);
         assert_eq!(none.net_energy_j, None);

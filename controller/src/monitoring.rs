@@ -103,6 +103,8 @@ struct AgentMon {
     server: ServerUsageAcc,
     /// Newest power reading per (source, device).
     latest_power: std::collections::BTreeMap<(String, String), f64>,
+    /// Newest busy % / clock per (metric, source, device).
+    latest_gpu: std::collections::BTreeMap<(String, String, String), f64>,
     snapshot: MonitorSnapshot,
 }
 
@@ -158,6 +160,7 @@ impl MonitorSink {
             power: PowerSeries::default(),
             server: ServerUsageAcc::default(),
             latest_power: Default::default(),
+            latest_gpu: Default::default(),
             snapshot: MonitorSnapshot::default(),
         });
         Ok(self.agents.len() - 1)
@@ -206,10 +209,23 @@ impl MonitorSink {
                 a.latest_power
                     .insert((r.source.clone(), r.device.clone()), r.value);
                 a.snapshot.power_w = Some(a.latest_power.values().sum());
-            } else if r.metric == metric::BUSY_PCT {
-                a.snapshot.gpu_busy_pct = Some(r.value);
-            } else if r.metric == metric::FREQ_MHZ {
-                a.snapshot.gpu_freq_mhz = Some(r.value);
+            } else if r.metric == metric::BUSY_PCT || r.metric == metric::FREQ_MHZ {
+                // The mean over devices of their newest reading (several GPUs).
+                a.latest_gpu.insert(
+                    (r.metric.clone(), r.source.clone(), r.device.clone()),
+                    r.value,
+                );
+                let mean = |m: &str| {
+                    let v: Vec<f64> = a
+                        .latest_gpu
+                        .iter()
+                        .filter(|((k, _, _), _)| k == m)
+                        .map(|(_, v)| *v)
+                        .collect();
+                    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+                };
+                a.snapshot.gpu_busy_pct = mean(metric::BUSY_PCT);
+                a.snapshot.gpu_freq_mhz = mean(metric::FREQ_MHZ);
             }
         }
         let mut tick: Option<(f64, u64)> = None;

@@ -1236,7 +1236,24 @@ impl CycleSink {
     fn take(&mut self, mut r: RequestRecord) {
         self.stats.add(&r, &self.slo);
         if self.keep_all_rows || self.table.len() <= crate::console::TABLE_MAX_ROWS {
-            r.timeline = Vec::new();
+            // The table needs the rate: keep the first chunk, one holding the tokens between, and
+            // the last (tokens_per_s spans first to last), not the whole timeline.
+            if r.timeline.len() > 3 {
+                let first = r.timeline[0];
+                let last = r.timeline[r.timeline.len() - 1];
+                let between: u32 = r.timeline[1..r.timeline.len() - 1]
+                    .iter()
+                    .map(|c| c.tokens)
+                    .sum();
+                r.timeline = vec![
+                    first,
+                    tokengun_common::TokenChunk {
+                        offset_ns: last.offset_ns,
+                        tokens: between,
+                    },
+                    last,
+                ];
+            }
             self.table.push(r);
         }
     }

@@ -215,9 +215,14 @@ pub fn choose_watch(spec: &MonitorSpec) -> Result<(Vec<Watch>, Vec<String>), Str
         let w = Watch::parse(&regex::escape(&spec.server_hint))?;
         return Ok((vec![w], notes));
     }
-    notes.push(format!(
-        "cannot see which process listens on port {port} (another user's process? run the agent as root) and no server name is known: pass --watch-process NAME"
-    ));
+    notes.push(match process::anything_listens(port) {
+        Some(false) => format!(
+            "nothing listens on port {port} yet, and no server name is known: pass --watch-process NAME"
+        ),
+        _ => format!(
+            "cannot see which process listens on port {port} (another user's process? run the agent as root) and no server name is known: pass --watch-process NAME"
+        ),
+    });
     Ok((Vec::new(), notes))
 }
 

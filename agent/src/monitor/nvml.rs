@@ -133,11 +133,15 @@ mod linux {
 
     impl PowerSource for Nvml {
         fn sample(&mut self, t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), String> {
+            // One GPU that cannot be read does not blank the others.
+            let mut failed = None;
             for i in 0..self.count {
-                let g = self.read(i).map_err(|e| format!("NVML gpu{i}: {e}"))?;
-                out.extend(readings(t_ns, &format!("gpu{i}"), &g));
+                match self.read(i) {
+                    Ok(g) => out.extend(readings(t_ns, &format!("gpu{i}"), &g)),
+                    Err(e) => failed = Some(format!("NVML gpu{i}: {e}")),
+                }
             }
-            Ok(())
+            failed.map_or(Ok(()), Err)
         }
     }
 }

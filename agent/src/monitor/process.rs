@@ -29,9 +29,11 @@ impl Watch {
         if s.trim().is_empty() {
             return Err("--watch-process needs a name or pattern, e.g. ollama".into());
         }
-        Regex::new(s)
-            .map(Watch::Pattern)
-            .map_err(|e| format!("--watch-process {s:?} is not a valid pattern: {e}"))
+        Regex::new(s).map(Watch::Pattern).map_err(|e| {
+            // regex's message spans lines (pattern, caret, reason): one line here.
+            let why = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("--watch-process {s:?} is not a valid pattern ({why}); give a process name, e.g. ollama")
+        })
     }
 
     fn describe(&self) -> String {
@@ -84,6 +86,8 @@ impl ProcessSampler {
             true,
             ProcessRefreshKind::nothing().without_tasks(),
         );
+        // The machine's CPU % is a difference between refreshes: the first one only primes it.
+        sys.refresh_cpu_usage();
         Ok(Self {
             sys,
             watch,
@@ -317,6 +321,12 @@ pub fn listeners(port: u16) -> Vec<u32> {
     listen::pids(port)
 }
 
+/// Whether anything listens on TCP `port` at all (Linux: the world-readable socket tables;
+/// None where that cannot be told).
+pub fn anything_listens(port: u16) -> Option<bool> {
+    listen::any(port)
+}
+
 #[cfg(target_os = "linux")]
 mod listen {
     use std::collections::HashSet;
@@ -338,13 +348,22 @@ mod listen {
             .collect()
     }
 
-    pub fn pids(port: u16) -> Vec<u32> {
+    fn listening_inodes(port: u16) -> HashSet<u64> {
         let mut want = HashSet::new();
         for t in ["/proc/net/tcp", "/proc/net/tcp6"] {
             if let Ok(s) = std::fs::read_to_string(t) {
                 want.extend(inodes(&s, port));
             }
         }
+        want
+    }
+
+    pub fn any(port: u16) -> Option<bool> {
+        Some(!listening_inodes(port).is_empty())
+    }
+
+    pub fn pids(port: u16) -> Vec<u32> {
+        let want = listening_inodes(port);
         if want.is_empty() {
             return Vec::new();
         }
@@ -390,6 +409,10 @@ mod listen {
 
 #[cfg(target_os = "macos")]
 mod listen {
+    pub fn any(_port: u16) -> Option<bool> {
+        None
+    }
+
     pub fn pids(port: u16) -> Vec<u32> {
         let out = std::process::Command::new("lsof")
             .args(["-nP", &format!("-iTCP:{port}"), "-sTCP:LISTEN", "-t"])
@@ -406,6 +429,10 @@ mod listen {
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 mod listen {
+    pub fn any(_port: u16) -> Option<bool> {
+        None
+    }
+
     pub fn pids(_port: u16) -> Vec<u32> {
         Vec::new()
     }

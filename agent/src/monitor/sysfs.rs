@@ -104,6 +104,12 @@ impl Rapl {
         let mut rapl = Self { zones };
         let mut probe = Vec::new();
         rapl.sample(0, &mut probe)?;
+        // The probe only proves the files are readable: counting starts at the first real sample.
+        for z in &mut rapl.zones {
+            z.last_raw_uj = None;
+            z.last_t_ns = None;
+            z.total_uj = 0;
+        }
         Ok(rapl)
     }
 
@@ -296,7 +302,11 @@ mod tests {
             }
             out
         };
-        take(&mut rapl, s);
+        let first = take(&mut rapl, s);
+        assert!(
+            first.iter().all(|r| r.metric != metric::POWER_W),
+            "no power from a single reading: {first:?}"
+        );
         // The counter wraps: MAX - 850 -> 5000 is 5850 uJ, not minus 262 kJ.
         write(root, "class/powercap/intel-rapl:0/energy_uj", "5000");
         write(root, "class/powercap/intel-rapl:0:1/energy_uj", "3000000");

@@ -173,7 +173,20 @@ pub fn compute(levels: &[LevelRow], o: &FindingOptions, rate_sweep: bool) -> Fin
         errors_over_limit: levels
             .iter()
             .position(|l| l.error_rate > o.max_error_rate + 1e-12),
-        most_efficient: argmax(levels, |l| l.power.tokens_per_joule),
+        // Whole levels only, and within the best-level tolerance the lower level wins.
+        most_efficient: {
+            let top = levels
+                .iter()
+                .filter(|l| whole(l))
+                .filter_map(|l| l.power.tokens_per_joule)
+                .fold(f64::NAN, f64::max);
+            levels.iter().position(|l| {
+                whole(l)
+                    && l.power
+                        .tokens_per_joule
+                        .is_some_and(|t| top.is_finite() && t >= top * (1.0 - o.best_tolerance))
+            })
+        },
         statements: Vec::new(),
         hints: Vec::new(),
         cautions: Vec::new(),
@@ -440,8 +453,13 @@ fn hints(
         .iter()
         .find(|l| l.machine_cpu_pct_mean.is_some_and(|c| c >= 90.0))
     {
+        // The machine's CPU is not the server's: the load generator and other processes share it.
+        let server = l
+            .server_cpu_pct_mean
+            .map(|c| format!(" (the server's own processes: {}% of one core)", fmt_num(c)))
+            .unwrap_or_default();
         out.push(format!(
-            "CPU: the machine's CPUs were {}% busy on average at {}, on the throughput plateau: the server is likely CPU-bound.",
+            "CPU: the machine's CPUs were {}% busy on average at {}, on the throughput plateau{server}. Whether the server is CPU-bound depends on its share of that: the load generator and other processes run on the same CPUs.",
             fmt_num(l.machine_cpu_pct_mean.unwrap_or(0.0)),
             name(l)
         ));
