@@ -37,6 +37,8 @@ pub struct AgentService {
     monitor: Arc<Monitor>,
     /// The monitor's lease: when a controller last called.
     contact: Arc<Contact>,
+    /// `power:<source>` for each power source found, probed at the first Hello.
+    power_caps: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl AgentService {
@@ -56,7 +58,33 @@ impl AgentService {
             stop,
             monitor: Arc::default(),
             contact: Arc::default(),
+            power_caps: tokio::sync::OnceCell::new(),
         }
+    }
+}
+
+impl AgentService {
+    /// `power:nvml`, `power:rapl`... for the power sources this machine has (probed once).
+    async fn power_capabilities(&self) -> Vec<String> {
+        let sys_root = self.config.sys_root.clone();
+        self.power_caps
+            .get_or_init(|| async move {
+                let spec = MonitorSpec {
+                    sys_root,
+                    ..MonitorSpec::default()
+                };
+                let probe = tokio::task::spawn_blocking(move || monitor::detect_power(&spec).0);
+                match tokio::time::timeout(Duration::from_secs(5), probe).await {
+                    Ok(Ok(statuses)) => statuses
+                        .into_iter()
+                        .filter(|s| s.available)
+                        .map(|s| format!("power:{}", s.source))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            })
+            .await
+            .clone()
     }
 }
 
@@ -227,6 +255,7 @@ impl pb::agent_server::Agent for AgentService {
                 .iter()
                 .map(|a| format!("api:{}", a.as_str()))
                 .chain(["shape:burst", "shape:closed", "shape:open", "monitor"].map(String::from))
+                .chain(self.power_capabilities().await)
                 .collect(),
             max_concurrency: self.config.max_concurrency,
         }))

@@ -136,6 +136,16 @@ async fn energy_per_cycle_from_counters_and_power() {
             .unwrap()
     };
     assert!(found("rapl") && found("amdgpu") && found("process"));
+    let caps: Vec<&str> = m["agents"][0]["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        caps.contains(&"power:rapl") && caps.contains(&"power:amdgpu"),
+        "power sources listed in the agent's capabilities: {caps:?}"
+    );
     assert!(!found("nvml") || cfg!(not(target_os = "linux")) || found("nvml"));
     close(
         m["monitor"]["baseline_power_w"].as_f64().unwrap(),

@@ -231,4 +231,45 @@ mod tests {
             Err(why) => assert!(!why.is_empty()),
         }
     }
+
+    /// The agent's NVML conversion against nvidia-smi's own figures of the same recorded period:
+    /// idle and full-load power agree (each tool samples at its own instants, so means are compared).
+    #[test]
+    fn nvml_readings_agree_with_nvidia_smi_on_the_recording() {
+        let p = format!(
+            "{}/tests/fixtures/power/nvidia/nvidia-smi-query.csv",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(p).unwrap();
+        // `power.draw.instant [W]` is the fifth column, "73.89 W".
+        let smi: Vec<f64> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split(',').nth(4))
+            .filter_map(|c| c.trim().trim_end_matches(" W").parse().ok())
+            .collect();
+        assert!(smi.len() > 200);
+        let ours: Vec<f64> = fixture()
+            .iter()
+            .flat_map(|x| readings(0, "gpu0", &x.g))
+            .filter(|r| r.metric == metric::POWER_W)
+            .map(|r| r.value)
+            .collect();
+        let mean = |v: &[f64], keep: &dyn Fn(f64) -> bool| {
+            let k: Vec<f64> = v.iter().copied().filter(|x| keep(*x)).collect();
+            k.iter().sum::<f64>() / k.len() as f64
+        };
+        let idle = |w: f64| w < 100.0;
+        let load = |w: f64| w > 400.0;
+        let (smi_idle, our_idle) = (mean(&smi, &idle), mean(&ours, &idle));
+        let (smi_load, our_load) = (mean(&smi, &load), mean(&ours, &load));
+        assert!(
+            (smi_idle - our_idle).abs() < 2.0,
+            "idle: nvidia-smi {smi_idle} W, agent {our_idle} W"
+        );
+        assert!(
+            (smi_load - our_load).abs() / smi_load < 0.05,
+            "load: nvidia-smi {smi_load} W, agent {our_load} W"
+        );
+    }
 }
