@@ -107,6 +107,9 @@ pub struct ProcessReading {
     pub mem_total_bytes: Option<u64>,
     /// Machine rows only.
     pub load_avg_1m: Option<f64>,
+    /// Machine rows only: logical CPUs (a process's cpu_pct goes up to 100 x this).
+    #[serde(default)]
+    pub cpu_count: Option<u32>,
 }
 
 /// What one monitor tick produced.
@@ -633,6 +636,7 @@ mod tests {
             open_fds: None,
             mem_total_bytes: None,
             load_avg_1m: None,
+            cpu_count: None,
         };
         acc.add(&p(1, ProcessRole::Server, Some(10.0), Some(100)));
         acc.add(&p(1, ProcessRole::Runner, Some(90.0), Some(1000)));

@@ -27,7 +27,7 @@ pub const POWER_HEADER: [&str; 8] = [
 ];
 
 /// `processes.csv` columns.
-pub const PROCESSES_HEADER: [&str; 13] = [
+pub const PROCESSES_HEADER: [&str; 14] = [
     "elapsed_s",
     "cycle",
     "agent",
@@ -41,6 +41,7 @@ pub const PROCESSES_HEADER: [&str; 13] = [
     "open_fds",
     "mem_total_bytes",
     "load_avg_1m",
+    "cpu_count",
 ];
 
 /// What monitoring found at the start, for `run.json`.
@@ -245,6 +246,7 @@ impl MonitorSink {
                     opt(p.open_fds),
                     opt(p.mem_total_bytes),
                     p.load_avg_1m.map(|l| format!("{l:.2}")).unwrap_or_default(),
+                    opt(p.cpu_count),
                 ])?;
             }
             a.server.add(p);
@@ -421,6 +423,7 @@ mod tests {
             open_fds: None,
             mem_total_bytes: None,
             load_avg_1m: None,
+            cpu_count: None,
         };
         // A reading from before the run is dropped.
         m.take(
@@ -469,7 +472,7 @@ mod tests {
         assert_eq!(power_csv.lines().count(), 1 + 22);
         let procs = std::fs::read_to_string(dir.path().join("processes.csv")).unwrap();
         assert!(
-            procs.contains("\n0.000,8,a1,server,9,ollama,150.0,1000,,3,,,\n"),
+            procs.contains("\n0.000,8,a1,server,9,ollama,150.0,1000,,3,,,,\n"),
             "{procs}"
         );
     }

@@ -473,6 +473,7 @@ impl From<&dom::MonitorBatch> for pb::MonitorBatch {
                     open_fds: p.open_fds,
                     mem_total_bytes: p.mem_total_bytes,
                     load_avg_1m: p.load_avg_1m,
+                    cpu_count: p.cpu_count,
                 })
                 .collect(),
             notes: m.notes.clone(),
@@ -510,6 +511,7 @@ impl TryFrom<pb::MonitorBatch> for dom::MonitorBatch {
                     open_fds: p.open_fds,
                     mem_total_bytes: p.mem_total_bytes,
                     load_avg_1m: p.load_avg_1m,
+                    cpu_count: p.cpu_count,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -707,6 +709,7 @@ mod tests {
                     open_fds: None,
                     mem_total_bytes: None,
                     load_avg_1m: None,
+                    cpu_count: None,
                 }],
                 notes: vec!["open_fds of pid 812: permission denied".into()],
             })),

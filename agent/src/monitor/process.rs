@@ -73,6 +73,7 @@ fn machine(sys: &mut System, t_ns: u64) -> ProcessReading {
         open_fds: None,
         mem_total_bytes: Some(sys.total_memory()),
         load_avg_1m: load,
+        cpu_count: u32::try_from(sys.cpus().len()).ok().filter(|n| *n > 0),
     }
 }
 
@@ -230,6 +231,7 @@ impl ProcessSampler {
                 open_fds,
                 mem_total_bytes: None,
                 load_avg_1m: None,
+                cpu_count: None,
             });
         }
         out

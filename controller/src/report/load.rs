@@ -79,6 +79,8 @@ pub struct LevelRow {
     pub server_rss_peak_bytes: Option<f64>,
     /// Whole-machine CPU busy, 0..100 (processes.csv `machine` rows).
     pub machine_cpu_pct_mean: Option<f64>,
+    /// The machine's logical CPUs (processes.csv `cpu_count`), when recorded.
+    pub machine_cpu_count: Option<f64>,
     /// Peak machine memory used over its total, 0..1.
     pub machine_mem_used_peak_frac: Option<f64>,
     pub gpu_busy_pct_mean: Option<f64>,
@@ -358,6 +360,7 @@ pub fn load_run(dir: &Path) -> Result<RunData, ReportError> {
             server_cpu_pct_peak: num(row, "server_cpu_pct_peak"),
             server_rss_peak_bytes: num(row, "server_rss_peak_bytes"),
             machine_cpu_pct_mean: None,
+            machine_cpu_count: None,
             machine_mem_used_peak_frac: None,
             gpu_busy_pct_mean: num(row, "gpu_busy_pct_mean"),
             gpu_freq_mhz_mean: num(row, "gpu_freq_mhz_mean"),
@@ -647,6 +650,7 @@ fn load_processes(dir: &Path, data: &mut RunData) -> Result<(), ReportError> {
     let mut server_cpu: HashMap<(String, String), (f64, u32, f64)> = HashMap::new();
     let mut server_rss: HashMap<(String, String), f64> = HashMap::new();
     let mut machine_cpu: HashMap<String, (f64, u32)> = HashMap::new();
+    let mut machine_cores: std::collections::HashMap<String, f64> = Default::default();
     let mut machine_mem: HashMap<String, f64> = HashMap::new();
     let mut spans: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     for row in &rows {
@@ -670,6 +674,11 @@ fn load_processes(dir: &Path, data: &mut RunData) -> Result<(), ReportError> {
             let s = spans.entry(cycle.clone()).or_insert((t, t));
             s.0 = s.0.min(t);
             s.1 = s.1.max(t);
+        }
+        if role == "machine" && !cycle.is_empty() {
+            if let Some(n) = num(row, "cpu_count").filter(|n| *n > 0.0) {
+                machine_cores.insert(key.clone(), n);
+            }
         }
         if let Some(c) = num(row, "cpu_pct") {
             cpu.entry(name.clone()).or_default().push((t, c));
@@ -722,6 +731,7 @@ fn load_processes(dir: &Path, data: &mut RunData) -> Result<(), ReportError> {
             }
         }
         level.machine_cpu_pct_mean = machine_cpu.get(&key).map(|(s, n)| s / f64::from(*n));
+        level.machine_cpu_count = machine_cores.get(&key).copied();
         level.machine_mem_used_peak_frac = machine_mem.get(&key).copied();
     }
     data.series.cpu_pct = cpu
