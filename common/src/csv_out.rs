@@ -381,6 +381,18 @@ impl CyclesCsv {
         })
     }
 
+    /// Opens an existing file to append cycles to it (a resumed run).
+    pub fn open_append(path: &Path) -> Result<Self, OutputError> {
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            w: csv::Writer::from_writer(BufWriter::new(f)),
+        })
+    }
+
     /// Appends one cycle and flushes it to disk.
     pub fn append(&mut self, s: &CycleSummary) -> Result<(), OutputError> {
         self.w

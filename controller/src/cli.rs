@@ -30,6 +30,25 @@ pub enum Command {
     Compare(CompareArgs),
     /// List agents: version, host, capabilities, and what each monitor source finds there.
     Agents(AgentsArgs),
+    /// Take up a run whose controller was lost: its cycle is completed from records.pb and what
+    /// the agents kept, then the sweep goes on (runs with remote agents only).
+    Resume(ResumeArgs),
+}
+
+/// `tokengun resume`.
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The run's folder (holding run.json, plan.json, records.pb).
+    pub run_dir: PathBuf,
+    /// Plain progress lines instead of the live console.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Print only errors and the final summary table.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Do not write the report at the end.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// `tokengun agents`.

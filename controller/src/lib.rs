@@ -35,47 +35,14 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
                     return 2;
                 }
             };
-            // The live console needs a terminal to draw on; logs and pipes get plain lines.
-            let mut console = if !args.no_tui && !args.quiet && std::io::stdout().is_terminal() {
-                Console::live(stop.clone())
-            } else {
-                Console::new(args.quiet)
-            };
+            let mut console = console_for(args.no_tui, args.quiet, &stop);
             let result = orchestrator::run(cfg, &mut console, stop).await;
-            // The terminal is back before anything else is printed.
-            console.finish();
-            if !args.no_report {
-                let run_dir = match &result {
-                    Ok(r) => Some(r.run_dir.clone()),
-                    Err(RunError::Broken { run_dir, .. }) => Some(run_dir.clone()),
-                    Err(_) => None,
-                };
-                if let Some(dir) = run_dir {
-                    write_run_report(dir).await;
-                }
-            }
-            match result {
-                Ok(report) => {
-                    console::write_stdout(&format!("\nresults: {}\n", report.run_dir.display()));
-                    match report.status {
-                        RunStatus::Interrupted => {
-                            eprintln!(
-                                "interrupted: finished cycles and the partial one are written"
-                            );
-                            EXIT_INTERRUPTED
-                        }
-                        _ => 0,
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    match e {
-                        RunError::Plan(_) | RunError::AboveAgentLimit { .. } => 2,
-                        RunError::Interrupted => EXIT_INTERRUPTED,
-                        _ => 1,
-                    }
-                }
-            }
+            finish_run(console, result, args.no_report).await
+        }
+        Command::Resume(args) => {
+            let mut console = console_for(args.no_tui, args.quiet, &stop);
+            let result = orchestrator::resume(&args.run_dir, &mut console, stop).await;
+            finish_run(console, result, args.no_report).await
         }
         Command::Report(args) => {
             let opts = args.findings.options(args.timeline_level.clone());
@@ -273,4 +240,53 @@ async fn agents(args: &cli::AgentsArgs) -> u8 {
         }
     }
     code
+}
+
+/// The live console on a terminal; plain lines for logs, pipes, --no-tui and --quiet.
+fn console_for(no_tui: bool, quiet: bool, stop: &CancellationToken) -> Console {
+    if !no_tui && !quiet && std::io::stdout().is_terminal() {
+        Console::live(stop.clone())
+    } else {
+        Console::new(quiet)
+    }
+}
+
+/// Restores the terminal, writes the report, says where the results are, and picks the exit code.
+async fn finish_run(
+    mut console: Console,
+    result: Result<orchestrator::RunReport, RunError>,
+    no_report: bool,
+) -> u8 {
+    // The terminal is back before anything else is printed.
+    console.finish();
+    if !no_report {
+        let run_dir = match &result {
+            Ok(r) => Some(r.run_dir.clone()),
+            Err(RunError::Broken { run_dir, .. }) => Some(run_dir.clone()),
+            Err(_) => None,
+        };
+        if let Some(dir) = run_dir {
+            write_run_report(dir).await;
+        }
+    }
+    match result {
+        Ok(report) => {
+            console::write_stdout(&format!("\nresults: {}\n", report.run_dir.display()));
+            match report.status {
+                RunStatus::Interrupted => {
+                    eprintln!("interrupted: finished cycles and the partial one are written");
+                    EXIT_INTERRUPTED
+                }
+                _ => 0,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                RunError::Plan(_) | RunError::AboveAgentLimit { .. } => 2,
+                RunError::Interrupted => EXIT_INTERRUPTED,
+                _ => 1,
+            }
+        }
+    }
 }

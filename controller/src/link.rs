@@ -53,7 +53,7 @@ pub enum LinkError {
 
 /// How the controller proves itself to remote agents, and checks them: `--agent-ca`,
 /// `--agent-cert`, `--agent-key`, `--agent-token-file` (or `TOKENGUN_AGENT_TOKEN`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AgentAuth {
     /// CA (PEM) that signed the agents' certificates; given, agents are dialled with TLS.
     pub ca: Option<PathBuf>,
@@ -213,7 +213,7 @@ impl tonic::service::Interceptor for BearerToken {
 type Client = AgentClient<InterceptedService<Channel, BearerToken>>;
 
 /// What the agent said about itself.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AgentInfo {
     pub address: String,
     pub agent_id: String,
@@ -227,6 +227,9 @@ pub struct AgentInfo {
     /// Half the lowest clock-probe round trip: how far its instants may be off ours (several
     /// agents).
     pub clock_uncertainty_ms: Option<f64>,
+    /// Its last record number when the run began: the run's records come after it.
+    #[serde(default)]
+    pub first_seq: u64,
 }
 
 /// The agent's monotonic clock read at a local instant (the lowest-delay probe); the error of
@@ -428,6 +431,7 @@ impl AgentLink {
             in_process,
             label: String::new(),
             clock_uncertainty_ms: None,
+            first_seq: 0,
         })
     }
 

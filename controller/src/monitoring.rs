@@ -45,7 +45,7 @@ pub const PROCESSES_HEADER: [&str; 14] = [
 ];
 
 /// What monitoring found at the start, for `run.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MonitorInfo {
     pub sources: Vec<SourceStatus>,
     pub watching: Vec<String>,

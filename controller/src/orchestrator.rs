@@ -38,7 +38,7 @@ const ABORT_GRACE: Duration = Duration::from_secs(10);
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
 
 /// One level of a sweep: a concurrency, or (open loops) a rate with an optional in-flight cap.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Level {
     /// Burst/closed: requests at once. Open: in-flight cap (0 = none).
     pub concurrency: u32,
@@ -47,7 +47,7 @@ pub struct Level {
 }
 
 /// Everything a run needs, compiled and validated from a plan file and flags.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunConfig {
     pub target: String,
     /// None: ask the agent to find out (Ollama, else OpenAI-style).
@@ -74,7 +74,9 @@ pub struct RunConfig {
     pub slo: Slo,
     /// Stop the sweep after a level whose error rate (0..1) exceeds this.
     pub stop_on_error_rate: Option<f64>,
-    /// Serve the built-in simulator and aim at it instead of `target`.
+    /// Serve the built-in simulator and aim at it instead of `target` (not kept in plan.json: a
+    /// simulator dies with its controller, so such a run cannot be resumed).
+    #[serde(skip)]
     pub sim: Option<SimConfig>,
     /// Process, machine and power sampling.
     pub monitor: MonitorConfig,
@@ -91,7 +93,8 @@ pub struct RunConfig {
 }
 
 /// How a level is applied to several agents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Split {
     /// A level N is divided among the agents (N/k each, the remainder to the first ones; rates
     /// divided evenly).
@@ -111,7 +114,8 @@ impl Split {
 }
 
 /// What losing one of several agents does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OnAgentLoss {
     /// The sweep goes on with the others; cycles it missed say so.
     #[default]
@@ -121,7 +125,7 @@ pub enum OnAgentLoss {
 }
 
 /// What the agent samples besides the load, and the idle baseline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MonitorConfig {
     pub enabled: bool,
     /// Empty: the agent picks the target's server.
@@ -185,6 +189,10 @@ pub enum RunError {
     AgentBusy { agent: String, cycle: u32 },
     #[error("{0}")]
     Monitor(String),
+    #[error("cannot resume {0}")]
+    Resume(String),
+    #[error(transparent)]
+    Records(#[from] tokengun_proto::stored::StoredError),
     #[error("interrupted before any load was sent")]
     Interrupted,
     #[error(
@@ -515,7 +523,7 @@ pub async fn run(
     probe_writable(&cfg.out)?;
     // Ctrl-C while agents and the target are checked: nothing was sent, nothing to keep.
     let (up, target_info) = tokio::select! {
-        r = prepare_run(&cfg) => r?,
+        r = prepare_run(&cfg, false) => r?,
         () = stop.cancelled() => return Err(RunError::Interrupted),
     };
     let mut cfg = cfg;
@@ -552,18 +560,179 @@ pub async fn run(
         });
     }
     cfg.api = Some(target_info.api);
-    run_sweep(cfg, up, target_info, console, stop).await
+    run_sweep(cfg, up, target_info, console, stop, None).await
+}
+
+/// Takes up a run whose controller was lost (killed, its machine rebooted): the agents kept
+/// running the cycle it was in and hold every record it had not acknowledged; records.pb holds
+/// the rest. That cycle is completed from both, then the sweep goes on. Monitoring is not
+/// resumed.
+pub async fn resume(
+    run_dir: &std::path::Path,
+    console: &mut Console,
+    stop: CancellationToken,
+) -> Result<RunReport, RunError> {
+    let bad = |why: String| RunError::Resume(format!("{}: {why}", run_dir.display()));
+    let read = |name: &str| {
+        std::fs::read(run_dir.join(name)).map_err(|e| {
+            bad(format!(
+                "cannot read {name} ({e}); only runs of this tokengun version with remote agents can be resumed"
+            ))
+        })
+    };
+    let mut cfg: RunConfig = serde_json::from_slice(&read("plan.json")?)
+        .map_err(|e| bad(format!("plan.json is not a run plan ({e})")))?;
+    let manifest: Manifest = serde_json::from_slice(&read("run.json")?)
+        .map_err(|e| bad(format!("run.json is not a tokengun manifest ({e})")))?;
+    if cfg.agents.is_empty() {
+        return Err(bad(
+            "it used the agent inside the controller, which ended with it: nothing is left to replay"
+                .into(),
+        ));
+    }
+    if manifest.status == RunStatus::Complete {
+        return Err(bad("the run is already complete".into()));
+    }
+    let stored = tokengun_proto::stored::read_all(&run_dir.join("records.pb"))?;
+    // The phase it broke off in: after the warm-up (if it ran) and the cycles written.
+    let warmup_planned = !cfg.warmup.is_zero();
+    let phase = usize::from(warmup_planned && manifest.warmup.is_some()) + manifest.cycles.len();
+    let cycle_id = if warmup_planned && manifest.warmup.is_none() {
+        1
+    } else {
+        u32::try_from(manifest.cycles.len() + 2).unwrap_or(u32::MAX)
+    };
+    let phases = usize::from(warmup_planned) + cfg.levels.len();
+    if phase >= phases {
+        return Err(bad("every level already has its results".into()));
+    }
+    cfg.monitor.enabled = false;
+    let (mut up, _) = prepare_run(&cfg, true).await?;
+    let mut started = false;
+    let mut heads = Vec::new();
+    for (k, m) in up.members.iter_mut().enumerate() {
+        let Some(was) = manifest.agents.get(k) else {
+            return Err(bad(format!("{} was not in the run", m.link.addr())));
+        };
+        if was.agent_id != m.info.agent_id {
+            return Err(bad(format!(
+                "{} now answers as agent {} but the run's agent was {}: its records are not there",
+                m.link.addr(),
+                m.info.agent_id,
+                was.agent_id
+            )));
+        }
+        let (state, running, head) = m.link.status().await?;
+        started |= state == "running" && running == cycle_id;
+        heads.push(head);
+        // Replay from what records.pb holds of it (never before the run's own first record).
+        let kept = stored
+            .iter()
+            .filter(|(a, _)| *a == m.label)
+            .map(|(_, r)| r.seq)
+            .max()
+            .unwrap_or(0);
+        m.last_seq = kept.max(was.first_seq);
+        m.acked = m.last_seq;
+        m.stream_no += 1; // the streams prepare_run opened start from the wrong place
+    }
+    for i in 0..up.members.len() {
+        up.open_stream(i).await?;
+    }
+    let of_cycle = |r: &Record| match &r.body {
+        RecordBody::CycleStarted { cycle_id: c, .. } => *c == cycle_id,
+        RecordBody::Request(q) => q.cycle_id == cycle_id,
+        RecordBody::CycleDone(d) => d.cycle_id == cycle_id,
+        _ => false,
+    };
+    let mut stored: Vec<(String, Record, bool)> = stored
+        .into_iter()
+        .filter(|(_, r)| of_cycle(r))
+        .map(|(a, r)| (a, r, true))
+        .collect();
+    // What the agents recorded while no controller listened, up to where they stand now: the
+    // cycle's records among them say whether it started.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while up
+        .members
+        .iter()
+        .zip(&heads)
+        .any(|(m, &head)| m.last_seq < head)
+    {
+        let ev = tokio::select! {
+            ev = up.events.recv() => ev,
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(bad("the agents did not replay their records within 15 s".into()));
+            }
+        };
+        let Some((i, no, item)) = ev else { break };
+        if no != up.members[i].stream_no {
+            continue;
+        }
+        let rec = item?;
+        if rec.seq <= up.members[i].last_seq {
+            continue;
+        }
+        up.members[i].last_seq = rec.seq;
+        if of_cycle(&rec) {
+            stored.push((up.members[i].label.clone(), rec, false));
+        }
+    }
+    started |= stored
+        .iter()
+        .any(|(_, r, _)| matches!(r.body, RecordBody::CycleStarted { .. }));
+    let mut manifest = manifest;
+    manifest.status = RunStatus::Running;
+    manifest.ended_at = None;
+    manifest.notes.push(format!(
+        "resumed at {} from cycle {cycle_id} ({} record(s) of it were on disk); monitoring was not resumed",
+        now_rfc3339(),
+        stored.len()
+    ));
+    let mut dir = RunDir::reopen(run_dir)?;
+    dir.set_throughput_csv(cfg.throughput_csv);
+    dir.write_manifest(&manifest)?;
+    console.line(&format!(
+        "resuming {} at cycle {cycle_id}: {} agent(s) back, {} record(s) of that cycle on disk",
+        run_dir.display(),
+        up.members.len(),
+        stored.len()
+    ));
+    let target_info = TargetInfo {
+        server_version: manifest.server_version.clone(),
+        models: Vec::new(),
+        api: manifest.api,
+    };
+    cfg.api = Some(manifest.api);
+    run_sweep(
+        cfg,
+        up,
+        target_info,
+        console,
+        stop,
+        Some(Resumed {
+            dir,
+            manifest,
+            at: ResumeAt {
+                phase,
+                stored,
+                started,
+            },
+        }),
+    )
+    .await
 }
 
 /// Brings up the simulator and agents, checks the target from every agent (each applies it on
 /// its own host), and finds where each agent's record stream stands (an agent serves run after
 /// run; its sequence numbers go on across them).
-async fn prepare_run(cfg: &RunConfig) -> Result<(Started, TargetInfo), RunError> {
+async fn prepare_run(cfg: &RunConfig, resuming: bool) -> Result<(Started, TargetInfo), RunError> {
     let mut up = bring_up(cfg).await?;
     let mut found: Option<TargetInfo> = None;
     for m in &mut up.members {
         let (state, cycle, last_seq) = m.link.status().await?;
-        if state == "running" {
+        // A resumed run's agents may still be running its cycle.
+        if state == "running" && !resuming {
             return Err(RunError::AgentBusy {
                 agent: m.link.addr().to_string(),
                 cycle,
@@ -610,11 +779,25 @@ async fn prepare_run(cfg: &RunConfig) -> Result<(Started, TargetInfo), RunError>
 
 async fn run_sweep(
     cfg: RunConfig,
-    mut up: Started,
+    up: Started,
     target_info: TargetInfo,
     console: &mut Console,
     stop: CancellationToken,
+    resumed: Option<Resumed>,
 ) -> Result<RunReport, RunError> {
+    if let Some(r) = resumed {
+        return sweep(
+            cfg,
+            up,
+            target_info,
+            console,
+            stop,
+            r.dir,
+            r.manifest,
+            Some(r.at),
+        )
+        .await;
+    }
     let run_id = cfg
         .run_id
         .clone()
@@ -628,8 +811,8 @@ async fn run_sweep(
     let labels: Vec<String> = cfg.levels.iter().map(Level::label).collect();
     let many = up.members.len() > 1;
     let mut manifest = Manifest {
-        tool: "tokengun",
-        version: env!("CARGO_PKG_VERSION"),
+        tool: "tokengun".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
         run_id,
         status: RunStatus::Running,
         started_at: now_rfc3339(),
@@ -663,6 +846,7 @@ async fn run_sweep(
                 let mut info = m.info.clone();
                 info.label = m.label.clone();
                 info.clock_uncertainty_ms = m.clock.map(|c| c.rtt.as_secs_f64() * 1e3 / 2.0);
+                info.first_seq = m.last_seq;
                 info
             })
             .collect(),
@@ -714,6 +898,41 @@ async fn run_sweep(
         ));
     }
 
+    dir.write_plan(&cfg)?;
+    sweep(cfg, up, target_info, console, stop, dir, manifest, None).await
+}
+
+/// Where a resumed run takes up: the phase it broke off in, and what records.pb holds of it.
+struct ResumeAt {
+    phase: usize,
+    /// (agent, record, already in records.pb).
+    stored: Vec<(String, Record, bool)>,
+    /// The agents had started that phase's cycle (it is collected, not started again).
+    started: bool,
+}
+
+/// A run folder taken up again after its controller was lost.
+struct Resumed {
+    dir: RunDir,
+    manifest: Manifest,
+    at: ResumeAt,
+}
+
+/// Runs the sweep's phases into `dir` (from `resume.phase` when resuming).
+// The run's parts, all owned here for the length of the sweep.
+#[allow(clippy::too_many_arguments)]
+async fn sweep(
+    cfg: RunConfig,
+    mut up: Started,
+    target_info: TargetInfo,
+    console: &mut Console,
+    stop: CancellationToken,
+    mut dir: RunDir,
+    mut manifest: Manifest,
+    mut resume: Option<ResumeAt>,
+) -> Result<RunReport, RunError> {
+    let labels: Vec<String> = cfg.levels.iter().map(Level::label).collect();
+    let many = up.members.len() > 1;
     let mut broken: Option<String> = None;
     let mut monitor = if cfg.monitor.enabled {
         start_monitoring(&cfg, &mut up, target_info.api, &dir, console, &mut manifest).await?
@@ -752,10 +971,12 @@ async fn run_sweep(
             )
         }))
         .collect();
-    for (index, (level, plan)) in phases.into_iter().enumerate() {
+    let first_phase = resume.as_ref().map_or(0, |r| r.phase);
+    for (index, (level, plan)) in phases.into_iter().enumerate().skip(first_phase) {
         if stop.is_cancelled() {
             break;
         }
+        let taken_up = resume.take().filter(|r| r.started);
         let is_warmup = warmup.is_some() && index == 0;
         let level_index = index.saturating_sub(usize::from(warmup.is_some()));
         // Agents lost earlier get one more chance before each cycle.
@@ -810,7 +1031,38 @@ async fn run_sweep(
             };
             parts.push(MemberCycle::new(i, p, writer));
         }
-        if let Err(e) = start_cycle(&mut up, &mut parts, many).await {
+        let window_ns = (plan.shape != LoadShape::Burst)
+            .then(|| u64::try_from(plan.duration.as_nanos()).unwrap_or(u64::MAX));
+        let mut sink = CycleSink {
+            stats: tokengun_common::CycleStats::with_window(window_ns),
+            slo: cfg.slo,
+            table: Vec::new(),
+            keep_all_rows: plan.shape == LoadShape::Burst,
+        };
+        if let Some(r) = taken_up {
+            // The agents ran this cycle while no controller listened: what records.pb holds of
+            // it is written again, the rest is replayed by the agents.
+            for (agent, rec, on_disk) in r.stored {
+                let Some(k) = parts
+                    .iter()
+                    .position(|p| up.members[p.member].label == agent)
+                else {
+                    continue;
+                };
+                if !on_disk {
+                    dir.store(&agent, &rec)?;
+                }
+                let clock = up.members[parts[k].member].clock;
+                parts[k].apply(rec.body, &plan, clock, None, &mut sink, console)?;
+            }
+            for p in &mut parts {
+                p.last_heard = tokio::time::Instant::now();
+            }
+            console.line(&format!(
+                "  taking up cycle {} where the lost controller left it",
+                plan.cycle_id
+            ));
+        } else if let Err(e) = start_cycle(&mut up, &mut parts, many).await {
             broken = Some(e);
             break;
         }
@@ -831,14 +1083,6 @@ async fn run_sweep(
             }
             break;
         }
-        let window_ns = (plan.shape != LoadShape::Burst)
-            .then(|| u64::try_from(plan.duration.as_nanos()).unwrap_or(u64::MAX));
-        let mut sink = CycleSink {
-            stats: tokengun_common::CycleStats::with_window(window_ns),
-            slo: cfg.slo,
-            table: Vec::new(),
-            keep_all_rows: plan.shape == LoadShape::Burst,
-        };
         if let Some(m) = monitor.as_mut() {
             m.set_label(&level_label);
         }
@@ -1133,6 +1377,66 @@ impl MemberCycle {
         }
     }
 
+    /// Takes one of this agent's records of `plan`'s cycle: its start, a request (written and
+    /// counted), its end. Returns a progress record for the caller to merge; records of other
+    /// cycles are ignored.
+    fn apply(
+        &mut self,
+        body: RecordBody,
+        plan: &CyclePlan,
+        clock: Option<ClockMap>,
+        scheduled: Option<std::time::Instant>,
+        sink: &mut CycleSink,
+        console: &mut Console,
+    ) -> Result<Option<Progress>, OutDirError> {
+        match body {
+            RecordBody::CycleStarted {
+                cycle_id,
+                started_unix_ns,
+                origin_mono_ns,
+            } if cycle_id == plan.cycle_id => {
+                self.origin_mono_ns = Some(origin_mono_ns);
+                if let (Some(c), Some(t0)) = (clock, scheduled) {
+                    let local = c.local_at(origin_mono_ns);
+                    self.start_offset_s = Some(if local >= t0 {
+                        (local - t0).as_secs_f64()
+                    } else {
+                        -(t0 - local).as_secs_f64()
+                    });
+                }
+                if let Some(w) = self.writer.as_mut() {
+                    w.set_origin(started_unix_ns);
+                }
+            }
+            RecordBody::Request(r) if r.cycle_id == plan.cycle_id => {
+                console.request_done(&r);
+                self.requests += 1;
+                if r.outcome == tokengun_common::OutcomeKind::Completed {
+                    self.completed += 1;
+                    self.output_tokens += r.output_tokens;
+                } else {
+                    self.failed += 1;
+                }
+                if let Some(w) = self.writer.as_mut() {
+                    w.record(&r)?;
+                }
+                sink.take(*r);
+            }
+            RecordBody::Progress(pr) if pr.cycle_id == plan.cycle_id => return Ok(Some(pr)),
+            RecordBody::CycleDone(d) if d.cycle_id == plan.cycle_id => {
+                if d.recovered {
+                    // The agent restarted mid-cycle: what was in flight then is gone.
+                    self.lost
+                        .get_or_insert_with(|| "the agent restarted mid-cycle".into());
+                    self.recovered = true;
+                }
+                self.done = Some(d);
+            }
+            _ => {} // records of an earlier cycle, already counted
+        }
+        Ok(None)
+    }
+
     /// Requests this part should account for: the agent's own count when its cycle end came, a
     /// burst's planned size when it did not, or when an agent restart lost what was in flight (the
     /// restarted agent knows only the requests it recorded).
@@ -1375,56 +1679,22 @@ async fn collect_cycle(
                     p.gaps += gap;
                     console.dropped(k, gap);
                 }
-                match rec.body {
-                    RecordBody::CycleStarted { cycle_id, started_unix_ns, origin_mono_ns } if cycle_id == plan.cycle_id => {
-                        p.origin_mono_ns = Some(origin_mono_ns);
-                        if let (Some(c), Some(t0)) = (up.members[i].clock, up.scheduled_start) {
-                            let local = c.local_at(origin_mono_ns);
-                            p.start_offset_s = Some(if local >= t0 {
-                                (local - t0).as_secs_f64()
-                            } else {
-                                -(t0 - local).as_secs_f64()
-                            });
-                        }
-                        if let Some(w) = p.writer.as_mut() {
-                            w.set_origin(started_unix_ns);
-                        }
-                    }
-                    RecordBody::Request(r) if r.cycle_id == plan.cycle_id => {
-                        console.request_done(&r);
-                        p.requests += 1;
-                        if r.outcome == tokengun_common::OutcomeKind::Completed {
-                            p.completed += 1;
-                            p.output_tokens += r.output_tokens;
-                        } else {
-                            p.failed += 1;
-                        }
-                        if let Some(w) = p.writer.as_mut() {
-                            if let Err(e) = w.record(&r) {
-                                // The disk refused: stop the load rather than measure into nothing.
-                                for q in parts.iter() {
-                                    let _ = up.members[q.member].link.abort(plan.cycle_id).await;
-                                }
-                                return Err(e.into());
-                            }
-                        }
-                        sink.take(*r);
-                    }
-                    RecordBody::Progress(pr) if pr.cycle_id == plan.cycle_id => {
+                let clock = up.members[i].clock;
+                match p.apply(rec.body, plan, clock, up.scheduled_start, sink, console) {
+                    Ok(Some(pr)) => {
                         progress[k] = Some(pr);
                         if let Some(all) = merged_progress(&progress) {
                             console.progress(plan, &all);
                         }
                     }
-                    RecordBody::CycleDone(d) if d.cycle_id == plan.cycle_id => {
-                        if d.recovered {
-                            // The agent restarted mid-cycle: what was in flight then is gone.
-                            p.lost.get_or_insert_with(|| "the agent restarted mid-cycle".into());
-                            p.recovered = true;
+                    Ok(None) => {}
+                    Err(e) => {
+                        // The disk refused: stop the load rather than measure into nothing.
+                        for q in parts.iter() {
+                            let _ = up.members[q.member].link.abort(plan.cycle_id).await;
                         }
-                        p.done = Some(d);
+                        return Err(e.into());
                     }
-                    _ => {} // records of an earlier cycle, already counted
                 }
             }
             () = stop.cancelled(), if abort_deadline.is_none() => {

@@ -93,7 +93,7 @@ impl CycleWriter {
 }
 
 /// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Still going (what an interrupted process leaves behind if it could not finish the file).
@@ -107,10 +107,10 @@ pub enum RunStatus {
 }
 
 /// The `run.json` manifest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Manifest {
-    pub tool: &'static str,
-    pub version: &'static str,
+    pub tool: String,
+    pub version: String,
     pub run_id: String,
     pub status: RunStatus,
     pub started_at: String,
@@ -186,6 +186,25 @@ impl RunDir {
             records,
             throughput_csv: true,
         })
+    }
+
+    /// Opens an existing run folder to go on writing it (a resumed run).
+    pub fn reopen(root: &Path) -> Result<Self, OutDirError> {
+        let cycles = CyclesCsv::open_append(&root.join("cycles.csv"))?;
+        let records = tokengun_proto::stored::RecordFile::open_append(&root.join("records.pb"))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            cycles,
+            records,
+            throughput_csv: true,
+        })
+    }
+
+    /// Writes `plan.json`: the compiled run configuration a resume starts from.
+    pub fn write_plan(&self, plan: &impl Serialize) -> Result<(), OutDirError> {
+        let bytes = serde_json::to_vec_pretty(plan)?;
+        csv_out::write_atomic(&self.root.join("plan.json"), &bytes)?;
+        Ok(())
     }
 
     /// The run's folder.

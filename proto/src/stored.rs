@@ -51,6 +51,39 @@ impl RecordFile {
         })
     }
 
+    /// Opens an existing file to append to (a resumed run); a torn last frame is cut off first.
+    pub fn open_append(path: &Path) -> Result<Self, StoredError> {
+        let whole = read_all(path)?;
+        let mut keep = 0u64;
+        let mut buf = Vec::new();
+        for (agent, r) in &whole {
+            buf.clear();
+            let msg = pb::StoredRecord {
+                agent: agent.clone(),
+                record: Some(r.into()),
+            };
+            keep += msg.encode_length_delimited_to_vec().len() as u64;
+        }
+        let err = |source| StoredError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(err)?;
+        f.set_len(keep).map_err(err)?;
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            w: BufWriter::with_capacity(1 << 20, f),
+            buf,
+        })
+    }
+
     /// Appends one record of `agent`.
     pub fn append(&mut self, agent: &str, r: &dom::Record) -> Result<(), StoredError> {
         let msg = pb::StoredRecord {

@@ -416,3 +416,97 @@ async fn an_agent_killed_and_restarted_on_its_spool_gives_back_what_it_recorded(
     assert_eq!(cycles[1]["agents"], "2");
     drop((a, back, spool));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_controller_is_resumed_and_the_replay_completes_its_cycle() {
+    let sim = std::sync::Arc::new(
+        SimHandle::start(
+            "127.0.0.1:0",
+            SimConfig {
+                models: vec!["m:1b".into()],
+                ..SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(5), 300, 16)
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let (a, b) = (AgentProc::spawn(), AgentProc::spawn());
+    let out = tempfile::tempdir().unwrap();
+    let bin = tokengun_tests::workspace_bin("tokengun");
+    let url = sim.url();
+    let out_s = out.path().to_string_lossy().into_owned();
+    let mut controller = std::process::Command::new(&bin)
+        .args([
+            "run",
+            "--target",
+            &url,
+            "--api",
+            "ollama-generate",
+            "--model",
+            "m:1b",
+            "--levels",
+            "4,2",
+            "--agent",
+            &a.addr,
+            "--agent",
+            &b.addr,
+            "--run-id",
+            "killed",
+            "--out",
+            &out_s,
+            "--no-tui",
+            "--no-monitor",
+            "--no-report",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while the first level's 4 requests stream (each lasts about 1.5 s).
+    let t0 = tokio::time::Instant::now();
+    while sim.decoding() < 4 && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    controller.kill().unwrap();
+    controller.wait().unwrap();
+    let dir = out.path().join("killed");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "running", "it died mid-run");
+    // The agents finish the cycle on their own while no controller listens.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (bin2, dir2) = (bin.clone(), dir.clone());
+    let resumed = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&bin2)
+            .args(["resume", dir2.to_str().unwrap(), "--no-tui", "--no-report"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&resumed.stdout),
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let m = read_run_json(&dir);
+    assert_eq!(m["status"], "complete");
+    let cycles = read_csv(&dir.join("cycles.csv"));
+    assert_eq!(cycles.len(), 2, "the interrupted level and the next one");
+    assert_eq!(cycles[0]["completed"], "4", "{:?}", cycles[0]);
+    assert_eq!(cycles[1]["completed"], "2");
+    for k in 1..=2 {
+        let rows =
+            read_csv(&level_dir(&dir, "m-1b", 4).join(format!("agent{k}/request_summary.csv")));
+        assert_eq!(rows.len(), 2, "agent{k}: every request, once");
+    }
+    let stored = tokengun_proto::stored::read_all(&dir.join("records.pb")).unwrap();
+    let requests = stored
+        .iter()
+        .filter(|(_, r)| matches!(r.body, tokengun_common::RecordBody::Request(_)))
+        .count();
+    assert_eq!(requests, 6, "records.pb holds each request once");
+    drop((a, b));
+}
