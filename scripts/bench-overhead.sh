@@ -67,6 +67,10 @@ print(sum(int(r["output_tokens"] or 0) for r in rows))
 failed = sum(int(r["failed"] or 0) for r in rows)
 if failed:
     print(f"warning: {failed} failed requests", file=sys.stderr)
+for r in rows:
+    # The run's own self-check (agent CPU share of its cores, event-loop delay, verdict).
+    print(f"  self-check: {r.get('self_check', '-')} (agent CPU {r.get('agent_cpu_pct', '-')}% of its cores, "
+          f"loop delay p99 {r.get('loop_delay_p99_ms', '-')} ms)", file=sys.stderr)
 PY
 )
   awk -v api="$api" -v tok="$tokens" -v t0="$t0" -v t1="$t1" -v b="$before" -v a="$after" -v hz="$hz" \

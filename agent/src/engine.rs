@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengun_common::schedule::{Arrivals, prompt_index};
 use tokengun_common::{
-    CycleDone, CyclePlan, LIVE_REQUESTS_MAX, LoadShape, OutcomeKind, Progress, RecordBody,
-    RequestRecord, ServerTimings, TokenChunk, TokenSource,
+    AgentSelfCheck, CycleDone, CyclePlan, LIVE_REQUESTS_MAX, LoadShape, OutcomeKind, Progress,
+    RecordBody, RequestRecord, ServerTimings, TokenChunk, TokenSource,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -239,6 +239,9 @@ pub async fn run_cycle(
     drain: CancellationToken,
 ) -> CycleDone {
     let PreparedCycle { plan, uri, bodies } = cycle;
+    // tokengun's own cost over the cycle: CPU time of this process and the runtime's delay.
+    let cpu_before_s = crate::selfcheck::process_cpu_s();
+    let loop_probe = crate::selfcheck::LoopProbe::start();
     let origin = Instant::now();
     log.append(RecordBody::CycleStarted {
         cycle_id: plan.cycle_id,
@@ -294,6 +297,17 @@ pub async fn run_cycle(
     let last = shared.progress();
     let (completed, failed) = (last.completed, last.failed);
     log.append(RecordBody::Progress(last));
+    let wall_s = origin.elapsed().as_secs_f64();
+    let loop_delay = loop_probe.finish().await;
+    let self_check = cpu_before_s
+        .zip(crate::selfcheck::process_cpu_s())
+        .map(|(before, after)| AgentSelfCheck {
+            cpu_s: (after - before).max(0.0),
+            wall_s,
+            cores: crate::selfcheck::cores(),
+            loop_delay_p99_ms: loop_delay.map(|d| d.p99_ms),
+            loop_delay_max_ms: loop_delay.map(|d| d.max_ms),
+        });
     CycleDone {
         cycle_id,
         requests: shared.counters.started.load(Ordering::Relaxed),
@@ -302,6 +316,7 @@ pub async fn run_cycle(
         aborted: shared.cancel.is_cancelled() || shared.cut_short.load(Ordering::Relaxed),
         ended_mono_ns: crate::clock::mono_ns(),
         recovered: false,
+        self_check,
     }
 }
 

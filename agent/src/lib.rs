@@ -10,6 +10,7 @@ pub mod backend;
 pub mod certs;
 pub mod clock;
 pub mod engine;
+pub mod fdlimit;
 pub mod http;
 pub mod live;
 pub mod log;
@@ -17,6 +18,7 @@ pub mod monitor;
 pub mod ndjson;
 pub mod notify;
 pub mod runner;
+pub mod selfcheck;
 pub mod service;
 pub mod spool;
 
@@ -149,6 +151,7 @@ pub async fn serve_log(
         max_concurrency: config.max_concurrency,
         max_rate_per_s: config.max_rate_per_s,
         max_duration: config.max_duration,
+        nofile_limit: fdlimit::raise_nofile_limit(),
     };
     let runner = runner::RunnerHandle::spawn(client.clone(), log.clone(), caps);
     let interceptor = config.auth.interceptor();

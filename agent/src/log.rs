@@ -102,6 +102,7 @@ impl RecordLog {
                 aborted: true,
                 ended_mono_ns: u.last_end_mono_ns,
                 recovered: true,
+                self_check: None,
             }));
         }
         Ok((log, found))
@@ -526,6 +527,7 @@ mod tests {
                 aborted: true,
                 ended_mono_ns: 1_090,
                 recovered: true,
+                self_check: None,
             }
         );
         drop(log);

@@ -32,6 +32,8 @@ pub enum RunnerError {
     DurationCap { duration: Duration, max: Duration },
     #[error(transparent)]
     Build(#[from] EngineError),
+    #[error(transparent)]
+    FdLimit(#[from] crate::fdlimit::FdLimitError),
     #[error("the agent is shutting down")]
     Gone,
 }
@@ -47,6 +49,9 @@ pub struct Caps {
     /// Longest cycle: longer closed/open durations are refused, and any cycle still running
     /// this long after its start is aborted (None: no cap).
     pub max_duration: Option<Duration>,
+    /// The open-file limit in force (already raised to the hard limit; None: unknown): levels it
+    /// cannot hold are refused, and an uncapped open loop is held below it.
+    pub nofile_limit: Option<u64>,
 }
 
 /// What the runner is doing.
@@ -264,10 +269,21 @@ impl Runner {
                 });
             }
         }
-        // An uncapped open loop is still bounded by what this agent allows in flight.
+        // An uncapped open loop is still bounded by what this agent allows in flight, and by
+        // the sockets its open-file limit leaves.
         if plan.shape == LoadShape::Open && plan.concurrency == 0 {
             plan.concurrency = caps.max_concurrency;
+            if let Some(fd_max) = caps.nofile_limit.map(crate::fdlimit::max_streams) {
+                if fd_max < plan.concurrency {
+                    tracing::info!(
+                        "open loop of cycle {} held to {fd_max} requests in flight by the open-file limit",
+                        plan.cycle_id
+                    );
+                    plan.concurrency = fd_max;
+                }
+            }
         }
+        crate::fdlimit::check_concurrency(plan.concurrency, caps.nofile_limit)?;
         self.state = State::Prepared(Box::new(PreparedCycle::new(plan)?));
         Ok(())
     }

@@ -213,6 +213,7 @@ fn runner_status(e: RunnerError) -> Status {
         RunnerError::Limit { .. }
         | RunnerError::RateCap { .. }
         | RunnerError::DurationCap { .. }
+        | RunnerError::FdLimit(_)
         | RunnerError::Build(_) => Status::invalid_argument(e.to_string()),
         RunnerError::Gone => Status::unavailable(e.to_string()),
     }

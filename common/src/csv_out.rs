@@ -282,6 +282,11 @@ pub fn cycles_header() -> Vec<String> {
             "gpu_freq_mhz_mean",
             "agents",
             "start_spread_s",
+            "agent_cpu_s",
+            "agent_cpu_pct",
+            "loop_delay_p99_ms",
+            "loop_delay_max_ms",
+            "self_check",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -359,6 +364,11 @@ pub fn cycles_row(s: &CycleSummary) -> Vec<String> {
             s.agents.len().to_string()
         },
         g(s.start_spread_s, 6),
+        g(s.agent_cpu_s, 3),
+        g(s.agent_cpu_pct, 1),
+        g(s.loop_delay_p99_ms, 3),
+        g(s.loop_delay_max_ms, 3),
+        s.self_check.clone(),
     ]);
     row
 }

@@ -11,8 +11,8 @@ pub mod stats;
 pub use monitor::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, SourceStatus};
 pub use plan::{Api, Arrival, CyclePlan, LoadShape, PlanError, PromptSpec, RequestOptions};
 pub use record::{
-    CycleDone, LIVE_REQUESTS_MAX, LivePhase, LiveRequest, OutcomeKind, Progress, Record,
-    RecordBody, RequestRecord, ServerTimings, TokenChunk, TokenSource,
+    AgentSelfCheck, CycleDone, LIVE_REQUESTS_MAX, LivePhase, LiveRequest, OutcomeKind, Progress,
+    Record, RecordBody, RequestRecord, ServerTimings, TokenChunk, TokenSource,
 };
 pub use stats::{CycleInfo, CycleStats, CycleSummary, Percentiles, Slo};
 

@@ -282,7 +282,7 @@ pub struct LiveRequest {
 }
 
 /// The end of a cycle on one agent, with its own totals for cross-checking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CycleDone {
     pub cycle_id: u32,
     pub requests: u32,
@@ -296,6 +296,23 @@ pub struct CycleDone {
     /// spool; requests in flight at the crash are lost (`aborted` is set too).
     #[serde(default)]
     pub recovered: bool,
+    /// The agent's measure of its own cost over the cycle (None from agents that predate it).
+    pub self_check: Option<AgentSelfCheck>,
+}
+
+/// What an agent measured of its own cost over a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AgentSelfCheck {
+    /// CPU seconds (user + system) of the agent's process over the cycle; an in-process agent's
+    /// process is the controller's too.
+    pub cpu_s: f64,
+    /// Wall seconds the CPU time was measured over.
+    pub wall_s: f64,
+    /// Cores the agent's process may run on.
+    pub cores: u32,
+    /// How late a 10 ms timer on the agent's runtime woke: p99 and max over the cycle, ms.
+    pub loop_delay_p99_ms: Option<f64>,
+    pub loop_delay_max_ms: Option<f64>,
 }
 
 /// What a record says.

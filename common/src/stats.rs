@@ -12,6 +12,11 @@ const HIST_MAX_US: u64 = 3_600_000_000;
 /// A cycle whose p99 send lag (intended start -> dispatched) exceeds this fell behind its schedule:
 /// its figures describe tokengun's limits as much as the server's, and it is marked invalid.
 pub const SEND_LAG_LIMIT_S: f64 = 0.010;
+/// Above this share of its cores (CPU seconds / wall seconds / cores), the agent's process was
+/// busy enough to be the bottleneck.
+pub const AGENT_CPU_LIMIT_SHARE: f64 = 0.9;
+/// Above this p99 event-loop delay (ms) the agent's runtime woke its tasks late.
+pub const LOOP_DELAY_LIMIT_MS: f64 = 10.0;
 
 /// A latency distribution that can be merged exactly (never by averaging percentiles).
 #[derive(Debug, Clone)]
@@ -345,6 +350,65 @@ pub struct CycleSummary {
     pub start_spread_s: Option<f64>,
     /// Several agents: each one's part of the cycle.
     pub agents: Vec<AgentCycle>,
+    /// CPU seconds the agents' processes used over the cycle (summed over agents; an
+    /// in-process agent's process is the controller's too). None: no agent measured it.
+    #[serde(default)]
+    pub agent_cpu_s: Option<f64>,
+    /// The busiest agent's CPU time as a share of its cores over the cycle, percent (0-100).
+    #[serde(default)]
+    pub agent_cpu_pct: Option<f64>,
+    /// How late a 10 ms timer on the agents' runtimes woke: p99 and max over the cycle, ms (the
+    /// worst agent's).
+    #[serde(default)]
+    pub loop_delay_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub loop_delay_max_ms: Option<f64>,
+    /// `ok`, or why tokengun itself may have been the bottleneck of this cycle (reasons joined
+    /// by `; `): its CPU near its cores, a late event loop, or a late schedule.
+    #[serde(default)]
+    pub self_check: String,
+}
+
+/// Why tokengun itself may have limited a cycle: `ok`, or the reasons joined by `; `. `checks`
+/// are the agents' own measures; `schedule_valid` the start-lag verdict.
+pub fn self_check_verdict(
+    checks: &[crate::record::AgentSelfCheck],
+    schedule_valid: bool,
+    send_lag_p99_s: Option<f64>,
+) -> String {
+    let mut why = Vec::new();
+    for c in checks {
+        let share = if c.wall_s > 0.0 {
+            c.cpu_s / c.wall_s / f64::from(c.cores.max(1))
+        } else {
+            0.0
+        };
+        if share > AGENT_CPU_LIMIT_SHARE {
+            why.push(format!(
+                "agent CPU at {:.0}% of its {} core(s)",
+                share * 100.0,
+                c.cores
+            ));
+        }
+        if let Some(d) = c.loop_delay_p99_ms.filter(|d| *d > LOOP_DELAY_LIMIT_MS) {
+            why.push(format!(
+                "event-loop delay p99 {d:.1} ms (over {LOOP_DELAY_LIMIT_MS} ms)"
+            ));
+        }
+    }
+    if !schedule_valid {
+        why.push(format!(
+            "start lag p99 {:.1} ms (over {} ms)",
+            send_lag_p99_s.unwrap_or(0.0) * 1e3,
+            SEND_LAG_LIMIT_S * 1e3
+        ));
+    }
+    if why.is_empty() {
+        "ok".into()
+    } else {
+        why.dedup();
+        why.join("; ")
+    }
 }
 
 /// One agent's part of a cycle run by several.
@@ -415,6 +479,7 @@ impl CycleSummary {
             ),
         };
         let send_lag_p99_s = s.send_lag.quantile_s(0.99);
+        let schedule_valid = send_lag_p99_s.is_none_or(|l| l <= SEND_LAG_LIMIT_S);
         Self {
             model: info.model.clone(),
             shape: info.shape.clone(),
@@ -451,7 +516,7 @@ impl CycleSummary {
             slo: *slo,
             send_lag_p99_s,
             send_lag_max_s: s.send_lag.percentiles().max_s,
-            schedule_valid: send_lag_p99_s.is_none_or(|l| l <= SEND_LAG_LIMIT_S),
+            schedule_valid,
             errors_by_kind: errors
                 .iter()
                 .map(|(k, n)| format!("{k}={n}"))
@@ -464,7 +529,34 @@ impl CycleSummary {
             gpu_freq_mhz_mean: None,
             start_spread_s: None,
             agents: Vec::new(),
+            agent_cpu_s: None,
+            agent_cpu_pct: None,
+            loop_delay_p99_ms: None,
+            loop_delay_max_ms: None,
+            self_check: self_check_verdict(&[], schedule_valid, send_lag_p99_s),
         }
+    }
+
+    /// Adds the agents' measures of their own cost and judges whether tokengun was the
+    /// bottleneck (see [`self_check_verdict`]).
+    pub fn apply_self_checks(&mut self, checks: &[crate::record::AgentSelfCheck]) {
+        let max = |v: Option<f64>, x: Option<f64>| match (v, x) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.agent_cpu_s = None;
+        self.agent_cpu_pct = None;
+        self.loop_delay_p99_ms = None;
+        self.loop_delay_max_ms = None;
+        for c in checks {
+            self.agent_cpu_s = Some(self.agent_cpu_s.unwrap_or(0.0) + c.cpu_s);
+            let pct =
+                (c.wall_s > 0.0).then(|| c.cpu_s / c.wall_s / f64::from(c.cores.max(1)) * 100.0);
+            self.agent_cpu_pct = max(self.agent_cpu_pct, pct);
+            self.loop_delay_p99_ms = max(self.loop_delay_p99_ms, c.loop_delay_p99_ms);
+            self.loop_delay_max_ms = max(self.loop_delay_max_ms, c.loop_delay_max_ms);
+        }
+        self.self_check = self_check_verdict(checks, self.schedule_valid, self.send_lag_p99_s);
     }
 }
 
@@ -617,6 +709,70 @@ mod tests {
         let s = CycleSummary::from_records(&info(1), &[r], &Slo::default(), false);
         assert!(!s.schedule_valid);
         assert!((s.send_lag_max_s.unwrap() - 0.05).abs() < 1e-4);
+    }
+
+    #[test]
+    fn self_check_flags_a_busy_agent_a_late_loop_and_a_late_schedule() {
+        use crate::record::AgentSelfCheck;
+        let calm = AgentSelfCheck {
+            cpu_s: 0.5,
+            wall_s: 10.0,
+            cores: 2,
+            loop_delay_p99_ms: Some(1.2),
+            loop_delay_max_ms: Some(4.0),
+        };
+        let mut s =
+            CycleSummary::from_records(&info(1), &[done(1, 0, 100, 3, 10)], &Slo::default(), false);
+        assert_eq!(s.self_check, "ok");
+        s.apply_self_checks(&[calm]);
+        assert_eq!(s.self_check, "ok");
+        assert_eq!(s.agent_cpu_s, Some(0.5));
+        assert!((s.agent_cpu_pct.unwrap() - 2.5).abs() < 1e-9);
+        assert_eq!(
+            (s.loop_delay_p99_ms, s.loop_delay_max_ms),
+            (Some(1.2), Some(4.0))
+        );
+        // 18.2 CPU s over 10 s on 2 cores: 91% > 90%.
+        let busy = AgentSelfCheck {
+            cpu_s: 18.2,
+            ..calm
+        };
+        s.apply_self_checks(&[calm, busy]);
+        assert_eq!(s.self_check, "agent CPU at 91% of its 2 core(s)");
+        assert_eq!(s.agent_cpu_s, Some(18.7));
+        // 17.9 s is 89.5%: not flagged.
+        assert_eq!(
+            self_check_verdict(
+                &[AgentSelfCheck {
+                    cpu_s: 17.9,
+                    ..calm
+                }],
+                true,
+                None
+            ),
+            "ok"
+        );
+        let late = AgentSelfCheck {
+            loop_delay_p99_ms: Some(10.5),
+            ..calm
+        };
+        assert_eq!(
+            self_check_verdict(&[late], true, None),
+            "event-loop delay p99 10.5 ms (over 10 ms)"
+        );
+        assert_eq!(
+            self_check_verdict(&[late, busy], false, Some(0.015)),
+            "event-loop delay p99 10.5 ms (over 10 ms); agent CPU at 91% of its 2 core(s); start lag p99 15.0 ms (over 10 ms)"
+        );
+        let mut r = done(1, 0, 100, 3, 10);
+        r.dispatched_ns = 50_000_000;
+        r.sent_ns = 50_000_000;
+        let s = CycleSummary::from_records(&info(1), &[r], &Slo::default(), false);
+        assert!(
+            s.self_check.starts_with("start lag p99 5"),
+            "{}",
+            s.self_check
+        );
     }
 
     #[test]

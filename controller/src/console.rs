@@ -405,6 +405,29 @@ pub fn summary_line(s: &CycleSummary) -> String {
     )
 }
 
+/// tokengun's check on itself for the cycle: its CPU, event-loop delay and verdict, when an agent
+/// measured them.
+pub fn self_check_line(s: &CycleSummary) -> Option<String> {
+    let cpu_s = s.agent_cpu_s?;
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.1} ms"));
+    let figures = format!(
+        "tokengun CPU {cpu_s:.2} s ({}% of the agent's cores) · event-loop delay p99 {} max {} · start lag p99 {}",
+        s.agent_cpu_pct
+            .map_or_else(|| "-".to_string(), |p| format!("{p:.0}")),
+        ms(s.loop_delay_p99_ms),
+        ms(s.loop_delay_max_ms),
+        ms(s.send_lag_p99_s.map(|l| l * 1e3)),
+    );
+    Some(if s.self_check == "ok" {
+        format!("  self-check ok: {figures}")
+    } else {
+        format!(
+            "  SELF-CHECK: tokengun may have been the bottleneck ({}); {figures}",
+            s.self_check
+        )
+    })
+}
+
 /// The cycle's power and server figures in one line, when there are any.
 pub fn monitor_line(s: &CycleSummary) -> Option<String> {
     let mut parts = Vec::new();

@@ -1133,6 +1133,9 @@ async fn sweep(
             expected_requests: expected,
         };
         let mut summary = CycleSummary::from_stats(&info, &sink.stats, &cfg.slo, partial);
+        // Was tokengun itself the bottleneck? Each agent measured its own CPU and loop delay.
+        let checks: Vec<_> = parts.iter().filter_map(|p| p.done?.self_check).collect();
+        summary.apply_self_checks(&checks);
         if many {
             let starts: Vec<f64> = parts.iter().filter_map(|p| p.start_offset_s).collect();
             summary.start_spread_s = starts
@@ -1211,6 +1214,9 @@ async fn sweep(
             dir.append_cycle(&summary)?;
             console.cycle_end(&summary, &sink.table, sink.stats.requests as usize);
             if let Some(line) = crate::console::monitor_line(&summary) {
+                console.line(&line);
+            }
+            if let Some(line) = crate::console::self_check_line(&summary) {
                 console.line(&line);
             }
             if let Some(sp) = summary.start_spread_s {

@@ -365,6 +365,11 @@ impl From<&dom::Record> for pb::Record {
                 aborted: d.aborted,
                 ended_mono_ns: d.ended_mono_ns,
                 recovered: d.recovered,
+                agent_cpu_s: d.self_check.map_or(0.0, |c| c.cpu_s),
+                agent_wall_s: d.self_check.map_or(0.0, |c| c.wall_s),
+                agent_cores: d.self_check.map_or(0, |c| c.cores),
+                loop_delay_p99_ms: d.self_check.and_then(|c| c.loop_delay_p99_ms),
+                loop_delay_max_ms: d.self_check.and_then(|c| c.loop_delay_max_ms),
             }),
             dom::RecordBody::Monitor(m) => Body::Monitor(m.as_ref().into()),
         };
@@ -413,6 +418,14 @@ impl TryFrom<pb::Record> for dom::Record {
                 aborted: d.aborted,
                 ended_mono_ns: d.ended_mono_ns,
                 recovered: d.recovered,
+                // An agent that measured nothing sends no wall time.
+                self_check: (d.agent_wall_s > 0.0).then_some(dom::AgentSelfCheck {
+                    cpu_s: d.agent_cpu_s,
+                    wall_s: d.agent_wall_s,
+                    cores: d.agent_cores.max(1),
+                    loop_delay_p99_ms: d.loop_delay_p99_ms,
+                    loop_delay_max_ms: d.loop_delay_max_ms,
+                }),
             }),
             Body::Monitor(m) => dom::RecordBody::Monitor(Box::new(m.try_into()?)),
         };

@@ -179,6 +179,7 @@ mod tests {
                     aborted: false,
                     ended_mono_ns: 99,
                     recovered: false,
+                    self_check: None,
                 }),
             })
             .collect();

@@ -1,24 +1,37 @@
-//! Measurement: how far tokengun's timestamps are from the instants the server really sent.
+//! Measurement: how late tokengun stamps the tokens a server sends, and how its TTFT splits into
+//! client queueing, connect and the server's own time.
 //!
 //! `cargo run --release -p tokengun-tests --example accuracy [STREAMS=1000] [TOKENS=100]`
 //!
-//! Runs a real burst sweep (controller, in-process agent over gRPC, real HTTP) of STREAMS
-//! concurrent requests against the simulator with ground truth on (`record_truth`): every request
-//! gets its own slot, 200 ms to the first token, then a token every 10 ms. Each measured record
-//! (the run's `request_summary.csv` and `request_<id>_throughput.csv` files, microsecond
-//! resolution) is matched to the simulator's truth by its `x-tokengun-request` header, and
-//! compared on intervals (the two sides count from different clock origins):
-//! - TTFT error: |(FirstToken - Sent) - (first token handed to HTTP - request arrived)|;
-//! - inter-token error: |measured gap - true gap| for each pair of consecutive tokens.
+//! An in-process agent, driven over real gRPC by the controller's own client (`AgentLink`), fires
+//! one burst of STREAMS concurrent requests (real HTTP) at an in-process simulator with ground
+//! truth on (`record_truth`): every request gets its own slot, 200 ms to the first token, then a
+//! token every 10 ms. Simulator and agent share this process, so both sides read the same
+//! monotonic clock and absolute instants can be compared: an agent record's instant is the agent
+//! clock's epoch + the cycle origin (`CycleStarted.origin_mono_ns`) + its offset; the truth's is
+//! the simulator's epoch + its offset. Each record is matched to its truth by its
+//! `x-tokengun-request` header. Printed (p50 / p99 / max, ms):
+//! - stamping lag: agent stamp - the instant the simulator handed the token to HTTP, for first
+//!   tokens and for every token (a chunk holding several tokens is stamped once, when it is read:
+//!   each of its tokens counts with its own lag);
+//! - inter-token gap error: |measured gap - true gap| over consecutive tokens;
+//! - TTFT as tokengun defines it (first token - dispatched) beside the server's view (first token -
+//!   request arrived at its handler), with the part before the server (dispatched -> arrived:
+//!   client queue, TCP connect, request write, accept) shown on its own.
 //!
-//! Prints p50 / p99 / max of each. The simulator shares this process and the machine's cores
-//! with the agent and controller, so its own scheduling delays count against tokengun here.
+//! The controller's record writing is not in this process (the records are only collected), so
+//! this isolates the agent; the simulator's own scheduling delays still count against it.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::time::Duration;
-use tokengun_tests::{SimConfig, SimHandle, f, level_dir, read_csv, run, run_config};
+use std::time::{Duration, Instant};
+use tokengun::link::AgentLink;
+use tokengun_common::{
+    Api, Arrival, CycleDone, CyclePlan, LoadShape, PromptSpec, RecordBody, RequestOptions,
+    RequestRecord,
+};
+use tokengun_tests::{SimConfig, SimHandle};
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -29,17 +42,28 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
+/// Prints p50 / p99 / max (and min) of `v`, in seconds, as ms.
 fn line(name: &str, v: &mut [f64]) {
     let n = v.len();
+    let min = percentile(v, 0.0);
     let p50 = percentile(v, 50.0);
     let p99 = percentile(v, 99.0);
     let max = percentile(v, 100.0);
     println!(
-        "{name}: n = {n}, p50 = {:.3} ms, p99 = {:.3} ms, max = {:.3} ms",
+        "  {name:<34} n = {n:>7}  p50 = {:>9.3}  p99 = {:>9.3}  max = {:>9.3}  (min {:.3}) ms",
         p50 * 1e3,
         p99 * 1e3,
-        max * 1e3
+        max * 1e3,
+        min * 1e3
     );
+}
+
+/// `a - b` in seconds, signed.
+fn diff_s(a: Instant, b: Instant) -> f64 {
+    match a.checked_duration_since(b) {
+        Some(d) => d.as_secs_f64(),
+        None => -(b - a).as_secs_f64(),
+    }
 }
 
 #[tokio::main]
@@ -62,54 +86,130 @@ async fn main() {
     )
     .await
     .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&sim.url(), "acc:1b", &[streams], out.path());
-    cfg.request_timeout = Duration::from_secs(120);
-    let report = run(cfg).await.unwrap();
-    let dir = level_dir(&report.run_dir, "acc-1b", streams);
-    let rows = read_csv(&dir.join("request_summary.csv"));
+    let agent = tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
+        .await
+        .unwrap();
+    let link = AgentLink::connect(&agent.addr().to_string(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    link.hello(true).await.unwrap();
+    let plan = CyclePlan {
+        cycle_id: 1,
+        shape: LoadShape::Burst,
+        concurrency: streams,
+        rate_per_s: 0.0,
+        arrival: Arrival::Poisson,
+        duration: Duration::ZERO,
+        seed: 0,
+        target_url: sim.url(),
+        api: Api::OllamaGenerate,
+        model: "acc:1b".into(),
+        prompts: vec![PromptSpec::plain("Why is the sky blue?")],
+        request_timeout: Duration::from_secs(120),
+        options: RequestOptions::default(),
+        extra_body_json: String::new(),
+    };
+    let mut results = link.results(0).await.unwrap();
+    link.prepare(&plan).await.unwrap();
+    link.start(1, 0).await.unwrap();
+    let mut origin_mono_ns = None;
+    let mut records: Vec<RequestRecord> = Vec::new();
+    let done: CycleDone = loop {
+        let rec = results.recv().await.unwrap().unwrap();
+        match rec.body {
+            RecordBody::CycleStarted {
+                origin_mono_ns: o, ..
+            } => origin_mono_ns = Some(o),
+            RecordBody::Request(r) => records.push(*r),
+            RecordBody::CycleDone(d) => break d,
+            _ => {}
+        }
+    };
+    let origin = tokengun_agent::clock::epoch() + Duration::from_nanos(origin_mono_ns.unwrap());
+    let at = |ns: u64| origin + Duration::from_nanos(ns);
+    let sim_epoch = sim.epoch().into_std();
+    let sim_at = |ns: u64| sim_epoch + Duration::from_nanos(ns);
 
-    // Truth by request id (the header is "<cycle>-<request>"; one cycle here).
     let truth: HashMap<String, _> = sim
         .truth()
         .into_iter()
-        .filter_map(|t| {
-            let id = t.client_id.clone()?;
-            Some((id.rsplit('-').next()?.to_string(), t))
-        })
+        .filter_map(|t| Some((t.client_id.clone()?, t)))
         .collect();
 
-    let (mut ttft_err, mut itl_err) = (Vec::new(), Vec::new());
-    let mut unmatched = 0;
-    for r in &rows {
-        if r["Status"] != "Completed" {
-            unmatched += 1;
-            continue;
-        }
-        let Some(t) = truth.get(&r["RequestID"]) else {
+    let (mut first_lag, mut token_lag, mut gap_err) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ttft, mut server_ttft, mut before_server, mut queue, mut connect) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut unmatched, mut multi_token_chunks, mut chunks) = (0, 0u64, 0u64);
+    for r in &records {
+        let Some(t) = truth.get(&format!("1-{}", r.request_id)) else {
             unmatched += 1;
             continue;
         };
-        let measured_ttft_s = f(r, "FirstToken") - f(r, "Sent");
-        let true_ttft_s = (t.token_ns[0] - t.arrived_ns) as f64 / 1e9;
-        ttft_err.push((measured_ttft_s - true_ttft_s).abs());
-        let tl = read_csv(&dir.join(format!("request_{}_throughput.csv", r["RequestID"])));
-        // One chunk per token at 10 ms apart; a chunk holding several tokens has no gap to compare.
-        if tl.len() != t.token_ns.len() || tl.iter().any(|c| f(c, "ChunkTokens") != 1.0) {
+        let (Some(first_ns), false) = (r.first_token_ns, r.outcome.is_failure()) else {
+            unmatched += 1;
+            continue;
+        };
+        let counted: u64 = r.timeline.iter().map(|c| u64::from(c.tokens)).sum();
+        if counted != t.token_ns.len() as u64 {
             unmatched += 1;
             continue;
         }
-        for i in 1..tl.len() {
-            let measured = f(&tl[i], "Elapsed") - f(&tl[i - 1], "Elapsed");
-            let true_gap = (t.token_ns[i] - t.token_ns[i - 1]) as f64 / 1e9;
-            itl_err.push((measured - true_gap).abs());
+        first_lag.push(diff_s(at(first_ns), sim_at(t.token_ns[0])));
+        // Each token's stamp is its chunk's.
+        let mut stamps = Vec::with_capacity(t.token_ns.len());
+        for c in &r.timeline {
+            chunks += 1;
+            if c.tokens > 1 {
+                multi_token_chunks += 1;
+            }
+            for _ in 0..c.tokens {
+                stamps.push(at(c.offset_ns));
+            }
         }
+        for (i, (&s, &tn)) in stamps.iter().zip(&t.token_ns).enumerate() {
+            token_lag.push(diff_s(s, sim_at(tn)));
+            if i > 0 {
+                let measured = diff_s(s, stamps[i - 1]);
+                let true_gap = (tn - t.token_ns[i - 1]) as f64 / 1e9;
+                gap_err.push((measured - true_gap).abs());
+            }
+        }
+        ttft.push((first_ns - r.dispatched_ns) as f64 / 1e9);
+        server_ttft.push((t.token_ns[0] - t.arrived_ns) as f64 / 1e9);
+        before_server.push(diff_s(sim_at(t.arrived_ns), at(r.dispatched_ns)));
+        queue.push((r.sent_ns - r.dispatched_ns) as f64 / 1e9);
+        connect.push(diff_s(sim_at(t.arrived_ns), at(r.sent_ns)));
     }
     println!(
-        "{streams} concurrent streams x {tokens} tokens: {} records, {} compared, {unmatched} not comparable",
-        rows.len(),
-        ttft_err.len()
+        "{streams} concurrent streams x {tokens} tokens: {} records ({} completed, {} failed), {} compared, {unmatched} not comparable; {chunks} chunks, {multi_token_chunks} with several tokens",
+        records.len(),
+        done.completed,
+        done.failed,
+        first_lag.len()
     );
-    line("TTFT error        ", &mut ttft_err);
-    line("inter-token error ", &mut itl_err);
+    println!("timestamping (agent stamp - server's send instant, same clock):");
+    line("first-token stamping lag", &mut first_lag);
+    line("every-token stamping lag", &mut token_lag);
+    line("inter-token gap error |meas - true|", &mut gap_err);
+    println!("TTFT and its parts:");
+    line("TTFT (first token - dispatched)", &mut ttft);
+    line("server's TTFT (first token - arrived)", &mut server_ttft);
+    line(
+        "before the server (arrived - dispatched)",
+        &mut before_server,
+    );
+    line("  of which client queue (sent - disp.)", &mut queue);
+    line("  of which connect + write (arrived - sent)", &mut connect);
+    if let Some(c) = done.self_check {
+        println!(
+            "agent self-check: {:.2} CPU s over {:.2} s on {} core(s), event-loop delay p99 {:.2} ms, max {:.2} ms",
+            c.cpu_s,
+            c.wall_s,
+            c.cores,
+            c.loop_delay_p99_ms.unwrap_or(f64::NAN),
+            c.loop_delay_max_ms.unwrap_or(f64::NAN)
+        );
+    }
+    agent.stop(Duration::from_secs(1)).await;
+    sim.stop(Duration::from_secs(1)).await;
 }

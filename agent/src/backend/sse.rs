@@ -27,17 +27,22 @@ impl SseDecoder {
 
     /// Feeds one read; calls `on_event` with each dispatched event's data, in order, until it
     /// returns false (then returns `Ok(false)`).
+    ///
+    /// The hot path copies nothing: a line wholly inside this read is handled in place, and an
+    /// event whose single `data:` line and blank line both lie in this read is handed over as a
+    /// slice of it. Only what straddles reads is buffered.
     pub fn push(
         &mut self,
         bytes: &[u8],
         mut on_event: impl FnMut(&[u8]) -> bool,
     ) -> Result<bool, EventTooLong> {
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if b != b'\n' && b != b'\r' {
-                self.after_cr = false;
-                continue;
-            }
+        // The data of the event being read, as a range of `bytes`, while it is one line of this
+        // read and nothing is buffered in `self.data`.
+        let mut borrowed: Option<(usize, usize)> = None;
+        while let Some(off) = memchr::memchr2(b'\n', b'\r', &bytes[start..]) {
+            let i = start + off;
+            let b = bytes[i];
             if b == b'\n' && self.after_cr && i == start && self.line.is_empty() {
                 // The LF of a CRLF whose CR ended the previous line.
                 self.after_cr = false;
@@ -45,15 +50,28 @@ impl SseDecoder {
                 continue;
             }
             self.after_cr = b == b'\r';
-            self.line.extend_from_slice(&bytes[start..i]);
+            let keep_going = if self.line.is_empty() {
+                self.on_line(bytes, (start, i), true, &mut borrowed, &mut on_event)
+            } else {
+                self.line.extend_from_slice(&bytes[start..i]);
+                let line = std::mem::take(&mut self.line);
+                let keep_going =
+                    self.on_line(&line, (0, line.len()), false, &mut None, &mut on_event);
+                self.line = line;
+                self.line.clear();
+                keep_going
+            };
             start = i + 1;
-            let line = std::mem::take(&mut self.line);
-            let keep_going = self.on_line(&line, &mut on_event);
-            self.line = line;
-            self.line.clear();
             if !keep_going {
                 return Ok(false);
             }
+        }
+        if start < bytes.len() {
+            self.after_cr = false;
+        }
+        // An event still open at the end of the read keeps its data for the next one.
+        if let Some((a, z)) = borrowed {
+            self.data.extend_from_slice(&bytes[a..z]);
         }
         self.line.extend_from_slice(&bytes[start..]);
         if self.line.len() + self.data.len() > MAX_EVENT_BYTES {
@@ -62,31 +80,53 @@ impl SseDecoder {
         Ok(true)
     }
 
-    fn on_line(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8]) -> bool) -> bool {
+    /// Handles the line `src[a..z]`. `borrowed` is the current event's data as a range of the
+    /// read when it is a single line of it; `in_read` says whether `src` is the read itself (a
+    /// line buffered across reads cannot be pointed at: its data is copied).
+    fn on_line(
+        &mut self,
+        src: &[u8],
+        (a, z): (usize, usize),
+        in_read: bool,
+        borrowed: &mut Option<(usize, usize)>,
+        on_event: &mut impl FnMut(&[u8]) -> bool,
+    ) -> bool {
+        let line = &src[a..z];
         if line.is_empty() {
             if !self.has_data {
                 return true;
             }
             self.has_data = false;
-            let keep_going = on_event(&self.data);
+            let keep_going = match borrowed.take() {
+                Some((da, dz)) => on_event(&src[da..dz]),
+                None => on_event(&self.data),
+            };
             self.data.clear();
             return keep_going;
         }
         if line[0] == b':' {
             return true; // comment (llama.cpp's keep-alive ping)
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value_at) = match line.iter().position(|&b| b == b':') {
             Some(p) => {
-                let v = &line[p + 1..];
-                (&line[..p], v.strip_prefix(b" ").unwrap_or(v))
+                let v = a + p + 1;
+                (&line[..p], if v < z && src[v] == b' ' { v + 1 } else { v })
             }
-            None => (line, &b""[..]),
+            None => (line, z),
         };
         if field == b"data" {
-            if self.has_data {
-                self.data.push(b'\n');
+            if !self.has_data && in_read {
+                // The event's first data line, inside the read: point at it.
+                *borrowed = Some((value_at, z));
+            } else {
+                if let Some((da, dz)) = borrowed.take() {
+                    self.data.extend_from_slice(&src[da..dz]);
+                }
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(&src[value_at..z]);
             }
-            self.data.extend_from_slice(value);
             self.has_data = true;
         }
         true

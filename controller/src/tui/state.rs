@@ -158,6 +158,7 @@ impl From<&CycleSummary> for LevelRow {
             flag: match (s.partial, s.schedule_valid) {
                 (true, _) => "partial",
                 (false, false) => "INVALID",
+                _ if s.self_check != "ok" => "self-check",
                 _ => "",
             },
         }

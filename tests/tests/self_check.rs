@@ -1,0 +1,104 @@
+//! tokengun checks itself on every run: each cycle carries its own CPU, event-loop delay and a
+//! verdict; and an agent refuses a level its open-file limit cannot hold, saying how to raise it.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+use tokengun_tests::{SimConfig, SimHandle, read_csv, read_run_json, run, run_config};
+
+async fn sim() -> SimHandle {
+    SimHandle::start(
+        "127.0.0.1:0",
+        SimConfig {
+            models: vec!["m:1b".into()],
+            ..SimConfig::fixed(Duration::from_millis(20), Duration::from_millis(5), 20, 8)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_run_checks_itself_and_finds_tokengun_was_not_the_bottleneck() {
+    let sim = sim().await;
+    let out = tempfile::tempdir().unwrap();
+    let report = run(run_config(&sim.url(), "m:1b", &[1, 4], out.path()))
+        .await
+        .unwrap();
+    let dir = &report.run_dir;
+    let cycles = read_csv(&dir.join("cycles.csv"));
+    assert_eq!(cycles.len(), 2);
+    for row in &cycles {
+        assert_eq!(row["self_check"], "ok", "{row:?}");
+        let cpu_s: f64 = row["agent_cpu_s"].parse().unwrap();
+        let cpu_pct: f64 = row["agent_cpu_pct"].parse().unwrap();
+        let p99: f64 = row["loop_delay_p99_ms"].parse().unwrap();
+        let max: f64 = row["loop_delay_max_ms"].parse().unwrap();
+        assert!(cpu_s >= 0.0 && (0.0..90.0).contains(&cpu_pct), "{row:?}");
+        assert!((0.0..=max).contains(&p99) && max < 1000.0, "{row:?}");
+    }
+    let doc = read_run_json(dir);
+    for c in doc["cycles"].as_array().unwrap() {
+        assert_eq!(c["self_check"], "ok");
+        assert!(c["agent_cpu_s"].as_f64().is_some(), "{c}");
+        assert!(c["loop_delay_p99_ms"].as_f64().is_some(), "{c}");
+    }
+    sim.stop(Duration::from_secs(1)).await;
+}
+
+/// A real agent process started under `ulimit -n LIMIT` (soft and hard), killed when dropped.
+struct LimitedAgent {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl LimitedAgent {
+    fn spawn(limit: u32) -> Self {
+        use std::io::BufRead;
+        let bin = tokengun_tests::workspace_bin("tokengun-agent");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {limit} && exec '{}' serve --listen 127.0.0.1:0",
+                bin.display()
+            ))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim()
+            .to_string();
+        Self { child, addr }
+    }
+}
+
+impl Drop for LimitedAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refuses_a_level_its_open_file_limit_cannot_hold() {
+    let sim = sim().await;
+    let agent = LimitedAgent::spawn(256);
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&sim.url(), "m:1b", &[300], out.path());
+    cfg.agents = vec![agent.addr.clone()];
+    let err = run(cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("above this agent's limit of 256")
+            && err.contains("at most 192")
+            && err.contains("ulimit -n 364")
+            && err.contains("LimitNOFILE=364"),
+        "{err}"
+    );
+    sim.stop(Duration::from_secs(1)).await;
+}
