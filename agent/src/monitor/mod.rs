@@ -333,18 +333,18 @@ impl Monitor {
             let _ = old.task.await;
         }
         let spec2 = spec.clone();
-        let (watch, watch_notes, sources, statuses) = tokio::task::spawn_blocking(move || {
+        // Process scans and source probes block: off the runtime the load runs on.
+        let (sampler, watch_notes, sources, statuses) = tokio::task::spawn_blocking(move || {
             let (watch, notes) = choose_watch(&spec2)?;
             let (statuses, sources) = if spec2.power {
                 detect_power(&spec2)
             } else {
                 (Vec::new(), Vec::new())
             };
-            Ok::<_, String>((watch, notes, sources, statuses))
+            Ok::<_, String>((ProcessSampler::new(watch)?, notes, sources, statuses))
         })
         .await
         .map_err(|e| format!("monitor start failed: {e}"))??;
-        let sampler = ProcessSampler::new(watch)?;
         let mut watching = sampler.describe();
         watching.extend(watch_notes.iter().cloned());
         let mut statuses = statuses;
