@@ -1,5 +1,7 @@
-//! A sweep against a simulator with known timing, through a real agent over real gRPC: the files
-//! hold the right rows, token counts are exact, latencies match the simulator's ground truth.
+//! A sweep against a simulator with known timing, through real agents over real gRPC: the files
+//! hold the right rows, token counts are exact, latencies match the simulator's ground truth. The
+//! same scenario runs with one agent and with three (each level split among them): the merged
+//! figures and the per-agent files must tell the same story.
 
 use std::time::Duration;
 use tokengun_common::defaults;
@@ -14,6 +16,43 @@ const SLACK_MS: f64 = 80.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_matches_the_simulators_ground_truth() {
+    scenario(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_sweep_through_three_agents_matches_it_too() {
+    scenario(3).await;
+}
+
+/// The request_summary rows of a level and the folder of each row's throughput file: the level's
+/// folder with one agent, each agent's folder inside it with several.
+fn level_rows(
+    run_dir: &std::path::Path,
+    level: u32,
+    agents: usize,
+) -> Vec<(
+    std::collections::HashMap<String, String>,
+    std::path::PathBuf,
+)> {
+    let dir = level_dir(run_dir, "deepseek-r1-7b", level);
+    let dirs: Vec<std::path::PathBuf> = if agents == 1 {
+        vec![dir]
+    } else {
+        (1..=agents)
+            .map(|k| dir.join(format!("agent{k}")))
+            .filter(|d| d.exists())
+            .collect()
+    };
+    dirs.iter()
+        .flat_map(|d| {
+            read_csv(&d.join("request_summary.csv"))
+                .into_iter()
+                .map(move |r| (r, d.clone()))
+        })
+        .collect()
+}
+
+async fn scenario(agents: usize) {
     let sim = SimHandle::start(
         "127.0.0.1:0",
         SimConfig {
@@ -28,13 +67,18 @@ async fn sweep_matches_the_simulators_ground_truth() {
     )
     .await
     .unwrap();
-    // One agent in its own task, reached over real gRPC like a remote one.
-    let agent = tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
-        .await
-        .unwrap();
+    // Agents in their own tasks, reached over real gRPC like remote ones.
+    let mut started = Vec::new();
+    for _ in 0..agents {
+        started.push(
+            tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
+                .await
+                .unwrap(),
+        );
+    }
     let out = tempfile::tempdir().unwrap();
     let mut cfg = run_config(&sim.url(), defaults::MODEL, &[1, 2, 4], out.path());
-    cfg.agents = vec![agent.addr().to_string()];
+    cfg.agents = started.iter().map(|a| a.addr().to_string()).collect();
     let report = run(cfg).await.unwrap();
 
     let cycles = read_csv(&report.run_dir.join("cycles.csv"));
@@ -75,11 +119,10 @@ async fn sweep_matches_the_simulators_ground_truth() {
     );
 
     for level in [1u32, 2, 4] {
-        let dir = level_dir(&report.run_dir, "deepseek-r1-7b", level);
-        let rows = read_csv(&dir.join("request_summary.csv"));
+        let rows = level_rows(&report.run_dir, level, agents);
         assert_eq!(rows.len(), level as usize);
         let mut ttfts: Vec<f64> = Vec::new();
-        for r in &rows {
+        for (r, dir) in &rows {
             assert_eq!(r["TokenCount"], TOKENS.to_string(), "exact token count");
             assert_eq!(r["CountedTokens"], TOKENS.to_string());
             assert_eq!(r["TokenSource"], "server");
@@ -131,7 +174,10 @@ async fn sweep_matches_the_simulators_ground_truth() {
     assert_eq!(manifest["levels"], serde_json::json!(["1", "2", "4"]));
     assert!(manifest["server_version"].as_str().unwrap().contains("sim"));
     assert_eq!(manifest["agents"][0]["in_process"], false);
+    assert_eq!(manifest["agents"].as_array().unwrap().len(), agents);
     assert_eq!(manifest["cycles"].as_array().unwrap().len(), 3);
-    agent.stop(Duration::from_secs(1)).await;
+    for a in started {
+        a.stop(Duration::from_secs(1)).await;
+    }
     sim.stop(Duration::from_secs(1)).await;
 }
