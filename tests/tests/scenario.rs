@@ -2,6 +2,7 @@
 //! hold the right rows, token counts are exact, latencies match the simulator's ground truth. The
 //! same scenario runs with one agent and with three (each level split among them): the merged
 //! figures and the per-agent files must tell the same story.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 use tokengun_common::defaults;
