@@ -9,6 +9,33 @@ use tokengun_common::{CycleDone, CyclePlan, LoadShape, RecordBody};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// The runtime cycles run on: apart from the one serving gRPC, so that a controller's calls
+/// (Status, Abort, acks, the results stream) are answered promptly while the load keeps every
+/// worker of this one busy. One per process, for its whole life (a runtime cannot be dropped from
+/// async code).
+fn load_runtime() -> &'static tokio::runtime::Handle {
+    static LOAD: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    LOAD.get_or_init(|| {
+        let built = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("tokengun-load")
+            .enable_all()
+            .build();
+        match built {
+            Ok(rt) => {
+                let handle = rt.handle().clone();
+                // Kept for the process's life: leaking it is what "static" means here.
+                std::mem::forget(rt);
+                handle
+            }
+            // No threads to be had: the cycles share the serving runtime, as before.
+            Err(e) => {
+                tracing::warn!("no separate load runtime ({e}); load shares the gRPC runtime");
+                tokio::runtime::Handle::current()
+            }
+        }
+    })
+}
+
 /// Why the runner refused a command.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -309,7 +336,7 @@ impl Runner {
                     done_tx.clone(),
                 );
                 let max_duration = self.caps.max_duration;
-                tokio::spawn(async move {
+                load_runtime().spawn(async move {
                     if let Some(at) = at {
                         // An abort (or a drain) while waiting still runs the cycle, which then
                         // ends at once.

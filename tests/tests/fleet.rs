@@ -510,3 +510,71 @@ async fn a_killed_controller_is_resumed_and_the_replay_completes_its_cycle() {
     assert_eq!(requests, 6, "records.pb holds each request once");
     drop((a, b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_answers_while_the_agent_is_busy_with_load() {
+    // No delays, 1,000 tokens a request: the agent parses as fast as it can.
+    let mut sim_cfg = SimConfig::profile("firehose").unwrap();
+    sim_cfg.models = vec!["m:1b".into()];
+    let sim = SimHandle::start("127.0.0.1:0", sim_cfg).await.unwrap();
+    let agent = AgentProc::spawn();
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&sim.url(), "m:1b", &[32], out.path());
+    cfg.agents = vec![agent.addr.clone()];
+    cfg.shape = tokengun_common::LoadShape::Closed;
+    cfg.duration = Duration::from_secs(4);
+    cfg.monitor.enabled = false;
+    let load = tokio::spawn(run(cfg));
+    // The asking side on a thread and runtime of its own: this process also hosts the simulator
+    // and the controller, whose work must not be what is measured.
+    let addr = agent.addr.clone();
+    let asker = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let link = tokengun::link::AgentLink::connect(&addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let t0 = tokio::time::Instant::now();
+            while link.status().await.unwrap().0 != "running" {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "the cycle never ran"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut times = Vec::new();
+            while times.len() < 40 {
+                let asked = std::time::Instant::now();
+                let (state, _, _) = link.status().await.unwrap();
+                if state != "running" {
+                    break;
+                }
+                times.push(asked.elapsed());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            times
+        })
+    });
+    let report = load.await.unwrap().unwrap();
+    let times = asker.join().unwrap();
+    let row = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+    let worst = times.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "Status under load: {} answers, worst {worst:?} (agent CPU {}%, {} tokens)",
+        times.len(),
+        row["agent_cpu_pct"],
+        row["output_tokens"]
+    );
+    assert!(
+        f(row, "output_tokens") > 100_000.0,
+        "the agent was busy: {row:?}"
+    );
+    assert!(times.len() >= 5, "asked while it ran: {times:?}");
+    // A generous bound: what matters is that it answers while the load runs.
+    assert!(worst < Duration::from_secs(2), "{times:?}");
+    drop(agent);
+    sim.stop(Duration::from_secs(1)).await;
+}
