@@ -63,16 +63,25 @@ pub struct AgentsArgs {
     /// Server process to watch, as pgrep matches it, or pid:N (repeatable).
     #[arg(long = "watch-process", value_name = "PATTERN")]
     pub watch_process: Vec<String>,
-    /// CA (PEM) that signed the agents' certificates (TLS) [default: plaintext].
+    #[command(flatten)]
+    pub auth: AgentAuthArgs,
+}
+
+/// How the controller proves itself to agents (and checks them): `run` and `agents` share these.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AgentAuthArgs {
+    /// CA (PEM) that signed the agents' certificates; given, agents are dialled with TLS
+    /// (https) [default: plaintext].
     #[arg(long, value_name = "FILE")]
     pub agent_ca: Option<PathBuf>,
-    /// This controller's client certificate (PEM).
+    /// This controller's client certificate (PEM), for agents started with --tls-client-ca.
     #[arg(long, value_name = "FILE")]
     pub agent_cert: Option<PathBuf>,
     /// The private key (PEM) of --agent-cert.
     #[arg(long, value_name = "FILE")]
     pub agent_key: Option<PathBuf>,
-    /// File holding the agents' bearer token (or set TOKENGUN_AGENT_TOKEN).
+    /// File holding the bearer token agents started with --token-file require (or set
+    /// TOKENGUN_AGENT_TOKEN) [default: no token].
     #[arg(long, value_name = "FILE")]
     pub agent_token_file: Option<PathBuf>,
 }
@@ -309,20 +318,8 @@ pub struct RunArgs {
     /// Agent to generate the load, HOST:PORT [default: an agent inside this process].
     #[arg(long = "agent", value_name = "HOST:PORT")]
     pub agents: Vec<String>,
-    /// CA (PEM) that signed the agents' certificates; given, agents are dialled with TLS
-    /// (https) [default: plaintext].
-    #[arg(long, value_name = "FILE")]
-    pub agent_ca: Option<PathBuf>,
-    /// This controller's client certificate (PEM), for agents started with --tls-client-ca.
-    #[arg(long, value_name = "FILE")]
-    pub agent_cert: Option<PathBuf>,
-    /// The private key (PEM) of --agent-cert.
-    #[arg(long, value_name = "FILE")]
-    pub agent_key: Option<PathBuf>,
-    /// File holding the bearer token agents started with --token-file require (or set
-    /// TOKENGUN_AGENT_TOKEN) [default: no token].
-    #[arg(long, value_name = "FILE")]
-    pub agent_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: AgentAuthArgs,
     /// Folder that receives the run's folder [default: results].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -608,10 +605,10 @@ impl RunArgs {
             slo_ttft: self.slo_ttft.clone(),
             slo_e2e: self.slo_e2e.clone(),
             agents: (!self.agents.is_empty()).then(|| self.agents.clone()),
-            agent_ca: self.agent_ca.clone(),
-            agent_cert: self.agent_cert.clone(),
-            agent_key: self.agent_key.clone(),
-            agent_token_file: self.agent_token_file.clone(),
+            agent_ca: self.auth.agent_ca.clone(),
+            agent_cert: self.auth.agent_cert.clone(),
+            agent_key: self.auth.agent_key.clone(),
+            agent_token_file: self.auth.agent_token_file.clone(),
             out: self.out.clone(),
             run_id: self.run_id.clone(),
             monitor: self.no_monitor.then_some(false),

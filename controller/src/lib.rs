@@ -177,10 +177,10 @@ fn new_compare_dir() -> Result<std::path::PathBuf, String> {
 /// `tokengun agents`: each agent's identity and what its monitors find; exit 1 if any is down.
 async fn agents(args: &cli::AgentsArgs) -> u8 {
     let auth = link::AgentAuth {
-        ca: args.agent_ca.clone(),
-        cert: args.agent_cert.clone(),
-        key: args.agent_key.clone(),
-        token_file: args.agent_token_file.clone(),
+        ca: args.auth.agent_ca.clone(),
+        cert: args.auth.agent_cert.clone(),
+        key: args.auth.agent_key.clone(),
+        token_file: args.auth.agent_token_file.clone(),
     };
     if let Err(e) = auth.check() {
         eprintln!("error: {e}");
