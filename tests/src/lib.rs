@@ -160,3 +160,73 @@ pub fn read_run_json(run_dir: &Path) -> serde_json::Value {
     );
     doc
 }
+
+/// A real `tokengun-agent serve` process on a loopback port with its own record spool, killed
+/// (SIGKILL) when dropped.
+pub struct AgentProc {
+    pub child: std::process::Child,
+    /// Where it listens, as it printed it.
+    pub addr: String,
+    _spool: Option<tempfile::TempDir>,
+}
+
+impl AgentProc {
+    /// On a free port, with a spool in a fresh temporary folder.
+    pub fn spawn() -> Self {
+        let spool = tempfile::tempdir().expect("temporary spool folder");
+        let mut a = Self::spawn_at("127.0.0.1:0", spool.path());
+        a._spool = Some(spool);
+        a
+    }
+
+    /// On `listen`, keeping its spool in `spool` (a restarted agent given the same folder is the
+    /// same agent).
+    pub fn spawn_at(listen: &str, spool: &Path) -> Self {
+        let mut cmd = std::process::Command::new(workspace_bin("tokengun-agent"));
+        cmd.args(["serve", "--listen", listen, "--spool-dir"])
+            .arg(spool);
+        Self::start(cmd, None)
+    }
+
+    /// Started under `ulimit -n NOFILE` (soft and hard), with its own spool.
+    pub fn spawn_with_nofile(nofile: u32) -> Self {
+        let spool = tempfile::tempdir().expect("temporary spool folder");
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "ulimit -n {nofile} && exec '{}' serve --listen 127.0.0.1:0 --spool-dir '{}'",
+            workspace_bin("tokengun-agent").display(),
+            spool.path().display()
+        ));
+        Self::start(cmd, Some(spool))
+    }
+
+    fn start(mut cmd: std::process::Command, spool: Option<tempfile::TempDir>) -> Self {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tokengun-agent");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("agent stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("agent's first line");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .trim()
+            .to_string();
+        Self {
+            child,
+            addr,
+            _spool: spool,
+        }
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 use tokengun::orchestrator::{OnAgentLoss, Split};
 use tokengun_tests::{
-    SimConfig, SimHandle, f, level_dir, read_csv, read_run_json, run, run_config,
+    AgentProc, SimConfig, SimHandle, f, level_dir, read_csv, read_run_json, run, run_config,
 };
 
 async fn sim(slots: u32) -> SimHandle {
@@ -131,55 +131,6 @@ async fn per_agent_split_gives_each_agent_the_whole_level() {
         a.stop(Duration::from_secs(1)).await;
     }
     sim.stop(Duration::from_secs(1)).await;
-}
-
-/// A real agent process on a loopback port, killed with SIGKILL when dropped.
-struct AgentProc {
-    child: std::process::Child,
-    addr: String,
-    _spool: Option<tempfile::TempDir>,
-}
-
-impl AgentProc {
-    fn spawn() -> Self {
-        let spool = tempfile::tempdir().unwrap();
-        let mut a = Self::spawn_at("127.0.0.1:0", spool.path());
-        a._spool = Some(spool);
-        a
-    }
-
-    /// An agent on `listen` keeping its record spool in `spool`.
-    fn spawn_at(listen: &str, spool: &std::path::Path) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(tokengun_tests::workspace_bin("tokengun-agent"))
-            .args(["serve", "--listen", listen, "--spool-dir"])
-            .arg(spool)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .trim()
-            .to_string();
-        Self {
-            child,
-            addr,
-            _spool: None,
-        }
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
-use tokengun_tests::{SimConfig, SimHandle, read_csv, read_run_json, run, run_config};
+use tokengun_tests::{AgentProc, SimConfig, SimHandle, read_csv, read_run_json, run, run_config};
 
 async fn sim() -> SimHandle {
     SimHandle::start(
@@ -49,50 +49,10 @@ async fn a_small_run_checks_itself_and_finds_tokengun_was_not_the_bottleneck() {
     sim.stop(Duration::from_secs(1)).await;
 }
 
-/// A real agent process started under `ulimit -n LIMIT` (soft and hard), killed when dropped.
-struct LimitedAgent {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl LimitedAgent {
-    fn spawn(limit: u32) -> Self {
-        use std::io::BufRead;
-        let bin = tokengun_tests::workspace_bin("tokengun-agent");
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -n {limit} && exec '{}' serve --listen 127.0.0.1:0",
-                bin.display()
-            ))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .trim()
-            .to_string();
-        Self { child, addr }
-    }
-}
-
-impl Drop for LimitedAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_refuses_a_level_its_open_file_limit_cannot_hold() {
     let sim = sim().await;
-    let agent = LimitedAgent::spawn(256);
+    let agent = AgentProc::spawn_with_nofile(256);
     let out = tempfile::tempdir().unwrap();
     let mut cfg = run_config(&sim.url(), "m:1b", &[300], out.path());
     cfg.agents = vec![agent.addr.clone()];
