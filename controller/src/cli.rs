@@ -506,6 +506,11 @@ pub struct SimArgs {
     /// How long the stall lasts.
     #[arg(long, default_value = "1s", value_parser = duration_arg)]
     pub stall_for: Duration,
+    /// Keep every request's token send instants and serve them at GET /tokengun/truth (JSON,
+    /// instants from an epoch given on the machine's monotonic clock), for accuracy
+    /// measurements. Memory grows by about 8 bytes a token: for bounded runs only.
+    #[arg(long)]
+    pub record_truth: bool,
 }
 
 impl SimArgs {
@@ -549,6 +554,7 @@ impl SimArgs {
         }
         c.time_scale = self.time_scale;
         c.seed = self.seed;
+        c.record_truth = self.record_truth;
         c.faults = Faults {
             fail_every: self.fail_every,
             cut_every: self.cut_every,

@@ -41,7 +41,7 @@ impl Rng {
 }
 
 /// What the simulator really did for one request, for tests to check measurements against.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Truth {
     /// Arrival index (1-based).
     pub index: u64,

@@ -65,6 +65,11 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/v1/chat/completions",
             post(|s, h, b| generate(s, h, b, Endpoint::OpenAiChat)),
         );
+    let r = if engine.cfg.record_truth {
+        r.route("/tokengun/truth", get(truth))
+    } else {
+        r
+    };
     let r = match engine.cfg.flavor {
         Flavor::Ollama => r
             .route("/", get(|| async { "Ollama is running" }))
@@ -96,6 +101,37 @@ pub fn router(engine: Arc<Engine>) -> Router {
             }),
     };
     r.with_state(engine)
+}
+
+/// The ground truth as JSON (only with `record_truth`): what was sent and when, with the engine's
+/// epoch on the machine's monotonic clock so a client in another process can compare instants.
+async fn truth(State(e): State<Arc<Engine>>) -> Response {
+    let body = TruthExport {
+        epoch_monotonic_ns: monotonic_ns(e.epoch.into_std()),
+        requests: e.truth(),
+    };
+    axum::Json(body).into_response()
+}
+
+/// `GET /tokengun/truth`: every request's ground truth, instants in ns from the engine's epoch,
+/// which is `epoch_monotonic_ns` on the machine's monotonic clock.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TruthExport {
+    pub epoch_monotonic_ns: u64,
+    pub requests: Vec<Truth>,
+}
+
+/// `at` on the machine's monotonic clock (`CLOCK_MONOTONIC`), in ns: a figure another process on
+/// the same machine can map onto its own instants with this same function.
+pub fn monotonic_ns(at: std::time::Instant) -> u64 {
+    let now = std::time::Instant::now();
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let now_ns = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+    let back_ns = match now.checked_duration_since(at) {
+        Some(d) => d.as_nanos() as i128,
+        None => -(at.duration_since(now).as_nanos() as i128),
+    };
+    u64::try_from(now_ns - back_ns).unwrap_or(0)
 }
 
 /// Serves on an already-bound listener until `shutdown` resolves.

@@ -227,3 +227,57 @@ async fn a_slow_first_byte_fault() {
     );
     h.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn the_truth_is_served_on_the_machines_monotonic_clock_only_when_recorded() {
+    let h = SimHandle::start(
+        "127.0.0.1:0",
+        SimConfig {
+            record_truth: true,
+            ..sim(20, 3)
+        },
+    )
+    .await
+    .unwrap();
+    let before = tokengun_simulator::monotonic_ns(std::time::Instant::now());
+    let (_, text) = exchange(
+        h.addr(),
+        "POST",
+        "/api/generate",
+        r#"{"model":"deepseek-r1:7b","prompt":"What is time?"}"#,
+    )
+    .await;
+    assert!(text.contains("\"done\":true"), "{text}");
+    let after = tokengun_simulator::monotonic_ns(std::time::Instant::now());
+    let (_, text) = exchange(h.addr(), "GET", "/tokengun/truth", "").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let export: tokengun_simulator::TruthExport = serde_json::from_str(body).unwrap();
+    assert_eq!(export.requests.len(), 1, "{body}");
+    let t = &export.requests[0];
+    assert_eq!(t.token_ns.len(), 3);
+    // The request's instants, mapped onto the monotonic clock, fall inside the exchange, and the
+    // first token is 20 ms after arrival as configured.
+    let arrived = export.epoch_monotonic_ns + t.arrived_ns;
+    let last = export.epoch_monotonic_ns + t.token_ns[2];
+    assert!(
+        before <= arrived && last <= after,
+        "{before} <= {arrived} .. {last} <= {after}"
+    );
+    let ttft_ms = (t.token_ns[0] - t.arrived_ns) as f64 / 1e6;
+    assert!((20.0..40.0).contains(&ttft_ms), "server TTFT {ttft_ms} ms");
+    // The same mapping in this process agrees with the simulator's own epoch.
+    let here = tokengun_simulator::monotonic_ns(h.epoch().into_std());
+    assert!(
+        here.abs_diff(export.epoch_monotonic_ns) < 1_000_000,
+        "epoch {here} here, {} served",
+        export.epoch_monotonic_ns
+    );
+    h.stop(Duration::from_secs(1)).await;
+
+    // Without recording there is nothing to serve.
+    let h = SimHandle::start("127.0.0.1:0", sim(1, 1)).await.unwrap();
+    let (_, text) = exchange(h.addr(), "GET", "/tokengun/truth", "").await;
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    h.stop(Duration::from_secs(1)).await;
+}

@@ -1,16 +1,29 @@
 //! Measurement: how late tokengun stamps the tokens a server sends, and how its TTFT splits into
 //! client queueing, connect and the server's own time.
 //!
-//! `cargo run --release -p tokengun-tests --example accuracy [STREAMS=1000] [TOKENS=100]`
+//! `cargo run --release -p tokengun-tests --example accuracy [STREAMS=1000] [TOKENS=100]
+//! [burst|open] [ITL_MS=10] [inproc|external]`
 //!
-//! An in-process agent, driven over real gRPC by the controller's own client (`AgentLink`), fires
-//! one burst of STREAMS concurrent requests (real HTTP) at an in-process simulator with ground
-//! truth on (`record_truth`): every request gets its own slot, 200 ms to the first token, then a
-//! token every 10 ms. Simulator and agent share this process, so both sides read the same
-//! monotonic clock and absolute instants can be compared: an agent record's instant is the agent
-//! clock's epoch + the cycle origin (`CycleStarted.origin_mono_ns`) + its offset; the truth's is
-//! the simulator's epoch + its offset. Each record is matched to its truth by its
-//! `x-tokengun-request` header. Printed (p50 / p99 / max, ms):
+//! An in-process agent, driven over real gRPC by the controller's own client (`AgentLink`), sends
+//! real HTTP requests to a simulator with ground truth on (`record_truth`): every request gets
+//! its own slot, 200 ms to the first token, then a token every ITL_MS ms. Two loads:
+//! - `burst` (the default): one burst of STREAMS requests fired together, so every stream ticks
+//!   on the same grid: STREAMS chunks leave the server at once, every ITL_MS (the worst case for a
+//!   client: it must read them one after another);
+//! - `open`: Poisson arrivals at STREAMS / (request length) per second for three request lengths,
+//!   so about STREAMS streams are in flight in the steady state, each on its own phase (how load
+//!   from many independent users arrives).
+//!
+//! Two placements of the simulator: `inproc` (the default: in this process, on its runtime), or
+//! `external`: `tokengun sim --record-truth` as a child process, as a real server is, pinned with
+//! `taskset -c $ACCURACY_SIM_CPUS` when that is set (pin this process with `taskset` too); its
+//! truth is fetched from `GET /tokengun/truth` after the cycle.
+//!
+//! Instants are compared on the machine's monotonic clock (`CLOCK_MONOTONIC`, shared by all
+//! processes): an agent record's instant is the agent clock's epoch + the cycle origin
+//! (`CycleStarted.origin_mono_ns`) + its offset; the truth's is the simulator's epoch + its
+//! offset, both epochs mapped onto that clock by `tokengun_simulator::monotonic_ns`. Each record
+//! is matched to its truth by its `x-tokengun-request` header. Printed (p50 / p99 / max, ms):
 //! - stamping lag: agent stamp - the instant the simulator handed the token to HTTP, for first
 //!   tokens and for every token (a chunk holding several tokens is stamped once, when it is read:
 //!   each of its tokens counts with its own lag);
@@ -31,6 +44,7 @@ use tokengun_common::{
     Api, Arrival, CycleDone, CyclePlan, LoadShape, PromptSpec, RecordBody, RequestOptions,
     RequestRecord,
 };
+use tokengun_simulator::{Truth, TruthExport, monotonic_ns};
 use tokengun_tests::{SimConfig, SimHandle};
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -58,11 +72,127 @@ fn line(name: &str, v: &mut [f64]) {
     );
 }
 
-/// `a - b` in seconds, signed.
-fn diff_s(a: Instant, b: Instant) -> f64 {
-    match a.checked_duration_since(b) {
-        Some(d) => d.as_secs_f64(),
-        None => -(b - a).as_secs_f64(),
+/// `a - b` in seconds, signed (both ns on one clock).
+fn diff_s(a: i128, b: i128) -> f64 {
+    (a - b) as f64 / 1e9
+}
+
+/// The simulator: in this process, or a `tokengun sim --record-truth` child.
+enum Sim {
+    InProcess(SimHandle),
+    External(ExternalSim),
+}
+
+impl Sim {
+    fn url(&self) -> String {
+        match self {
+            Sim::InProcess(h) => h.url(),
+            Sim::External(e) => format!("http://{}", e.addr),
+        }
+    }
+
+    async fn truth(&self) -> TruthExport {
+        match self {
+            Sim::InProcess(h) => TruthExport {
+                epoch_monotonic_ns: monotonic_ns(h.epoch().into_std()),
+                requests: h.truth(),
+            },
+            Sim::External(e) => e.truth(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Sim::InProcess(h) => h.stop(Duration::from_secs(1)).await,
+            Sim::External(mut e) => {
+                let _ = e.child.kill();
+                let _ = e.child.wait();
+            }
+        }
+    }
+}
+
+/// `tokengun sim` in its own process (own runtime and threads, as a real server is), optionally
+/// pinned with `taskset -c $ACCURACY_SIM_CPUS`.
+struct ExternalSim {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ExternalSim {
+    fn spawn(itl_ms: u64, tokens: u32, slots: u32) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let bin = tokengun_tests::workspace_bin("tokengun");
+        let args: Vec<String> = [
+            "sim",
+            "--record-truth",
+            "--profile",
+            "fast",
+            "--model",
+            "acc:1b",
+            "--ttft",
+            "200ms",
+            "--token-delay",
+            &format!("{itl_ms}ms"),
+            "--step-per-seq",
+            "0ms",
+            "--prefill-per-token",
+            "0ms",
+            "--prefill-stalls",
+            "false",
+            "--load-time",
+            "0s",
+            "--jitter",
+            "0",
+            "--tokens",
+            &tokens.to_string(),
+            "--slots",
+            &slots.to_string(),
+            "--listen",
+            &addr.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut cmd = match std::env::var("ACCURACY_SIM_CPUS") {
+            Ok(cpus) => {
+                let mut c = std::process::Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(&bin);
+                c
+            }
+            Err(_) => std::process::Command::new(&bin),
+        };
+        let child = cmd
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tokengun sim did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, addr }
+    }
+
+    /// `GET /tokengun/truth` over a plain HTTP/1.0 connection.
+    fn truth(&self) -> TruthExport {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.addr).unwrap();
+        s.write_all(b"GET /tokengun/truth HTTP/1.0\r\nHost: sim\r\n\r\n")
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let body_at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        serde_json::from_slice(&raw[body_at..]).unwrap()
     }
 }
 
@@ -71,21 +201,52 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let streams: u32 = args.next().map_or(1000, |s| s.parse().unwrap());
     let tokens: u32 = args.next().map_or(100, |s| s.parse().unwrap());
-    let sim = SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["acc:1b".into()],
-            record_truth: true,
-            ..SimConfig::fixed(
-                Duration::from_millis(200),
-                Duration::from_millis(10),
-                tokens,
-                streams,
+    let open = match args.next().as_deref() {
+        None | Some("burst") => false,
+        Some("open") => true,
+        Some(other) => panic!("unknown load {other:?}: use burst or open"),
+    };
+    let itl_ms: u64 = args.next().map_or(10, |s| s.parse().unwrap());
+    // One request lasts 200 ms + ITL a token; open arrivals keep STREAMS of them in flight.
+    let request_s = 0.2 + itl_ms as f64 / 1e3 * f64::from(tokens);
+    let (shape, rate_per_s, duration, slots) = if open {
+        let rate = f64::from(streams) / request_s;
+        // Poisson arrivals overshoot the mean now and then: slots to spare, so none queues.
+        (
+            LoadShape::Open,
+            rate,
+            Duration::from_secs_f64(3.0 * request_s),
+            streams * 2,
+        )
+    } else {
+        (LoadShape::Burst, 0.0, Duration::ZERO, streams)
+    };
+    let external = match args.next().as_deref() {
+        None | Some("inproc") => false,
+        Some("external") => true,
+        Some(other) => panic!("unknown simulator placement {other:?}: use inproc or external"),
+    };
+    let sim = if external {
+        Sim::External(ExternalSim::spawn(itl_ms, tokens, slots))
+    } else {
+        Sim::InProcess(
+            SimHandle::start(
+                "127.0.0.1:0",
+                SimConfig {
+                    models: vec!["acc:1b".into()],
+                    record_truth: true,
+                    ..SimConfig::fixed(
+                        Duration::from_millis(200),
+                        Duration::from_millis(itl_ms),
+                        tokens,
+                        slots,
+                    )
+                },
             )
-        },
-    )
-    .await
-    .unwrap();
+            .await
+            .unwrap(),
+        )
+    };
     let agent = tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
         .await
         .unwrap();
@@ -95,11 +256,11 @@ async fn main() {
     link.hello(true).await.unwrap();
     let plan = CyclePlan {
         cycle_id: 1,
-        shape: LoadShape::Burst,
-        concurrency: streams,
-        rate_per_s: 0.0,
+        shape,
+        concurrency: if open { 0 } else { streams },
+        rate_per_s,
         arrival: Arrival::Poisson,
-        duration: Duration::ZERO,
+        duration,
         seed: 0,
         target_url: sim.url(),
         api: Api::OllamaGenerate,
@@ -125,13 +286,16 @@ async fn main() {
             _ => {}
         }
     };
-    let origin = tokengun_agent::clock::epoch() + Duration::from_nanos(origin_mono_ns.unwrap());
-    let at = |ns: u64| origin + Duration::from_nanos(ns);
-    let sim_epoch = sim.epoch().into_std();
-    let sim_at = |ns: u64| sim_epoch + Duration::from_nanos(ns);
+    // Both sides' instants on the machine's monotonic clock, in ns.
+    let origin_ns = i128::from(monotonic_ns(tokengun_agent::clock::epoch()))
+        + i128::from(origin_mono_ns.unwrap());
+    let at = |ns: u64| origin_ns + i128::from(ns);
+    let export = sim.truth().await;
+    let sim_epoch_ns = i128::from(export.epoch_monotonic_ns);
+    let sim_at = |ns: u64| sim_epoch_ns + i128::from(ns);
 
-    let truth: HashMap<String, _> = sim
-        .truth()
+    let truth: HashMap<String, Truth> = export
+        .requests
         .into_iter()
         .filter_map(|t| Some((t.client_id.clone()?, t)))
         .collect();
@@ -180,8 +344,35 @@ async fn main() {
         queue.push((r.sent_ns - r.dispatched_ns) as f64 / 1e9);
         connect.push(diff_s(sim_at(t.arrived_ns), at(r.sent_ns)));
     }
+    // Streams in flight at the server (arrived -> last token), over the cycle.
+    let mut edges: Vec<(u64, i64)> = truth
+        .values()
+        .filter_map(|t| Some([(t.arrived_ns, 1), (*t.token_ns.last()?, -1)]))
+        .flatten()
+        .collect();
+    edges.sort_unstable();
+    let (mut now_in, mut peak_in, mut area, mut prev_ns) = (0i64, 0i64, 0f64, None::<u64>);
+    for &(ns, d) in &edges {
+        if let Some(p) = prev_ns {
+            area += now_in as f64 * (ns - p) as f64;
+        }
+        prev_ns = Some(ns);
+        now_in += d;
+        peak_in = peak_in.max(now_in);
+    }
+    let span_ns = edges.last().map_or(0, |e| e.0) - edges.first().map_or(0, |e| e.0);
+    if open {
+        println!(
+            "open load: Poisson arrivals at {rate_per_s:.0}/s for {:.1} s; streams in flight at the server: mean {:.0}, peak {peak_in}",
+            duration.as_secs_f64(),
+            area / span_ns.max(1) as f64
+        );
+    } else {
+        println!("burst load: {streams} requests fired together; peak in flight {peak_in}");
+    }
     println!(
-        "{streams} concurrent streams x {tokens} tokens: {} records ({} completed, {} failed), {} compared, {unmatched} not comparable; {chunks} chunks, {multi_token_chunks} with several tokens",
+        "{streams} concurrent streams x {tokens} tokens, a token every {itl_ms} ms ({:.0} chunks/s at full load): {} records ({} completed, {} failed), {} compared, {unmatched} not comparable; {chunks} chunks, {multi_token_chunks} with several tokens",
+        f64::from(streams) * 1e3 / itl_ms as f64,
         records.len(),
         done.completed,
         done.failed,
@@ -211,5 +402,5 @@ async fn main() {
         );
     }
     agent.stop(Duration::from_secs(1)).await;
-    sim.stop(Duration::from_secs(1)).await;
+    sim.stop().await;
 }
