@@ -97,7 +97,7 @@ impl Sim {
                 epoch_monotonic_ns: monotonic_ns(h.epoch().into_std()),
                 requests: h.truth(),
             },
-            Sim::External(e) => e.truth(),
+            Sim::External(e) => e.truth().await,
         }
     }
 
@@ -120,7 +120,7 @@ struct ExternalSim {
 }
 
 impl ExternalSim {
-    fn spawn(itl_ms: u64, tokens: u32, slots: u32) -> Self {
+    async fn spawn(itl_ms: u64, tokens: u32, slots: u32) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -173,24 +173,25 @@ impl ExternalSim {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
             assert!(
                 Instant::now() < deadline,
                 "tokengun sim did not listen on {addr}"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Self { child, addr }
     }
 
     /// `GET /tokengun/truth` over a plain HTTP/1.0 connection.
-    fn truth(&self) -> TruthExport {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.addr).unwrap();
+    async fn truth(&self) -> TruthExport {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         s.write_all(b"GET /tokengun/truth HTTP/1.0\r\nHost: sim\r\n\r\n")
+            .await
             .unwrap();
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
+        s.read_to_end(&mut raw).await.unwrap();
         let body_at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         serde_json::from_slice(&raw[body_at..]).unwrap()
     }
@@ -227,7 +228,7 @@ async fn main() {
         Some(other) => panic!("unknown simulator placement {other:?}: use inproc or external"),
     };
     let sim = if external {
-        Sim::External(ExternalSim::spawn(itl_ms, tokens, slots))
+        Sim::External(ExternalSim::spawn(itl_ms, tokens, slots).await)
     } else {
         Sim::InProcess(
             SimHandle::start(
