@@ -262,6 +262,7 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 hdr = ("tool", "version", "sim", "conc", "dur_s", "wall_s", "client_cpu_s", "sim_cpu_s", "tokens",
        "tokens/cpu_s", "wall_tok/s", "ttft_mean/p99_ms", "itl_mean/p99_ms", "load1")
 print("\nSSE (OpenAI chat completions), closed loop. Truth on `fast`: TTFT 150 ms (+ connect), ITL 10 ms.")
+print("ITL p99: tokengun over every gap; GuideLLM and AIPerf over per-request mean ITLs (not comparable).")
 fmt = "{:<9} {:<8} {:<9} {:>4} {:>5} {:>7} {:>12} {:>9} {:>9} {:>12} {:>10} {:>17} {:>16} {:>5}"
 print(fmt.format(*hdr))
 for tool, ver, prof, conc, dur, wall, cpu, sim, tok, tm, tp, im, ip, load in rows:

@@ -380,7 +380,7 @@ async fn main() {
         first_lag.len()
     );
     println!("timestamping (agent stamp - server's send instant, same clock):");
-    line("first-token stamping lag", &mut first_lag);
+    line("first-token lag (= TTFT error)", &mut first_lag);
     line("every-token stamping lag", &mut token_lag);
     line("inter-token gap error |meas - true|", &mut gap_err);
     println!("TTFT and its parts:");
@@ -402,6 +402,27 @@ async fn main() {
             c.loop_delay_max_ms.unwrap_or(f64::NAN)
         );
     }
+    // One line for scripts/bench-accuracy.sh to tabulate.
+    let cpu_pct = done.self_check.as_ref().map_or(f64::NAN, |c| {
+        100.0 * c.cpu_s / (c.wall_s * f64::from(c.cores.max(1)))
+    });
+    let loop_p99 = done
+        .self_check
+        .as_ref()
+        .and_then(|c| c.loop_delay_p99_ms)
+        .unwrap_or(f64::NAN);
+    println!(
+        "summary: load={} itl_ms={itl_ms} sim={} streams={streams} chunks_per_s={:.0} compared={} ttft_err_p99_ms={:.3} token_lag_p50_ms={:.3} token_lag_p99_ms={:.3} token_lag_max_ms={:.3} gap_err_p99_ms={:.3} process_cpu_pct={cpu_pct:.0} loop_delay_p99_ms={loop_p99:.2}",
+        if open { "open" } else { "burst" },
+        if external { "external" } else { "inproc" },
+        f64::from(streams) * 1e3 / itl_ms as f64,
+        first_lag.len(),
+        percentile(&mut first_lag, 99.0) * 1e3,
+        percentile(&mut token_lag, 50.0) * 1e3,
+        percentile(&mut token_lag, 99.0) * 1e3,
+        percentile(&mut token_lag, 100.0) * 1e3,
+        percentile(&mut gap_err, 99.0) * 1e3,
+    );
     agent.stop(Duration::from_secs(1)).await;
     sim.stop().await;
 }
