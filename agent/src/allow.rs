@@ -6,6 +6,7 @@
 //! one of those checked addresses. The client never follows redirects (hyper's client has no
 //! redirect support; a 3xx is recorded as an HTTP error), so a target cannot send load elsewhere.
 
+use crate::stamp::StampedStream;
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -248,7 +249,7 @@ impl CheckedConnector {
         }
     }
 
-    async fn connect(self, uri: Uri) -> Result<TokioIo<TcpStream>, ConnectError> {
+    async fn connect(self, uri: Uri) -> Result<TokioIo<StampedStream>, ConnectError> {
         let bad = || ConnectError::BadUri(uri.to_string());
         if uri.scheme_str() != Some("http") {
             return Err(bad());
@@ -262,7 +263,7 @@ impl CheckedConnector {
                 Ok(Ok(stream)) => {
                     // Token chunks are tiny: no Nagle delay.
                     let _ = stream.set_nodelay(true);
-                    return Ok(TokioIo::new(stream));
+                    return Ok(TokioIo::new(StampedStream::new(stream)));
                 }
                 Ok(Err(source)) => last = Some(ConnectError::Io { addr, source }),
                 Err(_) => {
@@ -278,7 +279,7 @@ impl CheckedConnector {
 }
 
 impl tower_service::Service<Uri> for CheckedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<StampedStream>;
     type Error = ConnectError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
 

@@ -6,6 +6,7 @@ use crate::backend::{self, ResponseParser, ollama};
 use crate::http::{HttpClient, MAX_SMALL_BODY, root_cause};
 use crate::live::{LiveEntry, LiveRequests, LiveSlot};
 use crate::log::RecordLog;
+use crate::stamp::ReadStamp;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -42,6 +43,8 @@ struct Shared {
     /// One ready request body per prompt of the workload.
     bodies: Vec<Bytes>,
     origin: Instant,
+    /// `origin` on the agent clock (ns since [`crate::clock::epoch`]), for read stamps.
+    origin_mono_ns: u64,
     /// Aborts the cycle: in-flight requests end at once, recorded as aborted.
     cancel: CancellationToken,
     /// Drains it: no new request starts, in-flight ones run on (a child of `cancel`).
@@ -111,6 +114,15 @@ impl PreparedCycle {
 }
 
 impl Shared {
+    /// When the bytes just handed over were read off the socket, ns from the origin: the
+    /// connection's read stamp (see [`crate::stamp`]), never later than now; now without one.
+    fn read_at_ns(&self, stamp: Option<&ReadStamp>) -> u64 {
+        let now = ns_since(self.origin, Instant::now());
+        stamp
+            .and_then(ReadStamp::last_read_ns)
+            .map_or(now, |ns| ns.saturating_sub(self.origin_mono_ns).min(now))
+    }
+
     fn next_request_id(&self) -> u32 {
         self.counters.started.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -255,6 +267,7 @@ pub async fn run_cycle(
         uri,
         bodies,
         origin,
+        origin_mono_ns: crate::clock::at(origin.into_std()),
         cancel,
         drain,
         cut_short: std::sync::atomic::AtomicBool::new(false),
@@ -457,7 +470,9 @@ async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize) {
             );
         }
     };
-    let first_byte_ns = ns_since(s.origin, Instant::now());
+    let stamp = resp.extensions().get::<ReadStamp>().cloned();
+    // The headers came in a read after the request went out.
+    let first_byte_ns = s.read_at_ns(stamp.as_ref()).max(m.rec.sent_ns);
     m.rec.first_byte_ns = Some(first_byte_ns);
     m.live.first_byte(first_byte_ns);
     let status = resp.status();
@@ -472,7 +487,7 @@ async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize) {
         };
         return m.fail(OutcomeKind::HttpError, msg);
     }
-    read_stream(s, m, body).await;
+    read_stream(s, m, body, stamp.as_ref()).await;
 }
 
 async fn read_error_body(body: Incoming) -> String {
@@ -488,7 +503,12 @@ async fn read_error_body(body: Incoming) -> String {
     }
 }
 
-async fn read_stream(s: &Shared, m: &mut Measure<'_>, mut body: Incoming) {
+async fn read_stream(
+    s: &Shared,
+    m: &mut Measure<'_>,
+    mut body: Incoming,
+    stamp: Option<&ReadStamp>,
+) {
     let mut parser = ResponseParser::new(s.plan.api);
     loop {
         let frame = match body.frame().await {
@@ -504,7 +524,8 @@ async fn read_stream(s: &Shared, m: &mut Measure<'_>, mut body: Incoming) {
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        let at = ns_since(s.origin, Instant::now());
+        // Stamped when its bytes were read off the socket (the stamp only grows).
+        let at = s.read_at_ns(stamp);
         let mut failure: Option<(OutcomeKind, String)> = None;
         let fed = parser.feed(&data, |c| {
             if m.done {

@@ -21,6 +21,7 @@ pub mod runner;
 pub mod selfcheck;
 pub mod service;
 pub mod spool;
+pub mod stamp;
 
 pub use allow::TargetPolicy;
 pub use auth::{Auth, AuthFiles};
