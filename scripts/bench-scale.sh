@@ -68,3 +68,25 @@ for r in csv.DictReader(open(sys.argv[1])):
 PY
 awk -v i="$idle_kib" -v p="$peak_kib" -v s="$streams" -v f="$peak_fds" 'BEGIN {
   printf "agent RSS idle %.1f MiB, peak %.1f MiB: %.1f KiB per stream; peak open fds %d\n", i/1024, p/1024, (p-i)/s, f }'
+# What was written: the timelines in records.pb (length-delimited protobuf, every chunk with its
+# instant and token count) and the study's per-request CSVs; and whether writing held the load up
+# (the run's own self-check: agent CPU, event-loop delay, start lag).
+python3 - "$work/results/scale" <<'PY'
+import csv, os, sys
+d = sys.argv[1]
+pb = os.path.join(d, "records.pb")
+size = lambda p: os.path.getsize(p) if os.path.exists(p) else 0
+sub = [os.path.join(dp, f) for dp, _, fs in os.walk(d) for f in fs if f.endswith("_throughput.csv")]
+r = next(csv.DictReader(open(os.path.join(d, "cycles.csv"))))
+tokens = int(r["output_tokens"] or 0)
+print(f"written: records.pb {size(pb)/2**20:.1f} MiB for {tokens} tokens ({size(pb)/max(tokens,1):.1f} bytes a token); "
+      f"{len(sub)} per-request throughput CSVs, {sum(size(p) for p in sub)/2**20:.1f} MiB")
+import datetime, json
+j = json.load(open(os.path.join(d, "run.json")))
+t = lambda s: datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+print(f"cycle {float(r['duration_s']):.1f} s; whole run (connect, cycle, every record and file written) "
+      f"{(t(j['ended_at']) - t(j['started_at'])).total_seconds():.1f} s")
+print(f"self-check: {r.get('self_check', '-')}; agent CPU {r.get('agent_cpu_pct', '-')}% of its cores, "
+      f"loop delay p99 {r.get('loop_delay_p99_ms', '-')} ms, max {r.get('loop_delay_max_ms', '-')} ms; "
+      f"start lag p99 {float(r['send_lag_p99_s'] or 0)*1e3:.1f} ms")
+PY

@@ -4,7 +4,9 @@
 #   scripts/soak.sh [DURATION_S=3600] [CONCURRENCY=4] [SAMPLE_S=30] [OUT_DIR=target/soak]
 #
 # Starts `tokengun sim` (profile `fast`: 150 ms to the first token, 10 ms a token, 100 tokens,
-# 4 slots), a separate `tokengun-agent serve`, and one closed-loop level of DURATION_S through
+# 4 slots; other simulator flags in $SIM_ARGS, e.g. SIM_ARGS="--time-scale 0.02" for fifty times
+# the request rate, which shows a per-request leak sooner; `tokengun run` flags in $RUN_ARGS, e.g.
+# RUN_ARGS="--no-monitor" or "--monitor-interval 100ms" to tell the parts apart), a separate `tokengun-agent serve`, and one closed-loop level of DURATION_S through
 # that agent with monitoring on (the agent samples the simulator's process and the machine).
 # Every SAMPLE_S seconds it writes the resident memory (VmRSS) and open files of the agent, the
 # controller and the simulator, and the bytes written so far (run folder, records.pb, agent
@@ -45,7 +47,8 @@ bytes() { du -sb "$1" 2>/dev/null | cut -f1 || echo 0; }
 
 sim_port=$(free_port)
 agent_port=$(free_port)
-$bin/tokengun sim --profile fast --listen "127.0.0.1:$sim_port" >"$out/sim.log" 2>&1 &
+# shellcheck disable=SC2086 # SIM_ARGS is a list of flags
+$bin/tokengun sim --profile fast ${SIM_ARGS:-} --listen "127.0.0.1:$sim_port" >"$out/sim.log" 2>&1 &
 sim_pid=$!
 pids+=("$sim_pid")
 $bin/tokengun-agent serve --listen "127.0.0.1:$agent_port" --spool-dir "$out/spool" \
@@ -55,9 +58,10 @@ pids+=("$agent_pid")
 wait_port "$sim_port"
 wait_port "$agent_port"
 
+# shellcheck disable=SC2086 # RUN_ARGS is a list of flags
 $bin/tokengun run --agent "127.0.0.1:$agent_port" --target "http://127.0.0.1:$sim_port" \
   --api ollama-generate --shape closed --levels "$concurrency" --duration "${duration_s}s" \
-  --no-tui --out "$out/results" --run-id soak >"$out/controller.log" 2>&1 &
+  --no-tui --out "$out/results" --run-id soak ${RUN_ARGS:-} >"$out/controller.log" 2>&1 &
 ctl_pid=$!
 pids+=("$ctl_pid")
 

@@ -123,6 +123,10 @@ impl Slo {
     }
 }
 
+/// Peak-concurrency edges held before a long level's old ones are folded (see
+/// [`CycleStats::fold_after`]): 1 MiB of them.
+pub const FOLD_EDGES: usize = 65_536;
+
 /// Mergeable per-cycle accumulator: one per agent, merged into the cycle's figures.
 #[derive(Debug, Clone, Default)]
 pub struct CycleStats {
@@ -143,6 +147,15 @@ pub struct CycleStats {
     pub send_lag: LatencyHistogram,
     /// (instant ns, +1 start / -1 end) for the peak-concurrency sweep line.
     edges: Vec<(u64, i32)>,
+    /// Long levels: edges older than this (ns before the latest end seen) are folded into
+    /// `folded_in_flight`/`folded_peak`, so memory stays bounded however long a level runs.
+    /// None = never fold (exact for records in any order).
+    fold_after_ns: Option<u64>,
+    /// Requests in flight at the fold horizon, and the peak before it.
+    folded_in_flight: i64,
+    folded_peak: i64,
+    /// Fold when `edges` reaches this length (doubles when little can be folded).
+    next_fold_at: usize,
     /// Closed/open loops: the load window (origin -> origin + duration), ns.
     window_ns: Option<u64>,
     /// Tokens of completed requests that arrived inside the window.
@@ -167,6 +180,36 @@ impl CycleStats {
         }
     }
 
+    /// Folds the peak-concurrency edges that are more than `after` older than the latest request
+    /// end seen (kept while fewer than [`FOLD_EDGES`]). Records arriving later than `after` behind
+    /// the newest would count as in flight at the horizon, so give `after` at least the request
+    /// timeout plus any wait for a lost agent's replay.
+    pub fn fold_after(mut self, after: std::time::Duration) -> Self {
+        self.fold_after_ns = Some(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// Peak-concurrency edges held in memory now.
+    pub fn edges_held(&self) -> usize {
+        self.edges.len()
+    }
+
+    fn fold(&mut self) {
+        let Some(after) = self.fold_after_ns else {
+            return;
+        };
+        let horizon = self.end_ns.saturating_sub(after);
+        // Ends before starts at the same instant, as in `peak_concurrency`.
+        self.edges.sort_unstable();
+        let cut = self.edges.partition_point(|&(t, _)| t < horizon);
+        for &(_, d) in &self.edges[..cut] {
+            self.folded_in_flight += i64::from(d);
+            self.folded_peak = self.folded_peak.max(self.folded_in_flight);
+        }
+        self.edges.drain(..cut);
+        self.next_fold_at = FOLD_EDGES.max(self.edges.len() * 2);
+    }
+
     /// Adds one request.
     pub fn add(&mut self, r: &RequestRecord, slo: &Slo) {
         self.requests += 1;
@@ -181,6 +224,9 @@ impl CycleStats {
         self.end_ns = self.end_ns.max(r.end_ns);
         self.edges.push((r.sent_ns, 1));
         self.edges.push((r.end_ns, -1));
+        if self.fold_after_ns.is_some() && self.edges.len() >= self.next_fold_at.max(FOLD_EDGES) {
+            self.fold();
+        }
         self.send_lag.record_s(r.send_lag_s());
         if r.outcome != OutcomeKind::Completed {
             *self
@@ -245,6 +291,10 @@ impl CycleStats {
         self.e2e.merge(&other.e2e);
         self.send_lag.merge(&other.send_lag);
         self.edges.extend_from_slice(&other.edges);
+        // Folded parts were folded at different horizons: the sum of their peaks bounds the
+        // merged peak from above (exact when neither side folded).
+        self.folded_in_flight += other.folded_in_flight;
+        self.folded_peak += other.folded_peak;
         self.window_tokens += other.window_tokens;
         self.window_prompt_tokens += other.window_prompt_tokens;
         self.window_completed += other.window_completed;
@@ -261,8 +311,8 @@ impl CycleStats {
         let mut edges = self.edges.clone();
         // Ends before starts at the same instant: a request replaced at once is not two in flight.
         edges.sort_unstable();
-        let mut now = 0i64;
-        let mut peak = 0i64;
+        let mut now = self.folded_in_flight;
+        let mut peak = self.folded_peak;
         for (_, d) in edges {
             now += i64::from(d);
             peak = peak.max(now);
@@ -788,6 +838,41 @@ mod tests {
         samples.sort_by(f64::total_cmp);
         let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
         samples[rank - 1]
+    }
+
+    #[test]
+    fn a_long_level_folds_old_edges_and_keeps_the_exact_peak() {
+        // 200,000 requests of a closed loop at 4 (each 10 ms, back to back), plus one burst of 7
+        // extra requests early on: the peak is 11 and lies long before the horizon.
+        let slo = Slo::default();
+        let mut folded = CycleStats::default().fold_after(std::time::Duration::from_secs(60));
+        let mut exact = CycleStats::default();
+        let mut add = |r: &RequestRecord| {
+            folded.add(r, &slo);
+            exact.add(r, &slo);
+        };
+        for i in 0..200_000u32 {
+            let slot = u64::from(i % 4);
+            let start_ms = u64::from(i / 4) * 10;
+            let mut r = done(i, start_ms, start_ms + 5, 2, 5);
+            r.end_ns = (start_ms + 10) * 1_000_000 - slot; // ends just before the next starts
+            add(&r);
+            if i == 1_000 {
+                for k in 0..7 {
+                    add(&done(1_000_000 + k, start_ms, start_ms + 3, 2, 3));
+                }
+            }
+        }
+        assert_eq!(exact.peak_concurrency(), 11);
+        assert_eq!(folded.peak_concurrency(), 11);
+        // 500 s of requests: the last 60 s of edges (48,000) and at most as many again until the
+        // next fold are held, not all 400,000.
+        assert!(folded.edges_held() <= 2 * 48_100, "{}", folded.edges_held());
+        assert_eq!(exact.edges_held(), 400_014);
+        // Everything else is untouched by folding.
+        let a = CycleSummary::from_stats(&info(200_007), &folded, &slo, false);
+        let b = CycleSummary::from_stats(&info(200_007), &exact, &slo, false);
+        assert_eq!(a, b);
     }
 
     #[test]

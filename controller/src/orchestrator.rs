@@ -1034,7 +1034,10 @@ async fn sweep(
         let window_ns = (plan.shape != LoadShape::Burst)
             .then(|| u64::try_from(plan.duration.as_nanos()).unwrap_or(u64::MAX));
         let mut sink = CycleSink {
-            stats: tokengun_common::CycleStats::with_window(window_ns),
+            // Peak-concurrency edges older than any request can still be in flight (timeout, a
+            // lost agent's replay, a minute's margin) are folded: an hours-long level stays small.
+            stats: tokengun_common::CycleStats::with_window(window_ns)
+                .fold_after(cfg.request_timeout + cfg.reconnect_wait + Duration::from_secs(60)),
             slo: cfg.slo,
             table: Vec::new(),
             keep_all_rows: plan.shape == LoadShape::Burst,
