@@ -136,7 +136,28 @@ pub struct SourceStatus {
 pub struct Series {
     /// (agent monotonic ns, value)
     pub points: Vec<(u64, f64)>,
+    /// The folded beginning of a running window (see [`Series::fold`]).
+    prefix: Option<Prefix>,
 }
+
+/// What [`Series::fold`] summed up of a window that begins at `anchor_ns`, before `points[0]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Prefix {
+    anchor_ns: u64,
+    /// Where the integral begins: the anchor, or the first point when the series began later.
+    start_ns: u64,
+    /// The value at the anchor, when the series reached back to it.
+    at_anchor: Option<f64>,
+    /// Trapezoid integral over `[start_ns, points[0].t]`, value·seconds.
+    integral: f64,
+    /// Folded points inside the window (t >= anchor): count, sum and largest value.
+    n: usize,
+    sum: f64,
+    peak: Option<f64>,
+}
+
+/// A series is folded only when it holds more points than this.
+pub const FOLD_POINTS: usize = 1024;
 
 impl Series {
     /// Adds a point; out-of-order points are inserted in place.
@@ -153,8 +174,65 @@ impl Series {
         }
     }
 
+    /// Sums up the points of the window that began at `anchor_ns` that lie before `before_ns`
+    /// (keeping the last of them, for interpolation), so a long window holds few points. Window
+    /// queries starting exactly at the anchor ([`Series::integrate`], [`Series::peak`],
+    /// [`Series::mean`], [`Series::covers`], [`Series::at`]) answer as if nothing was folded, as
+    /// long as they end at or after the kept point; other queries see only the kept points.
+    /// [`PowerSeries::forget_before`] ends the window. Does nothing with at most [`FOLD_POINTS`]
+    /// points, or for a different anchor than the one already folded.
+    pub fn fold(&mut self, anchor_ns: u64, before_ns: u64) {
+        if self.points.len() <= FOLD_POINTS || self.prefix.is_some_and(|p| p.anchor_ns != anchor_ns)
+        {
+            return;
+        }
+        // Keep points[k..]: k is the last point before `before_ns`, after the anchor.
+        let Some(k) = self
+            .points
+            .partition_point(|&(t, _)| t < before_ns)
+            .checked_sub(1)
+        else {
+            return;
+        };
+        let (keep_t, _) = self.points[k];
+        let Some(&(first_t, _)) = self.points.first() else {
+            return;
+        };
+        if k == 0 || keep_t <= anchor_ns {
+            return;
+        }
+        let mut p = self.prefix.unwrap_or(Prefix {
+            anchor_ns,
+            start_ns: anchor_ns.max(first_t),
+            at_anchor: self.at(anchor_ns),
+            integral: 0.0,
+            n: 0,
+            sum: 0.0,
+            peak: None,
+        });
+        let from = self.points[0].0.max(p.start_ns);
+        p.integral += self.integrate_points(from, keep_t);
+        for &(t, v) in &self.points[..k] {
+            if t >= anchor_ns {
+                p.n += 1;
+                p.sum += v;
+                p.peak = Some(p.peak.map_or(v, |m: f64| m.max(v)));
+            }
+        }
+        self.points.drain(..k);
+        self.prefix = Some(p);
+    }
+
+    /// The folded prefix that a query from `from_ns` can build on.
+    fn prefix_for(&self, from_ns: u64) -> Option<Prefix> {
+        self.prefix.filter(|p| p.anchor_ns == from_ns)
+    }
+
     /// The value at `t_ns`, linear between neighbours; None outside the series' span.
     pub fn at(&self, t_ns: u64) -> Option<f64> {
+        if let Some(p) = self.prefix_for(t_ns) {
+            return p.at_anchor;
+        }
         let i = self.points.partition_point(|&(t, _)| t < t_ns);
         match (i.checked_sub(1).map(|j| self.points[j]), self.points.get(i)) {
             (_, Some(&(t1, v1))) if t1 == t_ns => Some(v1),
@@ -168,6 +246,9 @@ impl Series {
 
     /// Whether points exist at or before `from_ns` and at or after `to_ns`.
     pub fn covers(&self, from_ns: u64, to_ns: u64) -> bool {
+        if let Some(p) = self.prefix_for(from_ns) {
+            return p.at_anchor.is_some() && self.points.last().is_some_and(|&(b, _)| b >= to_ns);
+        }
         matches!((self.points.first(), self.points.last()),
             (Some(&(a, _)), Some(&(b, _))) if a <= from_ns && b >= to_ns)
     }
@@ -175,6 +256,18 @@ impl Series {
     /// Trapezoid integral over `[from_ns, to_ns]` in value·seconds, with the edges interpolated;
     /// only the part the series covers counts. Returns (integral, covered seconds).
     pub fn integrate(&self, from_ns: u64, to_ns: u64) -> (f64, f64) {
+        if let Some(p) = self.prefix_for(from_ns) {
+            let Some((&(kept, _), &(last, _))) = self.points.first().zip(self.points.last()) else {
+                return (0.0, 0.0);
+            };
+            if to_ns >= kept {
+                let b = to_ns.min(last);
+                return (
+                    p.integral + self.integrate_points(kept, b),
+                    b.saturating_sub(p.start_ns) as f64 / 1e9,
+                );
+            }
+        }
         let (Some(&(first, _)), Some(&(last, _))) = (self.points.first(), self.points.last())
         else {
             return (0.0, 0.0);
@@ -184,39 +277,65 @@ impl Series {
         if b <= a {
             return (0.0, 0.0);
         }
+        (self.integrate_points(a, b), (b - a) as f64 / 1e9)
+    }
+
+    /// Trapezoid integral over `[a, b]` of the kept points, edges interpolated (a < b, both
+    /// inside their span).
+    fn integrate_points(&self, a: u64, b: u64) -> f64 {
+        if b <= a {
+            return 0.0;
+        }
+        let at = |t: u64| {
+            let i = self.points.partition_point(|&(pt, _)| pt < t);
+            match (i.checked_sub(1).map(|j| self.points[j]), self.points.get(i)) {
+                (_, Some(&(t1, v1))) if t1 == t => Some(v1),
+                (Some((t0, v0)), Some(&(t1, v1))) => {
+                    Some(v0 + (t - t0) as f64 / (t1 - t0) as f64 * (v1 - v0))
+                }
+                _ => None,
+            }
+        };
         let mut knots: Vec<(u64, f64)> = Vec::new();
-        if let Some(v) = self.at(a) {
+        if let Some(v) = at(a) {
             knots.push((a, v));
         }
         knots.extend(self.points.iter().copied().filter(|&(t, _)| t > a && t < b));
-        if let Some(v) = self.at(b) {
+        if let Some(v) = at(b) {
             knots.push((b, v));
         }
-        let area = knots
+        knots
             .windows(2)
             .map(|w| (w[1].0 - w[0].0) as f64 / 1e9 * (w[0].1 + w[1].1) / 2.0)
-            .sum();
-        (area, (b - a) as f64 / 1e9)
+            .sum()
     }
 
     /// The largest value inside `[from_ns, to_ns]`.
     pub fn peak(&self, from_ns: u64, to_ns: u64) -> Option<f64> {
-        self.points
-            .iter()
-            .filter(|&&(t, _)| t >= from_ns && t <= to_ns)
-            .map(|&(_, v)| v)
-            .reduce(f64::max)
-    }
-
-    /// Mean of the values inside `[from_ns, to_ns]` (unweighted).
-    pub fn mean(&self, from_ns: u64, to_ns: u64) -> Option<f64> {
-        let v: Vec<f64> = self
+        let kept = self
             .points
             .iter()
             .filter(|&&(t, _)| t >= from_ns && t <= to_ns)
             .map(|&(_, v)| v)
-            .collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            .reduce(f64::max);
+        match self.prefix_for(from_ns).and_then(|p| p.peak) {
+            Some(folded) => Some(kept.map_or(folded, |k| k.max(folded))),
+            None => kept,
+        }
+    }
+
+    /// Mean of the values inside `[from_ns, to_ns]` (unweighted).
+    pub fn mean(&self, from_ns: u64, to_ns: u64) -> Option<f64> {
+        let (mut n, mut sum) = self.prefix_for(from_ns).map_or((0, 0.0), |p| (p.n, p.sum));
+        for &(_, v) in self
+            .points
+            .iter()
+            .filter(|&&(t, _)| t >= from_ns && t <= to_ns)
+        {
+            n += 1;
+            sum += v;
+        }
+        (n > 0).then(|| sum / n as f64)
     }
 }
 
@@ -269,6 +388,8 @@ pub struct WindowEnergy {
 #[derive(Debug, Clone, Default)]
 pub struct PowerSeries {
     series: BTreeMap<(String, String, String), Series>,
+    /// A folded window's (anchor, largest total power at the folded instants).
+    folded_peak_total: Option<(u64, f64)>,
 }
 
 impl PowerSeries {
@@ -298,10 +419,61 @@ impl PowerSeries {
         d
     }
 
-    /// Forgets readings older than `t_ns`, keeping the last one before it (for interpolation):
-    /// memory stays bounded over long runs.
-    pub fn forget_before(&mut self, t_ns: u64) {
+    /// Folds every long series' readings of the window that began at `anchor_ns` from before
+    /// `before_ns` (see [`Series::fold`]): a window of many hours holds few readings.
+    pub fn fold(&mut self, anchor_ns: u64, before_ns: u64) {
+        if self.folded_peak_total.is_some_and(|(a, _)| a != anchor_ns) {
+            return;
+        }
+        // The peak total power is a sum across devices at each sampled instant: take it over the
+        // instants about to be folded while every device's readings are still there.
+        let power: Vec<&Series> = self
+            .series
+            .iter()
+            .filter(|((_, _, m), _)| m == metric::POWER_W)
+            .map(|(_, s)| s)
+            .collect();
+        let folding = |s: &Series| -> Option<u64> {
+            if s.points.len() <= FOLD_POINTS {
+                return None;
+            }
+            let k = s
+                .points
+                .partition_point(|&(t, _)| t < before_ns)
+                .checked_sub(1)?;
+            (k > 0).then(|| s.points[k].0)
+        };
+        let peak = power
+            .iter()
+            .filter_map(|s| Some((s, folding(s)?)))
+            .flat_map(|(s, keep_t)| {
+                s.points
+                    .iter()
+                    .map(|p| p.0)
+                    .filter(move |&t| t >= anchor_ns && t < keep_t)
+            })
+            .filter_map(|t| {
+                power
+                    .iter()
+                    .map(|s| s.at(t))
+                    .try_fold(0.0, |acc, v| v.map(|v| acc + v))
+            })
+            .reduce(f64::max);
+        if let Some(p) = peak {
+            let before = self.folded_peak_total.map_or(p, |(_, q)| q.max(p));
+            self.folded_peak_total = Some((anchor_ns, before));
+        }
         for s in self.series.values_mut() {
+            s.fold(anchor_ns, before_ns);
+        }
+    }
+
+    /// Forgets readings older than `t_ns`, keeping the last one before it (for interpolation),
+    /// and ends any folded window: memory stays bounded over long runs.
+    pub fn forget_before(&mut self, t_ns: u64) {
+        self.folded_peak_total = None;
+        for s in self.series.values_mut() {
+            s.prefix = None;
             let keep_from = s
                 .points
                 .partition_point(|&(t, _)| t < t_ns)
@@ -400,7 +572,7 @@ impl PowerSeries {
         if series.is_empty() {
             return None;
         }
-        series
+        let kept = series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0))
             .filter(|&t| t >= from_ns && t <= to_ns)
@@ -410,7 +582,13 @@ impl PowerSeries {
                     .map(|s| s.at(t))
                     .try_fold(0.0, |acc, v| v.map(|v| acc + v))
             })
-            .reduce(f64::max)
+            .reduce(f64::max);
+        // A folded window: the instants folded away had their totals taken when folding (over
+        // every device reporting power then).
+        match self.folded_peak_total.filter(|(a, _)| *a == from_ns) {
+            Some((_, folded)) => Some(kept.map_or(folded, |k| k.max(folded))),
+            None => kept,
+        }
     }
 }
 
@@ -482,6 +660,27 @@ pub struct ServerUsage {
 pub struct ServerUsageAcc {
     /// t_ns -> the processes of that tick, summed.
     ticks: BTreeMap<u64, TickSum>,
+    /// The folded beginning of a running window: (anchor, its figures so far).
+    folded: Option<(u64, TickFold)>,
+}
+
+/// Ticks of a window summed up by [`ServerUsageAcc::fold`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct TickFold {
+    ticks: usize,
+    cpu_n: usize,
+    cpu_sum: f64,
+    cpu_peak: Option<f64>,
+    rss_peak: Option<u64>,
+    threads_peak: Option<u64>,
+    fds_peak: Option<u64>,
+}
+
+fn max_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y > x { y } else { x }),
+        (x, y) => x.or(y),
+    }
 }
 
 /// (cpu %, rss bytes, threads, open fds) summed over the processes of one tick.
@@ -492,6 +691,20 @@ fn add_opt<T: std::ops::Add<Output = T>>(a: Option<T>, b: Option<T>) -> Option<T
         (Some(a), Some(b)) => Some(a + b),
         (a, None) => a,
         (None, b) => b,
+    }
+}
+
+impl TickFold {
+    fn add(&mut self, t: &TickSum) {
+        self.ticks += 1;
+        if let Some(c) = t.0 {
+            self.cpu_n += 1;
+            self.cpu_sum += c;
+        }
+        self.cpu_peak = max_opt(self.cpu_peak, t.0);
+        self.rss_peak = max_opt(self.rss_peak, t.1);
+        self.threads_peak = max_opt(self.threads_peak, t.2);
+        self.fds_peak = max_opt(self.fds_peak, t.3);
     }
 }
 
@@ -508,25 +721,55 @@ impl ServerUsageAcc {
         e.3 = add_opt(e.3, r.open_fds);
     }
 
-    /// Figures over the readings inside `[from_ns, to_ns]`; None when there were none.
+    /// Figures over the readings inside `[from_ns, to_ns]`; None when there were none. A window
+    /// folded from `from_ns` (see [`ServerUsageAcc::fold`]) counts its folded ticks too.
     pub fn summary(&self, from_ns: u64, to_ns: u64) -> Option<ServerUsage> {
-        let ticks: Vec<_> = self.ticks.range(from_ns..=to_ns).map(|(_, v)| *v).collect();
-        if ticks.is_empty() {
+        let mut f = self
+            .folded
+            .filter(|(anchor, _)| *anchor == from_ns)
+            .map_or_else(TickFold::default, |(_, f)| f);
+        for (_, t) in self.ticks.range(from_ns..=to_ns) {
+            f.add(t);
+        }
+        if f.ticks == 0 {
             return None;
         }
-        let cpu: Vec<f64> = ticks.iter().filter_map(|t| t.0).collect();
         Some(ServerUsage {
-            cpu_pct_mean: (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64),
-            cpu_pct_peak: cpu.iter().copied().reduce(f64::max),
-            rss_peak_bytes: ticks.iter().filter_map(|t| t.1).max(),
-            threads_peak: ticks.iter().filter_map(|t| t.2).max(),
-            open_fds_peak: ticks.iter().filter_map(|t| t.3).max(),
+            cpu_pct_mean: (f.cpu_n > 0).then(|| f.cpu_sum / f.cpu_n as f64),
+            cpu_pct_peak: f.cpu_peak,
+            rss_peak_bytes: f.rss_peak,
+            threads_peak: f.threads_peak,
+            open_fds_peak: f.fds_peak,
         })
     }
 
-    /// Forgets readings older than `t_ns` (memory stays bounded over long runs).
+    /// Sums up the ticks of the window that began at `anchor_ns` from before `before_ns`, so a
+    /// window of many hours holds few ticks; [`ServerUsageAcc::summary`] from the anchor counts
+    /// them. Does nothing with at most [`FOLD_POINTS`] ticks, or for another anchor than the one
+    /// already folded. [`ServerUsageAcc::forget_before`] ends the window.
+    pub fn fold(&mut self, anchor_ns: u64, before_ns: u64) {
+        if self.ticks.len() <= FOLD_POINTS
+            || self.folded.is_some_and(|(a, _)| a != anchor_ns)
+            || before_ns <= anchor_ns
+        {
+            return;
+        }
+        let mut f = self.folded.map_or_else(TickFold::default, |(_, f)| f);
+        let keep = self.ticks.split_off(&before_ns);
+        let older = std::mem::replace(&mut self.ticks, keep);
+        for (t, tick) in older {
+            if t >= anchor_ns {
+                f.add(&tick);
+            }
+        }
+        self.folded = Some((anchor_ns, f));
+    }
+
+    /// Forgets readings older than `t_ns` and any folded window (memory stays bounded over long
+    /// runs).
     pub fn forget_before(&mut self, t_ns: u64) {
         self.ticks = self.ticks.split_off(&t_ns);
+        self.folded = None;
     }
 }
 
@@ -545,6 +788,180 @@ mod tests {
     }
 
     const S: u64 = 1_000_000_000;
+
+    /// A small deterministic generator for the folding tests.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+    }
+
+    #[test]
+    fn a_folded_window_answers_as_the_whole_one_did() {
+        // An hour of two GPUs at 5 Hz (power, busy, a cumulative energy counter) from before
+        // the window's anchor; folded every minute as the controller does, keeping 10 min.
+        let mut rng = Lcg(7);
+        let mut folded = PowerSeries::default();
+        let mut whole = PowerSeries::default();
+        let anchor = 30 * S + S / 3;
+        let mut energy = [0.0f64; 2];
+        let mut t = 5 * S;
+        while t < 3_600 * S {
+            for (d, e) in energy.iter_mut().enumerate() {
+                let dev = format!("gpu{d}");
+                let w = 100.0 + (rng.next() % 600) as f64;
+                *e += w * 0.2;
+                for (m, v) in [
+                    (metric::POWER_W, w),
+                    (metric::BUSY_PCT, (rng.next() % 101) as f64),
+                    (metric::ENERGY_J, *e),
+                ] {
+                    let reading = r(t + d as u64 * 1_000, &dev, m, v);
+                    folded.add(&reading);
+                    whole.add(&reading);
+                }
+            }
+            if t % (60 * S) < 200_000_000 {
+                folded.fold(anchor, t.saturating_sub(600 * S));
+            }
+            t += 200_000_000 + rng.next() % 1_000;
+        }
+        let held: usize = folded.series.values().map(|s| s.points.len()).sum();
+        assert!(held < 6 * 3_400, "{held} readings held after folding");
+        for end in [3_500 * S, 3_599 * S, 3_700 * S] {
+            let (a, b) = (
+                folded.window(anchor, end).unwrap(),
+                whole.window(anchor, end).unwrap(),
+            );
+            assert!(
+                close(a.energy_j, b.energy_j),
+                "{} vs {}",
+                a.energy_j,
+                b.energy_j
+            );
+            assert!(close(a.mean_power_w, b.mean_power_w));
+            assert!(close(a.duration_s, b.duration_s));
+            assert_eq!(a.peak_power_w, b.peak_power_w);
+            assert_eq!(a.method, b.method);
+            assert_eq!(a.devices.len(), b.devices.len());
+            for (x, y) in a.devices.iter().zip(&b.devices) {
+                assert!(close(x.energy_j, y.energy_j), "{x:?} vs {y:?}");
+                assert_eq!(x.method, y.method);
+            }
+            let (mf, mw) = (
+                folded.mean_of(metric::BUSY_PCT, anchor, end).unwrap(),
+                whole.mean_of(metric::BUSY_PCT, anchor, end).unwrap(),
+            );
+            assert!(close(mf, mw), "{mf} vs {mw}");
+            // And each series on its own: integral, peak, mean, coverage, value at the anchor.
+            for (k, s) in &whole.series {
+                let f = &folded.series[k];
+                let (i1, c1) = f.integrate(anchor, end);
+                let (i2, c2) = s.integrate(anchor, end);
+                assert!(
+                    close(i1, i2) && close(c1, c2),
+                    "{k:?}: {i1} {c1} vs {i2} {c2}"
+                );
+                assert_eq!(f.peak(anchor, end), s.peak(anchor, end));
+                assert!(close(
+                    f.mean(anchor, end).unwrap(),
+                    s.mean(anchor, end).unwrap()
+                ));
+                assert_eq!(f.covers(anchor, end), s.covers(anchor, end));
+                assert_eq!(f.at(anchor), s.at(anchor));
+            }
+        }
+        // The window's end forgets the fold with the readings.
+        folded.forget_before(3_599 * S);
+        assert!(folded.series.values().all(|s| s.prefix.is_none()));
+    }
+
+    #[test]
+    fn a_series_that_began_after_the_anchor_folds_from_its_first_point() {
+        let mut f = Series::default();
+        for i in 0..3_000u64 {
+            f.push(100 * S + i * S, (i % 17) as f64);
+        }
+        let w = f.clone();
+        f.fold(50 * S, 2_000 * S);
+        assert!(f.points.len() < 1_200);
+        assert_eq!(f.covers(50 * S, 3_000 * S), w.covers(50 * S, 3_000 * S));
+        assert!(!f.covers(50 * S, 3_000 * S));
+        let (a, b) = (
+            f.integrate(50 * S, 3_000 * S),
+            w.integrate(50 * S, 3_000 * S),
+        );
+        assert!(close(a.0, b.0) && close(a.1, b.1), "{a:?} vs {b:?}");
+        assert_eq!(f.mean(50 * S, 2_900 * S), w.mean(50 * S, 2_900 * S));
+        // Another anchor is not folded over.
+        f.fold(60 * S, 2_500 * S);
+        assert!(f.points.len() > 900);
+    }
+
+    #[test]
+    fn folded_server_ticks_give_the_same_summary() {
+        let mut rng = Lcg(11);
+        let mut folded = ServerUsageAcc::default();
+        let mut whole = ServerUsageAcc::default();
+        let anchor = 10 * S;
+        for i in 0..7_200u64 {
+            let t = 3 * S + i * S / 2;
+            for pid in [1u32, 2] {
+                let p = ProcessReading {
+                    t_ns: t,
+                    role: ProcessRole::Server,
+                    pid: Some(pid),
+                    name: "srv".into(),
+                    cpu_pct: (rng.next() % 10 != 0).then(|| (rng.next() % 400) as f64),
+                    rss_bytes: Some(rng.next() % 1_000_000),
+                    vsz_bytes: None,
+                    threads: Some(rng.next() % 64),
+                    open_fds: (i % 3 != 0).then(|| rng.next() % 500),
+                    mem_total_bytes: None,
+                    load_avg_1m: None,
+                    cpu_count: None,
+                };
+                folded.add(&p);
+                whole.add(&p);
+            }
+            if i % 120 == 0 {
+                folded.fold(anchor, t.saturating_sub(600 * S));
+            }
+        }
+        assert!(folded.ticks.len() < 2_500, "{}", folded.ticks.len());
+        for end in [3_000 * S, 3_603 * S, 4_000 * S] {
+            let (a, b) = (
+                folded.summary(anchor, end).unwrap(),
+                whole.summary(anchor, end).unwrap(),
+            );
+            assert!(close(a.cpu_pct_mean.unwrap(), b.cpu_pct_mean.unwrap()));
+            assert_eq!(
+                (
+                    a.cpu_pct_peak,
+                    a.rss_peak_bytes,
+                    a.threads_peak,
+                    a.open_fds_peak
+                ),
+                (
+                    b.cpu_pct_peak,
+                    b.rss_peak_bytes,
+                    b.threads_peak,
+                    b.open_fds_peak
+                )
+            );
+        }
+        folded.forget_before(3_000 * S);
+        assert!(folded.folded.is_none());
+    }
 
     #[test]
     fn integrates_power_with_interpolated_edges() {

@@ -107,7 +107,19 @@ struct AgentMon {
     /// Newest busy % / clock per (metric, source, device).
     latest_gpu: std::collections::BTreeMap<(String, String, String), f64>,
     snapshot: MonitorSnapshot,
+    /// The running cycle's window start on this agent's clock, once its CycleStarted came: its
+    /// older readings are folded as they age (see [`FOLD_KEEP_NS`]).
+    window_from: Option<u64>,
+    /// When readings were last folded (agent clock).
+    folded_at: u64,
 }
+
+/// Readings younger than this stay as they are; older ones of the running cycle are folded into
+/// its window figures, so an hours-long level holds ten minutes of readings (a CycleDone arriving
+/// later than this after the agent's last reading would find its window's end folded).
+pub const FOLD_KEEP_NS: u64 = 600 * 1_000_000_000;
+/// Readings are folded at most this often.
+const FOLD_EVERY_NS: u64 = 60 * 1_000_000_000;
 
 /// Receives every agent's monitor batches for a run, into one `power.csv` and `processes.csv`
 /// (their `agent` column says whose).
@@ -159,6 +171,8 @@ impl MonitorSink {
             label: label.to_string(),
             origin_mono_ns,
             power: PowerSeries::default(),
+            window_from: None,
+            folded_at: 0,
             server: ServerUsageAcc::default(),
             latest_power: Default::default(),
             latest_gpu: Default::default(),
@@ -260,7 +274,29 @@ impl MonitorSink {
             a.snapshot.server_cpu_pct = Some(cpu);
             a.snapshot.server_rss_bytes = Some(rss);
         }
+        let newest = b
+            .power
+            .iter()
+            .map(|r| r.t_ns)
+            .chain(b.processes.iter().map(|p| p.t_ns))
+            .max();
+        if let (Some(from), Some(now)) = (a.window_from, newest)
+            && now >= a.folded_at + FOLD_EVERY_NS
+        {
+            a.folded_at = now;
+            let before = now.saturating_sub(FOLD_KEEP_NS);
+            a.power.fold(from, before);
+            a.server.fold(from, before);
+        }
         Ok(())
+    }
+
+    /// Agent `i`'s running cycle began at `from_ns` on its clock: its readings may now be folded
+    /// into that window's figures as they age ([`MonitorSink::cycle_figures`] ends the window).
+    pub fn begin_window(&mut self, i: usize, from_ns: u64) {
+        if let Some(a) = self.agents.get_mut(i) {
+            a.window_from = Some(from_ns);
+        }
     }
 
     /// Notes the agents sent since the last call (sources unavailable, processes appearing).
@@ -343,6 +379,7 @@ impl MonitorSink {
             freq.extend(a.power.mean_of(metric::FREQ_MHZ, from, to));
             a.power.forget_before(to);
             a.server.forget_before(to);
+            a.window_from = None;
         }
         let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
         CycleFigures {
@@ -475,5 +512,87 @@ mod tests {
             procs.contains("\n0.000,8,a1,server,9,ollama,150.0,1000,,3,,,,\n"),
             "{procs}"
         );
+    }
+
+    #[test]
+    fn a_level_of_hours_keeps_minutes_of_readings_and_the_same_figures() {
+        // Two sinks see the same three hours at 5 power readings and 1 process reading a
+        // second; one is told the cycle's window began (and so folds), the other is not.
+        let s = 1_000_000_000u64;
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut folding = MonitorSink::new(d1.path());
+        let mut whole = MonitorSink::new(d2.path());
+        let a = folding.add_agent("a1", s, true).unwrap();
+        let b = whole.add_agent("a1", s, true).unwrap();
+        let from = 2 * s + s / 2;
+        folding.begin_window(a, from);
+        let to = 3 * 3_600 * s;
+        let mut t = 2 * s;
+        let mut i = 0u64;
+        while t <= to + 2 * s {
+            let w = 200.0 + ((i * 7919) % 300) as f64;
+            let batch = MonitorBatch {
+                power: vec![
+                    PowerReading {
+                        t_ns: t,
+                        source: "nvml".into(),
+                        device: "gpu0".into(),
+                        metric: "power_w".into(),
+                        value: w,
+                    },
+                    PowerReading {
+                        t_ns: t,
+                        source: "nvml".into(),
+                        device: "gpu0".into(),
+                        metric: "busy_pct".into(),
+                        value: (i % 101) as f64,
+                    },
+                ],
+                processes: if i % 5 == 0 {
+                    vec![ProcessReading {
+                        t_ns: t,
+                        role: ProcessRole::Server,
+                        pid: Some(9),
+                        name: "ollama".into(),
+                        cpu_pct: Some(((i * 31) % 800) as f64),
+                        rss_bytes: Some(1_000 + (i * 13) % 5_000),
+                        vsz_bytes: None,
+                        threads: Some(3 + i % 40),
+                        open_fds: Some(10 + i % 90),
+                        mem_total_bytes: None,
+                        load_avg_1m: None,
+                        cpu_count: None,
+                    }]
+                } else {
+                    vec![]
+                },
+                notes: vec![],
+            };
+            folding.take(a, batch.clone()).unwrap();
+            whole.take(b, batch).unwrap();
+            t += s / 5;
+            i += 1;
+        }
+        let held = folding.agents[a]
+            .power
+            .get("nvml", "gpu0", "power_w")
+            .unwrap()
+            .points
+            .len();
+        assert!(
+            held < 12 * 60 * 5,
+            "{held} power readings held after three hours"
+        );
+        let f = folding.cycle_figures(&[(a, from, to)], 1_000_000, None);
+        let g = whole.cycle_figures(&[(b, from, to)], 1_000_000, None);
+        let (e, h) = (f.energy.unwrap(), g.energy.unwrap());
+        assert!(
+            (e.energy_j - h.energy_j).abs() < 1e-6 * h.energy_j,
+            "{e:?} vs {h:?}"
+        );
+        assert_eq!(e.peak_power_w, h.peak_power_w);
+        assert_eq!(f.server, g.server);
+        let (x, y) = (f.gpu_busy_pct_mean.unwrap(), g.gpu_busy_pct_mean.unwrap());
+        assert!((x - y).abs() < 1e-9, "{x} vs {y}");
     }
 }

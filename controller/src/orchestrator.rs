@@ -1688,6 +1688,16 @@ async fn collect_cycle(
                     p.gaps += gap;
                     console.dropped(k, gap);
                 }
+                if let RecordBody::CycleStarted {
+                    cycle_id,
+                    origin_mono_ns,
+                    ..
+                } = &rec.body
+                    && *cycle_id == plan.cycle_id
+                    && let (Some(ms), Some(mi)) = (monitor.as_deref_mut(), up.members[i].monitor)
+                {
+                    ms.begin_window(mi, *origin_mono_ns);
+                }
                 let clock = up.members[i].clock;
                 match p.apply(rec.body, plan, clock, up.scheduled_start, sink, console) {
                     Ok(Some(pr)) => {
