@@ -26,15 +26,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do
-    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "error: nothing listens on 127.0.0.1:$1 after 10 s (see $work/*.log)" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 sim_port=$(free_port)
@@ -44,8 +37,8 @@ pids+=($!)
 $bin/tokengun-agent serve --listen "127.0.0.1:$agent_port" >"$work/agent.log" 2>&1 &
 agent_pid=$!
 pids+=("$agent_pid")
-wait_port "$sim_port"
-wait_port "$agent_port"
+wait_port "$sim_port" "$work"
+wait_port "$agent_port" "$work"
 hz=$(getconf CLK_TCK)
 nproc_=$(nproc)
 

@@ -54,15 +54,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISA
 export HF_HUB_CACHE=$venvs/hf-cache
 export PYTHONUNBUFFERED=1
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do
-    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "error: nothing listens on 127.0.0.1:$1 after 10 s (see $work/*.log)" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
@@ -242,7 +235,7 @@ start_sim() { # profile extra-args... ; sets sim_pid sim_port
   $bin/tokengun sim --profile "$1" "${@:2}" --listen "127.0.0.1:$sim_port" >"$work/sim-$1.log" 2>&1 &
   sim_pid=$!
   pids+=("$sim_pid")
-  wait_port "$sim_port"
+  wait_port "$sim_port" "$work"
 }
 start_sim firehose
 for t in "${ok_tools[@]}"; do

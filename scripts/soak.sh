@@ -32,15 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 100); do
-    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "error: nothing listens on 127.0.0.1:$1 after 10 s (see $out/*.log)" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 bytes() { du -sb "$1" 2>/dev/null | cut -f1 || echo 0; }
@@ -55,8 +48,8 @@ $bin/tokengun-agent serve --listen "127.0.0.1:$agent_port" --spool-dir "$out/spo
   >"$out/agent.log" 2>&1 &
 agent_pid=$!
 pids+=("$agent_pid")
-wait_port "$sim_port"
-wait_port "$agent_port"
+wait_port "$sim_port" "$out"
+wait_port "$agent_port" "$out"
 
 # shellcheck disable=SC2086 # RUN_ARGS is a list of flags
 $bin/tokengun run --agent "127.0.0.1:$agent_port" --target "http://127.0.0.1:$sim_port" \
