@@ -36,8 +36,9 @@ struct Usage {
 
 #[derive(Deserialize)]
 struct Event<'a> {
-    #[serde(borrow, default)]
-    choices: Vec<Choice<'a>>,
+    /// Only the first choice counts (tokengun asks for one); kept without a `Vec` per event.
+    #[serde(borrow, default, deserialize_with = "first_choice")]
+    choices: Option<Choice<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
     /// `{"message": ...}` (OpenAI, llama.cpp) or a plain string (TGI).
@@ -48,6 +49,35 @@ struct Event<'a> {
     object: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     message: Option<Cow<'a, str>>,
+}
+
+/// The first element of the `choices` array, the rest skipped, with no allocation.
+fn first_choice<'de, D>(d: D) -> Result<Option<Choice<'de>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct First;
+    impl<'de> serde::de::Visitor<'de> for First {
+        type Value = Option<Choice<'de>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of choices")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let first = seq.next_element::<Choice<'de>>()?;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(first)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None) // "choices": null
+        }
+    }
+    d.deserialize_any(First)
 }
 
 fn non_empty<'a>(s: &'a Option<Cow<'a, str>>) -> Option<&'a str> {
@@ -86,7 +116,7 @@ pub fn parse_event(api: Api, data: &[u8], think: &mut InlineThink) -> Result<Chu
     }
     let mut fin: Option<Final> = None;
     // Never index choices[0] blindly: usage events have none.
-    if let Some(choice) = e.choices.first() {
+    if let Some(choice) = &e.choices {
         let (answer, reasoning) = match (api, &choice.delta) {
             (Api::OpenaiChat, Some(d)) => (
                 non_empty(&d.content),
@@ -284,6 +314,29 @@ mod tests {
         );
         assert!(parse_event(Api::OpenaiChat, b"{nope", &mut t).is_err());
         assert!(SseDecoder::new().pending() == 0);
+    }
+
+    #[test]
+    fn only_the_first_choice_counts_and_null_or_absent_choices_are_none() {
+        let mut t = InlineThink::default();
+        let two = br#"{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"b"},"finish_reason":"x"}]}"#;
+        let c = parse_event(Api::OpenaiChat, two, &mut t).unwrap();
+        assert_eq!((c.answer_tokens, c.fin.is_none()), (1, true));
+        let null = br#"{"choices":null,"usage":{"completion_tokens":3,"prompt_tokens":5}}"#;
+        let c = parse_event(Api::OpenaiChat, null, &mut t).unwrap();
+        assert_eq!(c.answer_tokens, 0);
+        assert_eq!(c.fin.unwrap().output_tokens, Some(3));
+        let none = br#"{"usage":{"completion_tokens":4}}"#;
+        let c = parse_event(Api::OpenaiChat, none, &mut t).unwrap();
+        assert_eq!(c.fin.unwrap().output_tokens, Some(4));
+        let empty = br#"{"choices":[]}"#;
+        assert_eq!(
+            parse_event(Api::OpenaiChat, empty, &mut t)
+                .unwrap()
+                .answer_tokens,
+            0
+        );
+        assert!(parse_event(Api::OpenaiChat, br#"{"choices":7}"#, &mut t).is_err());
     }
 
     #[test]
