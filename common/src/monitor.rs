@@ -230,9 +230,14 @@ impl Series {
 
     /// The value at `t_ns`, linear between neighbours; None outside the series' span.
     pub fn at(&self, t_ns: u64) -> Option<f64> {
-        if let Some(p) = self.prefix_for(t_ns) {
-            return p.at_anchor;
+        match self.prefix_for(t_ns) {
+            Some(p) => p.at_anchor,
+            None => self.at_points(t_ns),
         }
+    }
+
+    /// The value at `t_ns` from the kept points alone, linear between neighbours.
+    fn at_points(&self, t_ns: u64) -> Option<f64> {
         let i = self.points.partition_point(|&(t, _)| t < t_ns);
         match (i.checked_sub(1).map(|j| self.points[j]), self.points.get(i)) {
             (_, Some(&(t1, v1))) if t1 == t_ns => Some(v1),
@@ -286,22 +291,12 @@ impl Series {
         if b <= a {
             return 0.0;
         }
-        let at = |t: u64| {
-            let i = self.points.partition_point(|&(pt, _)| pt < t);
-            match (i.checked_sub(1).map(|j| self.points[j]), self.points.get(i)) {
-                (_, Some(&(t1, v1))) if t1 == t => Some(v1),
-                (Some((t0, v0)), Some(&(t1, v1))) => {
-                    Some(v0 + (t - t0) as f64 / (t1 - t0) as f64 * (v1 - v0))
-                }
-                _ => None,
-            }
-        };
         let mut knots: Vec<(u64, f64)> = Vec::new();
-        if let Some(v) = at(a) {
+        if let Some(v) = self.at_points(a) {
             knots.push((a, v));
         }
         knots.extend(self.points.iter().copied().filter(|&(t, _)| t > a && t < b));
-        if let Some(v) = at(b) {
+        if let Some(v) = self.at_points(b) {
             knots.push((b, v));
         }
         knots
