@@ -14,20 +14,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration_s=${1:-10}
 concurrency=${2:-8}
-bin=target/release
-if [[ ! -x $bin/tokengun || ! -x $bin/tokengun-agent ]]; then
-  cargo build --release -p tokengun -p tokengun-agent
-fi
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+need_release_bins
 work=$(mktemp -d)
-pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  kill_started
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 sim_port=$(free_port)

@@ -11,19 +11,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 streams=${1:-10000}
 tokens=${2:-500}
-bin=target/release
-if [[ ! -x $bin/tokengun || ! -x $bin/tokengun-agent ]]; then
-  cargo build --release -p tokengun -p tokengun-agent
-fi
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+need_release_bins
 work=$(mktemp -d)
-pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  kill_started
   if [[ -n ${KEEP:-} ]]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 sim_port=$(free_port)

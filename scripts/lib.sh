@@ -13,3 +13,17 @@ wait_port() {
   echo "error: nothing listens on 127.0.0.1:$1 after 10 s (see $2/*.log)" >&2
   exit 1
 }
+
+# Release binaries the scripts run; built when either is missing.
+bin=target/release
+need_release_bins() {
+  if [[ ! -x $bin/tokengun || ! -x $bin/tokengun-agent ]]; then
+    cargo build --release -p tokengun -p tokengun-agent
+  fi
+}
+
+# Processes a script started (append their pids); kill_started stops them all.
+pids=()
+kill_started() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+}

@@ -19,21 +19,17 @@ duration_s=${1:-3600}
 concurrency=${2:-4}
 sample_s=${3:-30}
 out=${4:-target/soak}
-bin=target/release
-if [[ ! -x $bin/tokengun || ! -x $bin/tokengun-agent ]]; then
-  cargo build --release -p tokengun -p tokengun-agent
-fi
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+need_release_bins
 rm -rf "$out"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  kill_started
 }
 trap cleanup EXIT
 
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 bytes() { du -sb "$1" 2>/dev/null | cut -f1 || echo 0; }
