@@ -82,6 +82,15 @@ pub struct RequestOptions {
 }
 
 /// How requests of one cycle are released. One executor runs them all; a shape is data.
+///
+/// To add a load shape:
+/// 1. a variant here, and an arm in each method of `impl LoadShape` below (the compiler lists
+///    them): nothing outside the engine compares `== LoadShape::X`, they ask these methods;
+/// 2. its wire enum value in `proto/tokengun.proto` and both arms in `proto/src/convert.rs`;
+/// 3. its release loop in `agent/src/engine.rs` (`release`), and its limits in
+///    `agent/src/runner.rs` (`check_limits`);
+/// 4. its flag value (`controller/src/cmd/run.rs`, `ShapeArg`) and a scenario test in
+///    `tests/tests/load_shapes.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LoadShape {
@@ -102,6 +111,47 @@ impl LoadShape {
             LoadShape::Closed => "closed",
             LoadShape::Open => "open",
         }
+    }
+
+    /// Its cycles run for a set duration (a burst ends when its requests have).
+    pub fn has_duration(self) -> bool {
+        match self {
+            LoadShape::Burst => false,
+            LoadShape::Closed | LoadShape::Open => true,
+        }
+    }
+
+    /// Its levels are arrival rates (requests/s), with the concurrency as an optional cap.
+    pub fn is_rate(self) -> bool {
+        match self {
+            LoadShape::Open => true,
+            LoadShape::Burst | LoadShape::Closed => false,
+        }
+    }
+
+    /// Requests a cycle of `concurrency` sends, when the plan alone fixes it (a burst's size).
+    pub fn planned_requests(self, concurrency: u32) -> Option<u32> {
+        match self {
+            LoadShape::Burst => Some(concurrency),
+            LoadShape::Closed | LoadShape::Open => None,
+        }
+    }
+
+    /// The shape of the warm-up phase before a sweep of this shape: rates stay rates, anything
+    /// else keeps the first level in flight for the warm-up's duration.
+    pub fn warmup_shape(self) -> LoadShape {
+        if self.is_rate() {
+            LoadShape::Open
+        } else {
+            LoadShape::Closed
+        }
+    }
+
+    /// Its measuring window in ns: the cycle's duration, or None when the cycle ends with its
+    /// requests (then the window is the requests' own span).
+    pub fn window_ns(self, duration: Duration) -> Option<u64> {
+        self.has_duration()
+            .then(|| u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
@@ -216,6 +266,29 @@ pub fn check_extra_body(json: &str) -> Result<(), String> {
 }
 
 impl CyclePlan {
+    /// "8 concurrent requests", "8 requests kept in flight for 60s", "2.5 requests/s for 60s".
+    pub fn describe(&self) -> String {
+        let dur = humantime::format_duration(self.duration);
+        match self.shape {
+            LoadShape::Burst => format!(
+                "{} concurrent request{}",
+                self.concurrency,
+                if self.concurrency == 1 { "" } else { "s" }
+            ),
+            LoadShape::Closed => format!("{} requests kept in flight for {dur}", self.concurrency),
+            LoadShape::Open => format!(
+                "{} requests/s ({:?}) for {dur}{}",
+                format_rate(self.rate_per_s),
+                self.arrival,
+                if self.concurrency > 0 {
+                    format!(", at most {} in flight", self.concurrency)
+                } else {
+                    String::new()
+                }
+            ),
+        }
+    }
+
     /// Checks everything an agent would otherwise discover only after sending load.
     pub fn validate(&self) -> Result<(), PlanError> {
         match self.shape {

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokengun::console::Console;
-use tokengun::orchestrator::{Level, RunConfig, RunError, RunReport};
+use tokengun::plan::{Level, RunConfig};
+use tokengun::run::{RunError, RunReport};
 use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, RequestOptions, Slo};
 use tokio_util::sync::CancellationToken;
 
@@ -69,9 +70,9 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         slo: Slo::default(),
         stop_on_error_rate: None,
         sim: None,
-        monitor: tokengun::orchestrator::MonitorConfig::default(),
-        split: tokengun::orchestrator::Split::Total,
-        on_agent_loss: tokengun::orchestrator::OnAgentLoss::Continue,
+        monitor: tokengun::plan::MonitorConfig::default(),
+        split: tokengun::plan::Split::Total,
+        on_agent_loss: tokengun::plan::OnAgentLoss::Continue,
         reconnect_wait: Duration::from_secs(30),
         throughput_csv: true,
         warnings: Vec::new(),
@@ -103,7 +104,7 @@ pub fn open_config(
 /// Runs the controller to the end with a quiet console.
 pub async fn run(cfg: RunConfig) -> Result<RunReport, RunError> {
     let mut console = Console::new(true);
-    tokengun::orchestrator::run(cfg, &mut console, CancellationToken::new()).await
+    tokengun::run::run(cfg, &mut console, CancellationToken::new()).await
 }
 
 /// The study's folder of one level (`8`, or `2.5rps` for open loops).

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
-use tokengun::orchestrator::{OnAgentLoss, Split};
+use tokengun::plan::{OnAgentLoss, Split};
 use tokengun_tests::{
     AgentProc, SimConfig, SimHandle, f, level_dir, read_csv, read_run_json, run, run_config,
 };

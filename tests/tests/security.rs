@@ -556,7 +556,7 @@ async fn a_cycle_overrunning_the_agents_duration_cap_is_aborted() {
     // The aborted cycle's requests are recorded as aborted, not completed.
     let run_dir = match &result {
         Ok(r) => r.run_dir.clone(),
-        Err(tokengun::orchestrator::RunError::Broken { run_dir, .. }) => run_dir.clone(),
+        Err(tokengun::run::RunError::Broken { run_dir, .. }) => run_dir.clone(),
         Err(e) => panic!("{e}"),
     };
     let rows = tokengun_tests::read_csv(

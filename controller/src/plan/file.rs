@@ -1,13 +1,13 @@
 //! The run plan as a TOML file and as flags: both fill a [`PlanFile`], flags over file, and one
 //! `compile` turns it into a validated [`RunConfig`] before anything is sent.
 
+use super::workload;
+use super::{Level, MonitorConfig, OnAgentLoss, RunConfig, Split};
 use crate::link::AgentAuth;
-use crate::orchestrator::{Level, MonitorConfig, OnAgentLoss, RunConfig, Split};
-use crate::workload;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokengun_common::plan::{MAX_LEVEL, check_extra_body, format_rate};
+use tokengun_common::plan::{MAX_LEVEL, check_extra_body};
 use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, RequestOptions, Slo, defaults};
 use tokengun_simulator::SimConfig;
 
@@ -515,16 +515,6 @@ impl PlanFile {
         };
         check_extra_body(&json).map_err(|m| field("extra_json", m))?;
         Ok((options, json))
-    }
-}
-
-impl Level {
-    /// The level as shown and as its folder's suffix: `8`, or `2.5rps` for a rate.
-    pub fn label(&self) -> String {
-        match self.rate_per_s {
-            Some(r) => format!("{}rps", format_rate(r)),
-            None => self.concurrency.to_string(),
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use tokengun_common::plan::check_extra_body;
 use tokengun_common::schedule::SplitMix64;
 
 /// The built-in varied prompt set, shipped in the repository (`controller/prompts/varied.txt`).
-pub const BUILTIN_VARIED: &str = include_str!("../prompts/varied.txt");
+pub const BUILTIN_VARIED: &str = include_str!("../../prompts/varied.txt");
 
 /// Distinct prompts made for `synthetic:N`.
 const SYNTHETIC_PROMPTS: usize = 16;

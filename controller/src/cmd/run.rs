@@ -1,175 +1,19 @@
-//! The command line: `tokengun run`, `sim`, `report` and `compare`, compiled into a `RunConfig`,
-//! a `SimConfig` or report options.
+//! `tokengun run`: the flags (over a plan file) compiled into a [`RunConfig`], the sweep run
+//! with the live console or plain lines, the report written at the end.
 
-use crate::orchestrator::RunConfig;
-use crate::plan_file::{PlanFile, PlanFileError};
-use clap::{Args, Parser, Subcommand};
+use super::sim::{profile_arg, tune_sim};
+use super::{AgentAuthArgs, EXIT_INTERRUPTED, duration_arg, duration_text};
+use crate::console::{self, Console};
+use crate::output::RunStatus;
+use crate::plan::{PlanFile, PlanFileError, RunConfig};
+use crate::report;
+use crate::run::{RunError, RunReport};
+use clap::Args;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokengun_common::{Arrival, LoadShape};
-use tokengun_simulator::{Faults, OutputLen, PROFILES, SimConfig};
-
-/// Load-test and benchmark LLM inference servers (Ollama and OpenAI-compatible).
-#[derive(Parser, Debug)]
-#[command(name = "tokengun", version, about, long_about = None)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// What to do.
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Run a concurrency sweep against a server (or the built-in simulator with --sim).
-    Run(Box<RunArgs>),
-    /// Serve the built-in simulated inference server (Ollama or llama.cpp flavour) until Ctrl-C.
-    Sim(Box<SimArgs>),
-    /// Write report.md, report.html and charts/ for a run folder (any earlier run too).
-    Report(ReportArgs),
-    /// Overlay several runs' curves and set their findings side by side.
-    Compare(CompareArgs),
-    /// List agents: version, host, capabilities, and what each monitor source finds there.
-    Agents(AgentsArgs),
-    /// Take up a run whose controller was lost: its cycle is completed from records.pb and what
-    /// the agents kept, then the sweep goes on (runs with remote agents only).
-    Resume(ResumeArgs),
-}
-
-/// `tokengun resume`.
-#[derive(Args, Debug)]
-pub struct ResumeArgs {
-    /// The run's folder (holding run.json, plan.json, records.pb).
-    pub run_dir: PathBuf,
-    /// Plain progress lines instead of the live console.
-    #[arg(long)]
-    pub no_tui: bool,
-    /// Print only errors and the final summary table.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Do not write the report at the end.
-    #[arg(long)]
-    pub no_report: bool,
-}
-
-/// `tokengun agents`.
-#[derive(Args, Debug)]
-pub struct AgentsArgs {
-    /// Agent address, HOST:PORT (repeatable).
-    #[arg(long = "agent", value_name = "HOST:PORT", required = true)]
-    pub agents: Vec<String>,
-    /// The inference server the agents would load: a local one's listening process is watched.
-    #[arg(long, default_value = tokengun_common::defaults::TARGET)]
-    pub target: String,
-    /// Server process to watch, as pgrep matches it, or pid:N (repeatable).
-    #[arg(long = "watch-process", value_name = "PATTERN")]
-    pub watch_process: Vec<String>,
-    #[command(flatten)]
-    pub auth: AgentAuthArgs,
-}
-
-/// How the controller proves itself to agents (and checks them): `run` and `agents` share these.
-#[derive(Args, Debug, Clone, Default)]
-pub struct AgentAuthArgs {
-    /// CA (PEM) that signed the agents' certificates; given, agents are dialled with TLS
-    /// (https) [default: plaintext].
-    #[arg(long, value_name = "FILE")]
-    pub agent_ca: Option<PathBuf>,
-    /// This controller's client certificate (PEM), for agents started with --tls-client-ca.
-    #[arg(long, value_name = "FILE")]
-    pub agent_cert: Option<PathBuf>,
-    /// The private key (PEM) of --agent-cert.
-    #[arg(long, value_name = "FILE")]
-    pub agent_key: Option<PathBuf>,
-    /// File holding the bearer token agents started with --token-file require (or set
-    /// TOKENGUN_AGENT_TOKEN) [default: no token].
-    #[arg(long, value_name = "FILE")]
-    pub agent_token_file: Option<PathBuf>,
-}
-
-/// Thresholds of the report's findings, shared by `report` and `compare`.
-#[derive(Args, Debug, Clone)]
-pub struct FindingArgs {
-    /// A level qualifies as "best" only with at most this error rate, percent [default: 1].
-    #[arg(long, value_name = "PERCENT", default_value_t = 1.0, value_parser = percent_arg)]
-    pub max_error_rate: f64,
-    /// ...and with at least this share of its requests meeting the run's SLO, percent [default: 95].
-    #[arg(long, value_name = "PERCENT", default_value_t = 95.0, value_parser = percent_arg)]
-    pub min_goodput: f64,
-    /// The knee: the last level before a step whose gain per unit of concurrency (or rate) is
-    /// below this share of the first level's tokens/s per unit, percent [default: 25].
-    #[arg(long, value_name = "PERCENT", default_value_t = 25.0, value_parser = percent_arg)]
-    pub knee_slope: f64,
-    /// Throughputs within this much of the highest count as a tie for "best" (the lower level
-    /// wins), percent [default: 5].
-    #[arg(long, value_name = "PERCENT", default_value_t = 5.0, value_parser = percent_arg)]
-    pub best_tolerance: f64,
-}
-
-impl FindingArgs {
-    /// The report options these flags describe.
-    pub fn options(&self, timeline_level: Option<String>) -> crate::report::ReportOptions {
-        crate::report::ReportOptions {
-            findings: crate::report::findings::FindingOptions {
-                max_error_rate: self.max_error_rate / 100.0,
-                min_good_share: self.min_goodput / 100.0,
-                knee_fraction: self.knee_slope / 100.0,
-                best_tolerance: self.best_tolerance / 100.0,
-            },
-            timeline_level,
-        }
-    }
-}
-
-fn percent_arg(s: &str) -> Result<f64, String> {
-    match s.trim().trim_end_matches('%').parse::<f64>() {
-        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
-        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
-    }
-}
-
-/// `tokengun report`.
-#[derive(Args, Debug)]
-pub struct ReportArgs {
-    /// The run folder (the one `tokengun run` printed after "results:").
-    #[arg(value_name = "RUN_DIR")]
-    pub run_dir: PathBuf,
-    /// Folder to write report.md, report.html and charts/ into [default: the run folder].
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Level whose requests the timeline chart shows, e.g. 8 or 2.5rps [default: the first
-    /// level past the knee, else the last].
-    #[arg(long, value_name = "LEVEL")]
-    pub timeline_level: Option<String>,
-    #[command(flatten)]
-    pub findings: FindingArgs,
-}
-
-/// `tokengun compare`.
-#[derive(Args, Debug)]
-pub struct CompareArgs {
-    /// Two or more run folders.
-    #[arg(value_name = "RUN_DIR", num_args = 2.., required = true)]
-    pub run_dirs: Vec<PathBuf>,
-    /// A label per run, in order (repeat the flag) [default: each run's model, with its run id
-    /// when two share a model].
-    #[arg(long = "label", value_name = "TEXT")]
-    pub labels: Vec<String>,
-    /// Folder to write compare.md, compare.html and charts/ into [default: a new
-    /// results/compare-<time> folder].
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    #[command(flatten)]
-    pub findings: FindingArgs,
-}
-
-fn duration_arg(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 150ms, 2s, 10m)"))
-}
-
-/// Checks a duration flag at parse time but keeps its text (plan files hold text too).
-fn duration_text(s: &str) -> Result<String, String> {
-    duration_arg(s).map(|_| s.to_string())
-}
+use tokio_util::sync::CancellationToken;
 
 /// Parses `--levels`: comma-separated positive numbers (concurrency, or rates for open loops).
 /// Done after parsing (not by clap) so every mistake gets one line naming the flag.
@@ -372,203 +216,6 @@ pub enum ArrivalArg {
     Poisson,
 }
 
-fn range_arg(s: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("{s:?} is not a range of token counts like 100-400");
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u32, u32) = (
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    );
-    if a == 0 || a > b {
-        return Err(bad());
-    }
-    Ok((a, b))
-}
-
-fn profile_arg(s: &str) -> Result<String, String> {
-    if SimConfig::profile(s).is_some() {
-        Ok(s.to_string())
-    } else {
-        let names: Vec<&str> = PROFILES.iter().map(|p| p.0).collect();
-        Err(format!(
-            "unknown profile {s:?}; choose one of {}",
-            names.join(", ")
-        ))
-    }
-}
-
-/// Applies the common simulator overrides to a profile.
-pub fn tune_sim(
-    profile: &str,
-    ttft: Option<Duration>,
-    token_delay: Option<Duration>,
-    tokens: Option<u32>,
-    slots: Option<u32>,
-) -> SimConfig {
-    let mut c = SimConfig::profile(profile).unwrap_or_default();
-    if let Some(t) = ttft {
-        c.engine.prefill_base = t;
-    }
-    if let Some(d) = token_delay {
-        c.engine.step_base = d;
-    }
-    if let Some(n) = tokens {
-        c.output = OutputLen::Fixed(n);
-    }
-    if let Some(n) = slots {
-        c.engine.slots = n;
-    }
-    c
-}
-
-/// `tokengun sim`: a profile, then any overrides.
-#[derive(Args, Debug)]
-pub struct SimArgs {
-    /// Address to serve on.
-    #[arg(long, default_value = "127.0.0.1:11434")]
-    pub listen: String,
-    /// Named behaviour: fast (demos, tests), study (the study's M2 Pro + deepseek-r1:7b),
-    /// llama-server (llama.cpp on 2 CPU cores, measured), firehose (no delays).
-    #[arg(long, default_value = "fast", value_parser = profile_arg)]
-    pub profile: String,
-    /// Model names to serve (repeatable) [default: the profile's].
-    #[arg(long = "model")]
-    pub models: Vec<String>,
-    /// Slot acquired -> first token (prefill base) [default: the profile's].
-    #[arg(long, value_parser = duration_arg)]
-    pub ttft: Option<Duration>,
-    /// Decode step with one request decoding [default: the profile's].
-    #[arg(long, value_parser = duration_arg)]
-    pub token_delay: Option<Duration>,
-    /// Extra decode time per request decoding together (batch cost) [default: the profile's].
-    #[arg(long, value_parser = duration_arg)]
-    pub step_per_seq: Option<Duration>,
-    /// Output tokens per request (a request's num_predict / max_tokens may lower it).
-    #[arg(long)]
-    pub tokens: Option<u32>,
-    /// Requests served in parallel; more wait in a FIFO queue.
-    #[arg(long)]
-    pub slots: Option<u32>,
-    /// Most requests waiting for a slot; more get 503 [default: unbounded, as Ollama].
-    #[arg(long, value_name = "N")]
-    pub queue_limit: Option<u32>,
-    /// Output tokens drawn uniformly from MIN-MAX per request (seeded), e.g. 100-400.
-    #[arg(long, value_name = "MIN-MAX", value_parser = range_arg, conflicts_with = "tokens")]
-    pub tokens_range: Option<(u32, u32)>,
-    /// Prefill cost per prompt token (about four characters a token) [default: the profile's].
-    #[arg(long, value_parser = duration_arg)]
-    pub prefill_per_token: Option<Duration>,
-    /// Whether a prefill stalls every running stream, as llama.cpp's does [default: the profile's].
-    #[arg(long)]
-    pub prefill_stalls: Option<bool>,
-    /// Model load on the first request and after --keep-alive idle [default: the profile's].
-    #[arg(long, value_parser = duration_arg)]
-    pub load_time: Option<Duration>,
-    /// Idle time after which the model is unloaded [default: 5m].
-    #[arg(long, value_parser = duration_arg)]
-    pub keep_alive: Option<Duration>,
-    /// Lognormal sigma of the decode-step jitter (0 = none; the llama-server profile has 0.12).
-    #[arg(long)]
-    pub jitter: Option<f64>,
-    /// Every Nth request's first token comes --slow-first-by late (0 = never).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub slow_first_every: u64,
-    /// How late a slow first token is.
-    #[arg(long, default_value = "2s", value_parser = duration_arg)]
-    pub slow_first_by: Duration,
-    /// Multiply every delay (0.1 = ten times faster).
-    #[arg(long, default_value_t = 1.0)]
-    pub time_scale: f64,
-    /// Seed for output lengths, jitter and load failures.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// The first N output tokens are reasoning ("thinking") [default: the profile's].
-    #[arg(long, value_name = "N")]
-    pub reasoning_tokens: Option<u32>,
-    /// Reasoning as inline <think>...</think> text instead of its own field.
-    #[arg(long)]
-    pub reasoning_inline: bool,
-    /// Answer every Nth request with HTTP 500 (0 = never).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub fail_every: u64,
-    /// End every Nth request's stream mid-way (0 = never).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub cut_every: u64,
-    /// Tokens sent before a cut stream ends.
-    #[arg(long, default_value_t = 10, value_name = "TOKENS")]
-    pub cut_after: u32,
-    /// Send a non-JSON line in every Nth request's stream (0 = never).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub malformed_every: u64,
-    /// Stall the whole server this long after the first generate request (e.g. 30s).
-    #[arg(long, value_parser = duration_arg)]
-    pub stall_at: Option<Duration>,
-    /// How long the stall lasts.
-    #[arg(long, default_value = "1s", value_parser = duration_arg)]
-    pub stall_for: Duration,
-    /// Keep every request's token send instants and serve them at GET /tokengun/truth (JSON,
-    /// instants from an epoch given on the machine's monotonic clock), for accuracy
-    /// measurements. Memory grows by about 8 bytes a token: for bounded runs only.
-    #[arg(long)]
-    pub record_truth: bool,
-}
-
-impl SimArgs {
-    /// The simulator configuration these flags describe.
-    pub fn config(&self) -> SimConfig {
-        let mut c = tune_sim(
-            &self.profile,
-            self.ttft,
-            self.token_delay,
-            self.tokens,
-            self.slots,
-        );
-        if !self.models.is_empty() {
-            c.models = self.models.clone();
-        }
-        if let Some(b) = self.step_per_seq {
-            c.engine.step_per_seq = b;
-        }
-        if let Some(n) = self.reasoning_tokens {
-            c.reasoning_tokens = n;
-        }
-        c.reasoning_inline = self.reasoning_inline;
-        c.engine.queue_limit = self.queue_limit.or(c.engine.queue_limit);
-        if let Some((min, max)) = self.tokens_range {
-            c.output = OutputLen::Uniform { min, max };
-        }
-        if let Some(d) = self.prefill_per_token {
-            c.engine.prefill_per_token = d;
-        }
-        if let Some(b) = self.prefill_stalls {
-            c.engine.prefill_stalls = b;
-        }
-        if let Some(d) = self.load_time {
-            c.engine.load_time = d;
-        }
-        if let Some(d) = self.keep_alive {
-            c.engine.keep_alive = d;
-        }
-        if let Some(j) = self.jitter {
-            c.engine.jitter_sigma = j;
-        }
-        c.time_scale = self.time_scale;
-        c.seed = self.seed;
-        c.record_truth = self.record_truth;
-        c.faults = Faults {
-            fail_every: self.fail_every,
-            cut_every: self.cut_every,
-            cut_after_tokens: self.cut_after,
-            malformed_every: self.malformed_every,
-            stall_at: self.stall_at,
-            stall_for: self.stall_for,
-            slow_first_every: self.slow_first_every,
-            slow_first_by: self.slow_first_by,
-        };
-        c
-    }
-}
-
 impl RunArgs {
     /// The settings given as flags (`None` where a flag was not given).
     pub fn as_plan(&self) -> Result<PlanFile, PlanFileError> {
@@ -648,9 +295,95 @@ impl RunArgs {
     }
 }
 
+/// Runs the sweep the flags describe.
+pub async fn exec(args: &RunArgs, stop: CancellationToken) -> u8 {
+    let cfg = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut console = console_for(args.no_tui, args.quiet, &stop);
+    let result = crate::run::run(cfg, &mut console, stop).await;
+    finish_run(console, result, args.no_report).await
+}
+
+/// The end-of-run report: written from the files just closed; a failure is a warning, never a
+/// lost result (the run's files are already complete on disk).
+async fn write_run_report(run_dir: std::path::PathBuf) {
+    let dir = run_dir.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        report::report(&dir, None, &report::ReportOptions::default())
+    })
+    .await;
+    match done {
+        Ok(Ok(w)) => console::write_stdout(&format!("report: {}\n", w.html.display())),
+        Ok(Err(e)) => eprintln!(
+            "warning: report not written ({e}); the results are intact, try `tokengun report {}`",
+            run_dir.display()
+        ),
+        Err(e) => eprintln!(
+            "warning: report not written ({e}); the results are intact, try `tokengun report {}`",
+            run_dir.display()
+        ),
+    }
+}
+
+/// The live console on a terminal; plain lines for logs, pipes, --no-tui and --quiet.
+pub(super) fn console_for(no_tui: bool, quiet: bool, stop: &CancellationToken) -> Console {
+    if !no_tui && !quiet && std::io::stdout().is_terminal() {
+        Console::live(stop.clone())
+    } else {
+        Console::new(quiet)
+    }
+}
+
+/// Restores the terminal, writes the report, says where the results are, and picks the exit code.
+pub(super) async fn finish_run(
+    mut console: Console,
+    result: Result<RunReport, RunError>,
+    no_report: bool,
+) -> u8 {
+    // The terminal is back before anything else is printed.
+    console.finish();
+    if !no_report {
+        let run_dir = match &result {
+            Ok(r) => Some(r.run_dir.clone()),
+            Err(RunError::Broken { run_dir, .. }) => Some(run_dir.clone()),
+            Err(_) => None,
+        };
+        if let Some(dir) = run_dir {
+            write_run_report(dir).await;
+        }
+    }
+    match result {
+        Ok(report) => {
+            console::write_stdout(&format!("\nresults: {}\n", report.run_dir.display()));
+            match report.status {
+                RunStatus::Interrupted => {
+                    eprintln!("interrupted: finished cycles and the partial one are written");
+                    EXIT_INTERRUPTED
+                }
+                _ => 0,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                e if e.is_usage() => 2,
+                RunError::Interrupted => EXIT_INTERRUPTED,
+                _ => 1,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::{Cli, Command};
+    use clap::Parser;
 
     fn run_args(args: &[&str]) -> RunArgs {
         let cli = Cli::try_parse_from(

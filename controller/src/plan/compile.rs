@@ -1,0 +1,305 @@
+//! Compiling a run plan into its phases: each cycle's [`CyclePlan`] (warm-up first), each
+//! agent's share of a level, and the checks that need no network. Plain functions of the plan.
+
+use super::{Level, RunConfig, Split};
+use std::time::Duration;
+use tokengun_common::plan::parse_target;
+use tokengun_common::{Api, CyclePlan, LoadShape, PlanError};
+
+/// The cycle id of the warm-up; levels count from 2 (their folders from 1).
+pub const WARMUP_CYCLE_ID: u32 = 1;
+
+/// A plan that cannot run, found before anything is sent.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidPlan {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A `--watch-process` pattern that does not parse.
+    #[error("{0}")]
+    Watch(String),
+}
+
+/// One phase of the sweep: the warm-up or one level, with the plan of its cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    pub level: Level,
+    pub plan: CyclePlan,
+    /// The warm-up, whose requests are measured but not written as a level.
+    pub warmup: bool,
+    /// Which level (0-based) this is; 0 for the warm-up too.
+    pub level_index: usize,
+    /// `warmup`, or the level's label (`8`, `2.5rps`): its folder and its row.
+    pub label: String,
+}
+
+/// The cycle id of level `index` (0-based).
+pub fn level_cycle_id(index: usize) -> u32 {
+    u32::try_from(index + 2).unwrap_or(u32::MAX)
+}
+
+/// The plan of cycle `cycle_id` at `level`, with `shape` and `duration` (warm-up differs).
+pub fn cycle_plan(
+    cfg: &RunConfig,
+    target: &str,
+    cycle_id: u32,
+    level: Level,
+    shape: LoadShape,
+    duration: Duration,
+) -> CyclePlan {
+    CyclePlan {
+        cycle_id,
+        shape,
+        concurrency: level.concurrency,
+        rate_per_s: level.rate_per_s.unwrap_or(0.0),
+        arrival: cfg.arrival,
+        duration,
+        seed: cfg.seed,
+        target_url: target.to_string(),
+        api: cfg.api.unwrap_or(Api::OllamaGenerate),
+        model: cfg.model.clone(),
+        prompts: cfg.prompts.clone(),
+        request_timeout: cfg.request_timeout,
+        options: cfg.options.clone(),
+        extra_body_json: cfg.extra_body_json.clone(),
+    }
+}
+
+/// The warm-up phase: the first level as a closed loop (open: at its rate) for `warmup`.
+pub fn warmup_plan(cfg: &RunConfig, target: &str) -> Option<CyclePlan> {
+    let first = *cfg.levels.first()?;
+    (!cfg.warmup.is_zero()).then(|| {
+        cycle_plan(
+            cfg,
+            target,
+            WARMUP_CYCLE_ID,
+            first,
+            cfg.shape.warmup_shape(),
+            cfg.warmup,
+        )
+    })
+}
+
+/// Every phase of the sweep against `target`, in order: the warm-up (if any), then the levels.
+pub fn phases(cfg: &RunConfig, target: &str) -> Vec<Phase> {
+    let warmup = warmup_plan(cfg, target).map(|w| Phase {
+        level: Level {
+            concurrency: w.concurrency,
+            rate_per_s: w.shape.is_rate().then_some(w.rate_per_s),
+        },
+        plan: w,
+        warmup: true,
+        level_index: 0,
+        label: "warmup".to_string(),
+    });
+    let levels = cfg.levels.iter().enumerate().map(|(i, &level)| Phase {
+        level,
+        plan: cycle_plan(
+            cfg,
+            target,
+            level_cycle_id(i),
+            level,
+            cfg.shape,
+            cfg.duration,
+        ),
+        warmup: false,
+        level_index: i,
+        label: level.label(),
+    });
+    warmup.into_iter().chain(levels).collect()
+}
+
+/// Everything that can be checked without a network: every cycle's plan is valid, and so is
+/// every process pattern to watch.
+pub fn validate(cfg: &RunConfig) -> Result<(), InvalidPlan> {
+    if cfg.levels.is_empty() {
+        return Err(PlanError::NoLevels.into());
+    }
+    // The simulator's address is known only once it runs; any valid URL stands in for it here.
+    let target = if cfg.sim.is_some() {
+        "http://127.0.0.1:1"
+    } else {
+        parse_target(&cfg.target)?;
+        &cfg.target
+    };
+    for phase in phases(cfg, target) {
+        phase.plan.validate()?;
+    }
+    for w in &cfg.monitor.watch_process {
+        tokengun_agent::monitor::process::Watch::parse(w).map_err(InvalidPlan::Watch)?;
+    }
+    Ok(())
+}
+
+/// Level `level` as agent `k` of `n` runs it: split (`total`) or whole (`per-agent`).
+pub fn share(level: Level, k: usize, n: usize, split: Split) -> Level {
+    if split == Split::PerAgent || n <= 1 {
+        return level;
+    }
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    let k32 = u32::try_from(k).unwrap_or(u32::MAX);
+    let part = |total: u32| total / n32 + u32::from(k32 < total % n32);
+    match level.rate_per_s {
+        Some(r) => Level {
+            // An in-flight cap is split too, rounding up so the total is never below it.
+            concurrency: if level.concurrency == 0 {
+                0
+            } else {
+                level.concurrency.div_ceil(n32)
+            },
+            rate_per_s: Some(r / n as f64),
+        },
+        None => Level {
+            concurrency: part(level.concurrency),
+            rate_per_s: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PlanFile;
+
+    fn config(shape: LoadShape, levels: &[f64], warmup: Option<&str>) -> RunConfig {
+        PlanFile {
+            shape: Some(shape),
+            levels: Some(levels.to_vec()),
+            warmup: warmup.map(str::to_string),
+            ..PlanFile::default()
+        }
+        .compile(None)
+        .expect("a valid plan")
+    }
+
+    fn conc(c: u32) -> Level {
+        Level {
+            concurrency: c,
+            rate_per_s: None,
+        }
+    }
+
+    #[test]
+    fn a_total_split_divides_the_level_and_gives_the_remainder_to_the_first_agents() {
+        let parts: Vec<u32> = (0..3)
+            .map(|k| share(conc(8), k, 3, Split::Total).concurrency)
+            .collect();
+        assert_eq!(parts, vec![3, 3, 2]);
+        assert_eq!(parts.iter().sum::<u32>(), 8);
+        // Fewer requests than agents: the last ones sit the level out.
+        let small: Vec<Level> = (0..3).map(|k| share(conc(2), k, 3, Split::Total)).collect();
+        assert_eq!(
+            small.iter().map(|l| l.concurrency).collect::<Vec<_>>(),
+            vec![1, 1, 0]
+        );
+        assert!(small[2].is_empty());
+        assert!(!small[0].is_empty());
+    }
+
+    #[test]
+    fn a_per_agent_split_or_one_agent_keeps_the_whole_level() {
+        assert_eq!(share(conc(8), 1, 3, Split::PerAgent), conc(8));
+        assert_eq!(share(conc(8), 0, 1, Split::Total), conc(8));
+    }
+
+    #[test]
+    fn rates_divide_evenly_and_an_in_flight_cap_rounds_up() {
+        let open = Level {
+            concurrency: 5,
+            rate_per_s: Some(3.0),
+        };
+        let l = share(open, 1, 2, Split::Total);
+        assert_eq!(l.rate_per_s, Some(1.5));
+        assert_eq!(
+            l.concurrency, 3,
+            "5 over 2 agents: 3 each, never below 5 in all"
+        );
+        let uncapped = Level {
+            concurrency: 0,
+            rate_per_s: Some(3.0),
+        };
+        assert_eq!(share(uncapped, 0, 2, Split::Total).concurrency, 0);
+    }
+
+    #[test]
+    fn cycle_plans_carry_the_run_settings_and_the_level() {
+        let mut cfg = config(LoadShape::Closed, &[4.0], None);
+        cfg.seed = 7;
+        cfg.api = Some(Api::OpenaiChat);
+        let p = cycle_plan(
+            &cfg,
+            "http://127.0.0.1:9",
+            5,
+            conc(4),
+            LoadShape::Closed,
+            Duration::from_secs(3),
+        );
+        assert_eq!(p.cycle_id, 5);
+        assert_eq!(p.concurrency, 4);
+        assert_eq!(p.rate_per_s, 0.0);
+        assert_eq!(p.seed, 7);
+        assert_eq!(p.api, Api::OpenaiChat);
+        assert_eq!(p.target_url, "http://127.0.0.1:9");
+        assert_eq!(p.duration, Duration::from_secs(3));
+        assert_eq!(p.model, cfg.model);
+    }
+
+    #[test]
+    fn phases_put_the_warmup_first_with_its_own_shape_and_number_the_levels() {
+        let cfg = config(LoadShape::Burst, &[1.0, 4.0], Some("5s"));
+        let ph = phases(&cfg, "http://127.0.0.1:9");
+        assert_eq!(ph.len(), 3);
+        assert!(ph[0].warmup);
+        assert_eq!(ph[0].label, "warmup");
+        assert_eq!(ph[0].plan.cycle_id, WARMUP_CYCLE_ID);
+        assert_eq!(
+            ph[0].plan.shape,
+            LoadShape::Closed,
+            "a burst warms up closed"
+        );
+        assert_eq!(ph[0].plan.duration, Duration::from_secs(5));
+        assert_eq!(ph[0].plan.concurrency, 1, "at the first level");
+        let ids: Vec<u32> = ph[1..].iter().map(|p| p.plan.cycle_id).collect();
+        assert_eq!(ids, vec![2, 3]);
+        assert_eq!(ph[2].label, "4");
+        assert_eq!(ph[2].level_index, 1);
+        assert!(!ph[2].warmup);
+        // Without a warm-up the levels come alone.
+        let cfg = config(LoadShape::Burst, &[1.0], None);
+        assert_eq!(phases(&cfg, "http://127.0.0.1:9").len(), 1);
+    }
+
+    #[test]
+    fn an_open_sweep_warms_up_at_its_first_rate() {
+        let cfg = config(LoadShape::Open, &[2.5, 5.0], Some("2s"));
+        let ph = phases(&cfg, "http://127.0.0.1:9");
+        assert_eq!(ph[0].plan.shape, LoadShape::Open);
+        assert_eq!(ph[0].plan.rate_per_s, 2.5);
+        assert_eq!(ph[0].level.rate_per_s, Some(2.5));
+        assert_eq!(ph[1].label, "2.5rps");
+    }
+
+    #[test]
+    fn validation_refuses_what_no_cycle_could_run() {
+        let mut cfg = config(LoadShape::Burst, &[1.0], None);
+        assert!(validate(&cfg).is_ok());
+        cfg.levels.clear();
+        assert!(matches!(
+            validate(&cfg),
+            Err(InvalidPlan::Plan(PlanError::NoLevels))
+        ));
+        let mut cfg = config(LoadShape::Burst, &[1.0], None);
+        cfg.target = "not a url".into();
+        assert!(matches!(validate(&cfg), Err(InvalidPlan::Plan(_))));
+        let mut cfg = config(LoadShape::Burst, &[1.0], None);
+        cfg.monitor.watch_process = vec!["pid:notanumber".into()];
+        assert!(matches!(validate(&cfg), Err(InvalidPlan::Watch(_))));
+    }
+
+    #[test]
+    fn the_simulator_stands_in_for_the_target_when_validating() {
+        let mut cfg = config(LoadShape::Burst, &[1.0], None);
+        cfg.target = "not a url".into();
+        cfg.sim = Some(tokengun_simulator::SimConfig::default());
+        assert!(validate(&cfg).is_ok());
+    }
+}

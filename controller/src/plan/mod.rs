@@ -1,0 +1,148 @@
+//! The run plan: what a run is asked to do ([`RunConfig`]), from a TOML file and flags
+//! ([`file`]), its prompts ([`workload`]), and its compilation into each cycle's plan
+//! ([`compile`]), all checked before anything is sent.
+
+pub mod compile;
+pub mod file;
+pub mod workload;
+
+pub use compile::{InvalidPlan, Phase, cycle_plan, phases, share, validate, warmup_plan};
+pub use file::{PlanFile, PlanFileError};
+
+use crate::link::AgentAuth;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokengun_common::plan::format_rate;
+use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, RequestOptions, Slo};
+
+/// One level of a sweep: a concurrency, or (open loops) a rate with an optional in-flight cap.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Level {
+    /// Burst/closed: requests at once. Open: in-flight cap (0 = none).
+    pub concurrency: u32,
+    /// Open: requests per second.
+    pub rate_per_s: Option<f64>,
+}
+
+impl Level {
+    /// The level as shown and as its folder's suffix: `8`, or `2.5rps` for a rate.
+    pub fn label(&self) -> String {
+        match self.rate_per_s {
+            Some(r) => format!("{}rps", format_rate(r)),
+            None => self.concurrency.to_string(),
+        }
+    }
+
+    /// Nothing to send: a share of a level too small to reach this agent.
+    pub fn is_empty(&self) -> bool {
+        self.concurrency == 0 && self.rate_per_s.is_none_or(|r| r <= 0.0)
+    }
+}
+
+/// Everything a run needs, compiled and validated from a plan file and flags.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunConfig {
+    pub target: String,
+    /// None: ask the agent to find out (Ollama, else OpenAI-style).
+    pub api: Option<Api>,
+    pub model: String,
+    pub prompts: Vec<PromptSpec>,
+    pub shape: LoadShape,
+    pub levels: Vec<Level>,
+    /// Closed/open: how long each level keeps starting requests.
+    pub duration: Duration,
+    pub arrival: Arrival,
+    /// A phase before the first level whose requests are not counted (zero = none).
+    pub warmup: Duration,
+    pub seed: u64,
+    /// Agent addresses; empty = an agent inside this process.
+    pub agents: Vec<String>,
+    /// Credentials for remote agents (TLS, client certificate, token).
+    pub agent_auth: AgentAuth,
+    pub out: PathBuf,
+    pub run_id: Option<String>,
+    pub request_timeout: Duration,
+    pub options: RequestOptions,
+    pub extra_body_json: String,
+    pub slo: Slo,
+    /// Stop the sweep after a level whose error rate (0..1) exceeds this.
+    pub stop_on_error_rate: Option<f64>,
+    /// Serve the built-in simulator and aim at it instead of `target` (not kept in plan.json: a
+    /// simulator dies with its controller, so such a run cannot be resumed).
+    #[serde(skip)]
+    pub sim: Option<tokengun_simulator::SimConfig>,
+    /// Process, machine and power sampling.
+    pub monitor: MonitorConfig,
+    /// Several agents: a level is divided among them, or run by each.
+    pub split: Split,
+    /// Several agents: what a lost agent does to the sweep.
+    pub on_agent_loss: OnAgentLoss,
+    /// How long a lost remote agent is waited for before its cycle closes without it.
+    pub reconnect_wait: Duration,
+    /// Write the study's per-request throughput CSVs (records.pb has the timelines anyway).
+    pub throughput_csv: bool,
+    /// Settings given that this plan does not use, said once at the start.
+    pub warnings: Vec<String>,
+}
+
+/// How a level is applied to several agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    /// A level N is divided among the agents (N/k each, the remainder to the first ones; rates
+    /// divided evenly).
+    #[default]
+    Total,
+    /// Every agent runs the whole level.
+    PerAgent,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Total => "total",
+            Self::PerAgent => "per-agent",
+        }
+    }
+}
+
+/// What losing one of several agents does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnAgentLoss {
+    /// The sweep goes on with the others; cycles it missed say so.
+    #[default]
+    Continue,
+    /// The sweep stops (results so far kept, run marked partial).
+    Stop,
+}
+
+/// What the agent samples besides the load, and the idle baseline.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MonitorConfig {
+    pub enabled: bool,
+    /// Empty: the agent picks the target's server.
+    pub watch_process: Vec<String>,
+    pub process_interval: Duration,
+    pub power_interval: Duration,
+    /// Idle power measured before the sweep (zero = none; only with a power source).
+    pub baseline: Duration,
+}
+
+impl MonitorConfig {
+    pub const DEFAULT_PROCESS_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_POWER_INTERVAL: Duration = Duration::from_millis(200);
+    pub const DEFAULT_BASELINE: Duration = Duration::from_secs(5);
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            watch_process: Vec::new(),
+            process_interval: Self::DEFAULT_PROCESS_INTERVAL,
+            power_interval: Self::DEFAULT_POWER_INTERVAL,
+            baseline: Self::DEFAULT_BASELINE,
+        }
+    }
+}
