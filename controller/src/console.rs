@@ -1,13 +1,13 @@
 //! The console: the live view (ratatui, in `crate::tui`) on a terminal, plain progress lines
 //! otherwise (`--no-tui`, `--quiet`, stdout not a terminal): a line per cycle and a periodic
-//! heartbeat, the study's table, and a sweep summary. The orchestrator calls the same methods
-//! either way.
+//! heartbeat, the study's table, and a sweep summary. The sweep calls the same methods either way.
 
 use crate::tui::state::{CycleShape, LevelRow, TableRow};
+use crate::tui::view::progress_text;
 use crate::tui::{Event, LiveConsole, MonitorSnapshot};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
-use tokengun_common::{CyclePlan, CycleSummary, LoadShape, Progress, RequestRecord};
+use tokengun_common::{CyclePlan, CycleSummary, Progress, RequestRecord};
 use tokio_util::sync::CancellationToken;
 
 /// Where progress goes: the live console, or plain lines redrawn in place on a terminal and
@@ -53,34 +53,6 @@ pub fn cycle_shape(plan: &CyclePlan) -> CycleShape {
         concurrency: plan.concurrency,
         duration_s: plan.duration.as_secs_f64(),
     }
-}
-
-/// A cycle's progress in one line: a bar (requests done for a burst, time for timed cycles),
-/// counts, tokens, rate and time.
-pub fn progress_text(c: &CycleShape, p: &Progress) -> String {
-    let elapsed_s = p.elapsed_ns as f64 / 1e9;
-    let done = p.completed + p.failed;
-    let width = 20usize;
-    let fraction = match c.shape {
-        LoadShape::Burst if c.concurrency > 0 => f64::from(done) / f64::from(c.concurrency),
-        _ if c.duration_s > 0.0 => elapsed_s / c.duration_s,
-        _ => 0.0,
-    };
-    let filled = ((fraction.clamp(0.0, 1.0)) * width as f64) as usize;
-    let of = match c.shape {
-        LoadShape::Burst => format!("/{}", c.concurrency),
-        _ => String::new(),
-    };
-    let bar: String = "█".repeat(filled) + &"░".repeat(width - filled.min(width));
-    let rate = if elapsed_s > 0.0 {
-        p.tokens as f64 / elapsed_s
-    } else {
-        0.0
-    };
-    format!(
-        "{bar} {done}{of} done · {} failed · {} in flight · {} tokens · {rate:.1} tok/s · {elapsed_s:.1} s",
-        p.failed, p.in_flight, p.tokens
-    )
 }
 
 impl Console {

@@ -127,6 +127,34 @@ fn duration(
     }
 }
 
+/// An open loop's level: a rate in requests/s, with the in-flight cap (0 = none).
+fn rate_level(v: f64, max_in_flight: u32) -> Result<Level, PlanFileError> {
+    if !(v.is_finite() && v > 0.0 && v <= tokengun_common::plan::MAX_RATE_PER_S) {
+        return Err(field(
+            "levels",
+            format!("rate {v} is not a positive number of requests/s"),
+        ));
+    }
+    Ok(Level {
+        concurrency: max_in_flight,
+        rate_per_s: Some(v),
+    })
+}
+
+/// A burst or closed loop's level: a whole number of requests at once.
+fn concurrency_level(v: f64) -> Result<Level, PlanFileError> {
+    if !(v.fract() == 0.0 && v >= 1.0 && v <= f64::from(MAX_LEVEL)) {
+        return Err(field(
+            "levels",
+            format!("{v} is not a concurrency: use whole numbers from 1 to {MAX_LEVEL}"),
+        ));
+    }
+    Ok(Level {
+        concurrency: v as u32,
+        rate_per_s: None,
+    })
+}
+
 impl PlanFile {
     /// Reads a TOML plan; unknown keys and wrong types are refused with their name and line.
     pub fn load(path: &Path) -> Result<Self, PlanFileError> {
@@ -218,15 +246,94 @@ impl PlanFile {
     pub fn compile(&self, sim: Option<SimConfig>) -> Result<RunConfig, PlanFileError> {
         let shape = self.shape.unwrap_or(LoadShape::Burst);
         let seed = self.seed.unwrap_or(0);
+        let levels = self.levels(shape, sim.is_some())?;
+        let duration_v = duration("duration", &self.duration, Duration::from_secs(60))?;
+        if shape.has_duration() && duration_v.is_zero() {
+            return Err(field(
+                "duration",
+                "must be above zero for closed and open loops",
+            ));
+        }
+        let warmup = duration("warmup", &self.warmup, Duration::ZERO)?;
+        let request_timeout = duration("timeout", &self.timeout, Duration::from_secs(600))?;
+        let monitor = self.monitor_config()?;
+        if request_timeout.is_zero() {
+            return Err(field("timeout", "must be above zero"));
+        }
+        if let Some(r) = self.stop_on_error_rate {
+            if !(0.0..=100.0).contains(&r) {
+                return Err(field("stop_on_error_rate", "a percentage from 0 to 100"));
+            }
+        }
+        let model = self.model_name();
+        if model.trim().is_empty() {
+            return Err(field("model", "empty"));
+        }
+        let prompts = self.prompts(seed)?;
+        let (options, extra_body_json) = self.request_options()?;
+        let api = self.api()?;
+        let slo = self.slo()?;
+        let target = self.target(sim.is_some())?;
+        let agent_auth = self.agent_auth()?;
+        Ok(RunConfig {
+            warnings: self.warnings(shape),
+            target,
+            api,
+            options,
+            model,
+            prompts,
+            shape,
+            levels,
+            duration: duration_v,
+            arrival: self.arrival.unwrap_or_default(),
+            warmup,
+            seed,
+            agents: self.agents.clone().unwrap_or_default(),
+            agent_auth,
+            out: self.out.clone().unwrap_or_else(|| PathBuf::from("results")),
+            run_id: self.run_id.clone(),
+            request_timeout,
+            extra_body_json,
+            slo,
+            stop_on_error_rate: self.stop_on_error_rate.map(|p| p / 100.0),
+            monitor,
+            split: self.split()?,
+            on_agent_loss: self.on_agent_loss()?,
+            reconnect_wait: duration(
+                "reconnect_wait",
+                &self.reconnect_wait,
+                Duration::from_secs(30),
+            )?,
+            throughput_csv: self.throughput_csv.unwrap_or(true),
+            sim: sim.map(|mut s| {
+                let model = self.model_name();
+                if !s.models.contains(&model) {
+                    s.models.push(model);
+                }
+                s
+            }),
+        })
+    }
+
+    /// The model asked for, or the study's.
+    fn model_name(&self) -> String {
+        self.model
+            .clone()
+            .unwrap_or_else(|| defaults::MODEL.to_string())
+    }
+
+    /// The levels: concurrencies, or rates (requests/s) with the in-flight cap for open loops;
+    /// the study's (or the simulator's shorter list) when none are given.
+    fn levels(&self, shape: LoadShape, sim: bool) -> Result<Vec<Level>, PlanFileError> {
         let levels = match &self.levels {
             Some(l) => l.clone(),
-            None if shape == LoadShape::Open => {
+            None if shape.is_rate() => {
                 return Err(field(
                     "levels",
                     "an open loop needs rates: --levels 1,2,4 (requests/s) or --rate 2",
                 ));
             }
-            None if sim.is_some() => defaults::SIM_LEVELS.iter().map(|&l| f64::from(l)).collect(),
+            None if sim => defaults::SIM_LEVELS.iter().map(|&l| f64::from(l)).collect(),
             None => defaults::LEVELS.iter().map(|&l| f64::from(l)).collect(),
         };
         if levels.is_empty() {
@@ -238,30 +345,10 @@ impl PlanFile {
         }
         let mut compiled = Vec::with_capacity(levels.len());
         for &v in &levels {
-            let level = if shape == LoadShape::Open {
-                if !(v.is_finite() && v > 0.0 && v <= tokengun_common::plan::MAX_RATE_PER_S) {
-                    return Err(field(
-                        "levels",
-                        format!("rate {v} is not a positive number of requests/s"),
-                    ));
-                }
-                Level {
-                    concurrency: max_in_flight,
-                    rate_per_s: Some(v),
-                }
+            let level = if shape.is_rate() {
+                rate_level(v, max_in_flight)?
             } else {
-                if !(v.fract() == 0.0 && v >= 1.0 && v <= f64::from(MAX_LEVEL)) {
-                    return Err(field(
-                        "levels",
-                        format!(
-                            "{v} is not a concurrency: use whole numbers from 1 to {MAX_LEVEL}"
-                        ),
-                    ));
-                }
-                Level {
-                    concurrency: v as u32,
-                    rate_per_s: None,
-                }
+                concurrency_level(v)?
             };
             if compiled.iter().any(|l: &Level| l.label() == level.label()) {
                 return Err(field(
@@ -274,15 +361,11 @@ impl PlanFile {
             }
             compiled.push(level);
         }
-        let duration_v = duration("duration", &self.duration, Duration::from_secs(60))?;
-        if shape != LoadShape::Burst && duration_v.is_zero() {
-            return Err(field(
-                "duration",
-                "must be above zero for closed and open loops",
-            ));
-        }
-        let warmup = duration("warmup", &self.warmup, Duration::ZERO)?;
-        let request_timeout = duration("timeout", &self.timeout, Duration::from_secs(600))?;
+        Ok(compiled)
+    }
+
+    /// Process, machine and power sampling.
+    fn monitor_config(&self) -> Result<MonitorConfig, PlanFileError> {
         let monitor = MonitorConfig {
             enabled: self.monitor.unwrap_or(true),
             watch_process: self.watch_process.clone().unwrap_or_default(),
@@ -315,21 +398,11 @@ impl PlanFile {
                 format!("{w:?} is empty: give a process name, e.g. ollama"),
             ));
         }
-        if request_timeout.is_zero() {
-            return Err(field("timeout", "must be above zero"));
-        }
-        if let Some(r) = self.stop_on_error_rate {
-            if !(0.0..=100.0).contains(&r) {
-                return Err(field("stop_on_error_rate", "a percentage from 0 to 100"));
-            }
-        }
-        let model = self
-            .model
-            .clone()
-            .unwrap_or_else(|| defaults::MODEL.to_string());
-        if model.trim().is_empty() {
-            return Err(field("model", "empty"));
-        }
+        Ok(monitor)
+    }
+
+    /// The workload: the prompts source, or the one prompt (the study's by default).
+    fn prompts(&self, seed: u64) -> Result<Vec<PromptSpec>, PlanFileError> {
         let prompts: Vec<PromptSpec> = match &self.prompts {
             Some(source) => workload::load(source, seed)?,
             None => vec![PromptSpec::plain(
@@ -354,33 +427,39 @@ impl PlanFile {
                 ),
             ));
         }
-        let (options, extra_body_json) = self.request_options()?;
-        let api = match self.api.as_deref() {
-            None | Some("auto") => None,
-            Some(name) => Some(Api::parse(name).ok_or_else(|| {
+        Ok(prompts)
+    }
+
+    /// The API named, or None for `auto` (the agent finds out).
+    fn api(&self) -> Result<Option<Api>, PlanFileError> {
+        match self.api.as_deref() {
+            None | Some("auto") => Ok(None),
+            Some(name) => Api::parse(name).map(Some).ok_or_else(|| {
                 field("api", format!("{name:?} is not one of auto, ollama-generate, ollama-chat, openai-completions, openai-chat"))
-            })?),
+            }),
+        }
+    }
+
+    /// What a request must meet to count as good.
+    fn slo(&self) -> Result<Slo, PlanFileError> {
+        let secs = |name: &'static str, v: &Option<String>| {
+            v.as_ref()
+                .map(|_| duration(name, v, Duration::ZERO).map(|d| d.as_secs_f64()))
+                .transpose()
         };
         let slo = Slo {
             tokens_per_s: self.slo_tokens_per_s.unwrap_or(defaults::SLO_TOKENS_PER_S),
-            ttft_s: self
-                .slo_ttft
-                .as_ref()
-                .map(|_| {
-                    duration("slo_ttft", &self.slo_ttft, Duration::ZERO).map(|d| d.as_secs_f64())
-                })
-                .transpose()?,
-            e2e_s: self
-                .slo_e2e
-                .as_ref()
-                .map(|_| {
-                    duration("slo_e2e", &self.slo_e2e, Duration::ZERO).map(|d| d.as_secs_f64())
-                })
-                .transpose()?,
+            ttft_s: secs("slo_ttft", &self.slo_ttft)?,
+            e2e_s: secs("slo_e2e", &self.slo_e2e)?,
         };
         if !(slo.tokens_per_s.is_finite() && slo.tokens_per_s >= 0.0) {
             return Err(field("slo_tokens_per_s", "a number of tokens/s, 0 or more"));
         }
+        Ok(slo)
+    }
+
+    /// The server's base URL, checked unless the simulator stands in for it.
+    fn target(&self, sim: bool) -> Result<String, PlanFileError> {
         // `http://host:8000/v1` is how OpenAI SDKs are configured; tokengun adds the paths itself.
         let target = self
             .target
@@ -389,10 +468,15 @@ impl PlanFile {
             .trim_end_matches('/')
             .trim_end_matches("/v1")
             .to_string();
-        if sim.is_none() {
+        if !sim {
             tokengun_common::plan::parse_target(&target)
                 .map_err(|e| field("target", e.to_string()))?;
         }
+        Ok(target)
+    }
+
+    /// The credentials for remote agents, with their files checked.
+    fn agent_auth(&self) -> Result<AgentAuth, PlanFileError> {
         let agent_auth = AgentAuth {
             ca: self.agent_ca.clone(),
             cert: self.agent_cert.clone(),
@@ -407,6 +491,11 @@ impl PlanFile {
             };
             field(name, m)
         })?;
+        Ok(agent_auth)
+    }
+
+    /// Settings given that this shape does not use, said once at the start.
+    fn warnings(&self, shape: LoadShape) -> Vec<String> {
         let mut warnings = Vec::new();
         let ignored = |what: &str| {
             format!(
@@ -414,7 +503,7 @@ impl PlanFile {
                 shape.as_str()
             )
         };
-        if shape != LoadShape::Open {
+        if !shape.is_rate() {
             if self.max_in_flight.is_some() {
                 warnings.push(ignored("--max-in-flight"));
             }
@@ -422,70 +511,32 @@ impl PlanFile {
                 warnings.push(ignored("--arrival"));
             }
         }
-        if shape == LoadShape::Burst && self.duration.is_some() {
+        if !shape.has_duration() && self.duration.is_some() {
             warnings.push(ignored("--duration"));
         }
-        Ok(RunConfig {
-            warnings,
-            target,
-            api,
-            options,
-            model,
-            prompts,
-            shape,
-            levels: compiled,
-            duration: duration_v,
-            arrival: self.arrival.unwrap_or_default(),
-            warmup,
-            seed,
-            agents: self.agents.clone().unwrap_or_default(),
-            agent_auth,
-            out: self.out.clone().unwrap_or_else(|| PathBuf::from("results")),
-            run_id: self.run_id.clone(),
-            request_timeout,
-            extra_body_json,
-            slo,
-            stop_on_error_rate: self.stop_on_error_rate.map(|p| p / 100.0),
-            monitor,
-            split: match self.split.as_deref() {
-                None | Some("total") => Split::Total,
-                Some("per-agent") => Split::PerAgent,
-                Some(other) => {
-                    return Err(field(
-                        "split",
-                        format!(
-                            "{other:?}: use total (divide each level among the agents) or per-agent"
-                        ),
-                    ));
-                }
-            },
-            on_agent_loss: match self.on_agent_loss.as_deref() {
-                None | Some("continue") => OnAgentLoss::Continue,
-                Some("stop") => OnAgentLoss::Stop,
-                Some(other) => {
-                    return Err(field(
-                        "on_agent_loss",
-                        format!("{other:?}: use continue or stop"),
-                    ));
-                }
-            },
-            reconnect_wait: duration(
-                "reconnect_wait",
-                &self.reconnect_wait,
-                Duration::from_secs(30),
-            )?,
-            throughput_csv: self.throughput_csv.unwrap_or(true),
-            sim: sim.map(|mut s| {
-                if !s
-                    .models
-                    .contains(&self.model.clone().unwrap_or_else(|| defaults::MODEL.into()))
-                {
-                    s.models
-                        .push(self.model.clone().unwrap_or_else(|| defaults::MODEL.into()));
-                }
-                s
-            }),
-        })
+        warnings
+    }
+
+    fn split(&self) -> Result<Split, PlanFileError> {
+        match self.split.as_deref() {
+            None | Some("total") => Ok(Split::Total),
+            Some("per-agent") => Ok(Split::PerAgent),
+            Some(other) => Err(field(
+                "split",
+                format!("{other:?}: use total (divide each level among the agents) or per-agent"),
+            )),
+        }
+    }
+
+    fn on_agent_loss(&self) -> Result<OnAgentLoss, PlanFileError> {
+        match self.on_agent_loss.as_deref() {
+            None | Some("continue") => Ok(OnAgentLoss::Continue),
+            Some("stop") => Ok(OnAgentLoss::Stop),
+            Some(other) => Err(field(
+                "on_agent_loss",
+                format!("{other:?}: use continue or stop"),
+            )),
+        }
     }
 
     /// The request options (each backend maps them to its API's names) and the extra JSON.

@@ -441,7 +441,7 @@ impl LiveState {
                 self.table.live_omitted = progress.live_omitted;
                 self.table.snapshot_ns = progress.elapsed_ns;
                 self.table.received = Some(now);
-                self.table.by_id = shape.shape == LoadShape::Burst;
+                self.table.by_id = shape.shape.planned_requests(shape.concurrency).is_some();
                 let cycle = self.cycle.get_or_insert_with(CycleView::default);
                 cycle.shape = Some(shape);
                 cycle.progress = Some(progress);

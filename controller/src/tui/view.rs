@@ -2,14 +2,15 @@
 //! header with the cycle and the monitors' figures, the agents, the requests table, the finished
 //! levels, messages and keys). Nothing here changes state or touches the terminal.
 
+use super::state::CycleShape;
 use super::state::{AgentRow, LevelRow, LiveState, MonitorSnapshot, RowStatus, TableRow};
-use crate::console::progress_text;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 use std::time::Instant;
+use tokengun_common::Progress;
 
 /// Shown for a figure that is not known.
 pub const ABSENT: &str = "—";
@@ -160,11 +161,46 @@ fn section(title: String) -> Block<'static> {
         .title_style(header_style())
 }
 
+/// A cycle's progress in one line: a bar (requests done for a burst, time for timed cycles),
+/// counts, tokens, rate and time.
+pub fn progress_text(c: &CycleShape, p: &Progress) -> String {
+    let elapsed_s = p.elapsed_ns as f64 / 1e9;
+    let done = p.completed + p.failed;
+    let width = 20usize;
+    let planned = c.shape.planned_requests(c.concurrency);
+    let fraction = match planned {
+        Some(n) if n > 0 => f64::from(done) / f64::from(n),
+        _ if c.duration_s > 0.0 => elapsed_s / c.duration_s,
+        _ => 0.0,
+    };
+    let filled = ((fraction.clamp(0.0, 1.0)) * width as f64) as usize;
+    let of = planned.map_or_else(String::new, |n| format!("/{n}"));
+    let bar: String = "█".repeat(filled) + &"░".repeat(width - filled.min(width));
+    let rate = if elapsed_s > 0.0 {
+        p.tokens as f64 / elapsed_s
+    } else {
+        0.0
+    };
+    format!(
+        "{bar} {done}{of} done · {} failed · {} in flight · {} tokens · {rate:.1} tok/s · {elapsed_s:.1} s",
+        p.failed, p.in_flight, p.tokens
+    )
+}
+
 /// Draws the whole console.
 pub fn render(f: &mut Frame, s: &LiveState, now: Instant) {
     let a = areas(f.area(), s);
+    render_header(f, s, a.header);
+    render_agents(f, s, a.agents);
+    render_requests(f, s, now, a.requests);
+    if !s.levels.is_empty() {
+        render_levels(f, s, a.levels);
+    }
+    render_footer(f, s, a.footer);
+}
 
-    // Header: the cycle and its progress, then the monitors.
+/// The cycle and its progress, then the monitors.
+fn render_header(f: &mut Frame, s: &LiveState, area: Rect) {
     let (title, progress) = match &s.cycle {
         Some(c) => (
             c.title.clone(),
@@ -182,10 +218,12 @@ pub fn render(f: &mut Frame, s: &LiveState, now: Instant) {
             Line::raw(progress),
             Line::raw(monitor_text(s.monitor.as_ref())),
         ]),
-        a.header,
+        area,
     );
+}
 
-    // One row per agent.
+/// One row per agent.
+fn render_agents(f: &mut Frame, s: &LiveState, area: Rect) {
     let agents = Table::new(
         s.agents.iter().map(agent_row),
         [
@@ -209,9 +247,11 @@ pub fn render(f: &mut Frame, s: &LiveState, now: Instant) {
         .style(header_style()),
     )
     .block(section(" Agents ".into()));
-    f.render_widget(agents, a.agents);
+    f.render_widget(agents, area);
+}
 
-    // The requests of the running cycle.
+/// The requests of the running cycle.
+fn render_requests(f: &mut Frame, s: &LiveState, now: Instant, area: Rect) {
     let (table, at) = s.shown_table(now);
     let total = table.len();
     let shown = table_viewport(f.area(), s);
@@ -256,40 +296,42 @@ pub fn render(f: &mut Frame, s: &LiveState, now: Instant) {
         .style(header_style()),
     )
     .block(section(title));
-    f.render_widget(requests, a.requests);
+    f.render_widget(requests, area);
+}
 
-    // The finished levels, latest last.
-    if !s.levels.is_empty() {
-        let skip = s.levels.len().saturating_sub(LEVELS_SHOWN);
-        let levels = Table::new(
-            s.levels.iter().skip(skip).map(level_row),
-            [
-                Constraint::Length(6),
-                Constraint::Length(5),
-                Constraint::Length(6),
-                Constraint::Length(9),
-                Constraint::Length(8),
-                Constraint::Length(8),
-                Constraint::Min(8),
-            ],
-        )
-        .header(
-            Row::new([
-                "LEVEL",
-                "REQS",
-                "FAILED",
-                "AGG TOK/S",
-                "TTFT p50",
-                "TTFT p99",
-                "ERRORS",
-            ])
-            .style(header_style()),
-        )
-        .block(section(format!(" Finished levels ({}) ", s.levels.len())));
-        f.render_widget(levels, a.levels);
-    }
+/// The finished levels, latest last.
+fn render_levels(f: &mut Frame, s: &LiveState, area: Rect) {
+    let skip = s.levels.len().saturating_sub(LEVELS_SHOWN);
+    let levels = Table::new(
+        s.levels.iter().skip(skip).map(level_row),
+        [
+            Constraint::Length(6),
+            Constraint::Length(5),
+            Constraint::Length(6),
+            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Min(8),
+        ],
+    )
+    .header(
+        Row::new([
+            "LEVEL",
+            "REQS",
+            "FAILED",
+            "AGG TOK/S",
+            "TTFT p50",
+            "TTFT p99",
+            "ERRORS",
+        ])
+        .style(header_style()),
+    )
+    .block(section(format!(" Finished levels ({}) ", s.levels.len())));
+    f.render_widget(levels, area);
+}
 
-    // The latest message and the keys.
+/// The latest message and the keys.
+fn render_footer(f: &mut Frame, s: &LiveState, area: Rect) {
     let mut keys = KEYS_HELP.to_string();
     if s.events_dropped > 0 {
         keys.push_str(&format!(
@@ -302,7 +344,7 @@ pub fn render(f: &mut Frame, s: &LiveState, now: Instant) {
             Line::raw(s.messages.back().cloned().unwrap_or_default()),
             Line::styled(keys, Style::new().fg(Color::DarkGray)),
         ]),
-        a.footer,
+        area,
     );
 }
 
