@@ -261,25 +261,82 @@ impl Engine {
         let mut fail_rng = stream(0x01);
         let mut len_rng = stream(0x02);
         let rng = stream(0x03);
+        self.refuse_on_arrival(index, arrived)?;
+        // Counted from the moment of arrival, so a burst's k-th request sees the k-1 before it
+        // however the handlers happen to be scheduled.
+        let others = self.in_server.fetch_add(1, Ordering::AcqRel);
+        let presence = InServer(self.in_server.clone());
+        self.refuse_when_crowded(others, &mut fail_rng)?;
+        let permit = self.wait_for_slot().await?;
+        let admitted = Instant::now();
+        let full = match self.cfg.output {
+            OutputLen::Fixed(n) => n,
+            OutputLen::Uniform { min, max } => {
+                min + (len_rng.next_u64() % u64::from(max - min + 1)) as u32
+            }
+        };
+        let tokens = req.max_tokens.map_or(full, |m| m.min(full));
+        let prompt_tokens = estimate_tokens(&req.prompt_text);
+        let r = self.reserve(req, admitted, prompt_tokens);
         let f = &self.cfg.faults;
-        let hits = |every: u64| every > 0 && index % every == 0;
-        if hits(f.fail_every) {
+        let slow = if hits(f.slow_first_every, index) {
+            self.scale(f.slow_first_by)
+        } else {
+            Duration::ZERO
+        };
+        let first_token_at = self.clear_of_stalls(r.first_token_at + slow);
+        let truth = self.cfg.record_truth.then(|| Truth {
+            index,
+            client_id: req.client_id.clone(),
+            prompt_tokens,
+            arrived_ns: self.ns(arrived),
+            admitted_ns: self.ns(admitted),
+            slot: r.slot,
+            token_ns: Vec::with_capacity(tokens as usize),
+        });
+        Ok(Admission {
+            engine: self.clone(),
+            _permit: permit,
+            index,
+            rng,
+            tokens,
+            length_capped: tokens < full,
+            prompt_tokens,
+            cached_tokens: r.cached_tokens,
+            arrived,
+            admitted,
+            load: r.load,
+            first_token_at,
+            cut_after: hits(f.cut_every, index).then_some(f.cut_after_tokens.min(tokens)),
+            malformed: hits(f.malformed_every, index) && tokens > 1,
+            slot: r.slot,
+            _presence: presence,
+            decoding: false,
+            truth,
+        })
+    }
+
+    /// Refusals decided on arrival, before the request counts as in the server: an injected
+    /// failure, or Ollama's OLLAMA_MAX_QUEUE (only requests waiting for a model load are bounded).
+    fn refuse_on_arrival(&self, index: u64, arrived: Instant) -> Result<(), Refusal> {
+        if hits(self.cfg.faults.fail_every, index) {
             return Err(Refusal::Failed(
                 "llama runner process has terminated: simulated failure".into(),
             ));
         }
-        let e = &self.cfg.engine;
-        // Ollama's OLLAMA_MAX_QUEUE: only requests waiting for a model load are bounded.
-        if let Some(limit) = e.load_queue_limit {
+        if let Some(limit) = self.cfg.engine.load_queue_limit {
             let loading = self.ns(arrived) < self.loaded_at_ns.load(Ordering::Acquire);
             if loading && self.waiting.load(Ordering::Relaxed) + self.lock().running >= limit {
                 return Err(Refusal::QueueFull);
             }
         }
-        // Counted from the moment of arrival, so a burst's k-th request sees the k-1 before it
-        // however the handlers happen to be scheduled.
-        let others = self.in_server.fetch_add(1, Ordering::AcqRel);
-        let presence = InServer(self.in_server.clone());
+        Ok(())
+    }
+
+    /// Refusals that depend on the `others` already in the server: memory pressure (drawn from
+    /// `fail_rng`), then a full wait queue.
+    fn refuse_when_crowded(&self, others: u32, fail_rng: &mut Rng) -> Result<(), Refusal> {
+        let e = &self.cfg.engine;
         if let Some(m) = e.memory_failures {
             let in_server = others;
             if in_server > m.above {
@@ -298,110 +355,92 @@ impl Engine {
                 return Err(Refusal::QueueFull);
             }
         }
-        let permit = {
-            self.waiting.fetch_add(1, Ordering::Relaxed);
-            let guard = WaitGuard(self);
-            let p = self.slots.clone().acquire_owned().await;
-            drop(guard);
-            p.map_err(|_| Refusal::Failed("server is shutting down".into()))?
-        };
-        let admitted = Instant::now();
-        let full = match self.cfg.output {
-            OutputLen::Fixed(n) => n,
-            OutputLen::Uniform { min, max } => {
-                min + (len_rng.next_u64() % u64::from(max - min + 1)) as u32
-            }
-        };
-        let tokens = req.max_tokens.map_or(full, |m| m.min(full));
-        let prompt_tokens = estimate_tokens(&req.prompt_text);
-        // Load and prefill are reserved under the state lock, so no request admitted meanwhile
-        // can slip its prefill in before the model is loaded.
-        let (load, cached_tokens, first_token_at, slot) = {
-            let mut s = self.lock();
-            let slot = match s.free_slots.pop() {
-                Some(Reverse(n)) => n,
-                None => {
-                    s.next_slot += 1;
-                    s.next_slot - 1
-                }
-            };
-            let cold = s.running == 0
-                && s.last_idle
-                    .is_none_or(|t| admitted.duration_since(t) > self.scale(e.keep_alive));
-            s.running += 1;
-            let h = hash(&req.prompt_text);
-            let cached = if req.cache_prompt && s.cached.contains(&h) {
-                prompt_tokens.saturating_sub(1)
-            } else {
-                0
-            };
-            if s.cached.insert(h) {
-                s.cache_order.push_back(h);
-                while s.cache_order.len() > (e.slots as usize).min(CACHE_MAX) {
-                    if let Some(old) = s.cache_order.pop_front() {
-                        s.cached.remove(&old);
-                    }
-                }
-            }
-            if cold && !e.load_time.is_zero() {
-                let end = self.ns(admitted).saturating_add(
-                    u64::try_from(self.scale(e.load_time).as_nanos()).unwrap_or(u64::MAX),
-                );
-                self.loaded_at_ns.fetch_max(end, Ordering::AcqRel);
-            }
-            let loaded =
-                self.epoch + Duration::from_nanos(self.loaded_at_ns.load(Ordering::Acquire));
-            // Waiting for a load in progress is reported as load time, as Ollama's scheduler does.
-            let load = loaded.saturating_duration_since(admitted);
-            let start = admitted.max(loaded);
-            let prefill = self.scale(
-                e.prefill_base
-                    + e.prefill_per_token
-                        * u32::try_from(prompt_tokens - cached).unwrap_or(u32::MAX),
-            );
-            let first = if e.prefill_stalls {
-                self.reserve_prefill(start, prefill)
-            } else {
-                start + prefill
-            };
-            (load, cached, first, slot)
-        };
-        let slow = if hits(f.slow_first_every) {
-            self.scale(f.slow_first_by)
-        } else {
-            Duration::ZERO
-        };
-        let first_token_at = self.clear_of_stalls(first_token_at + slow);
-        let truth = self.cfg.record_truth.then(|| Truth {
-            index,
-            client_id: req.client_id.clone(),
-            prompt_tokens,
-            arrived_ns: self.ns(arrived),
-            admitted_ns: self.ns(admitted),
-            slot,
-            token_ns: Vec::with_capacity(tokens as usize),
-        });
-        Ok(Admission {
-            engine: self.clone(),
-            _permit: permit,
-            index,
-            rng,
-            tokens,
-            length_capped: tokens < full,
-            prompt_tokens,
-            cached_tokens,
-            arrived,
-            admitted,
-            load,
-            first_token_at,
-            cut_after: hits(f.cut_every).then_some(f.cut_after_tokens.min(tokens)),
-            malformed: hits(f.malformed_every) && tokens > 1,
-            slot,
-            _presence: presence,
-            decoding: false,
-            truth,
-        })
+        Ok(())
     }
+
+    /// Waits in the FIFO queue for a slot, counted as waiting meanwhile.
+    async fn wait_for_slot(&self) -> Result<OwnedSemaphorePermit, Refusal> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let guard = WaitGuard(self);
+        let p = self.slots.clone().acquire_owned().await;
+        drop(guard);
+        p.map_err(|_| Refusal::Failed("server is shutting down".into()))
+    }
+
+    /// Takes the lowest free slot, the prompt cache, any model load and the prefill step for a
+    /// request admitted at `admitted`. Reserved under the state lock, so no request admitted
+    /// meanwhile can slip its prefill in before the model is loaded.
+    fn reserve(&self, req: &GenRequest, admitted: Instant, prompt_tokens: u64) -> Reserved {
+        let e = &self.cfg.engine;
+        let mut s = self.lock();
+        let slot = match s.free_slots.pop() {
+            Some(Reverse(n)) => n,
+            None => {
+                s.next_slot += 1;
+                s.next_slot - 1
+            }
+        };
+        let cold = s.running == 0
+            && s.last_idle
+                .is_none_or(|t| admitted.duration_since(t) > self.scale(e.keep_alive));
+        s.running += 1;
+        let h = hash(&req.prompt_text);
+        let cached = if req.cache_prompt && s.cached.contains(&h) {
+            prompt_tokens.saturating_sub(1)
+        } else {
+            0
+        };
+        if s.cached.insert(h) {
+            s.cache_order.push_back(h);
+            while s.cache_order.len() > (e.slots as usize).min(CACHE_MAX) {
+                if let Some(old) = s.cache_order.pop_front() {
+                    s.cached.remove(&old);
+                }
+            }
+        }
+        if cold && !e.load_time.is_zero() {
+            let end = self.ns(admitted).saturating_add(
+                u64::try_from(self.scale(e.load_time).as_nanos()).unwrap_or(u64::MAX),
+            );
+            self.loaded_at_ns.fetch_max(end, Ordering::AcqRel);
+        }
+        let loaded = self.epoch + Duration::from_nanos(self.loaded_at_ns.load(Ordering::Acquire));
+        // Waiting for a load in progress is reported as load time, as Ollama's scheduler does.
+        let load = loaded.saturating_duration_since(admitted);
+        let start = admitted.max(loaded);
+        let prefill = self.scale(
+            e.prefill_base
+                + e.prefill_per_token * u32::try_from(prompt_tokens - cached).unwrap_or(u32::MAX),
+        );
+        let first_token_at = if e.prefill_stalls {
+            self.reserve_prefill(start, prefill)
+        } else {
+            start + prefill
+        };
+        Reserved {
+            load,
+            cached_tokens: cached,
+            first_token_at,
+            slot,
+        }
+    }
+}
+
+/// What [`Engine::reserve`] took for an admitted request.
+struct Reserved {
+    /// Time spent waiting for the model to load.
+    load: Duration,
+    /// Prompt tokens served from the prompt cache.
+    cached_tokens: u64,
+    /// When its first token is due, before stalls and faults.
+    first_token_at: Instant,
+    /// The slot it holds (0-based).
+    slot: u32,
+}
+
+/// Whether the `index`-th arrival is hit by a fault injected every `every` requests (0: never).
+fn hits(every: u64, index: u64) -> bool {
+    every > 0 && index % every == 0
 }
 
 /// One request's presence in the server; leaving (refused, done, or client gone) drops it.

@@ -562,25 +562,10 @@ async fn generate(
     };
     let adm = match e.admit(&p.req).await {
         Ok(a) => a,
-        Err(Refusal::Failed(msg)) => {
-            return finish(error_response(
-                endpoint,
-                flavor,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &msg,
-            ));
-        }
-        Err(Refusal::QueueFull) => {
-            return finish(error_response(
-                endpoint,
-                flavor,
-                StatusCode::SERVICE_UNAVAILABLE,
-                QUEUE_FULL_TEXT,
-            ));
-        }
+        Err(refusal) => return finish(refusal_response(endpoint, flavor, refusal)),
     };
     let writer = Writer::new(endpoint, flavor, model, adm.index, p.include_usage);
-    let mut g = Generation {
+    let g = Generation {
         last: adm.first_token_at,
         adm,
         writer,
@@ -591,30 +576,57 @@ async fn generate(
         finished: false,
     };
     if !p.stream {
+        return finish(g.whole().await);
+    }
+    finish(streamed(g, endpoint, flavor).await)
+}
+
+/// The error response of a request the engine refused.
+fn refusal_response(endpoint: Endpoint, flavor: Flavor, refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Failed(msg) => {
+            error_response(endpoint, flavor, StatusCode::INTERNAL_SERVER_ERROR, &msg)
+        }
+        Refusal::QueueFull => error_response(
+            endpoint,
+            flavor,
+            StatusCode::SERVICE_UNAVAILABLE,
+            QUEUE_FULL_TEXT,
+        ),
+    }
+}
+
+impl Generation {
+    /// A non-streamed answer: every token on its schedule, then one JSON body.
+    async fn whole(mut self) -> Response {
         let mut answer = String::new();
         let mut reasoning = String::new();
-        while g.sent < g.adm.tokens {
-            let due = g.adm.wait_for(g.sent, g.last).await;
-            let (text, is_reasoning) = g.text(g.sent);
+        while self.sent < self.adm.tokens {
+            let due = self.adm.wait_for(self.sent, self.last).await;
+            let (text, is_reasoning) = self.text(self.sent);
             if is_reasoning {
                 reasoning.push_str(&text)
             } else {
                 answer.push_str(&text)
             }
             let now = Instant::now();
-            g.adm.emitted(now);
-            g.first_at.get_or_insert(now);
-            g.last = due;
-            g.sent += 1;
+            self.adm.emitted(now);
+            self.first_at.get_or_insert(now);
+            self.last = due;
+            self.sent += 1;
         }
         let mut resp =
-            axum::Json(g.writer.whole(&answer, &reasoning, &g.closing())).into_response();
+            axum::Json(self.writer.whole(&answer, &reasoning, &self.closing())).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
-        return finish(resp);
+        resp
     }
+}
+
+/// A streamed answer (SSE or NDJSON), with the headers each server sends.
+async fn streamed(g: Generation, endpoint: Endpoint, flavor: Flavor) -> Response {
     let content_type = if endpoint.is_sse() {
         "text/event-stream"
     } else {
@@ -649,5 +661,5 @@ async fn generate(
         resp.headers_mut()
             .insert("keep-alive", HeaderValue::from_static("timeout=5, max=100"));
     }
-    finish(resp)
+    resp
 }

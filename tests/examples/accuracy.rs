@@ -197,82 +197,110 @@ impl ExternalSim {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let mut args = std::env::args().skip(1);
-    let streams: u32 = args.next().map_or(1000, |s| s.parse().unwrap());
-    let tokens: u32 = args.next().map_or(100, |s| s.parse().unwrap());
-    let open = match args.next().as_deref() {
-        None | Some("burst") => false,
-        Some("open") => true,
-        Some(other) => panic!("unknown load {other:?}: use burst or open"),
-    };
-    let itl_ms: u64 = args.next().map_or(10, |s| s.parse().unwrap());
-    // One request lasts 200 ms + ITL a token; open arrivals keep STREAMS of them in flight.
-    let request_s = 0.2 + itl_ms as f64 / 1e3 * f64::from(tokens);
-    let (shape, rate_per_s, duration, slots) = if open {
-        let rate = f64::from(streams) / request_s;
-        // Poisson arrivals overshoot the mean now and then: slots to spare, so none queues.
-        (
-            LoadShape::Open,
-            rate,
-            Duration::from_secs_f64(3.0 * request_s),
-            streams * 2,
+/// The command line: `[STREAMS=1000] [TOKENS=100] [burst|open] [ITL_MS=10] [inproc|external]`.
+struct Args {
+    streams: u32,
+    tokens: u32,
+    open: bool,
+    itl_ms: u64,
+    external: bool,
+}
+
+impl Args {
+    fn parse() -> Self {
+        let mut args = std::env::args().skip(1);
+        let streams: u32 = args.next().map_or(1000, |s| s.parse().unwrap());
+        let tokens: u32 = args.next().map_or(100, |s| s.parse().unwrap());
+        let open = match args.next().as_deref() {
+            None | Some("burst") => false,
+            Some("open") => true,
+            Some(other) => panic!("unknown load {other:?}: use burst or open"),
+        };
+        let itl_ms: u64 = args.next().map_or(10, |s| s.parse().unwrap());
+        let external = match args.next().as_deref() {
+            None | Some("inproc") => false,
+            Some("external") => true,
+            Some(other) => panic!("unknown simulator placement {other:?}: use inproc or external"),
+        };
+        Self {
+            streams,
+            tokens,
+            open,
+            itl_ms,
+            external,
+        }
+    }
+}
+
+/// The cycle the arguments ask for, and the simulator slots it needs.
+struct Load {
+    shape: LoadShape,
+    rate_per_s: f64,
+    duration: Duration,
+    slots: u32,
+}
+
+impl Load {
+    fn of(a: &Args) -> Self {
+        // One request lasts 200 ms + ITL a token; open arrivals keep STREAMS of them in flight.
+        let request_s = 0.2 + a.itl_ms as f64 / 1e3 * f64::from(a.tokens);
+        if a.open {
+            // Poisson arrivals overshoot the mean now and then: slots to spare, so none queues.
+            Self {
+                shape: LoadShape::Open,
+                rate_per_s: f64::from(a.streams) / request_s,
+                duration: Duration::from_secs_f64(3.0 * request_s),
+                slots: a.streams * 2,
+            }
+        } else {
+            Self {
+                shape: LoadShape::Burst,
+                rate_per_s: 0.0,
+                duration: Duration::ZERO,
+                slots: a.streams,
+            }
+        }
+    }
+}
+
+async fn start_sim(a: &Args, slots: u32) -> Sim {
+    if a.external {
+        return Sim::External(ExternalSim::spawn(a.itl_ms, a.tokens, slots).await);
+    }
+    Sim::InProcess(
+        SimHandle::start(
+            "127.0.0.1:0",
+            SimConfig {
+                models: vec!["acc:1b".into()],
+                record_truth: true,
+                ..SimConfig::fixed(
+                    Duration::from_millis(200),
+                    Duration::from_millis(a.itl_ms),
+                    a.tokens,
+                    slots,
+                )
+            },
         )
-    } else {
-        (LoadShape::Burst, 0.0, Duration::ZERO, streams)
-    };
-    let external = match args.next().as_deref() {
-        None | Some("inproc") => false,
-        Some("external") => true,
-        Some(other) => panic!("unknown simulator placement {other:?}: use inproc or external"),
-    };
-    let sim = if external {
-        Sim::External(ExternalSim::spawn(itl_ms, tokens, slots).await)
-    } else {
-        Sim::InProcess(
-            SimHandle::start(
-                "127.0.0.1:0",
-                SimConfig {
-                    models: vec!["acc:1b".into()],
-                    record_truth: true,
-                    ..SimConfig::fixed(
-                        Duration::from_millis(200),
-                        Duration::from_millis(itl_ms),
-                        tokens,
-                        slots,
-                    )
-                },
-            )
-            .await
-            .unwrap(),
-        )
-    };
-    let agent = tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
         .await
-        .unwrap();
+        .unwrap(),
+    )
+}
+
+/// What the agent sent back over the cycle.
+struct Collected {
+    origin_mono_ns: Option<u64>,
+    records: Vec<RequestRecord>,
+    done: CycleDone,
+}
+
+/// Runs one cycle of `plan` on a fresh link to `agent`, collecting its records.
+async fn run_cycle(agent: &tokengun_agent::LocalAgent, plan: &CyclePlan) -> Collected {
     let link = AgentLink::connect(&agent.addr().to_string(), Duration::from_secs(5))
         .await
         .unwrap();
     link.hello(true).await.unwrap();
-    let plan = CyclePlan {
-        cycle_id: 1,
-        shape,
-        concurrency: if open { 0 } else { streams },
-        rate_per_s,
-        arrival: Arrival::Poisson,
-        duration,
-        seed: 0,
-        target_url: sim.url(),
-        api: Api::OllamaGenerate,
-        model: "acc:1b".into(),
-        prompts: vec![PromptSpec::plain("Why is the sky blue?")],
-        request_timeout: Duration::from_secs(120),
-        options: RequestOptions::default(),
-        extra_body_json: String::new(),
-    };
     let mut results = link.results(0).await.unwrap();
-    link.prepare(&plan).await.unwrap();
+    link.prepare(plan).await.unwrap();
     link.start(1, 0).await.unwrap();
     let mut origin_mono_ns = None;
     let mut records: Vec<RequestRecord> = Vec::new();
@@ -287,65 +315,110 @@ async fn main() {
             _ => {}
         }
     };
-    // Both sides' instants on the machine's monotonic clock, in ns.
-    let origin_ns = i128::from(monotonic_ns(tokengun_agent::clock::epoch()))
-        + i128::from(origin_mono_ns.unwrap());
-    let at = |ns: u64| origin_ns + i128::from(ns);
-    let export = sim.truth().await;
-    let sim_epoch_ns = i128::from(export.epoch_monotonic_ns);
-    let sim_at = |ns: u64| sim_epoch_ns + i128::from(ns);
+    Collected {
+        origin_mono_ns,
+        records,
+        done,
+    }
+}
 
-    let truth: HashMap<String, Truth> = export
-        .requests
-        .into_iter()
-        .filter_map(|t| Some((t.client_id.clone()?, t)))
-        .collect();
+/// Both sides' instants on the machine's monotonic clock, in ns.
+struct Clocks {
+    /// The cycle origin of the agent's records.
+    origin_ns: i128,
+    /// The simulator's epoch.
+    sim_epoch_ns: i128,
+}
 
-    let (mut first_lag, mut token_lag, mut gap_err) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut ttft, mut server_ttft, mut before_server, mut queue, mut connect) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut unmatched, mut multi_token_chunks, mut chunks) = (0, 0u64, 0u64);
-    for r in &records {
-        let Some(t) = truth.get(&format!("1-{}", r.request_id)) else {
-            unmatched += 1;
-            continue;
-        };
+impl Clocks {
+    /// An agent record's instant.
+    fn at(&self, ns: u64) -> i128 {
+        self.origin_ns + i128::from(ns)
+    }
+
+    /// A truth instant.
+    fn sim_at(&self, ns: u64) -> i128 {
+        self.sim_epoch_ns + i128::from(ns)
+    }
+}
+
+/// Every figure compared, seconds, and what could not be.
+#[derive(Default)]
+struct Measures {
+    first_lag: Vec<f64>,
+    token_lag: Vec<f64>,
+    gap_err: Vec<f64>,
+    ttft: Vec<f64>,
+    server_ttft: Vec<f64>,
+    before_server: Vec<f64>,
+    queue: Vec<f64>,
+    connect: Vec<f64>,
+    unmatched: usize,
+    multi_token_chunks: u64,
+    chunks: u64,
+}
+
+impl Measures {
+    /// Compares each record with its truth.
+    fn of(records: &[RequestRecord], truth: &HashMap<String, Truth>, c: &Clocks) -> Self {
+        let mut m = Self::default();
+        for r in records {
+            let Some(t) = truth.get(&format!("1-{}", r.request_id)) else {
+                m.unmatched += 1;
+                continue;
+            };
+            if !m.compare(r, t, c) {
+                m.unmatched += 1;
+            }
+        }
+        m
+    }
+
+    /// Adds one record's figures; false when it cannot be compared (failed, or its token count
+    /// differs from the truth's).
+    fn compare(&mut self, r: &RequestRecord, t: &Truth, c: &Clocks) -> bool {
         let (Some(first_ns), false) = (r.first_token_ns, r.outcome.is_failure()) else {
-            unmatched += 1;
-            continue;
+            return false;
         };
         let counted: u64 = r.timeline.iter().map(|c| u64::from(c.tokens)).sum();
         if counted != t.token_ns.len() as u64 {
-            unmatched += 1;
-            continue;
+            return false;
         }
-        first_lag.push(diff_s(at(first_ns), sim_at(t.token_ns[0])));
+        self.first_lag
+            .push(diff_s(c.at(first_ns), c.sim_at(t.token_ns[0])));
         // Each token's stamp is its chunk's.
         let mut stamps = Vec::with_capacity(t.token_ns.len());
-        for c in &r.timeline {
-            chunks += 1;
-            if c.tokens > 1 {
-                multi_token_chunks += 1;
+        for chunk in &r.timeline {
+            self.chunks += 1;
+            if chunk.tokens > 1 {
+                self.multi_token_chunks += 1;
             }
-            for _ in 0..c.tokens {
-                stamps.push(at(c.offset_ns));
+            for _ in 0..chunk.tokens {
+                stamps.push(c.at(chunk.offset_ns));
             }
         }
         for (i, (&s, &tn)) in stamps.iter().zip(&t.token_ns).enumerate() {
-            token_lag.push(diff_s(s, sim_at(tn)));
+            self.token_lag.push(diff_s(s, c.sim_at(tn)));
             if i > 0 {
                 let measured = diff_s(s, stamps[i - 1]);
                 let true_gap = (tn - t.token_ns[i - 1]) as f64 / 1e9;
-                gap_err.push((measured - true_gap).abs());
+                self.gap_err.push((measured - true_gap).abs());
             }
         }
-        ttft.push((first_ns - r.dispatched_ns) as f64 / 1e9);
-        server_ttft.push((t.token_ns[0] - t.arrived_ns) as f64 / 1e9);
-        before_server.push(diff_s(sim_at(t.arrived_ns), at(r.dispatched_ns)));
-        queue.push((r.sent_ns - r.dispatched_ns) as f64 / 1e9);
-        connect.push(diff_s(sim_at(t.arrived_ns), at(r.sent_ns)));
+        self.ttft.push((first_ns - r.dispatched_ns) as f64 / 1e9);
+        self.server_ttft
+            .push((t.token_ns[0] - t.arrived_ns) as f64 / 1e9);
+        self.before_server
+            .push(diff_s(c.sim_at(t.arrived_ns), c.at(r.dispatched_ns)));
+        self.queue.push((r.sent_ns - r.dispatched_ns) as f64 / 1e9);
+        self.connect
+            .push(diff_s(c.sim_at(t.arrived_ns), c.at(r.sent_ns)));
+        true
     }
-    // Streams in flight at the server (arrived -> last token), over the cycle.
+}
+
+/// Streams in flight at the server (arrived -> last token) over the cycle: (peak, mean).
+fn in_flight(truth: &HashMap<String, Truth>) -> (i64, f64) {
     let mut edges: Vec<(u64, i64)> = truth
         .values()
         .filter_map(|t| Some([(t.arrived_ns, 1), (*t.token_ns.last()?, -1)]))
@@ -362,37 +435,97 @@ async fn main() {
         peak_in = peak_in.max(now_in);
     }
     let span_ns = edges.last().map_or(0, |e| e.0) - edges.first().map_or(0, |e| e.0);
-    if open {
+    (peak_in, area / span_ns.max(1) as f64)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let load = Load::of(&args);
+    let sim = start_sim(&args, load.slots).await;
+    let agent = tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
+        .await
+        .unwrap();
+    let plan = CyclePlan {
+        cycle_id: 1,
+        shape: load.shape,
+        concurrency: if args.open { 0 } else { args.streams },
+        rate_per_s: load.rate_per_s,
+        arrival: Arrival::Poisson,
+        duration: load.duration,
+        seed: 0,
+        target_url: sim.url(),
+        api: Api::OllamaGenerate,
+        model: "acc:1b".into(),
+        prompts: vec![PromptSpec::plain("Why is the sky blue?")],
+        request_timeout: Duration::from_secs(120),
+        options: RequestOptions::default(),
+        extra_body_json: String::new(),
+    };
+    let collected = run_cycle(&agent, &plan).await;
+    let export = sim.truth().await;
+    let clocks = Clocks {
+        origin_ns: i128::from(monotonic_ns(tokengun_agent::clock::epoch()))
+            + i128::from(collected.origin_mono_ns.unwrap()),
+        sim_epoch_ns: i128::from(export.epoch_monotonic_ns),
+    };
+    let truth: HashMap<String, Truth> = export
+        .requests
+        .into_iter()
+        .filter_map(|t| Some((t.client_id.clone()?, t)))
+        .collect();
+    let mut m = Measures::of(&collected.records, &truth, &clocks);
+    let (peak_in, mean_in) = in_flight(&truth);
+    if args.open {
         println!(
-            "open load: Poisson arrivals at {rate_per_s:.0}/s for {:.1} s; streams in flight at the server: mean {:.0}, peak {peak_in}",
-            duration.as_secs_f64(),
-            area / span_ns.max(1) as f64
+            "open load: Poisson arrivals at {:.0}/s for {:.1} s; streams in flight at the server: mean {:.0}, peak {peak_in}",
+            load.rate_per_s,
+            load.duration.as_secs_f64(),
+            mean_in
         );
     } else {
-        println!("burst load: {streams} requests fired together; peak in flight {peak_in}");
+        println!(
+            "burst load: {} requests fired together; peak in flight {peak_in}",
+            args.streams
+        );
     }
+    print_report(&args, &collected, &mut m);
+    agent.stop(Duration::from_secs(1)).await;
+    sim.stop().await;
+}
+
+/// The figures, then the agent's self-check and one summary line for scripts/bench-accuracy.sh.
+fn print_report(a: &Args, collected: &Collected, m: &mut Measures) {
+    let (streams, tokens, itl_ms) = (a.streams, a.tokens, a.itl_ms);
+    let done = &collected.done;
     println!(
-        "{streams} concurrent streams x {tokens} tokens, a token every {itl_ms} ms ({:.0} chunks/s at full load): {} records ({} completed, {} failed), {} compared, {unmatched} not comparable; {chunks} chunks, {multi_token_chunks} with several tokens",
+        "{streams} concurrent streams x {tokens} tokens, a token every {itl_ms} ms ({:.0} chunks/s at full load): {} records ({} completed, {} failed), {} compared, {} not comparable; {} chunks, {} with several tokens",
         f64::from(streams) * 1e3 / itl_ms as f64,
-        records.len(),
+        collected.records.len(),
         done.completed,
         done.failed,
-        first_lag.len()
+        m.first_lag.len(),
+        m.unmatched,
+        m.chunks,
+        m.multi_token_chunks
     );
     println!("timestamping (agent stamp - server's send instant, same clock):");
-    line("first-token lag (= TTFT error)", &mut first_lag);
-    line("every-token stamping lag", &mut token_lag);
-    line("inter-token gap error |meas - true|", &mut gap_err);
+    line("first-token lag (= TTFT error)", &mut m.first_lag);
+    line("every-token stamping lag", &mut m.token_lag);
+    line("inter-token gap error |meas - true|", &mut m.gap_err);
     println!("TTFT and its parts:");
-    line("TTFT (first token - dispatched)", &mut ttft);
-    line("server's TTFT (first token - arrived)", &mut server_ttft);
+    line("TTFT (first token - dispatched)", &mut m.ttft);
+    line("server's TTFT (first token - arrived)", &mut m.server_ttft);
     line(
         "before the server (arrived - dispatched)",
-        &mut before_server,
+        &mut m.before_server,
     );
-    line("  of which client queue (sent - disp.)", &mut queue);
-    line("  of which connect + write (arrived - sent)", &mut connect);
-    if let Some(c) = done.self_check {
+    line("  of which client queue (sent - disp.)", &mut m.queue);
+    line(
+        "  of which connect + write (arrived - sent)",
+        &mut m.connect,
+    );
+    if let Some(c) = &done.self_check {
         println!(
             "agent self-check: {:.2} CPU s over {:.2} s on {} core(s), event-loop delay p99 {:.2} ms, max {:.2} ms",
             c.cpu_s,
@@ -413,16 +546,14 @@ async fn main() {
         .unwrap_or(f64::NAN);
     println!(
         "summary: load={} itl_ms={itl_ms} sim={} streams={streams} chunks_per_s={:.0} compared={} ttft_err_p99_ms={:.3} token_lag_p50_ms={:.3} token_lag_p99_ms={:.3} token_lag_max_ms={:.3} gap_err_p99_ms={:.3} process_cpu_pct={cpu_pct:.0} loop_delay_p99_ms={loop_p99:.2}",
-        if open { "open" } else { "burst" },
-        if external { "external" } else { "inproc" },
+        if a.open { "open" } else { "burst" },
+        if a.external { "external" } else { "inproc" },
         f64::from(streams) * 1e3 / itl_ms as f64,
-        first_lag.len(),
-        percentile(&mut first_lag, 99.0) * 1e3,
-        percentile(&mut token_lag, 50.0) * 1e3,
-        percentile(&mut token_lag, 99.0) * 1e3,
-        percentile(&mut token_lag, 100.0) * 1e3,
-        percentile(&mut gap_err, 99.0) * 1e3,
+        m.first_lag.len(),
+        percentile(&mut m.first_lag, 99.0) * 1e3,
+        percentile(&mut m.token_lag, 50.0) * 1e3,
+        percentile(&mut m.token_lag, 99.0) * 1e3,
+        percentile(&mut m.token_lag, 100.0) * 1e3,
+        percentile(&mut m.gap_err, 99.0) * 1e3,
     );
-    agent.stop(Duration::from_secs(1)).await;
-    sim.stop().await;
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod netns;
+mod scenario;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use tokengun::run::{RunError, RunReport};
 use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, RequestOptions, Slo};
 use tokio_util::sync::CancellationToken;
 
+pub use scenario::{Ran, Refused, Scenario};
 pub use tokengun_simulator::{Faults, SimConfig, SimHandle};
 
 /// A CSV file as rows of column -> value.

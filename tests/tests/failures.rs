@@ -2,35 +2,28 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tokengun_tests::{Faults, SimConfig, SimHandle, f, level_dir, read_csv, run, run_config};
+use tokengun_tests::{Faults, Scenario, f};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_cut_and_malformed_requests_are_counted_and_the_sweep_completes() {
-    let sim = SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["tiny:1b".into()],
-            // By arrival index over the whole run (15 requests): 500 for 3,6,9,12,15; cut after
-            // 5 tokens for 4,8 (12 already failed); a non-JSON line for 5,10 (15 already failed).
-            faults: Faults {
-                fail_every: 3,
-                cut_every: 4,
-                cut_after_tokens: 5,
-                malformed_every: 5,
-                ..Faults::default()
-            },
-            ..SimConfig::fixed(Duration::from_millis(20), Duration::from_millis(2), 30, 8)
-        },
-    )
-    .await
-    .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    // The levels run one after another, so arrival indices are 1 | 2-3 | 4-7 | 8-15.
-    let report = run(run_config(&sim.url(), "tiny:1b", &[1, 2, 4, 8], out.path()))
-        .await
-        .expect("failures inside cycles never stop the sweep");
+    // By arrival index over the whole run (15 requests): 500 for 3,6,9,12,15; cut after 5 tokens
+    // for 4,8 (12 already failed); a non-JSON line for 5,10 (15 already failed).
+    let faults = Faults {
+        fail_every: 3,
+        cut_every: 4,
+        cut_after_tokens: 5,
+        malformed_every: 5,
+        ..Faults::default()
+    };
+    // The levels run one after another, so arrival indices are 1 | 2-3 | 4-7 | 8-15. Failures
+    // inside cycles never stop the sweep (`run` fails the test if they did).
+    let ran = Scenario::fixed("tiny:1b", 20, 2, 30, 8)
+        .sim(|s| s.faults = faults)
+        .levels(&[1, 2, 4, 8])
+        .run()
+        .await;
 
-    let cycles = read_csv(&report.run_dir.join("cycles.csv"));
+    let cycles = ran.cycles();
     assert_eq!(cycles.len(), 4);
     let failed: f64 = cycles.iter().map(|c| f(c, "failed")).sum();
     let completed: f64 = cycles.iter().map(|c| f(c, "completed")).sum();
@@ -49,8 +42,7 @@ async fn failed_cut_and_malformed_requests_are_counted_and_the_sweep_completes()
 
     let mut kinds: BTreeMap<String, u32> = BTreeMap::new();
     for level in [1u32, 2, 4, 8] {
-        let rows =
-            read_csv(&level_dir(&report.run_dir, "tiny-1b", level).join("request_summary.csv"));
+        let rows = ran.requests(level);
         assert_eq!(
             rows.len(),
             level as usize,
@@ -95,32 +87,19 @@ async fn failed_cut_and_malformed_requests_are_counted_and_the_sweep_completes()
     .into_iter()
     .collect();
     assert_eq!(kinds, expect);
-    let manifest: serde_json::Value = tokengun_tests::read_run_json(&report.run_dir);
+    let manifest: serde_json::Value = ran.run_json();
     assert_eq!(manifest["status"], "complete");
-    sim.stop(Duration::from_secs(1)).await;
+    ran.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_requests_time_out_and_keep_what_they_received() {
-    let sim = SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["slow:1b".into()],
-            ..SimConfig::fixed(
-                Duration::from_millis(10),
-                Duration::from_millis(100),
-                100,
-                1,
-            )
-        },
-    )
-    .await
-    .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&sim.url(), "slow:1b", &[2], out.path());
-    cfg.request_timeout = Duration::from_millis(450);
-    let report = run(cfg).await.unwrap();
-    let rows = read_csv(&level_dir(&report.run_dir, "slow-1b", 2).join("request_summary.csv"));
+    let ran = Scenario::fixed("slow:1b", 10, 100, 100, 1)
+        .levels(&[2])
+        .config(|c| c.request_timeout = Duration::from_millis(450))
+        .run()
+        .await;
+    let rows = ran.requests(2);
     assert_eq!(rows.len(), 2);
     for r in &rows {
         assert_eq!(r["ErrorKind"], "timeout");
@@ -137,5 +116,5 @@ async fn slow_requests_time_out_and_keep_what_they_received() {
     tokens.sort_unstable();
     assert_eq!(tokens[0], 0);
     assert!((3..=6).contains(&tokens[1]), "{tokens:?}");
-    sim.stop(Duration::from_secs(1)).await;
+    ran.stop().await;
 }

@@ -6,50 +6,37 @@
 use std::time::Duration;
 use tokengun::plan::{OnAgentLoss, Split};
 use tokengun_tests::{
-    AgentProc, SimConfig, SimHandle, f, level_dir, read_csv, read_run_json, run, run_config,
+    AgentProc, Scenario, SimConfig, SimHandle, f, level_dir, read_csv, read_run_json, run,
+    run_config,
 };
 
-async fn sim(slots: u32) -> SimHandle {
+/// A 16-slot simulator with ground truth, serving `m:1b`, driven by `agents` local agents.
+fn sixteen_slots(agents: usize) -> Scenario {
+    Scenario::fixed("m:1b", 20, 2, 40, 16)
+        .sim(|s| s.record_truth = true)
+        .agents(agents)
+}
+
+/// A 16-slot simulator serving `m:1b` whose requests stream for about 1.5 s (300 tokens, one
+/// every 5 ms): long enough to break something mid-cycle.
+async fn long_requests() -> SimHandle {
     SimHandle::start(
         "127.0.0.1:0",
         SimConfig {
             models: vec!["m:1b".into()],
-            record_truth: true,
-            ..SimConfig::fixed(
-                Duration::from_millis(20),
-                Duration::from_millis(2),
-                40,
-                slots,
-            )
+            ..SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(5), 300, 16)
         },
     )
     .await
     .unwrap()
 }
 
-async fn agents(n: usize) -> Vec<tokengun_agent::LocalAgent> {
-    let mut v = Vec::new();
-    for _ in 0..n {
-        v.push(
-            tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
-                .await
-                .unwrap(),
-        );
-    }
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_agents_split_a_level_and_the_merge_is_the_sum_of_the_parts() {
-    let sim = sim(16).await;
-    let agents = agents(3).await;
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&sim.url(), "m:1b", &[3, 7], out.path());
-    cfg.agents = agents.iter().map(|a| a.addr().to_string()).collect();
-    let report = run(cfg).await.unwrap();
-    let dir = &report.run_dir;
-    let cycles = read_csv(&dir.join("cycles.csv"));
-    let m = read_run_json(dir);
+    let ran = sixteen_slots(3).levels(&[3, 7]).run().await;
+    let dir = ran.run_dir();
+    let cycles = ran.cycles();
+    let m = ran.run_json();
     assert_eq!(m["split"], "total");
     assert_eq!(m["agents"].as_array().unwrap().len(), 3);
     for (row, (level, shares)) in cycles.iter().zip([(3u32, [1u32, 1, 1]), (7, [3, 2, 2])]) {
@@ -61,7 +48,8 @@ async fn three_agents_split_a_level_and_the_merge_is_the_sum_of_the_parts() {
         let mut tokens = 0.0;
         let mut rows = 0;
         for (k, share) in shares.iter().enumerate() {
-            let file = level_dir(dir, "m-1b", level)
+            let file = ran
+                .level_dir(level)
                 .join(format!("agent{}", k + 1))
                 .join("request_summary.csv");
             let reqs = read_csv(&file);
@@ -87,7 +75,7 @@ async fn three_agents_split_a_level_and_the_merge_is_the_sum_of_the_parts() {
     assert_eq!(done, 7);
     assert!(c.as_array().unwrap().iter().all(|a| a["lost"] == false));
     // The simulator saw exactly the merged number of requests.
-    assert_eq!(sim.truth().len(), 10);
+    assert_eq!(ran.sim().truth().len(), 10);
     // records.pb holds every request with its whole timeline, per agent, once.
     let stored = tokengun_proto::stored::read_all(&dir.join("records.pb")).unwrap();
     let requests: Vec<(&str, &tokengun_common::RequestRecord)> = stored
@@ -108,43 +96,27 @@ async fn three_agents_split_a_level_and_the_merge_is_the_sum_of_the_parts() {
         .count();
     assert_eq!(done, 6, "a cycle end per agent per level");
     assert!(requests.iter().filter(|(a, _)| *a == "agent1").count() == 4);
-    for a in agents {
-        a.stop(Duration::from_secs(1)).await;
-    }
-    sim.stop(Duration::from_secs(1)).await;
+    ran.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_agent_split_gives_each_agent_the_whole_level() {
-    let sim = sim(16).await;
-    let agents = agents(2).await;
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&sim.url(), "m:1b", &[4], out.path());
-    cfg.agents = agents.iter().map(|a| a.addr().to_string()).collect();
-    cfg.split = Split::PerAgent;
-    let report = run(cfg).await.unwrap();
-    let row = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+    let ran = sixteen_slots(2)
+        .levels(&[4])
+        .config(|c| c.split = Split::PerAgent)
+        .run()
+        .await;
+    let row = &ran.cycles()[0];
     assert_eq!(row["completed"], "8");
     assert_eq!(row["requests"], "8");
-    assert_eq!(sim.truth().len(), 8);
-    for a in agents {
-        a.stop(Duration::from_secs(1)).await;
-    }
-    sim.stop(Duration::from_secs(1)).await;
+    assert_eq!(ran.sim().truth().len(), 8);
+    ran.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_agent_marks_the_cycle_and_the_sweep_goes_on_without_it() {
     // Long requests, so the cycle is still running when one agent is killed.
-    let sim = SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["m:1b".into()],
-            ..SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(5), 300, 16)
-        },
-    )
-    .await
-    .unwrap();
+    let sim = long_requests().await;
     let keep = AgentProc::spawn();
     let doomed = AgentProc::spawn();
     let out = tempfile::tempdir().unwrap();
@@ -233,15 +205,7 @@ impl Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_link_is_reconnected_and_the_records_replayed() {
-    let sim = SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["m:1b".into()],
-            ..SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(5), 300, 16)
-        },
-    )
-    .await
-    .unwrap();
+    let sim = long_requests().await;
     let a = AgentProc::spawn();
     let b = AgentProc::spawn();
     let relay = std::sync::Arc::new(Relay::start(b.addr.clone()).await);
@@ -370,17 +334,7 @@ async fn an_agent_killed_and_restarted_on_its_spool_gives_back_what_it_recorded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_controller_is_resumed_and_the_replay_completes_its_cycle() {
-    let sim = std::sync::Arc::new(
-        SimHandle::start(
-            "127.0.0.1:0",
-            SimConfig {
-                models: vec!["m:1b".into()],
-                ..SimConfig::fixed(Duration::from_millis(10), Duration::from_millis(5), 300, 16)
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let sim = std::sync::Arc::new(long_requests().await);
     let (a, b) = (AgentProc::spawn(), AgentProc::spawn());
     let out = tempfile::tempdir().unwrap();
     let bin = tokengun_tests::workspace_bin("tokengun");

@@ -3,11 +3,12 @@
 //! energy per cycle, per token and above the idle baseline, power.csv and processes.csv.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokengun_tests::{SimConfig, SimHandle, f, read_csv, read_run_json, run, run_config};
+use tokengun_tests::{Scenario, f, read_csv};
 
 const RAPL_W: f64 = 50.0;
 const GPU_W: f64 = 150.0;
@@ -101,31 +102,29 @@ fn close(got: f64, want: f64, tolerance: f64, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn energy_per_cycle_from_counters_and_power() {
     let sys = FakeSys::start();
-    let sim = SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["m:1b".into()],
-            ..SimConfig::fixed(Duration::from_millis(50), Duration::from_millis(8), 100, 4)
-        },
-    )
-    .await
-    .unwrap();
-    let agent = tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig {
-        sys_root: sys.path(),
-        ..tokengun_agent::AgentConfig::default()
-    })
-    .await
-    .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&sim.url(), "m:1b", &[2, 4], out.path());
-    cfg.agents = vec![agent.addr().to_string()];
-    cfg.monitor.power_interval = Duration::from_millis(100);
-    cfg.monitor.process_interval = Duration::from_millis(200);
-    cfg.monitor.baseline = Duration::from_secs(1);
-    let report = run(cfg).await.unwrap();
-    let dir = &report.run_dir;
+    let ran = Scenario::fixed("m:1b", 50, 8, 100, 4)
+        .agent(tokengun_agent::AgentConfig {
+            sys_root: sys.path(),
+            ..tokengun_agent::AgentConfig::default()
+        })
+        .levels(&[2, 4])
+        .config(|c| {
+            c.monitor.power_interval = Duration::from_millis(100);
+            c.monitor.process_interval = Duration::from_millis(200);
+            c.monitor.baseline = Duration::from_secs(1);
+        })
+        .run()
+        .await;
+    let dir = ran.run_dir();
+    check_sources_and_baseline(&ran.run_json());
+    check_cycle_energy(&ran.cycles());
+    check_power_csv(dir);
+    check_processes_csv(dir);
+    ran.stop().await;
+}
 
-    let m = read_run_json(dir);
+/// The power sources found (also in the agent's capabilities) and the idle baseline.
+fn check_sources_and_baseline(m: &serde_json::Value) {
     let sources = m["monitor"]["sources"].as_array().unwrap();
     let found = |name: &str| {
         sources
@@ -153,10 +152,12 @@ async fn energy_per_cycle_from_counters_and_power() {
         8.0,
         "baseline",
     );
+}
 
-    let cycles = read_csv(&dir.join("cycles.csv"));
+/// Each cycle's power, energy, per-token and net figures, accelerator means and server memory.
+fn check_cycle_energy(cycles: &[HashMap<String, String>]) {
     assert_eq!(cycles.len(), 2);
-    for row in &cycles {
+    for row in cycles {
         let level = &row["level"];
         let mean = f(row, "mean_power_w");
         close(
@@ -184,7 +185,10 @@ async fn energy_per_cycle_from_counters_and_power() {
         close(energy / mean, f(row, "duration_s"), 0.25, "energy window");
         assert!(f(row, "server_rss_peak_bytes") > 0.0, "{row:?}");
     }
+}
 
+/// power.csv: rows for the baseline and each level, and a RAPL counter that never goes back.
+fn check_power_csv(dir: &Path) {
     let power = read_csv(&dir.join("power.csv"));
     let labels: std::collections::BTreeSet<&str> =
         power.iter().map(|r| r["cycle"].as_str()).collect();
@@ -204,7 +208,10 @@ async fn energy_per_cycle_from_counters_and_power() {
         "the run outlasted the wrap"
     );
     assert!(power.iter().all(|r| f(r, "elapsed_s") >= 0.0));
+}
 
+/// processes.csv: the machine, and the simulator's process (this one) as the server.
+fn check_processes_csv(dir: &Path) {
     let procs = read_csv(&dir.join("processes.csv"));
     assert!(procs.iter().any(|r| r["role"] == "machine"));
     let server: Vec<_> = procs.iter().filter(|r| r["role"] == "server").collect();
@@ -214,33 +221,20 @@ async fn energy_per_cycle_from_counters_and_power() {
             .iter()
             .all(|r| r["pid"] == std::process::id().to_string())
     );
-    agent.stop(Duration::from_secs(1)).await;
-    sim.stop(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_power_sources_the_run_goes_on_and_says_why() {
-    let sim = SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["m:1b".into()],
-            ..SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1), 10, 4)
-        },
-    )
-    .await
-    .unwrap();
     let empty = tempfile::tempdir().unwrap();
-    let agent = tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig {
-        sys_root: empty.path().to_path_buf(),
-        ..tokengun_agent::AgentConfig::default()
-    })
-    .await
-    .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&sim.url(), "m:1b", &[2], out.path());
-    cfg.agents = vec![agent.addr().to_string()];
-    let report = run(cfg).await.unwrap();
-    let m = read_run_json(&report.run_dir);
+    let ran = Scenario::fixed("m:1b", 5, 1, 10, 4)
+        .agent(tokengun_agent::AgentConfig {
+            sys_root: empty.path().to_path_buf(),
+            ..tokengun_agent::AgentConfig::default()
+        })
+        .levels(&[2])
+        .run()
+        .await;
+    let m = ran.run_json();
     for s in m["monitor"]["sources"].as_array().unwrap() {
         if s["source"] != "process" && s["source"] != "nvml" {
             assert_eq!(s["available"], false, "{s}");
@@ -248,34 +242,28 @@ async fn without_power_sources_the_run_goes_on_and_says_why() {
         }
     }
     assert!(m["monitor"]["baseline_power_w"].is_null());
-    assert!(!report.run_dir.join("power.csv").exists());
-    let row = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+    assert!(!ran.run_dir().join("power.csv").exists());
+    let row = &ran.cycles()[0];
     assert_eq!(row["energy_j"], "", "no figure rather than a zero");
     assert_eq!(row["tokens_per_joule"], "");
-    agent.stop(Duration::from_secs(1)).await;
-    sim.stop(Duration::from_secs(1)).await;
+    ran.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_watch_pattern_is_refused_before_any_load() {
-    let sim = SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["m:1b".into()],
-            ..SimConfig::fixed(Duration::from_millis(5), Duration::from_millis(1), 10, 4)
-        },
-    )
-    .await
-    .unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&sim.url(), "m:1b", &[2], out.path());
-    cfg.monitor.watch_process = vec!["(unclosed".into()];
-    cfg.run_id = Some("refused".into());
-    let e = run(cfg).await.unwrap_err().to_string();
+    let refused = Scenario::fixed("m:1b", 5, 1, 10, 4)
+        .levels(&[2])
+        .config(|c| {
+            c.monitor.watch_process = vec!["(unclosed".into()];
+            c.run_id = Some("refused".into());
+        })
+        .run_err()
+        .await;
+    let e = &refused.error;
     assert!(e.contains("not a valid pattern"), "{e}");
     assert!(
-        !out.path().join("refused").exists(),
+        !refused.out_dir().join("refused").exists(),
         "refused before the run folder was made"
     );
-    sim.stop(Duration::from_secs(1)).await;
+    refused.stop().await;
 }

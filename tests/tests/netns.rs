@@ -47,9 +47,9 @@ fn sim_and_agent(
     (sim, agent)
 }
 
-/// `tokengun run ARGS` from the root namespace; waits for its exit (bounded) and returns the
-/// run folder, panicking with its output if it failed.
-fn controller(args: &[&str], out: &Path, run_id: &str, limit: Duration) -> PathBuf {
+/// `tokengun run ARGS` started from the root namespace, writing `out/run_id`, with no monitor,
+/// report or TUI.
+fn spawn_controller(args: &[&str], out: &Path, run_id: &str) -> NsProc {
     let out_s = out.to_string_lossy();
     let mut all = vec![
         "run",
@@ -62,7 +62,13 @@ fn controller(args: &[&str], out: &Path, run_id: &str, limit: Duration) -> PathB
         "--no-tui",
     ];
     all.extend_from_slice(args);
-    let mut run = NsProc::spawn_root(&workspace_bin("tokengun"), &all);
+    NsProc::spawn_root(&workspace_bin("tokengun"), &all)
+}
+
+/// `tokengun run ARGS` from the root namespace; waits for its exit (bounded) and returns the
+/// run folder, panicking with its output if it failed.
+fn controller(args: &[&str], out: &Path, run_id: &str, limit: Duration) -> PathBuf {
+    let mut run = spawn_controller(args, out, run_id);
     let status = run
         .wait_exit(limit)
         .unwrap_or_else(|| panic!("tokengun run still running after {limit:?}"));
@@ -118,12 +124,26 @@ async fn three_namespaced_agents_answer_run_a_cycle_and_survive_a_cut_link() {
         ));
     }
     let built = t0.elapsed();
+    let links = each_agent_answers(&fabric, &auth).await;
+    let run_took = a_run_through_one_agent(&fabric, &token, &dir.path().join("results"));
+    let (back_after, old_link_back) = a_cut_link_comes_back(&fabric, &auth, &links).await;
+    // The agent is the same process throughout.
+    let (_, agent0) = &mut procs[0];
+    assert!(agent0.wait_exit(Duration::ZERO).is_none(), "agent 0 exited");
+    eprintln!(
+        "netns smoke: 3 namespaces + 6 processes in {built:?}; run through one agent {run_took:?}; \
+         after restore a new connection answered in {back_after:?}, the old one in {old_link_back:?}; total {:?}",
+        t0.elapsed()
+    );
+}
 
-    // Hello and Preflight on each agent across its link; each agent reaches its own simulator:
-    // the one serving ns<k>-1b, on its namespace's loopback.
+/// Hello and Preflight on each agent across its link; each agent reaches its own simulator: the
+/// one serving ns<k>-1b, on its namespace's loopback. The token is required across the link as
+/// on loopback. Returns the links.
+async fn each_agent_answers(fabric: &Fabric, auth: &AgentAuth) -> Vec<AgentLink> {
     let mut links = Vec::new();
     for (k, ns) in fabric.iter().enumerate() {
-        let link = AgentLink::connect_with(&ns.agent_addr(), CONNECT, &auth)
+        let link = AgentLink::connect_with(&ns.agent_addr(), CONNECT, auth)
             .await
             .unwrap();
         let info = link.hello(false).await.unwrap();
@@ -133,7 +153,6 @@ async fn three_namespaced_agents_answer_run_a_cycle_and_survive_a_cut_link() {
         assert_eq!(target.api, Api::OllamaGenerate);
         links.push(link);
     }
-    // The token is required across the link as on loopback.
     let refused =
         AgentLink::connect_with(&fabric.ns(0).agent_addr(), CONNECT, &AgentAuth::default())
             .await
@@ -145,9 +164,12 @@ async fn three_namespaced_agents_answer_run_a_cycle_and_survive_a_cut_link() {
         matches!(refused, LinkError::Unauthenticated { .. }),
         "{refused}"
     );
+    links
+}
 
-    // A single-agent run through the second namespace's agent, aimed at its simulator.
-    let out = dir.path().join("results");
+/// A single-agent run through the second namespace's agent, aimed at its simulator; returns how
+/// long it took.
+fn a_run_through_one_agent(fabric: &Fabric, token: &Path, out: &Path) -> Duration {
     let addr = fabric.ns(1).agent_addr();
     let token_s = token.to_string_lossy();
     let run_started = Instant::now();
@@ -164,7 +186,7 @@ async fn three_namespaced_agents_answer_run_a_cycle_and_survive_a_cut_link() {
             "--levels",
             "2",
         ],
-        &out,
+        out,
         "netns-smoke",
         Duration::from_secs(120),
     );
@@ -183,12 +205,20 @@ async fn three_namespaced_agents_answer_run_a_cycle_and_survive_a_cut_link() {
         "{}",
         doc["agents"]
     );
+    run_took
+}
 
-    // Cut the first namespace's link: its agent neither accepts connections nor answers on the
-    // connection it had; the others still answer.
+/// Cuts the first namespace's link: its agent neither accepts connections nor answers on the
+/// connection it had (`links[0]`); the others still answer. Restored, new connections work
+/// again, and so does the connection that stalled. Returns how long each took to answer again.
+async fn a_cut_link_comes_back(
+    fabric: &Fabric,
+    auth: &AgentAuth,
+    links: &[AgentLink],
+) -> (Duration, Duration) {
     let ns0 = fabric.ns(0);
     ns0.cut();
-    let err = AgentLink::connect_with(&ns0.agent_addr(), CONNECT, &auth)
+    let err = AgentLink::connect_with(&ns0.agent_addr(), CONNECT, auth)
         .await
         .err()
         .expect("a cut link should refuse new connections");
@@ -201,9 +231,8 @@ async fn three_namespaced_agents_answer_run_a_cycle_and_survive_a_cut_link() {
     );
     links[2].hello(false).await.unwrap();
 
-    // Restore it: new connections work again, and so does the connection that stalled.
     ns0.restore();
-    let back_after = answers_again(&ns0.agent_addr(), &auth, Duration::from_secs(20)).await;
+    let back_after = answers_again(&ns0.agent_addr(), auth, Duration::from_secs(20)).await;
     let old_link_t0 = Instant::now();
     loop {
         match hello_within(&links[0], Duration::from_secs(2)).await {
@@ -214,15 +243,7 @@ async fn three_namespaced_agents_answer_run_a_cycle_and_survive_a_cut_link() {
             ),
         }
     }
-    let old_link_back = old_link_t0.elapsed();
-    // The agent is the same process throughout.
-    let (_, agent0) = &mut procs[0];
-    assert!(agent0.wait_exit(Duration::ZERO).is_none(), "agent 0 exited");
-    eprintln!(
-        "netns smoke: 3 namespaces + 6 processes in {built:?}; run through one agent {run_took:?}; \
-         after restore a new connection answered in {back_after:?}, the old one in {old_link_back:?}; total {:?}",
-        t0.elapsed()
-    );
+    (back_after, old_link_t0.elapsed())
 }
 
 #[test]
@@ -427,19 +448,8 @@ async fn a_link_cut_mid_cycle_loses_nothing_and_marks_the_agent_lost_then_recove
         ]
         .map(String::from),
     );
-    let out_s = out.to_string_lossy().into_owned();
-    let mut all: Vec<&str> = vec![
-        "run",
-        "--out",
-        &out_s,
-        "--run-id",
-        "cut-mid-cycle",
-        "--no-monitor",
-        "--no-report",
-        "--no-tui",
-    ];
-    all.extend(args.iter().map(String::as_str));
-    let mut run = NsProc::spawn_root(&workspace_bin("tokengun"), &all);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut run = spawn_controller(&args, &out, "cut-mid-cycle");
     // The cycle starts after the handshakes and the clock probes (its plain progress line,
     // --no-tui); 2 s into it, cut the second agent's link for CUT_FOR.
     let cut = hosts.fabric.ns(1);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 use tokengun_common::Api;
-use tokengun_tests::{SimConfig, SimHandle, f, level_dir, read_csv, run, run_config};
+use tokengun_tests::{Scenario, SimConfig, f, read_csv};
 
 /// Mean of a column over the rows that have it.
 fn mean(rows: &[HashMap<String, String>], col: &str) -> f64 {
@@ -27,16 +27,20 @@ async fn llama_server_profile_reproduces_its_calibration() {
     let mut cfg = SimConfig::profile("llama-server").unwrap();
     cfg.time_scale = SCALE;
     cfg.seed = 11;
-    let sim = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut run_cfg = run_config(&sim.url(), "smollm2", &[1, 4, 8, 16], out.path());
-    run_cfg.api = Some(Api::OpenaiCompletions);
-    run_cfg.prompts = vec![tokengun_common::PromptSpec::plain(PROMPT_32)];
-    run_cfg.options.max_tokens = Some(128);
-    // The calibration turned llama.cpp's prompt cache off so every request prefills its prompt.
-    run_cfg.extra_body_json = r#"{"cache_prompt":false}"#.into();
-    let report = run(run_cfg).await.unwrap();
-    let cycles = read_csv(&report.run_dir.join("cycles.csv"));
+    let ran = Scenario::new(cfg)
+        .model("smollm2")
+        .levels(&[1, 4, 8, 16])
+        .config(|c| {
+            c.api = Some(Api::OpenaiCompletions);
+            c.prompts = vec![tokengun_common::PromptSpec::plain(PROMPT_32)];
+            c.options.max_tokens = Some(128);
+            // The calibration turned llama.cpp's prompt cache off so every request prefills its
+            // prompt.
+            c.extra_body_json = r#"{"cache_prompt":false}"#.into();
+        })
+        .run()
+        .await;
+    let cycles = ran.cycles();
     // Measured aggregate output tokens/s (shared/fixtures/llama-server/calibration.csv, run A),
     // read as +-25%: the calibration itself drifted by up to 21% between identical runs.
     let measured = [99.5, 158.6, 181.5, 179.4];
@@ -61,19 +65,19 @@ async fn llama_server_profile_reproduces_its_calibration() {
     assert!(agg[1] > agg[0] * 1.3 && agg[2] > agg[1], "{agg:?}");
     assert!(agg[3] < agg[2] * 1.15, "no gain beyond the slots: {agg:?}");
     // llama.cpp sends headers when a slot takes the request: TTFB is far below TTFT.
-    let openai = |level: u32| {
-        report.run_dir.join(format!(
-            "openai/smollm2/test_results_{level}/request_summary.csv"
-        ))
-    };
-    let eight = read_csv(&openai(8))
+    assert!(
+        ran.level_dir(8)
+            .starts_with(ran.run_dir().join("openai/smollm2"))
+    );
+    let eight = ran
+        .requests(8)
         .into_iter()
         .filter(|r| r["TokenSource"] == "server")
         .collect::<Vec<_>>();
     assert_eq!(eight.len(), 8);
     assert!(mean(&eight, "TTFB") < 0.5 * mean(&eight, "TTFT"));
     // At 16, half the requests wait a whole first wave (5-7.4 s measured) before their first token.
-    let sixteen = read_csv(&openai(16));
+    let sixteen = ran.requests(16);
     let mut ttft: Vec<f64> = sixteen.iter().map(|r| f(r, "TTFT") / SCALE).collect();
     ttft.sort_by(f64::total_cmp);
     assert!(
@@ -82,7 +86,7 @@ async fn llama_server_profile_reproduces_its_calibration() {
         ttft[15]
     );
     assert!(ttft[0] < 1.5, "first wave TTFT {:.2} s", ttft[0]);
-    sim.stop(Duration::from_secs(1)).await;
+    ran.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,12 +95,13 @@ async fn study_profile_lands_near_the_study() {
     let mut cfg = SimConfig::profile("study").unwrap();
     cfg.time_scale = SCALE;
     cfg.seed = 3;
-    let sim = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut run_cfg = run_config(&sim.url(), "deepseek-r1:7b", &[1, 8, 32], out.path());
-    run_cfg.options.max_tokens = Some(40);
-    let report = run(run_cfg).await.unwrap();
-    let c = read_csv(&report.run_dir.join("cycles.csv"));
+    let ran = Scenario::new(cfg)
+        .model("deepseek-r1:7b")
+        .levels(&[1, 8, 32])
+        .config(|c| c.options.max_tokens = Some(40))
+        .run()
+        .await;
+    let c = ran.cycles();
     // "40-50 tokens/s alone", "about 200 tokens/s in total at 8".
     // Decode rates from the median inter-token gap: with 40-token outputs, the prefill stalls of
     // the other requests (which the profile models) would dominate a first-to-last-token rate.
@@ -114,8 +119,7 @@ async fn study_profile_lands_near_the_study() {
     assert!(f(&c[2], "failed") >= 1.0, "{:?}", c[2]);
     assert!(c[2]["errors_by_kind"].contains("http_error"));
     assert!(f(&c[2], "ttft_p99_s") > 2.0 * f(&c[1], "ttft_p99_s"));
-    let rows =
-        read_csv(&level_dir(&report.run_dir, "deepseek-r1-7b", 32).join("request_summary.csv"));
+    let rows = ran.requests(32);
     assert!(
         rows.iter()
             .any(|r| r["Error"].contains("requires more system memory"))
@@ -126,30 +130,29 @@ async fn study_profile_lands_near_the_study() {
         ok.iter().all(|r| r["ReasoningTokens"] == "40"),
         "all 40 capped tokens are thinking"
     );
-    sim.stop(Duration::from_secs(1)).await;
+    ran.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_counted_as_errors() {
     let mut cfg = SimConfig::fixed(Duration::from_millis(30), Duration::from_millis(5), 200, 1);
     cfg.engine.queue_limit = Some(2);
-    let sim = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let report = run(run_config(&sim.url(), "deepseek-r1:7b", &[6], out.path()))
-        .await
-        .unwrap();
-    let c = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+    let ran = Scenario::new(cfg)
+        .model("deepseek-r1:7b")
+        .levels(&[6])
+        .run()
+        .await;
+    let c = &ran.cycles()[0];
     assert_eq!(c["completed"], "3", "one running and two waiting");
     assert_eq!(c["errors_by_kind"], "http_error=3");
-    let rows =
-        read_csv(&level_dir(&report.run_dir, "deepseek-r1-7b", 6).join("request_summary.csv"));
+    let rows = ran.requests(6);
     let busy: Vec<_> = rows.iter().filter(|r| r["StatusCode"] == "503").collect();
     assert_eq!(busy.len(), 3);
     assert!(
         busy.iter()
             .all(|r| r["Error"] == tokengun_simulator::QUEUE_FULL_TEXT)
     );
-    sim.stop(Duration::from_secs(1)).await;
+    ran.stop().await;
 }
 
 /// Tolerances for |measured - true|: the median, and the 90th percentile (a debug build on a busy
@@ -163,18 +166,16 @@ async fn measure_against_truth(api: Api) {
     cfg.engine.jitter_sigma = 0.4; // uneven gaps, so agreement is not luck
     cfg.record_truth = true;
     cfg.reasoning_tokens = 5;
-    let sim = SimHandle::start("127.0.0.1:0", cfg).await.unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let mut run_cfg = run_config(&sim.url(), "deepseek-r1:7b", &[6], out.path());
-    run_cfg.api = Some(api);
-    let report = run(run_cfg).await.unwrap();
-    let family = api.family();
-    let dir = report
-        .run_dir
-        .join(family)
-        .join("deepseek-r1-7b")
-        .join("test_results_6");
-    let truth: HashMap<String, tokengun_simulator::Truth> = sim
+    let ran = Scenario::new(cfg)
+        .model("deepseek-r1:7b")
+        .levels(&[6])
+        .config(move |c| c.api = Some(api))
+        .run()
+        .await;
+    let dir = ran.level_dir(6);
+    assert!(dir.starts_with(ran.run_dir().join(api.family()).join("deepseek-r1-7b")));
+    let truth: HashMap<String, tokengun_simulator::Truth> = ran
+        .sim()
         .truth()
         .into_iter()
         .filter_map(|t| t.client_id.clone().map(|id| (id, t)))
@@ -232,7 +233,7 @@ async fn measure_against_truth(api: Api) {
             q(90)
         );
     }
-    sim.stop(Duration::from_secs(1)).await;
+    ran.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,25 +249,18 @@ async fn measurements_match_ground_truth_over_openai_chat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_and_firehose_profiles_serve_whole_sweeps() {
     for (profile, level, tokens) in [("fast", 2u32, 100u32), ("firehose", 8, 1000)] {
-        let sim = SimHandle::start("127.0.0.1:0", SimConfig::profile(profile).unwrap())
-            .await
-            .unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let report = run(run_config(
-            &sim.url(),
-            "deepseek-r1:7b",
-            &[level],
-            out.path(),
-        ))
-        .await
-        .unwrap();
-        let c = &read_csv(&report.run_dir.join("cycles.csv"))[0];
+        let ran = Scenario::new(SimConfig::profile(profile).unwrap())
+            .model("deepseek-r1:7b")
+            .levels(&[level])
+            .run()
+            .await;
+        let c = &ran.cycles()[0];
         assert_eq!(c["completed"], level.to_string(), "{profile}");
         assert_eq!(
             c["output_tokens"],
             (level * tokens).to_string(),
             "{profile}"
         );
-        sim.stop(Duration::from_secs(1)).await;
+        ran.stop().await;
     }
 }

@@ -4,9 +4,10 @@
 //! figures and the per-agent files must tell the same story.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::path::Path;
 use tokengun_common::defaults;
-use tokengun_tests::{SimConfig, SimHandle, f, level_dir, read_csv, run, run_config};
+use tokengun_tests::{Scenario, f, level_dir, read_csv};
 
 const TTFT_MS: f64 = 100.0;
 const TOKEN_MS: f64 = 10.0;
@@ -28,13 +29,10 @@ async fn the_same_sweep_through_three_agents_matches_it_too() {
 /// The request_summary rows of a level and the folder of each row's throughput file: the level's
 /// folder with one agent, each agent's folder inside it with several.
 fn level_rows(
-    run_dir: &std::path::Path,
+    run_dir: &Path,
     level: u32,
     agents: usize,
-) -> Vec<(
-    std::collections::HashMap<String, String>,
-    std::path::PathBuf,
-)> {
+) -> Vec<(HashMap<String, String>, std::path::PathBuf)> {
     let dir = level_dir(run_dir, "deepseek-r1-7b", level);
     let dirs: Vec<std::path::PathBuf> = if agents == 1 {
         vec![dir]
@@ -54,38 +52,41 @@ fn level_rows(
 }
 
 async fn scenario(agents: usize) {
-    let sim = SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["deepseek-r1:7b".into()],
-            ..SimConfig::fixed(
-                Duration::from_millis(TTFT_MS as u64),
-                Duration::from_millis(TOKEN_MS as u64),
-                TOKENS,
-                SLOTS,
-            )
-        },
-    )
-    .await
-    .unwrap();
     // Agents in their own tasks, reached over real gRPC like remote ones.
-    let mut started = Vec::new();
-    for _ in 0..agents {
-        started.push(
-            tokengun_agent::LocalAgent::start(tokengun_agent::AgentConfig::default())
-                .await
-                .unwrap(),
-        );
-    }
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&sim.url(), defaults::MODEL, &[1, 2, 4], out.path());
-    cfg.agents = started.iter().map(|a| a.addr().to_string()).collect();
-    let report = run(cfg).await.unwrap();
-
-    let cycles = read_csv(&report.run_dir.join("cycles.csv"));
+    let ran = Scenario::fixed(
+        defaults::MODEL,
+        TTFT_MS as u64,
+        TOKEN_MS as u64,
+        TOKENS,
+        SLOTS,
+    )
+    .agents(agents)
+    .levels(&[1, 2, 4])
+    .run()
+    .await;
+    let cycles = ran.cycles();
     assert_eq!(cycles.len(), 3);
-    // One request alone: TTFT, then 19 gaps of 10 ms.
-    let one_request_s = (TTFT_MS + f64::from(TOKENS - 1) * TOKEN_MS) / 1000.0;
+    check_cycles(&cycles);
+    for level in [1u32, 2, 4] {
+        check_requests(ran.run_dir(), level, agents);
+    }
+    let manifest: serde_json::Value = ran.run_json();
+    assert_eq!(manifest["status"], "complete");
+    assert_eq!(manifest["levels"], serde_json::json!(["1", "2", "4"]));
+    assert!(manifest["server_version"].as_str().unwrap().contains("sim"));
+    assert_eq!(manifest["agents"][0]["in_process"], false);
+    assert_eq!(manifest["agents"].as_array().unwrap().len(), agents);
+    assert_eq!(manifest["cycles"].as_array().unwrap().len(), 3);
+    ran.stop().await;
+}
+
+/// One request alone: TTFT, then 19 gaps of 10 ms.
+fn one_request_s() -> f64 {
+    (TTFT_MS + f64::from(TOKENS - 1) * TOKEN_MS) / 1000.0
+}
+
+/// The cycles' counts, aggregate and per-request rates, and the saturation past the slots.
+fn check_cycles(cycles: &[HashMap<String, String>]) {
     for (row, level) in cycles.iter().zip([1u32, 2, 4]) {
         assert_eq!(row["level"], level.to_string());
         assert_eq!(row["requests"], level.to_string());
@@ -95,7 +96,7 @@ async fn scenario(agents: usize) {
         assert_eq!(f(row, "output_tokens"), f64::from(level * TOKENS));
         // Aggregate tokens/s follows from the slots: ceil(level / slots) waves of one request time.
         let waves = f64::from(level.div_ceil(SLOTS));
-        let expected = f64::from(level * TOKENS) / (waves * one_request_s);
+        let expected = f64::from(level * TOKENS) / (waves * one_request_s());
         let got = f(row, "aggregate_tokens_per_s");
         assert!(
             got <= expected * 1.01 && got >= expected * 0.70,
@@ -118,67 +119,62 @@ async fn scenario(agents: usize) {
         (agg(2) - agg(1)).abs() < agg(1) * 0.2,
         "level 4 saturates 2 slots"
     );
+}
 
-    for level in [1u32, 2, 4] {
-        let rows = level_rows(&report.run_dir, level, agents);
-        assert_eq!(rows.len(), level as usize);
-        let mut ttfts: Vec<f64> = Vec::new();
-        for (r, dir) in &rows {
-            assert_eq!(r["TokenCount"], TOKENS.to_string(), "exact token count");
-            assert_eq!(r["CountedTokens"], TOKENS.to_string());
-            assert_eq!(r["TokenSource"], "server");
-            assert_eq!(r["StatusCode"], "200");
-            assert_eq!(r["Status"], "Completed");
-            ttfts.push(f(r, "TTFT") * 1000.0);
-            // Active duration is first -> last token: 19 gaps, not the whole request.
-            let active_ms = f(r, "ResponseDuration") * 1000.0;
-            let truth_ms = f64::from(TOKENS - 1) * TOKEN_MS;
-            // A late first read shortens the measured span, a late last read lengthens it.
-            assert!(
-                (active_ms - truth_ms).abs() <= SLACK_MS,
-                "active {active_ms} ms vs {truth_ms}"
-            );
-            assert!(f(r, "TotalDuration") > f(r, "ResponseDuration"));
-            assert!(f(r, "TTFB") <= f(r, "WaitingTime") + 1e-6);
-            let id = &r["RequestID"];
-            let tp = read_csv(&dir.join(format!("request_{id}_throughput.csv")));
-            assert_eq!(tp.len(), TOKENS as usize);
-            assert_eq!(tp.last().unwrap()["TokenCount"], TOKENS.to_string());
-            assert_eq!(tp[0]["Throughput"], "", "no rate from a single point");
-            let rates: Vec<f64> = tp[1..]
-                .iter()
-                .filter(|s| !s["Throughput"].is_empty())
-                .map(|s| f(s, "Throughput"))
-                .collect();
-            assert!(rates.len() >= 10, "rates once 50 ms have passed: {tp:?}");
-            for v in rates {
-                // Never the study's division by almost zero: at most the tokens over the 50 ms window.
-                assert!(
-                    v.is_finite() && v > 0.0 && v <= f64::from(TOKENS) / 0.05,
-                    "throughput sample {v}"
-                );
-            }
-        }
-        // Ground truth: the first `SLOTS` requests get a slot at once; the rest wait one request time.
-        ttfts.sort_by(f64::total_cmp);
-        for (i, ttft) in ttfts.iter().enumerate() {
-            let wave = (i as u32 / SLOTS) as f64;
-            let truth = TTFT_MS + wave * one_request_s * 1000.0;
-            assert!(
-                *ttft >= truth - 1.0 && *ttft <= truth + SLACK_MS,
-                "level {level}: TTFT {ttft:.1} ms, ground truth {truth:.1} ms (all: {ttfts:?})"
-            );
-        }
+/// Every request of a level: exact tokens, its durations, its throughput file, and its TTFT
+/// against the ground truth of the slots.
+fn check_requests(run_dir: &Path, level: u32, agents: usize) {
+    let rows = level_rows(run_dir, level, agents);
+    assert_eq!(rows.len(), level as usize);
+    let mut ttfts: Vec<f64> = Vec::new();
+    for (r, dir) in &rows {
+        assert_eq!(r["TokenCount"], TOKENS.to_string(), "exact token count");
+        assert_eq!(r["CountedTokens"], TOKENS.to_string());
+        assert_eq!(r["TokenSource"], "server");
+        assert_eq!(r["StatusCode"], "200");
+        assert_eq!(r["Status"], "Completed");
+        ttfts.push(f(r, "TTFT") * 1000.0);
+        // Active duration is first -> last token: 19 gaps, not the whole request.
+        let active_ms = f(r, "ResponseDuration") * 1000.0;
+        let truth_ms = f64::from(TOKENS - 1) * TOKEN_MS;
+        // A late first read shortens the measured span, a late last read lengthens it.
+        assert!(
+            (active_ms - truth_ms).abs() <= SLACK_MS,
+            "active {active_ms} ms vs {truth_ms}"
+        );
+        assert!(f(r, "TotalDuration") > f(r, "ResponseDuration"));
+        assert!(f(r, "TTFB") <= f(r, "WaitingTime") + 1e-6);
+        check_throughput_file(&dir.join(format!("request_{}_throughput.csv", r["RequestID"])));
     }
-    let manifest: serde_json::Value = tokengun_tests::read_run_json(&report.run_dir);
-    assert_eq!(manifest["status"], "complete");
-    assert_eq!(manifest["levels"], serde_json::json!(["1", "2", "4"]));
-    assert!(manifest["server_version"].as_str().unwrap().contains("sim"));
-    assert_eq!(manifest["agents"][0]["in_process"], false);
-    assert_eq!(manifest["agents"].as_array().unwrap().len(), agents);
-    assert_eq!(manifest["cycles"].as_array().unwrap().len(), 3);
-    for a in started {
-        a.stop(Duration::from_secs(1)).await;
+    // Ground truth: the first `SLOTS` requests get a slot at once; the rest wait one request time.
+    ttfts.sort_by(f64::total_cmp);
+    for (i, ttft) in ttfts.iter().enumerate() {
+        let wave = (i as u32 / SLOTS) as f64;
+        let truth = TTFT_MS + wave * one_request_s() * 1000.0;
+        assert!(
+            *ttft >= truth - 1.0 && *ttft <= truth + SLACK_MS,
+            "level {level}: TTFT {ttft:.1} ms, ground truth {truth:.1} ms (all: {ttfts:?})"
+        );
     }
-    sim.stop(Duration::from_secs(1)).await;
+}
+
+/// A request's throughput file: a row a token, rates only once 50 ms have passed, none absurd.
+fn check_throughput_file(path: &Path) {
+    let tp = read_csv(path);
+    assert_eq!(tp.len(), TOKENS as usize);
+    assert_eq!(tp.last().unwrap()["TokenCount"], TOKENS.to_string());
+    assert_eq!(tp[0]["Throughput"], "", "no rate from a single point");
+    let rates: Vec<f64> = tp[1..]
+        .iter()
+        .filter(|s| !s["Throughput"].is_empty())
+        .map(|s| f(s, "Throughput"))
+        .collect();
+    assert!(rates.len() >= 10, "rates once 50 ms have passed: {tp:?}");
+    for v in rates {
+        // Never the study's division by almost zero: at most the tokens over the 50 ms window.
+        assert!(
+            v.is_finite() && v > 0.0 && v <= f64::from(TOKENS) / 0.05,
+            "throughput sample {v}"
+        );
+    }
 }

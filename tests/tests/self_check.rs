@@ -2,30 +2,17 @@
 //! verdict; and an agent refuses a level its open-file limit cannot hold, saying how to raise it.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-use tokengun_tests::{AgentProc, SimConfig, SimHandle, read_csv, read_run_json, run, run_config};
+use tokengun_tests::{AgentProc, Scenario};
 
-async fn sim() -> SimHandle {
-    SimHandle::start(
-        "127.0.0.1:0",
-        SimConfig {
-            models: vec!["m:1b".into()],
-            ..SimConfig::fixed(Duration::from_millis(20), Duration::from_millis(5), 20, 8)
-        },
-    )
-    .await
-    .unwrap()
+/// An 8-slot server of `m:1b` answering 20 tokens, 5 ms apart.
+fn sim() -> Scenario {
+    Scenario::fixed("m:1b", 20, 5, 20, 8)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_run_checks_itself_and_finds_tokengun_was_not_the_bottleneck() {
-    let sim = sim().await;
-    let out = tempfile::tempdir().unwrap();
-    let report = run(run_config(&sim.url(), "m:1b", &[1, 4], out.path()))
-        .await
-        .unwrap();
-    let dir = &report.run_dir;
-    let cycles = read_csv(&dir.join("cycles.csv"));
+    let ran = sim().levels(&[1, 4]).run().await;
+    let cycles = ran.cycles();
     assert_eq!(cycles.len(), 2);
     // The verdict is "ok" on a quiet machine; on a loaded one (a CI box running other tests) the
     // event-loop delay may honestly cross its 10 ms bar. The rule itself is unit-tested; here the
@@ -40,23 +27,25 @@ async fn a_small_run_checks_itself_and_finds_tokengun_was_not_the_bottleneck() {
         assert!(cpu_s >= 0.0 && (0.0..90.0).contains(&cpu_pct), "{row:?}");
         assert!((0.0..=max).contains(&p99) && max < 1000.0, "{row:?}");
     }
-    let doc = read_run_json(dir);
+    let doc = ran.run_json();
     for c in doc["cycles"].as_array().unwrap() {
         assert!(verdict_ok(c["self_check"].as_str().unwrap()), "{c}");
         assert!(c["agent_cpu_s"].as_f64().is_some(), "{c}");
         assert!(c["loop_delay_p99_ms"].as_f64().is_some(), "{c}");
     }
-    sim.stop(Duration::from_secs(1)).await;
+    ran.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_refuses_a_level_its_open_file_limit_cannot_hold() {
-    let sim = sim().await;
     let agent = AgentProc::spawn_with_nofile(256);
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = run_config(&sim.url(), "m:1b", &[300], out.path());
-    cfg.agents = vec![agent.addr.clone()];
-    let err = run(cfg).await.unwrap_err().to_string();
+    let addr = agent.addr.clone();
+    let refused = sim()
+        .levels(&[300])
+        .config(move |c| c.agents = vec![addr])
+        .run_err()
+        .await;
+    let err = &refused.error;
     assert!(
         err.contains("above this agent's limit of 256")
             && err.contains("at most 192")
@@ -64,5 +53,5 @@ async fn an_agent_refuses_a_level_its_open_file_limit_cannot_hold() {
             && err.contains("LimitNOFILE=364"),
         "{err}"
     );
-    sim.stop(Duration::from_secs(1)).await;
+    refused.stop().await;
 }
