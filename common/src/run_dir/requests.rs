@@ -191,22 +191,28 @@ pub struct RequestRow {
     pub end_s: Option<f64>,
 }
 
-/// Reads a level folder's `request_summary.csv`, in file order.
-pub fn read_request_summary(level_dir: &Path) -> Result<Vec<RequestRow>, ReadError> {
-    let table = CsvTable::read(&level_dir.join(REQUEST_SUMMARY_CSV))?;
+/// Reads a level folder's `request_summary.csv`, in file order; `Ok(None)` when it has none.
+pub fn read_request_summary(level_dir: &Path) -> Result<Option<Vec<RequestRow>>, ReadError> {
+    let path = level_dir.join(REQUEST_SUMMARY_CSV);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let table = CsvTable::read(&path)?;
     let completed = OutcomeKind::Completed.status_text();
-    Ok(table
-        .rows()
-        .map(|c| RequestRow {
-            request_id: c.num(col::REQUEST_ID).map_or(0, |v| v.max(0.0) as u64),
-            completed: c.get(col::STATUS) == Some(completed),
-            tokens_per_s: c.num(col::TOKENS_PER_SECOND),
-            intended_start_s: c.num(col::INTENDED_START),
-            sent_s: c.num(col::SENT),
-            first_token_s: c.num(col::FIRST_TOKEN),
-            end_s: c.num(col::END),
-        })
-        .collect())
+    Ok(Some(
+        table
+            .rows()
+            .map(|c| RequestRow {
+                request_id: c.num(col::REQUEST_ID).map_or(0, |v| v.max(0.0) as u64),
+                completed: c.get(col::STATUS) == Some(completed),
+                tokens_per_s: c.num(col::TOKENS_PER_SECOND),
+                intended_start_s: c.num(col::INTENDED_START),
+                sent_s: c.num(col::SENT),
+                first_token_s: c.num(col::FIRST_TOKEN),
+                end_s: c.num(col::END),
+            })
+            .collect(),
+    ))
 }
 
 /// Columns of `request_<id>_throughput.csv`.
@@ -352,7 +358,7 @@ mod tests {
         w.append(&record()).unwrap();
         w.append(&failed).unwrap();
         w.flush().unwrap();
-        let rows = read_request_summary(dir.path()).unwrap();
+        let rows = read_request_summary(dir.path()).unwrap().unwrap();
         assert_eq!(
             REQUEST_SUMMARY_HEADER.len(),
             request_summary_row(&record()).len()

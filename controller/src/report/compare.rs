@@ -178,7 +178,7 @@ pub fn compare_doc(
         }),
         row("per-request tok/s at best", &|i| {
             found[i].best.map_or("–".into(), |b| {
-                opt_num(runs[i].levels[b].request_tokens_per_s_mean)
+                opt_num(runs[i].levels[b].mean_request_tokens_per_s)
             })
         }),
         row("TTFT p50 at best", &|i| {
@@ -191,7 +191,7 @@ pub fn compare_doc(
                 format!(
                     "{} ({} tokens/J)",
                     level_name(&runs[i], Some(e)),
-                    opt_num(runs[i].levels[e].power.tokens_per_joule)
+                    opt_num(runs[i].levels[e].tokens_per_joule())
                 )
             })
         }),
@@ -237,7 +237,7 @@ pub fn compare_doc(
                 "Per-request decode rate (mean)",
                 &axis,
                 "tokens/s per request",
-                &overlay(&|l| l.request_tokens_per_s_mean),
+                &overlay(&|l| l.mean_request_tokens_per_s),
                 &[],
                 None,
             )?,
@@ -271,7 +271,7 @@ pub fn compare_doc(
     ];
     if runs
         .iter()
-        .any(|r| r.levels.iter().any(|l| l.power.tokens_per_joule.is_some()))
+        .any(|r| r.levels.iter().any(|l| l.tokens_per_joule().is_some()))
     {
         figs.push(Figure {
             file: "compare_efficiency.png".into(),
@@ -281,7 +281,7 @@ pub fn compare_doc(
                 "Tokens per joule",
                 &axis,
                 "tokens/J",
-                &overlay(&|l| l.power.tokens_per_joule),
+                &overlay(&|l| l.tokens_per_joule()),
                 &[],
                 None,
             )?,

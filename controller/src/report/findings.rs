@@ -178,12 +178,11 @@ pub fn compute(levels: &[LevelRow], o: &FindingOptions, rate_sweep: bool) -> Fin
             let top = levels
                 .iter()
                 .filter(|l| whole(l))
-                .filter_map(|l| l.power.tokens_per_joule)
+                .filter_map(|l| l.tokens_per_joule())
                 .fold(f64::NAN, f64::max);
             levels.iter().position(|l| {
                 whole(l)
-                    && l.power
-                        .tokens_per_joule
+                    && l.tokens_per_joule()
                         .is_some_and(|t| top.is_finite() && t >= top * (1.0 - o.best_tolerance))
             })
         },
@@ -333,19 +332,27 @@ pub fn compute(levels: &[LevelRow], o: &FindingOptions, rate_sweep: bool) -> Fin
         let mut s = format!(
             "Most efficient per joule: {} at {} tokens/J ({} J/token, mean power {} W).",
             name(l),
-            fmt_num(l.power.tokens_per_joule.unwrap_or(0.0)),
-            fmt_num(l.power.joules_per_token.unwrap_or(0.0)),
-            l.power.mean_power_w.map_or("?".into(), fmt_num)
+            fmt_num(l.tokens_per_joule().unwrap_or(0.0)),
+            fmt_num(
+                l.energy
+                    .as_ref()
+                    .and_then(|e| e.joules_per_token)
+                    .unwrap_or(0.0)
+            ),
+            l.mean_power_w().map_or("?".into(), fmt_num)
         );
-        if let Some(net) = l.power.net_tokens_per_joule {
+        if let Some(net) = l.energy.as_ref().and_then(|e| e.net_tokens_per_joule) {
             s.push_str(&format!(
                 " Above the idle baseline ({} W): {} tokens/J.",
-                l.power.baseline_power_w.map_or("?".into(), fmt_num),
+                l.energy
+                    .as_ref()
+                    .and_then(|e| e.baseline_power_w)
+                    .map_or("?".into(), fmt_num),
                 fmt_num(net)
             ));
         }
         if let Some(b) = f.best.filter(|&b| b != i) {
-            if let Some(tpj) = levels[b].power.tokens_per_joule {
+            if let Some(tpj) = levels[b].tokens_per_joule() {
                 s.push_str(&format!(
                     " The best level ({}) gets {} tokens/J.",
                     name(&levels[b]),
@@ -401,7 +408,7 @@ fn hints(
     };
 
     // Queueing: fewer streams at once than requests in flight.
-    if let (Some(streams), Some(in_flight)) = (last.max_streaming, last.peak_concurrency) {
+    if let (Some(streams), Some(in_flight)) = (last.max_streaming, Some(last.peak_concurrency)) {
         if streams > 0 && f64::from(streams) <= 0.75 * f64::from(in_flight) {
             let same: Vec<&str> = whole_levels
                 .iter()
@@ -434,8 +441,8 @@ fn hints(
     }
     // Per-request decode rate shared among streams (batching).
     if let (Some(a), Some(b)) = (
-        first.request_tokens_per_s_mean,
-        last.request_tokens_per_s_mean,
+        first.mean_request_tokens_per_s,
+        last.mean_request_tokens_per_s,
     ) {
         if a > 0.0 && b < 0.7 * a {
             out.push(format!(
@@ -454,7 +461,7 @@ fn hints(
         .find(|l| l.machine_cpu_pct_mean.is_some_and(|c| c >= 90.0))
     {
         let busy = fmt_num(l.machine_cpu_pct_mean.unwrap_or(0.0));
-        out.push(match (l.server_cpu_pct_mean, l.machine_cpu_count) {
+        out.push(match (l.server_cpu_pct_mean(), l.machine_cpu_count) {
             (Some(s), Some(n)) if s >= 0.9 * 100.0 * n => format!(
                 "CPU-bound: at {} the server's processes kept {} of the machine's {} CPUs busy ({busy}% of the machine), on the throughput plateau.",
                 name(l),
@@ -476,8 +483,8 @@ fn hints(
     }
     if let (Some(k), Some(a), Some(b)) = (
         knee_level,
-        knee_level.and_then(|k| k.server_cpu_pct_mean),
-        last.server_cpu_pct_mean,
+        knee_level.and_then(|k| k.server_cpu_pct_mean()),
+        last.server_cpu_pct_mean(),
     ) {
         if k.label != last.label {
             let flat = (b - a).abs() <= 0.1 * a.max(1.0);
@@ -506,10 +513,7 @@ fn hints(
                 name(plateau[0])
             ));
         }
-        let watts: Vec<f64> = plateau
-            .iter()
-            .filter_map(|l| l.power.mean_power_w)
-            .collect();
+        let watts: Vec<f64> = plateau.iter().filter_map(|l| l.mean_power_w()).collect();
         if watts.len() == plateau.len() {
             let (lo, hi) = (
                 watts.iter().copied().fold(f64::INFINITY, f64::min),
@@ -535,7 +539,7 @@ fn hints(
     // Memory climbing.
     let rss: Vec<(&LevelRow, f64)> = whole_levels
         .iter()
-        .filter_map(|l| l.server_rss_peak_bytes.map(|r| (*l, r)))
+        .filter_map(|l| l.server_rss_peak_bytes().map(|r| (*l, r)))
         .collect();
     if let (Some((la, a)), Some((lb, b))) = (rss.first(), rss.last()) {
         let rising = rss.windows(2).all(|w| w[1].1 >= w[0].1);
@@ -564,19 +568,36 @@ fn hints(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokengun_common::monitor::{CycleEnergy, EnergyMethod, ServerUsage};
 
     /// A whole level with `x` concurrency, `tps` aggregate tokens/s, all requests good.
     fn level(x: f64, tps: f64) -> LevelRow {
         let n = x as u32;
-        LevelRow {
+        let mut l = LevelRow {
             label: format!("{x}"),
             x,
-            requests: n,
-            completed: n,
-            goodput_requests: n,
-            aggregate_tokens_per_s: tps,
-            schedule_valid: true,
             ..LevelRow::default()
+        };
+        let c = &mut l.cycle;
+        (c.requests, c.completed, c.goodput_requests) = (n, n, n);
+        c.aggregate_tokens_per_s = tps;
+        l
+    }
+
+    /// Energy figures of a level drawing `w` watts at `tps` tokens/s.
+    fn energy(w: f64, tps: f64) -> CycleEnergy {
+        CycleEnergy {
+            mean_power_w: w,
+            peak_power_w: None,
+            energy_j: w,
+            method: EnergyMethod::Integrated,
+            joules_per_token: Some(w / tps),
+            tokens_per_joule: Some(tps / w),
+            baseline_power_w: None,
+            net_energy_j: None,
+            net_joules_per_token: None,
+            net_tokens_per_joule: None,
+            devices: Vec::new(),
         }
     }
 
@@ -650,12 +671,12 @@ mod tests {
     #[test]
     fn levels_over_the_error_limit_or_under_the_slo_are_not_best() {
         let mut levels = sweep(&[(1., 90.), (2., 180.), (4., 360.), (8., 500.)]);
-        levels[3].failed = 2;
-        levels[3].completed = 6;
-        levels[3].goodput_requests = 6;
-        levels[3].error_rate = 0.25;
-        levels[3].errors_by_kind = "http_error=2".into();
-        levels[2].goodput_requests = 3; // 75% good, under 95%
+        levels[3].cycle.failed = 2;
+        levels[3].cycle.completed = 6;
+        levels[3].cycle.goodput_requests = 6;
+        levels[3].cycle.error_rate = 0.25;
+        levels[3].cycle.errors_by_kind = "http_error=2".into();
+        levels[2].cycle.goodput_requests = 3; // 75% good, under 95%
         let o = FindingOptions::default();
         assert_eq!(best_level(&levels, &o), Some(1));
         let f = compute(&levels, &o, false);
@@ -677,7 +698,7 @@ mod tests {
     fn no_qualifying_level_is_said_plainly() {
         let mut levels = sweep(&[(1., 10.), (2., 20.)]);
         for l in &mut levels {
-            l.goodput_requests = 0;
+            l.cycle.goodput_requests = 0;
         }
         let f = compute(&levels, &FindingOptions::default(), false);
         assert_eq!(f.best, None);
@@ -691,7 +712,7 @@ mod tests {
     #[test]
     fn partial_levels_are_left_out_and_cautioned() {
         let mut levels = sweep(&[(1., 90.), (2., 180.), (4., 1000.)]);
-        levels[2].partial = true;
+        levels[2].cycle.partial = true;
         let f = compute(&levels, &FindingOptions::default(), false);
         assert_eq!(f.best, Some(1));
         assert_eq!(f.peak, Some(1));
@@ -704,7 +725,10 @@ mod tests {
         for l in &mut levels {
             l.machine_cpu_pct_mean = Some(97.0);
             l.machine_cpu_count = Some(2.0);
-            l.server_cpu_pct_mean = Some(10.0);
+            l.cycle.server = Some(ServerUsage {
+                cpu_pct_mean: Some(10.0),
+                ..ServerUsage::default()
+            });
         }
         let f = compute(&levels, &FindingOptions::default(), false);
         let cpu: Vec<&String> = f.hints.iter().filter(|h| h.contains("CPU")).collect();
@@ -712,7 +736,10 @@ mod tests {
         assert!(cpu.iter().all(|h| !h.starts_with("CPU-bound")), "{cpu:?}");
         // The server's own processes on both CPUs: that is CPU-bound.
         for l in &mut levels {
-            l.server_cpu_pct_mean = Some(190.0);
+            l.cycle.server = Some(ServerUsage {
+                cpu_pct_mean: Some(190.0),
+                ..ServerUsage::default()
+            });
         }
         let f = compute(&levels, &FindingOptions::default(), false);
         assert!(
@@ -735,10 +762,8 @@ mod tests {
             (202.0, 97.0),
             (203.0, 98.0),
         ]) {
-            l.power.mean_power_w = Some(w);
-            l.power.tokens_per_joule = Some(l.aggregate_tokens_per_s / w);
-            l.power.joules_per_token = Some(w / l.aggregate_tokens_per_s);
-            l.gpu_busy_pct_mean = Some(busy);
+            l.cycle.energy = Some(energy(w, l.aggregate_tokens_per_s));
+            l.cycle.gpu_busy_pct_mean = Some(busy);
         }
         let f = compute(&levels, &FindingOptions::default(), false);
         // 305 tokens/s at 202 W is the most tokens per joule (1.51), but 300 at 200 W (1.50) is
@@ -760,11 +785,20 @@ mod tests {
     #[test]
     fn queueing_and_memory_hints_state_their_evidence() {
         let mut levels = sweep(&[(1., 87.), (2., 174.), (4., 348.), (8., 349.), (16., 350.)]);
-        for (l, rss) in levels.iter_mut().zip([1e9, 1.1e9, 1.3e9, 1.6e9, 2.0e9]) {
+        for (l, rss) in levels.iter_mut().zip([
+            1_000_000_000,
+            1_100_000_000,
+            1_300_000_000,
+            1_600_000_000,
+            2_000_000_000,
+        ]) {
             l.max_streaming = Some((l.x as u32).min(4));
-            l.peak_concurrency = Some(l.x as u32);
-            l.ttft.p50_s = Some(if l.x <= 4.0 { 0.15 } else { 0.15 * l.x / 4.0 });
-            l.server_rss_peak_bytes = Some(rss);
+            l.cycle.peak_concurrency = l.x as u32;
+            l.cycle.ttft.p50_s = Some(if l.x <= 4.0 { 0.15 } else { 0.15 * l.x / 4.0 });
+            l.cycle.server = Some(ServerUsage {
+                rss_peak_bytes: Some(rss),
+                ..ServerUsage::default()
+            });
         }
         let f = compute(&levels, &FindingOptions::default(), false);
         let q = f.hints.iter().find(|h| h.starts_with("Queueing")).unwrap();

@@ -33,8 +33,8 @@ pub enum ReportError {
     NotARun { dir: PathBuf, why: String },
     #[error("{0} has no finished level in cycles.csv: nothing to report")]
     NoLevels(PathBuf),
-    #[error("cannot read {path}: {message}")]
-    Csv { path: PathBuf, message: String },
+    #[error(transparent)]
+    Read(#[from] tokengun_common::run_dir::ReadError),
     #[error("cannot draw a chart: {0}")]
     Chart(#[from] ChartError),
     #[error("cannot write {path}: {source}; pass --out with a writable folder")]
@@ -192,15 +192,15 @@ fn subtitle(data: &RunData) -> String {
     if !m.target.is_empty() {
         parts.push(format!("target {}", m.target));
     }
-    if !m.api.is_empty() {
-        parts.push(format!("API {}", m.api));
+    if let Some(api) = m.api {
+        parts.push(format!("API {}", api.as_str()));
     }
     if !m.server_version.is_empty() {
         parts.push(format!("server {}", m.server_version));
     }
     parts.push(format!("{} sweep of {} levels", m.shape, data.levels.len()));
-    if !m.status.is_empty() {
-        parts.push(format!("status {}", m.status));
+    if let Some(status) = m.status {
+        parts.push(format!("status {}", status.as_str()));
     }
     parts.join(" · ")
 }
@@ -210,12 +210,12 @@ pub fn slo_words(data: &RunData) -> String {
     let m = &data.meta;
     let mut s = vec![format!(
         "at least {} tokens/s per request",
-        m.slo_tokens_per_s.map_or("?".into(), fmt_num)
+        fmt_num(m.slo.tokens_per_s)
     )];
-    if let Some(t) = m.slo_ttft_s {
+    if let Some(t) = m.slo.ttft_s {
         s.push(format!("TTFT at most {}", util::fmt_s(t)));
     }
-    if let Some(t) = m.slo_e2e_s {
+    if let Some(t) = m.slo.e2e_s {
         s.push(format!("end-to-end at most {}", util::fmt_s(t)));
     }
     s.join(", ")
@@ -223,10 +223,10 @@ pub fn slo_words(data: &RunData) -> String {
 
 /// The summary table, one row per level; power and process columns only when measured.
 pub fn level_table(levels: &[LevelRow]) -> Table {
-    let power = levels.iter().any(|l| l.power.mean_power_w.is_some());
+    let power = levels.iter().any(|l| l.mean_power_w().is_some());
     let procs = levels
         .iter()
-        .any(|l| l.server_cpu_pct_mean.is_some() || l.server_rss_peak_bytes.is_some());
+        .any(|l| l.server_cpu_pct_mean().is_some() || l.server_rss_peak_bytes().is_some());
     let mut headers: Vec<String> = [
         "level",
         "requests",
@@ -268,7 +268,7 @@ pub fn level_table(levels: &[LevelRow]) -> Table {
                 l.requests.to_string(),
                 format!("{} ({}%)", l.failed, fmt_num(l.error_rate * 100.0)),
                 fmt_num(l.aggregate_tokens_per_s),
-                opt_num(l.request_tokens_per_s_mean),
+                opt_num(l.mean_request_tokens_per_s),
                 opt_num(l.request_tokens_per_s_p10),
                 opt_s(l.ttft.p50_s),
                 opt_s(l.ttft.p90_s),
@@ -283,13 +283,13 @@ pub fn level_table(levels: &[LevelRow]) -> Table {
                 ),
             ];
             if power {
-                r.push(opt_num(l.power.mean_power_w));
-                r.push(opt_num(l.power.joules_per_token));
-                r.push(opt_num(l.power.tokens_per_joule));
+                r.push(opt_num(l.mean_power_w()));
+                r.push(opt_num(l.energy.as_ref().and_then(|e| e.joules_per_token)));
+                r.push(opt_num(l.tokens_per_joule()));
             }
             if procs {
-                r.push(opt_num(l.server_cpu_pct_mean));
-                r.push(l.server_rss_peak_bytes.map_or("–".into(), fmt_bytes));
+                r.push(opt_num(l.server_cpu_pct_mean()));
+                r.push(l.server_rss_peak_bytes().map_or("–".into(), fmt_bytes));
             }
             r
         })
@@ -371,7 +371,7 @@ pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportErr
             None,
         )?,
     }];
-    let slo = data.meta.slo_tokens_per_s;
+    let slo = Some(data.meta.slo.tokens_per_s);
     figs.push(Figure {
         file: "per_request.png".into(),
         title: "Per-request tokens/s".into(),
@@ -381,7 +381,7 @@ pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportErr
             &axis,
             "tokens/s per request",
             &[
-                line("mean", points(levels, |l| l.request_tokens_per_s_mean), 0),
+                line("mean", points(levels, |l| l.mean_request_tokens_per_s), 0),
                 line("p10 (slowest tenth)", points(levels, |l| l.request_tokens_per_s_p10), 3),
             ],
             &[],
@@ -404,7 +404,7 @@ pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportErr
                 line("p99", points(levels, |l| l.ttft.p99_s), 1),
             ],
             &[],
-            data.meta.slo_ttft_s.map(|s| (s, "TTFT SLO")),
+            data.meta.slo.ttft_s.map(|s| (s, "TTFT SLO")),
         )?,
     });
     figs.push(Figure {
@@ -425,19 +425,23 @@ pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportErr
         )?,
     });
     let mut notes = data.notes.clone();
-    if levels.iter().any(|l| l.power.tokens_per_joule.is_some()) {
+    if levels.iter().any(|l| l.tokens_per_joule().is_some()) {
         let mut lines = vec![line(
             "tokens/J",
-            points(levels, |l| l.power.tokens_per_joule),
+            points(levels, |l| l.tokens_per_joule()),
             2,
         )];
-        if levels
-            .iter()
-            .any(|l| l.power.net_tokens_per_joule.is_some())
-        {
+        if levels.iter().any(|l| {
+            l.energy
+                .as_ref()
+                .and_then(|e| e.net_tokens_per_joule)
+                .is_some()
+        }) {
             lines.push(line(
                 "tokens/J above idle",
-                points(levels, |l| l.power.net_tokens_per_joule),
+                points(levels, |l| {
+                    l.energy.as_ref().and_then(|e| e.net_tokens_per_joule)
+                }),
                 4,
             ));
         }
