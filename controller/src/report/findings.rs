@@ -1,5 +1,15 @@
 //! The report's findings, computed from the level table alone: best level, saturation knee,
-//! where errors begin, the most efficient level per joule, and bottleneck hints with evidence.
+//! where errors begin, the most efficient level per joule, bottleneck hints with evidence, and
+//! cautions about levels whose figures deserve less trust.
+//!
+//! To add a finding:
+//! 1. write a `fn(&Ctx) -> Option<String>` in this file (or in `findings/<name>.rs` once it is
+//!    long) that says it with its numbers, or `None` when its data are absent;
+//! 2. add it to [`FINDINGS`] with its section, where the report should list it;
+//! 3. add a test below with levels that show it (and levels that must not).
+//!
+//! A caution about one level is a `fn(&Ctx, &LevelRow) -> Option<String>` in
+//! [`LEVEL_CAUTIONS`] instead.
 //!
 //! Definitions (also in the README):
 //! - A level *qualifies* when it is whole (not partial, schedule valid), its error rate is at most
@@ -76,6 +86,112 @@ pub struct Findings {
     pub cautions: Vec<String>,
 }
 
+/// Where a finding is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// The findings proper: best level, knee, errors, efficiency.
+    Statement,
+    /// Bottleneck hints, each with its evidence.
+    Hint,
+}
+
+/// A finding about the run: a sentence with its numbers, or `None` when its data are absent.
+pub type Finding = fn(&Ctx<'_>) -> Option<String>;
+
+/// A caution about one level.
+pub type LevelCaution = fn(&Ctx<'_>, &LevelRow) -> Option<String>;
+
+/// Every finding, in the order the report lists each section.
+pub const FINDINGS: &[(Section, Finding)] = &[
+    (Section::Statement, best_level_statement),
+    (Section::Statement, knee_statement),
+    (Section::Statement, errors_statement),
+    (Section::Statement, efficiency_statement),
+    (Section::Hint, queueing),
+    (Section::Hint, waiting_past_the_knee),
+    (Section::Hint, shared_decode),
+    (Section::Hint, machine_cpu),
+    (Section::Hint, server_cpu_at_the_knee),
+    (Section::Hint, gpu_saturated),
+    (Section::Hint, power_flat),
+    (Section::Hint, memory_climbing),
+    (Section::Hint, memory_pressure),
+];
+
+/// Every caution about a level, in the order each level's are listed.
+pub const LEVEL_CAUTIONS: &[LevelCaution] = &[partial_level, behind_schedule];
+
+/// What every finding reads: the levels, the thresholds, and the structured findings.
+pub struct Ctx<'a> {
+    pub levels: &'a [LevelRow],
+    pub o: &'a FindingOptions,
+    pub rate_sweep: bool,
+    /// The structured findings (their sentences are what is being written).
+    pub f: &'a Findings,
+    /// The whole levels, in order.
+    pub whole: Vec<&'a LevelRow>,
+    /// The knee's level, when there is a knee.
+    pub knee_level: Option<&'a LevelRow>,
+    /// The whole levels from the knee on (the plateau); empty without a knee.
+    pub plateau: Vec<&'a LevelRow>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(
+        levels: &'a [LevelRow],
+        o: &'a FindingOptions,
+        rate_sweep: bool,
+        f: &'a Findings,
+    ) -> Self {
+        let whole: Vec<&LevelRow> = levels.iter().filter(|l| whole(l)).collect();
+        let knee_level = match f.knee {
+            Knee::At { index, .. } => Some(&levels[index]),
+            _ => None,
+        };
+        let plateau = match knee_level {
+            Some(k) => whole.iter().copied().filter(|l| l.x >= k.x).collect(),
+            None => Vec::new(),
+        };
+        Self {
+            levels,
+            o,
+            rate_sweep,
+            f,
+            whole,
+            knee_level,
+            plateau,
+        }
+    }
+
+    /// A level as the sentences name it: `concurrency 4`, or `2.5 requests/s`.
+    pub fn name(&self, l: &LevelRow) -> String {
+        if self.rate_sweep {
+            format!("{} requests/s", fmt_num(l.x))
+        } else {
+            format!("concurrency {}", fmt_num(l.x))
+        }
+    }
+
+    /// A level's aggregate throughput in words.
+    pub fn tps(&self, l: &LevelRow) -> String {
+        format!("{} tokens/s", fmt_num(l.aggregate_tokens_per_s))
+    }
+
+    /// What qualifying means, in words.
+    fn qualifying(&self) -> String {
+        format!(
+            "error rate at most {} and at least {} of requests meeting the SLO",
+            pct(self.o.max_error_rate),
+            pct(self.o.min_good_share)
+        )
+    }
+
+    /// The first and the last whole level.
+    fn first_last(&self) -> Option<(&'a LevelRow, &'a LevelRow)> {
+        Some((*self.whole.first()?, *self.whole.last()?))
+    }
+}
+
 fn whole(l: &LevelRow) -> bool {
     !l.partial && l.schedule_valid
 }
@@ -119,16 +235,36 @@ pub fn knee(levels: &[LevelRow], o: &FindingOptions) -> Knee {
     }
 }
 
-/// The best level (see the module doc).
-pub fn best_level(levels: &[LevelRow], o: &FindingOptions) -> Option<usize> {
-    let top = levels
+/// The highest aggregate tokens/s of a qualifying level.
+fn top_qualifying(levels: &[LevelRow], o: &FindingOptions) -> Option<f64> {
+    levels
         .iter()
         .filter(|l| qualifies(l, o))
         .map(|l| l.aggregate_tokens_per_s)
-        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))?;
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+}
+
+/// The best level (see the module doc).
+pub fn best_level(levels: &[LevelRow], o: &FindingOptions) -> Option<usize> {
+    let top = top_qualifying(levels, o)?;
     (0..levels.len()).find(|&i| {
         qualifies(&levels[i], o)
             && levels[i].aggregate_tokens_per_s >= (1.0 - o.best_tolerance) * top
+    })
+}
+
+/// The most tokens per joule of a whole level; within the best-level tolerance the lower level
+/// wins.
+fn most_efficient(levels: &[LevelRow], o: &FindingOptions) -> Option<usize> {
+    let top = levels
+        .iter()
+        .filter(|l| whole(l))
+        .filter_map(LevelRow::tokens_per_joule)
+        .fold(f64::NAN, f64::max);
+    levels.iter().position(|l| {
+        whole(l)
+            && l.tokens_per_joule()
+                .is_some_and(|t| top.is_finite() && t >= top * (1.0 - o.best_tolerance))
     })
 }
 
@@ -155,16 +291,16 @@ fn pct(v: f64) -> String {
     format!("{}%", fmt_num(v * 100.0))
 }
 
-/// Computes every finding. `unit` names x: "concurrency" or "requests/s".
+fn lowest(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn highest(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+/// Computes every finding: the structured ones, then each registered sentence.
 pub fn compute(levels: &[LevelRow], o: &FindingOptions, rate_sweep: bool) -> Findings {
-    let name = |l: &LevelRow| {
-        if rate_sweep {
-            format!("{} requests/s", fmt_num(l.x))
-        } else {
-            format!("concurrency {}", fmt_num(l.x))
-        }
-    };
-    let tps = |l: &LevelRow| format!("{} tokens/s", fmt_num(l.aggregate_tokens_per_s));
     let mut f = Findings {
         best: best_level(levels, o),
         peak: argmax(levels, |l| whole(l).then_some(l.aggregate_tokens_per_s)),
@@ -173,396 +309,411 @@ pub fn compute(levels: &[LevelRow], o: &FindingOptions, rate_sweep: bool) -> Fin
         errors_over_limit: levels
             .iter()
             .position(|l| l.error_rate > o.max_error_rate + 1e-12),
-        // Whole levels only, and within the best-level tolerance the lower level wins.
-        most_efficient: {
-            let top = levels
-                .iter()
-                .filter(|l| whole(l))
-                .filter_map(|l| l.tokens_per_joule())
-                .fold(f64::NAN, f64::max);
-            levels.iter().position(|l| {
-                whole(l)
-                    && l.tokens_per_joule()
-                        .is_some_and(|t| top.is_finite() && t >= top * (1.0 - o.best_tolerance))
-            })
-        },
+        most_efficient: most_efficient(levels, o),
         statements: Vec::new(),
         hints: Vec::new(),
         cautions: Vec::new(),
     };
-    let slo_words = format!(
-        "error rate at most {} and at least {} of requests meeting the SLO",
-        pct(o.max_error_rate),
-        pct(o.min_good_share)
-    );
-
-    // Best level.
-    match (f.best, f.peak) {
-        (Some(b), _) => {
-            let l = &levels[b];
-            let top = levels
-                .iter()
-                .filter(|l| qualifies(l, o))
-                .map(|l| l.aggregate_tokens_per_s)
-                .fold(0.0_f64, f64::max);
-            let mut s = format!(
-                "Best level: {} with {} in total, {} of requests meeting the SLO, error rate {} ({slo_words}).",
-                name(l),
-                tps(l),
-                pct(l.good_share()),
-                pct(l.error_rate)
-            );
-            if let Some(higher) = levels.iter().find(|h| {
-                qualifies(h, o) && h.aggregate_tokens_per_s == top && h.label != l.label
-            }) {
-                s.push_str(&format!(
-                    " {} reached {} ({:+.1}%), within the {} tie tolerance, so the lower level is preferred.",
-                    capitalised(&name(higher)),
-                    tps(higher),
-                    (higher.aggregate_tokens_per_s / l.aggregate_tokens_per_s - 1.0) * 100.0,
-                    pct(o.best_tolerance)
-                ));
-            }
-            // Without a TTFT limit, a level can "qualify" while its requests wait for long.
-            if let (Some(first), Some(at_best)) = (
-                levels.iter().find(|l| whole(l)).and_then(|l| l.ttft.p50_s),
-                l.ttft.p50_s,
-            ) {
-                if first > 0.0 && at_best >= 3.0 * first {
-                    s.push_str(&format!(
-                        " Its TTFT p50 is {} against {} at the first level: if waiting matters, rerun with --slo-ttft so the SLO judges it.",
-                        fmt_s(at_best),
-                        fmt_s(first)
-                    ));
-                }
-            }
-            f.statements.push(s);
+    let ctx = Ctx::new(levels, o, rate_sweep, &f);
+    let said: Vec<(Section, String)> = FINDINGS
+        .iter()
+        .filter_map(|(section, say)| say(&ctx).map(|s| (*section, s)))
+        .collect();
+    let cautions: Vec<String> = levels
+        .iter()
+        .flat_map(|l| LEVEL_CAUTIONS.iter().filter_map(|say| say(&ctx, l)))
+        .collect();
+    for (section, s) in said {
+        match section {
+            Section::Statement => f.statements.push(s),
+            Section::Hint => f.hints.push(s),
         }
-        (None, Some(p)) => f.statements.push(format!(
-            "Best level: none qualifies ({slo_words}); the highest throughput was {} at {}, with {} of requests meeting the SLO and error rate {}.",
-            tps(&levels[p]),
-            name(&levels[p]),
+    }
+    f.cautions = cautions;
+    f
+}
+
+// Statements.
+
+/// The best level, or why there is none.
+fn best_level_statement(c: &Ctx<'_>) -> Option<String> {
+    let levels = c.levels;
+    Some(match (c.f.best, c.f.peak) {
+        (Some(b), _) => best_level_words(c, &levels[b]),
+        (None, Some(p)) => format!(
+            "Best level: none qualifies ({}); the highest throughput was {} at {}, with {} of requests meeting the SLO and error rate {}.",
+            c.qualifying(),
+            c.tps(&levels[p]),
+            c.name(&levels[p]),
             pct(levels[p].good_share()),
             pct(levels[p].error_rate)
-        )),
-        (None, None) => f
-            .statements
-            .push("Best level: no whole level to judge.".into()),
-    }
+        ),
+        (None, None) => "Best level: no whole level to judge.".into(),
+    })
+}
 
-    // Knee.
-    let unit = if rate_sweep {
+/// The best level `l` with its figures, the tie it won, and a TTFT caveat.
+fn best_level_words(c: &Ctx<'_>, l: &LevelRow) -> String {
+    let mut s = format!(
+        "Best level: {} with {} in total, {} of requests meeting the SLO, error rate {} ({}).",
+        c.name(l),
+        c.tps(l),
+        pct(l.good_share()),
+        pct(l.error_rate),
+        c.qualifying()
+    );
+    let top = top_qualifying(c.levels, c.o).unwrap_or(0.0).max(0.0);
+    if let Some(higher) = c
+        .levels
+        .iter()
+        .find(|h| qualifies(h, c.o) && h.aggregate_tokens_per_s == top && h.label != l.label)
+    {
+        s.push_str(&format!(
+            " {} reached {} ({:+.1}%), within the {} tie tolerance, so the lower level is preferred.",
+            capitalised(&c.name(higher)),
+            c.tps(higher),
+            (higher.aggregate_tokens_per_s / l.aggregate_tokens_per_s - 1.0) * 100.0,
+            pct(c.o.best_tolerance)
+        ));
+    }
+    // Without a TTFT limit, a level can "qualify" while its requests wait for long.
+    if let (Some(first), Some(at_best)) = (c.whole.first().and_then(|l| l.ttft.p50_s), l.ttft.p50_s)
+    {
+        if first > 0.0 && at_best >= 3.0 * first {
+            s.push_str(&format!(
+                " Its TTFT p50 is {} against {} at the first level: if waiting matters, rerun with --slo-ttft so the SLO judges it.",
+                fmt_s(at_best),
+                fmt_s(first)
+            ));
+        }
+    }
+    s
+}
+
+/// Where the throughput curve bends, with the slopes that say so.
+fn knee_statement(c: &Ctx<'_>) -> Option<String> {
+    let unit = if c.rate_sweep {
         "per added request/s"
     } else {
         "per added concurrent request"
     };
-    match &f.knee {
-        Knee::TooFewLevels => f
-            .statements
-            .push("Saturation knee: fewer than two whole levels, no slope to judge.".into()),
+    Some(match &c.f.knee {
+        Knee::TooFewLevels => {
+            "Saturation knee: fewer than two whole levels, no slope to judge.".into()
+        }
         Knee::StillScaling {
             initial_slope,
             last_slope,
-        } => f.statements.push(format!(
+        } => format!(
             "Saturation knee: not reached. The last step still gained {} tokens/s {unit} ({} of the initial {}): more load may still pay.",
             fmt_num(*last_slope),
             pct(last_slope / initial_slope),
             fmt_num(*initial_slope)
-        )),
+        ),
         Knee::At {
             index,
             initial_slope,
             next_slope,
         } => {
-            let l = &levels[*index];
-            let next = levels[*index + 1..].iter().find(|n| whole(n));
-            f.statements.push(format!(
+            let l = &c.levels[*index];
+            let next = c.levels[*index + 1..].iter().find(|n| whole(n));
+            format!(
                 "Saturation knee: {} ({}). The next step{} gained {} tokens/s {unit}, {} of the initial {} (threshold {}): adding load past this point stopped paying.",
-                name(l),
-                tps(l),
-                next.map(|n| format!(" to {}", name(n))).unwrap_or_default(),
+                c.name(l),
+                c.tps(l),
+                next.map(|n| format!(" to {}", c.name(n)))
+                    .unwrap_or_default(),
                 fmt_num(*next_slope),
                 pct(next_slope / initial_slope),
                 fmt_num(*initial_slope),
-                pct(o.knee_fraction)
-            ));
+                pct(c.o.knee_fraction)
+            )
         }
-    }
-
-    // Errors.
-    match f.errors_begin {
-        None => f.statements.push(format!(
-            "Errors: none at any level ({} requests in all).",
-            levels.iter().map(|l| u64::from(l.requests)).sum::<u64>()
-        )),
-        Some(i) => {
-            let l = &levels[i];
-            let mut s = format!(
-                "Errors begin at {}: {} of {} requests failed ({}){}.",
-                name(l),
-                l.failed,
-                l.requests,
-                pct(l.error_rate),
-                if l.errors_by_kind.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {}", l.errors_by_kind.replace(';', ", "))
-                }
-            );
-            match f.errors_over_limit {
-                Some(j) if j != i => s.push_str(&format!(
-                    " They pass the {} limit at {} ({}).",
-                    pct(o.max_error_rate),
-                    name(&levels[j]),
-                    pct(levels[j].error_rate)
-                )),
-                None => s.push_str(&format!(
-                    " No level passes the {} limit.",
-                    pct(o.max_error_rate)
-                )),
-                _ => {}
-            }
-            f.statements.push(s);
-        }
-    }
-
-    // Efficiency.
-    if let Some(i) = f.most_efficient {
-        let l = &levels[i];
-        let mut s = format!(
-            "Most efficient per joule: {} at {} tokens/J ({} J/token, mean power {} W).",
-            name(l),
-            fmt_num(l.tokens_per_joule().unwrap_or(0.0)),
-            fmt_num(
-                l.energy
-                    .as_ref()
-                    .and_then(|e| e.joules_per_token)
-                    .unwrap_or(0.0)
-            ),
-            l.mean_power_w().map_or("?".into(), fmt_num)
-        );
-        if let Some(net) = l.energy.as_ref().and_then(|e| e.net_tokens_per_joule) {
-            s.push_str(&format!(
-                " Above the idle baseline ({} W): {} tokens/J.",
-                l.energy
-                    .as_ref()
-                    .and_then(|e| e.baseline_power_w)
-                    .map_or("?".into(), fmt_num),
-                fmt_num(net)
-            ));
-        }
-        if let Some(b) = f.best.filter(|&b| b != i) {
-            if let Some(tpj) = levels[b].tokens_per_joule() {
-                s.push_str(&format!(
-                    " The best level ({}) gets {} tokens/J.",
-                    name(&levels[b]),
-                    fmt_num(tpj)
-                ));
-            }
-        }
-        f.statements.push(s);
-    }
-
-    hints(levels, &f.knee, &name, &mut f.hints);
-
-    for l in levels {
-        if l.partial {
-            f.cautions.push(format!(
-                "{} is partial (interrupted, an agent lost, or records missing): its figures cover what was collected and it is left out of the findings.",
-                name(l)
-            ));
-        }
-        if !l.schedule_valid {
-            f.cautions.push(format!(
-                "{} fell behind its own schedule (p99 send lag above 10 ms): it measured tokengun's limits, not the server's, and is left out of the findings.",
-                name(l)
-            ));
-        }
-    }
-    f
+    })
 }
 
-/// Bottleneck hints: each only when its data exist, said with the numbers behind it.
-fn hints(
-    levels: &[LevelRow],
-    knee: &Knee,
-    name: &dyn Fn(&LevelRow) -> String,
-    out: &mut Vec<String>,
-) {
-    let whole_levels: Vec<&LevelRow> = levels.iter().filter(|l| whole(l)).collect();
-    let (Some(first), Some(last)) = (whole_levels.first(), whole_levels.last()) else {
-        return;
+/// Where errors begin and where they pass the limit, or that there were none.
+fn errors_statement(c: &Ctx<'_>) -> Option<String> {
+    let levels = c.levels;
+    let Some(i) = c.f.errors_begin else {
+        return Some(format!(
+            "Errors: none at any level ({} requests in all).",
+            levels.iter().map(|l| u64::from(l.requests)).sum::<u64>()
+        ));
     };
-    let knee_level = match knee {
-        Knee::At { index, .. } => Some(&levels[*index]),
-        _ => None,
-    };
-    // Past the knee: levels after it (the plateau).
-    let plateau: Vec<&LevelRow> = match knee_level {
-        Some(k) => whole_levels
-            .iter()
-            .copied()
-            .filter(|l| l.x >= k.x)
-            .collect(),
-        None => Vec::new(),
-    };
+    let l = &levels[i];
+    let mut s = format!(
+        "Errors begin at {}: {} of {} requests failed ({}){}.",
+        c.name(l),
+        l.failed,
+        l.requests,
+        pct(l.error_rate),
+        if l.errors_by_kind.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", l.errors_by_kind.replace(';', ", "))
+        }
+    );
+    match c.f.errors_over_limit {
+        Some(j) if j != i => s.push_str(&format!(
+            " They pass the {} limit at {} ({}).",
+            pct(c.o.max_error_rate),
+            c.name(&levels[j]),
+            pct(levels[j].error_rate)
+        )),
+        None => s.push_str(&format!(
+            " No level passes the {} limit.",
+            pct(c.o.max_error_rate)
+        )),
+        _ => {}
+    }
+    Some(s)
+}
 
-    // Queueing: fewer streams at once than requests in flight.
-    if let (Some(streams), Some(in_flight)) = (last.max_streaming, Some(last.peak_concurrency)) {
-        if streams > 0 && f64::from(streams) <= 0.75 * f64::from(in_flight) {
-            let same: Vec<&str> = whole_levels
-                .iter()
-                .filter(|l| l.max_streaming == Some(streams))
-                .map(|l| l.label.as_str())
-                .collect();
-            out.push(format!(
-                "Queueing: at {} at most {streams} requests streamed at once while {in_flight} were in flight; the rest waited for their first token (TTFT p50 {}, p99 {}). The server appears to serve about {streams} at a time (the same most-at-once at level(s) {}).",
-                name(last),
-                last.ttft.p50_s.map_or("?".into(), fmt_s),
-                last.ttft.p99_s.map_or("?".into(), fmt_s),
-                same.join(", ")
+/// The most tokens per joule, when power was measured.
+fn efficiency_statement(c: &Ctx<'_>) -> Option<String> {
+    let l = &c.levels[c.f.most_efficient?];
+    let energy = |f: fn(&tokengun_common::monitor::CycleEnergy) -> Option<f64>| {
+        l.energy.as_ref().and_then(f)
+    };
+    let mut s = format!(
+        "Most efficient per joule: {} at {} tokens/J ({} J/token, mean power {} W).",
+        c.name(l),
+        fmt_num(l.tokens_per_joule().unwrap_or(0.0)),
+        fmt_num(energy(|e| e.joules_per_token).unwrap_or(0.0)),
+        l.mean_power_w().map_or("?".into(), fmt_num)
+    );
+    if let Some(net) = energy(|e| e.net_tokens_per_joule) {
+        s.push_str(&format!(
+            " Above the idle baseline ({} W): {} tokens/J.",
+            energy(|e| e.baseline_power_w).map_or("?".into(), fmt_num),
+            fmt_num(net)
+        ));
+    }
+    if let Some(b) = c.f.best.filter(|&b| Some(b) != c.f.most_efficient) {
+        if let Some(tpj) = c.levels[b].tokens_per_joule() {
+            s.push_str(&format!(
+                " The best level ({}) gets {} tokens/J.",
+                c.name(&c.levels[b]),
+                fmt_num(tpj)
             ));
         }
     }
-    // TTFT growth past the knee while throughput is flat.
-    if let Some(k) = knee_level {
-        if let (Some(a), Some(b)) = (k.ttft.p50_s, last.ttft.p50_s) {
-            if k.label != last.label && a > 0.0 && b >= 2.0 * a {
-                out.push(format!(
-                    "Waiting grows past the knee: TTFT p50 rose from {} at {} to {} at {} while aggregate throughput changed by {:+.1}%: added requests waited rather than added throughput.",
-                    fmt_s(a),
-                    name(k),
-                    fmt_s(b),
-                    name(last),
-                    (last.aggregate_tokens_per_s / k.aggregate_tokens_per_s.max(1e-9) - 1.0) * 100.0
-                ));
-            }
-        }
+    Some(s)
+}
+
+// Bottleneck hints: each only when its data exist, said with the numbers behind it.
+
+/// Fewer streams at once than requests in flight: the rest waited in the server's queue.
+fn queueing(c: &Ctx<'_>) -> Option<String> {
+    let (_, last) = c.first_last()?;
+    let (streams, in_flight) = (last.max_streaming?, last.peak_concurrency);
+    if streams == 0 || f64::from(streams) > 0.75 * f64::from(in_flight) {
+        return None;
     }
-    // Per-request decode rate shared among streams (batching).
-    if let (Some(a), Some(b)) = (
-        first.mean_request_tokens_per_s,
-        last.mean_request_tokens_per_s,
-    ) {
-        if a > 0.0 && b < 0.7 * a {
-            out.push(format!(
-                "Shared decode: the mean per-request rate fell from {} tokens/s at {} to {} at {} ({:+.0}%): concurrent streams share the server's decode capacity.",
-                fmt_num(a),
-                name(first),
-                fmt_num(b),
-                name(last),
-                (b / a - 1.0) * 100.0
-            ));
-        }
-    }
-    // Machine CPU pegged on the plateau: by the server, or by something else on the machine.
-    if let Some(l) = plateau
+    let same: Vec<&str> = c
+        .whole
         .iter()
-        .find(|l| l.machine_cpu_pct_mean.is_some_and(|c| c >= 90.0))
-    {
-        let busy = fmt_num(l.machine_cpu_pct_mean.unwrap_or(0.0));
-        out.push(match (l.server_cpu_pct_mean(), l.machine_cpu_count) {
-            (Some(s), Some(n)) if s >= 0.9 * 100.0 * n => format!(
-                "CPU-bound: at {} the server's processes kept {} of the machine's {} CPUs busy ({busy}% of the machine), on the throughput plateau.",
-                name(l),
-                fmt_num(s / 100.0),
-                fmt_num(n)
-            ),
-            (Some(s), Some(n)) => format!(
-                "CPU: the machine was {busy}% busy at {}, on the throughput plateau, but the server's own processes used {} of its {} CPUs ({}%): the rest was other processes (the load generator, if it runs here). The machine, not the server alone, was short of CPU.",
-                name(l),
-                fmt_num(s / 100.0),
-                fmt_num(n),
-                fmt_num(s / n)
-            ),
-            _ => format!(
-                "CPU: the machine's CPUs were {busy}% busy on average at {}, on the throughput plateau. Whether the server is CPU-bound depends on its share of that: the load generator and other processes run on the same CPUs.",
-                name(l)
-            ),
-        });
+        .filter(|l| l.max_streaming == Some(streams))
+        .map(|l| l.label.as_str())
+        .collect();
+    Some(format!(
+        "Queueing: at {} at most {streams} requests streamed at once while {in_flight} were in flight; the rest waited for their first token (TTFT p50 {}, p99 {}). The server appears to serve about {streams} at a time (the same most-at-once at level(s) {}).",
+        c.name(last),
+        last.ttft.p50_s.map_or("?".into(), fmt_s),
+        last.ttft.p99_s.map_or("?".into(), fmt_s),
+        same.join(", ")
+    ))
+}
+
+/// TTFT growing past the knee while throughput is flat.
+fn waiting_past_the_knee(c: &Ctx<'_>) -> Option<String> {
+    let (_, last) = c.first_last()?;
+    let k = c.knee_level?;
+    let (a, b) = (k.ttft.p50_s?, last.ttft.p50_s?);
+    if k.label == last.label || a <= 0.0 || b < 2.0 * a {
+        return None;
     }
-    if let (Some(k), Some(a), Some(b)) = (
-        knee_level,
-        knee_level.and_then(|k| k.server_cpu_pct_mean()),
-        last.server_cpu_pct_mean(),
-    ) {
-        if k.label != last.label {
-            let flat = (b - a).abs() <= 0.1 * a.max(1.0);
-            out.push(format!(
-                "Server CPU: {}% of a core at the knee ({}), {}% at {}{}.",
-                fmt_num(a),
-                name(k),
-                fmt_num(b),
-                name(last),
-                if flat {
-                    ": flat while the load grew (no more CPU work past the knee; on its own this does not say whether CPU is the limit)"
-                } else {
-                    ""
-                }
-            ));
-        }
+    Some(format!(
+        "Waiting grows past the knee: TTFT p50 rose from {} at {} to {} at {} while aggregate throughput changed by {:+.1}%: added requests waited rather than added throughput.",
+        fmt_s(a),
+        c.name(k),
+        fmt_s(b),
+        c.name(last),
+        (last.aggregate_tokens_per_s / k.aggregate_tokens_per_s.max(1e-9) - 1.0) * 100.0
+    ))
+}
+
+/// The per-request decode rate shared among streams (batching).
+fn shared_decode(c: &Ctx<'_>) -> Option<String> {
+    let (first, last) = c.first_last()?;
+    let (a, b) = (
+        first.mean_request_tokens_per_s?,
+        last.mean_request_tokens_per_s?,
+    );
+    if a <= 0.0 || b >= 0.7 * a {
+        return None;
     }
-    // GPU busy and power flat on the plateau.
-    if plateau.len() >= 2 {
-        let busy: Vec<f64> = plateau.iter().filter_map(|l| l.gpu_busy_pct_mean).collect();
-        if busy.len() == plateau.len() && busy.iter().all(|b| *b >= 90.0) {
-            out.push(format!(
-                "GPU: busy {}–{}% from {} on, while throughput stayed flat: the accelerator looks saturated.",
-                fmt_num(busy.iter().copied().fold(f64::INFINITY, f64::min)),
-                fmt_num(busy.iter().copied().fold(0.0, f64::max)),
-                name(plateau[0])
-            ));
-        }
-        let watts: Vec<f64> = plateau.iter().filter_map(|l| l.mean_power_w()).collect();
-        if watts.len() == plateau.len() {
-            let (lo, hi) = (
-                watts.iter().copied().fold(f64::INFINITY, f64::min),
-                watts.iter().copied().fold(0.0, f64::max),
-            );
-            let tp: Vec<f64> = plateau.iter().map(|l| l.aggregate_tokens_per_s).collect();
-            let (tlo, thi) = (
-                tp.iter().copied().fold(f64::INFINITY, f64::min),
-                tp.iter().copied().fold(0.0, f64::max),
-            );
-            if lo > 0.0 && hi <= 1.05 * lo && thi <= 1.10 * tlo {
-                out.push(format!(
-                    "Power flat: mean power stayed within {}–{} W from {} on while throughput stayed within {}–{} tokens/s: more load drew no more power, consistent with a device at its limit.",
-                    fmt_num(lo),
-                    fmt_num(hi),
-                    name(plateau[0]),
-                    fmt_num(tlo),
-                    fmt_num(thi)
-                ));
-            }
-        }
+    Some(format!(
+        "Shared decode: the mean per-request rate fell from {} tokens/s at {} to {} at {} ({:+.0}%): concurrent streams share the server's decode capacity.",
+        fmt_num(a),
+        c.name(first),
+        fmt_num(b),
+        c.name(last),
+        (b / a - 1.0) * 100.0
+    ))
+}
+
+/// The machine's CPUs pegged on the plateau: by the server, or by something else on the machine.
+fn machine_cpu(c: &Ctx<'_>) -> Option<String> {
+    let l = c
+        .plateau
+        .iter()
+        .find(|l| l.machine_cpu_pct_mean.is_some_and(|m| m >= 90.0))?;
+    let busy = fmt_num(l.machine_cpu_pct_mean.unwrap_or(0.0));
+    Some(match (l.server_cpu_pct_mean(), l.machine_cpu_count) {
+        (Some(s), Some(n)) if s >= 0.9 * 100.0 * n => format!(
+            "CPU-bound: at {} the server's processes kept {} of the machine's {} CPUs busy ({busy}% of the machine), on the throughput plateau.",
+            c.name(l),
+            fmt_num(s / 100.0),
+            fmt_num(n)
+        ),
+        (Some(s), Some(n)) => format!(
+            "CPU: the machine was {busy}% busy at {}, on the throughput plateau, but the server's own processes used {} of its {} CPUs ({}%): the rest was other processes (the load generator, if it runs here). The machine, not the server alone, was short of CPU.",
+            c.name(l),
+            fmt_num(s / 100.0),
+            fmt_num(n),
+            fmt_num(s / n)
+        ),
+        _ => format!(
+            "CPU: the machine's CPUs were {busy}% busy on average at {}, on the throughput plateau. Whether the server is CPU-bound depends on its share of that: the load generator and other processes run on the same CPUs.",
+            c.name(l)
+        ),
+    })
+}
+
+/// The server's CPU at the knee against the last level.
+fn server_cpu_at_the_knee(c: &Ctx<'_>) -> Option<String> {
+    let (_, last) = c.first_last()?;
+    let k = c.knee_level?;
+    let (a, b) = (k.server_cpu_pct_mean()?, last.server_cpu_pct_mean()?);
+    if k.label == last.label {
+        return None;
     }
-    // Memory climbing.
-    let rss: Vec<(&LevelRow, f64)> = whole_levels
+    let flat = (b - a).abs() <= 0.1 * a.max(1.0);
+    Some(format!(
+        "Server CPU: {}% of a core at the knee ({}), {}% at {}{}.",
+        fmt_num(a),
+        c.name(k),
+        fmt_num(b),
+        c.name(last),
+        if flat {
+            ": flat while the load grew (no more CPU work past the knee; on its own this does not say whether CPU is the limit)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// The accelerator busy on the whole plateau.
+fn gpu_saturated(c: &Ctx<'_>) -> Option<String> {
+    if c.plateau.len() < 2 {
+        return None;
+    }
+    let busy: Vec<f64> = c
+        .plateau
+        .iter()
+        .filter_map(|l| l.gpu_busy_pct_mean)
+        .collect();
+    if busy.len() != c.plateau.len() || busy.iter().any(|b| *b < 90.0) {
+        return None;
+    }
+    Some(format!(
+        "GPU: busy {}–{}% from {} on, while throughput stayed flat: the accelerator looks saturated.",
+        fmt_num(lowest(&busy)),
+        fmt_num(highest(&busy)),
+        c.name(c.plateau[0])
+    ))
+}
+
+/// Power flat on the plateau while throughput is flat too.
+fn power_flat(c: &Ctx<'_>) -> Option<String> {
+    if c.plateau.len() < 2 {
+        return None;
+    }
+    let watts: Vec<f64> = c.plateau.iter().filter_map(|l| l.mean_power_w()).collect();
+    if watts.len() != c.plateau.len() {
+        return None;
+    }
+    let tp: Vec<f64> = c.plateau.iter().map(|l| l.aggregate_tokens_per_s).collect();
+    let (lo, hi, tlo, thi) = (lowest(&watts), highest(&watts), lowest(&tp), highest(&tp));
+    if lo <= 0.0 || hi > 1.05 * lo || thi > 1.10 * tlo {
+        return None;
+    }
+    Some(format!(
+        "Power flat: mean power stayed within {}–{} W from {} on while throughput stayed within {}–{} tokens/s: more load drew no more power, consistent with a device at its limit.",
+        fmt_num(lo),
+        fmt_num(hi),
+        c.name(c.plateau[0]),
+        fmt_num(tlo),
+        fmt_num(thi)
+    ))
+}
+
+/// The server's peak memory rising level after level.
+fn memory_climbing(c: &Ctx<'_>) -> Option<String> {
+    let rss: Vec<(&LevelRow, f64)> = c
+        .whole
         .iter()
         .filter_map(|l| l.server_rss_peak_bytes().map(|r| (*l, r)))
         .collect();
-    if let (Some((la, a)), Some((lb, b))) = (rss.first(), rss.last()) {
-        let rising = rss.windows(2).all(|w| w[1].1 >= w[0].1);
-        if *a > 0.0 && *b >= 1.2 * a && rising {
-            out.push(format!(
-                "Memory climbing: the server's peak memory rose level after level, from {} at {} to {} at {}.",
-                fmt_bytes(*a),
-                name(la),
-                fmt_bytes(*b),
-                name(lb)
-            ));
-        }
+    let (&(la, a), &(lb, b)) = (rss.first()?, rss.last()?);
+    let rising = rss.windows(2).all(|w| w[1].1 >= w[0].1);
+    if a <= 0.0 || b < 1.2 * a || !rising {
+        return None;
     }
-    if let Some(l) = whole_levels
+    Some(format!(
+        "Memory climbing: the server's peak memory rose level after level, from {} at {} to {} at {}.",
+        fmt_bytes(a),
+        c.name(la),
+        fmt_bytes(b),
+        c.name(lb)
+    ))
+}
+
+/// The machine's memory nearly full at a level.
+fn memory_pressure(c: &Ctx<'_>) -> Option<String> {
+    let l = c
+        .whole
         .iter()
-        .find(|l| l.machine_mem_used_peak_frac.is_some_and(|m| m >= 0.9))
-    {
-        out.push(format!(
-            "Memory pressure: the machine's memory was {} used at its peak at {}.",
-            pct(l.machine_mem_used_peak_frac.unwrap_or(0.0)),
-            name(l)
-        ));
-    }
+        .find(|l| l.machine_mem_used_peak_frac.is_some_and(|m| m >= 0.9))?;
+    Some(format!(
+        "Memory pressure: the machine's memory was {} used at its peak at {}.",
+        pct(l.machine_mem_used_peak_frac.unwrap_or(0.0)),
+        c.name(l)
+    ))
+}
+
+// Cautions about one level.
+
+/// A partial level's figures cover what was collected.
+fn partial_level(c: &Ctx<'_>, l: &LevelRow) -> Option<String> {
+    l.partial.then(|| {
+        format!(
+            "{} is partial (interrupted, an agent lost, or records missing): its figures cover what was collected and it is left out of the findings.",
+            c.name(l)
+        )
+    })
+}
+
+/// A level tokengun could not send on schedule measured tokengun, not the server.
+fn behind_schedule(c: &Ctx<'_>, l: &LevelRow) -> Option<String> {
+    (!l.schedule_valid).then(|| {
+        format!(
+            "{} fell behind its own schedule (p99 send lag above 10 ms): it measured tokengun's limits, not the server's, and is left out of the findings.",
+            c.name(l)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -603,6 +754,19 @@ mod tests {
 
     fn sweep(points: &[(f64, f64)]) -> Vec<LevelRow> {
         points.iter().map(|&(x, t)| level(x, t)).collect()
+    }
+
+    #[test]
+    fn findings_without_their_data_say_nothing() {
+        let f = compute(&sweep(&[(1., 87.)]), &FindingOptions::default(), false);
+        // Best level, knee and errors always speak; efficiency and every hint need data.
+        assert_eq!(f.statements.len(), 3, "{:?}", f.statements);
+        assert!(f.hints.is_empty() && f.cautions.is_empty(), "{:?}", f.hints);
+        let statements = FINDINGS
+            .iter()
+            .filter(|(s, _)| *s == Section::Statement)
+            .count();
+        assert_eq!(statements, 4);
     }
 
     #[test]
