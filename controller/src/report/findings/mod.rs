@@ -3,13 +3,14 @@
 //! cautions about levels whose figures deserve less trust.
 //!
 //! To add a finding:
-//! 1. write a `fn(&Ctx) -> Option<String>` in this file (or in `findings/<name>.rs` once it is
-//!    long) that says it with its numbers, or `None` when its data are absent;
+//! 1. write a `fn(&Ctx) -> Option<String>` that says it with its numbers, or `None` when its
+//!    data are absent: in `statements.rs` (best level, knee, errors, efficiency), `hints.rs`
+//!    (bottleneck hints), or a new `findings/<name>.rs`;
 //! 2. add it to [`FINDINGS`] with its section, where the report should list it;
-//! 3. add a test below with levels that show it (and levels that must not).
+//! 3. add a test in this module's tests with levels that show it (and levels that must not).
 //!
-//! A caution about one level is a `fn(&Ctx, &LevelRow) -> Option<String>` in
-//! [`LEVEL_CAUTIONS`] instead.
+//! A caution about one level is a `fn(&Ctx, &LevelRow) -> Option<String>` in this file,
+//! registered in [`LEVEL_CAUTIONS`].
 //!
 //! Definitions (also in the README):
 //! - A level *qualifies* when it is whole (not partial, schedule valid), its error rate is at most
@@ -22,8 +23,11 @@
 //!   levels is (T[i] - T[i-1]) / (x[i] - x[i-1]). The *knee* is the last level before the first
 //!   marginal slope below `knee_fraction` × s0: from there on, adding concurrency stops paying.
 
+mod hints;
+mod statements;
+
 use super::load::LevelRow;
-use super::util::{fmt_bytes, fmt_num, fmt_s};
+use super::util::fmt_num;
 
 /// Thresholds of the findings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,19 +107,19 @@ pub type LevelCaution = fn(&Ctx<'_>, &LevelRow) -> Option<String>;
 
 /// Every finding, in the order the report lists each section.
 pub const FINDINGS: &[(Section, Finding)] = &[
-    (Section::Statement, best_level_statement),
-    (Section::Statement, knee_statement),
-    (Section::Statement, errors_statement),
-    (Section::Statement, efficiency_statement),
-    (Section::Hint, queueing),
-    (Section::Hint, waiting_past_the_knee),
-    (Section::Hint, shared_decode),
-    (Section::Hint, machine_cpu),
-    (Section::Hint, server_cpu_at_the_knee),
-    (Section::Hint, gpu_saturated),
-    (Section::Hint, power_flat),
-    (Section::Hint, memory_climbing),
-    (Section::Hint, memory_pressure),
+    (Section::Statement, statements::best_level_statement),
+    (Section::Statement, statements::knee_statement),
+    (Section::Statement, statements::errors_statement),
+    (Section::Statement, statements::efficiency_statement),
+    (Section::Hint, hints::queueing),
+    (Section::Hint, hints::waiting_past_the_knee),
+    (Section::Hint, hints::shared_decode),
+    (Section::Hint, hints::machine_cpu),
+    (Section::Hint, hints::server_cpu_at_the_knee),
+    (Section::Hint, hints::gpu_saturated),
+    (Section::Hint, hints::power_flat),
+    (Section::Hint, hints::memory_climbing),
+    (Section::Hint, hints::memory_pressure),
 ];
 
 /// Every caution about a level, in the order each level's are listed.
@@ -331,367 +335,6 @@ pub fn compute(levels: &[LevelRow], o: &FindingOptions, rate_sweep: bool) -> Fin
     }
     f.cautions = cautions;
     f
-}
-
-// Statements.
-
-/// The best level, or why there is none.
-fn best_level_statement(c: &Ctx<'_>) -> Option<String> {
-    let levels = c.levels;
-    Some(match (c.f.best, c.f.peak) {
-        (Some(b), _) => best_level_words(c, &levels[b]),
-        (None, Some(p)) => format!(
-            "Best level: none qualifies ({}); the highest throughput was {} at {}, with {} of requests meeting the SLO and error rate {}.",
-            c.qualifying(),
-            c.tps(&levels[p]),
-            c.name(&levels[p]),
-            pct(levels[p].good_share()),
-            pct(levels[p].error_rate)
-        ),
-        (None, None) => "Best level: no whole level to judge.".into(),
-    })
-}
-
-/// The best level `l` with its figures, the tie it won, and a TTFT caveat.
-fn best_level_words(c: &Ctx<'_>, l: &LevelRow) -> String {
-    let mut s = format!(
-        "Best level: {} with {} in total, {} of requests meeting the SLO, error rate {} ({}).",
-        c.name(l),
-        c.tps(l),
-        pct(l.good_share()),
-        pct(l.error_rate),
-        c.qualifying()
-    );
-    let top = top_qualifying(c.levels, c.o).unwrap_or(0.0).max(0.0);
-    if let Some(higher) = c
-        .levels
-        .iter()
-        .find(|h| qualifies(h, c.o) && h.aggregate_tokens_per_s == top && h.label != l.label)
-    {
-        s.push_str(&format!(
-            " {} reached {} ({:+.1}%), within the {} tie tolerance, so the lower level is preferred.",
-            capitalised(&c.name(higher)),
-            c.tps(higher),
-            (higher.aggregate_tokens_per_s / l.aggregate_tokens_per_s - 1.0) * 100.0,
-            pct(c.o.best_tolerance)
-        ));
-    }
-    // Without a TTFT limit, a level can "qualify" while its requests wait for long.
-    if let (Some(first), Some(at_best)) = (c.whole.first().and_then(|l| l.ttft.p50_s), l.ttft.p50_s)
-    {
-        if first > 0.0 && at_best >= 3.0 * first {
-            s.push_str(&format!(
-                " Its TTFT p50 is {} against {} at the first level: if waiting matters, rerun with --slo-ttft so the SLO judges it.",
-                fmt_s(at_best),
-                fmt_s(first)
-            ));
-        }
-    }
-    s
-}
-
-/// Where the throughput curve bends, with the slopes that say so.
-fn knee_statement(c: &Ctx<'_>) -> Option<String> {
-    let unit = if c.rate_sweep {
-        "per added request/s"
-    } else {
-        "per added concurrent request"
-    };
-    Some(match &c.f.knee {
-        Knee::TooFewLevels => {
-            "Saturation knee: fewer than two whole levels, no slope to judge.".into()
-        }
-        Knee::StillScaling {
-            initial_slope,
-            last_slope,
-        } => format!(
-            "Saturation knee: not reached. The last step still gained {} tokens/s {unit} ({} of the initial {}): more load may still pay.",
-            fmt_num(*last_slope),
-            pct(last_slope / initial_slope),
-            fmt_num(*initial_slope)
-        ),
-        Knee::At {
-            index,
-            initial_slope,
-            next_slope,
-        } => {
-            let l = &c.levels[*index];
-            let next = c.levels[*index + 1..].iter().find(|n| whole(n));
-            format!(
-                "Saturation knee: {} ({}). The next step{} gained {} tokens/s {unit}, {} of the initial {} (threshold {}): adding load past this point stopped paying.",
-                c.name(l),
-                c.tps(l),
-                next.map(|n| format!(" to {}", c.name(n)))
-                    .unwrap_or_default(),
-                fmt_num(*next_slope),
-                pct(next_slope / initial_slope),
-                fmt_num(*initial_slope),
-                pct(c.o.knee_fraction)
-            )
-        }
-    })
-}
-
-/// Where errors begin and where they pass the limit, or that there were none.
-fn errors_statement(c: &Ctx<'_>) -> Option<String> {
-    let levels = c.levels;
-    let Some(i) = c.f.errors_begin else {
-        return Some(format!(
-            "Errors: none at any level ({} requests in all).",
-            levels.iter().map(|l| u64::from(l.requests)).sum::<u64>()
-        ));
-    };
-    let l = &levels[i];
-    let mut s = format!(
-        "Errors begin at {}: {} of {} requests failed ({}){}.",
-        c.name(l),
-        l.failed,
-        l.requests,
-        pct(l.error_rate),
-        if l.errors_by_kind.is_empty() {
-            String::new()
-        } else {
-            format!(", {}", l.errors_by_kind.replace(';', ", "))
-        }
-    );
-    match c.f.errors_over_limit {
-        Some(j) if j != i => s.push_str(&format!(
-            " They pass the {} limit at {} ({}).",
-            pct(c.o.max_error_rate),
-            c.name(&levels[j]),
-            pct(levels[j].error_rate)
-        )),
-        None => s.push_str(&format!(
-            " No level passes the {} limit.",
-            pct(c.o.max_error_rate)
-        )),
-        _ => {}
-    }
-    Some(s)
-}
-
-/// The most tokens per joule, when power was measured.
-fn efficiency_statement(c: &Ctx<'_>) -> Option<String> {
-    let l = &c.levels[c.f.most_efficient?];
-    let energy = |f: fn(&tokengun_common::monitor::CycleEnergy) -> Option<f64>| {
-        l.energy.as_ref().and_then(f)
-    };
-    let mut s = format!(
-        "Most efficient per joule: {} at {} tokens/J ({} J/token, mean power {} W).",
-        c.name(l),
-        fmt_num(l.tokens_per_joule().unwrap_or(0.0)),
-        fmt_num(energy(|e| e.joules_per_token).unwrap_or(0.0)),
-        l.mean_power_w().map_or("?".into(), fmt_num)
-    );
-    if let Some(net) = energy(|e| e.net_tokens_per_joule) {
-        s.push_str(&format!(
-            " Above the idle baseline ({} W): {} tokens/J.",
-            energy(|e| e.baseline_power_w).map_or("?".into(), fmt_num),
-            fmt_num(net)
-        ));
-    }
-    if let Some(b) = c.f.best.filter(|&b| Some(b) != c.f.most_efficient) {
-        if let Some(tpj) = c.levels[b].tokens_per_joule() {
-            s.push_str(&format!(
-                " The best level ({}) gets {} tokens/J.",
-                c.name(&c.levels[b]),
-                fmt_num(tpj)
-            ));
-        }
-    }
-    Some(s)
-}
-
-// Bottleneck hints: each only when its data exist, said with the numbers behind it.
-
-/// Fewer streams at once than requests in flight: the rest waited in the server's queue.
-fn queueing(c: &Ctx<'_>) -> Option<String> {
-    let (_, last) = c.first_last()?;
-    let (streams, in_flight) = (last.max_streaming?, last.peak_concurrency);
-    if streams == 0 || f64::from(streams) > 0.75 * f64::from(in_flight) {
-        return None;
-    }
-    let same: Vec<&str> = c
-        .whole
-        .iter()
-        .filter(|l| l.max_streaming == Some(streams))
-        .map(|l| l.label.as_str())
-        .collect();
-    Some(format!(
-        "Queueing: at {} at most {streams} requests streamed at once while {in_flight} were in flight; the rest waited for their first token (TTFT p50 {}, p99 {}). The server appears to serve about {streams} at a time (the same most-at-once at level(s) {}).",
-        c.name(last),
-        last.ttft.p50_s.map_or("?".into(), fmt_s),
-        last.ttft.p99_s.map_or("?".into(), fmt_s),
-        same.join(", ")
-    ))
-}
-
-/// TTFT growing past the knee while throughput is flat.
-fn waiting_past_the_knee(c: &Ctx<'_>) -> Option<String> {
-    let (_, last) = c.first_last()?;
-    let k = c.knee_level?;
-    let (a, b) = (k.ttft.p50_s?, last.ttft.p50_s?);
-    if k.label == last.label || a <= 0.0 || b < 2.0 * a {
-        return None;
-    }
-    Some(format!(
-        "Waiting grows past the knee: TTFT p50 rose from {} at {} to {} at {} while aggregate throughput changed by {:+.1}%: added requests waited rather than added throughput.",
-        fmt_s(a),
-        c.name(k),
-        fmt_s(b),
-        c.name(last),
-        (last.aggregate_tokens_per_s / k.aggregate_tokens_per_s.max(1e-9) - 1.0) * 100.0
-    ))
-}
-
-/// The per-request decode rate shared among streams (batching).
-fn shared_decode(c: &Ctx<'_>) -> Option<String> {
-    let (first, last) = c.first_last()?;
-    let (a, b) = (
-        first.mean_request_tokens_per_s?,
-        last.mean_request_tokens_per_s?,
-    );
-    if a <= 0.0 || b >= 0.7 * a {
-        return None;
-    }
-    Some(format!(
-        "Shared decode: the mean per-request rate fell from {} tokens/s at {} to {} at {} ({:+.0}%): concurrent streams share the server's decode capacity.",
-        fmt_num(a),
-        c.name(first),
-        fmt_num(b),
-        c.name(last),
-        (b / a - 1.0) * 100.0
-    ))
-}
-
-/// The machine's CPUs pegged on the plateau: by the server, or by something else on the machine.
-fn machine_cpu(c: &Ctx<'_>) -> Option<String> {
-    let l = c
-        .plateau
-        .iter()
-        .find(|l| l.machine_cpu_pct_mean.is_some_and(|m| m >= 90.0))?;
-    let busy = fmt_num(l.machine_cpu_pct_mean.unwrap_or(0.0));
-    Some(match (l.server_cpu_pct_mean(), l.machine_cpu_count) {
-        (Some(s), Some(n)) if s >= 0.9 * 100.0 * n => format!(
-            "CPU-bound: at {} the server's processes kept {} of the machine's {} CPUs busy ({busy}% of the machine), on the throughput plateau.",
-            c.name(l),
-            fmt_num(s / 100.0),
-            fmt_num(n)
-        ),
-        (Some(s), Some(n)) => format!(
-            "CPU: the machine was {busy}% busy at {}, on the throughput plateau, but the server's own processes used {} of its {} CPUs ({}%): the rest was other processes (the load generator, if it runs here). The machine, not the server alone, was short of CPU.",
-            c.name(l),
-            fmt_num(s / 100.0),
-            fmt_num(n),
-            fmt_num(s / n)
-        ),
-        _ => format!(
-            "CPU: the machine's CPUs were {busy}% busy on average at {}, on the throughput plateau. Whether the server is CPU-bound depends on its share of that: the load generator and other processes run on the same CPUs.",
-            c.name(l)
-        ),
-    })
-}
-
-/// The server's CPU at the knee against the last level.
-fn server_cpu_at_the_knee(c: &Ctx<'_>) -> Option<String> {
-    let (_, last) = c.first_last()?;
-    let k = c.knee_level?;
-    let (a, b) = (k.server_cpu_pct_mean()?, last.server_cpu_pct_mean()?);
-    if k.label == last.label {
-        return None;
-    }
-    let flat = (b - a).abs() <= 0.1 * a.max(1.0);
-    Some(format!(
-        "Server CPU: {}% of a core at the knee ({}), {}% at {}{}.",
-        fmt_num(a),
-        c.name(k),
-        fmt_num(b),
-        c.name(last),
-        if flat {
-            ": flat while the load grew (no more CPU work past the knee; on its own this does not say whether CPU is the limit)"
-        } else {
-            ""
-        }
-    ))
-}
-
-/// The accelerator busy on the whole plateau.
-fn gpu_saturated(c: &Ctx<'_>) -> Option<String> {
-    if c.plateau.len() < 2 {
-        return None;
-    }
-    let busy: Vec<f64> = c
-        .plateau
-        .iter()
-        .filter_map(|l| l.gpu_busy_pct_mean)
-        .collect();
-    if busy.len() != c.plateau.len() || busy.iter().any(|b| *b < 90.0) {
-        return None;
-    }
-    Some(format!(
-        "GPU: busy {}–{}% from {} on, while throughput stayed flat: the accelerator looks saturated.",
-        fmt_num(lowest(&busy)),
-        fmt_num(highest(&busy)),
-        c.name(c.plateau[0])
-    ))
-}
-
-/// Power flat on the plateau while throughput is flat too.
-fn power_flat(c: &Ctx<'_>) -> Option<String> {
-    if c.plateau.len() < 2 {
-        return None;
-    }
-    let watts: Vec<f64> = c.plateau.iter().filter_map(|l| l.mean_power_w()).collect();
-    if watts.len() != c.plateau.len() {
-        return None;
-    }
-    let tp: Vec<f64> = c.plateau.iter().map(|l| l.aggregate_tokens_per_s).collect();
-    let (lo, hi, tlo, thi) = (lowest(&watts), highest(&watts), lowest(&tp), highest(&tp));
-    if lo <= 0.0 || hi > 1.05 * lo || thi > 1.10 * tlo {
-        return None;
-    }
-    Some(format!(
-        "Power flat: mean power stayed within {}–{} W from {} on while throughput stayed within {}–{} tokens/s: more load drew no more power, consistent with a device at its limit.",
-        fmt_num(lo),
-        fmt_num(hi),
-        c.name(c.plateau[0]),
-        fmt_num(tlo),
-        fmt_num(thi)
-    ))
-}
-
-/// The server's peak memory rising level after level.
-fn memory_climbing(c: &Ctx<'_>) -> Option<String> {
-    let rss: Vec<(&LevelRow, f64)> = c
-        .whole
-        .iter()
-        .filter_map(|l| l.server_rss_peak_bytes().map(|r| (*l, r)))
-        .collect();
-    let (&(la, a), &(lb, b)) = (rss.first()?, rss.last()?);
-    let rising = rss.windows(2).all(|w| w[1].1 >= w[0].1);
-    if a <= 0.0 || b < 1.2 * a || !rising {
-        return None;
-    }
-    Some(format!(
-        "Memory climbing: the server's peak memory rose level after level, from {} at {} to {} at {}.",
-        fmt_bytes(a),
-        c.name(la),
-        fmt_bytes(b),
-        c.name(lb)
-    ))
-}
-
-/// The machine's memory nearly full at a level.
-fn memory_pressure(c: &Ctx<'_>) -> Option<String> {
-    let l = c
-        .whole
-        .iter()
-        .find(|l| l.machine_mem_used_peak_frac.is_some_and(|m| m >= 0.9))?;
-    Some(format!(
-        "Memory pressure: the machine's memory was {} used at its peak at {}.",
-        pct(l.machine_mem_used_peak_frac.unwrap_or(0.0)),
-        c.name(l)
-    ))
 }
 
 // Cautions about one level.
