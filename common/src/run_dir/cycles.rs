@@ -593,43 +593,14 @@ impl CyclesCsv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{OutcomeKind, RequestRecord, ServerTimings, TokenChunk, TokenSource};
+    use crate::record::RequestRecord;
     use crate::stats::CycleInfo;
 
     fn record(id: u32, end_ns: u64) -> RequestRecord {
-        RequestRecord {
-            cycle_id: 1,
-            request_id: id,
-            prompt_index: 0,
-            intended_start_ns: 0,
-            dispatched_ns: 0,
-            sent_ns: 1_000,
-            first_byte_ns: Some(150_000_000),
-            first_token_ns: Some(150_000_000),
-            first_answer_ns: Some(150_000_000),
-            last_token_ns: Some(end_ns - 1_000),
-            end_ns,
-            status_code: Some(200),
-            outcome: OutcomeKind::Completed,
-            error: String::new(),
-            output_tokens: 3,
-            token_source: TokenSource::Server,
-            counted_tokens: 3,
-            reasoning_tokens: 0,
-            prompt_tokens: Some(12),
-            server: ServerTimings::default(),
-            done_reason: "stop".into(),
-            timeline: vec![
-                TokenChunk {
-                    offset_ns: 150_000_000,
-                    tokens: 1,
-                },
-                TokenChunk {
-                    offset_ns: end_ns - 1_000,
-                    tokens: 2,
-                },
-            ],
-        }
+        let mut r = crate::run_dir::requests::tests::record();
+        r.request_id = id;
+        r.end_ns = end_ns;
+        r
     }
 
     /// A summary with figures in every column the file can hold.
@@ -642,9 +613,9 @@ mod tests {
                 concurrency: 0,
                 rate_per_s: Some(2.5),
                 expected_requests: 2,
-                window_ns: Some(1_000_000_000),
+                window_ns: Some(3_000_000_000),
             },
-            &[record(1, 900_000_000), record(2, 1_100_000_000)],
+            &[record(1, 2_300_000_000), record(2, 2_500_000_000)],
             &Slo {
                 tokens_per_s: 5.0,
                 ttft_s: Some(1.0),

@@ -35,9 +35,7 @@ pub const POWER_HEADER: [&str; 8] = [
 
 /// Column names of `processes.csv`.
 pub mod process_col {
-    pub const ELAPSED_S: &str = "elapsed_s";
-    pub const CYCLE: &str = "cycle";
-    pub const AGENT: &str = "agent";
+    pub use super::power_col::{AGENT, CYCLE, ELAPSED_S};
     /// `server`, `runner` or `machine` (`ProcessRole::as_str`).
     pub const ROLE: &str = "role";
     pub const PID: &str = "pid";

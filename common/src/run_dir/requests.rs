@@ -266,11 +266,12 @@ pub fn write_throughput(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::record::{ServerTimings, TokenChunk, TokenSource};
 
-    fn record() -> RequestRecord {
+    /// A completed request: first token at 2 s, three tokens, ended at 2.3 s.
+    pub(crate) fn record() -> RequestRecord {
         RequestRecord {
             cycle_id: 1,
             request_id: 7,

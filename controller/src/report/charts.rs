@@ -5,7 +5,8 @@
 //! 1. write a `fn(&ChartCtx) -> Result<Drawn, ReportError>` in this file: its file under
 //!    `charts/`, a title, a caption saying what it shows, and its PNG from [`plot::line_chart`]
 //!    (or [`plot::timeline_chart`]); [`Drawn::Skipped`] when the run lacks its data (or
-//!    [`Drawn::Omitted`] with a note the report lists);
+//!    [`Drawn::Omitted`] with a note the report lists). A chart of a monitor series over time
+//!    is an `OverTime` const instead, registered as `|c| over_time(c, &IT)`;
 //! 2. add it to [`CHARTS`] where the report should show it;
 //! 3. add its file to the chart lists of `tests/tests/report.rs`.
 //!
@@ -13,7 +14,7 @@
 
 use super::doc::Figure;
 use super::findings::{Findings, Knee};
-use super::load::{self, LevelRow, RunData};
+use super::load::{self, LevelRow, RunData, Series, Timeseries};
 use super::plot::{self, Bar, Line, Mark, XAxis};
 use super::{ReportError, ReportOptions, TIMELINE_MAX_BARS};
 use tokengun_common::run_dir::REQUEST_SUMMARY_CSV;
@@ -38,10 +39,10 @@ pub const CHARTS: &[Chart] = &[
     ttft,
     errors,
     efficiency,
-    power,
-    frequency,
-    server_cpu,
-    server_memory,
+    |c| over_time(c, &POWER),
+    |c| over_time(c, &FREQUENCY),
+    |c| over_time(c, &SERVER_CPU),
+    |c| over_time(c, &SERVER_MEMORY),
     timeline,
 ];
 
@@ -262,24 +263,64 @@ fn efficiency(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
     ))
 }
 
-/// A chart over time of one kind of series (one line each), scaled by `scale`; skipped when the
-/// run has none.
-struct OverTime<'s> {
+/// A chart over time of one kind of the monitors' series (a line each), scaled by `scale`;
+/// skipped when the run has none.
+struct OverTime {
     file: &'static str,
     title: &'static str,
     caption: &'static str,
     chart_title: &'static str,
     y_title: &'static str,
-    series: &'s [load::Series],
+    series: fn(&Timeseries) -> &[Series],
     scale: f64,
 }
 
-fn over_time(c: &ChartCtx<'_>, t: &OverTime<'_>) -> Result<Drawn, ReportError> {
-    if t.series.is_empty() {
+const POWER: OverTime = OverTime {
+    file: "power.png",
+    title: "Power over time",
+    caption: "Power readings per device (power.csv), with the levels shaded.",
+    chart_title: "Power",
+    y_title: "watts",
+    series: |s| &s.power_w,
+    scale: 1.0,
+};
+
+const FREQUENCY: OverTime = OverTime {
+    file: "frequency.png",
+    title: "Clock frequency over time",
+    caption: "GPU/SM clock per device (power.csv freq_mhz), with the levels shaded.",
+    chart_title: "Clock frequency",
+    y_title: "MHz",
+    series: |s| &s.freq_mhz,
+    scale: 1.0,
+};
+
+const SERVER_CPU: OverTime = OverTime {
+    file: "server_cpu.png",
+    title: "Server CPU over time",
+    caption: "CPU of the server's processes (percent of one core) and of the whole machine (percent of all cores), from processes.csv.",
+    chart_title: "Server and machine CPU",
+    y_title: "CPU %",
+    series: |s| &s.cpu_pct,
+    scale: 1.0,
+};
+
+const SERVER_MEMORY: OverTime = OverTime {
+    file: "server_memory.png",
+    title: "Server memory over time",
+    caption: "Resident memory of the server's processes and memory used on the machine, GiB, from processes.csv.",
+    chart_title: "Server and machine memory",
+    y_title: "GiB",
+    series: |s| &s.rss_bytes,
+    scale: 1.0 / (1024.0 * 1024.0 * 1024.0),
+};
+
+fn over_time(c: &ChartCtx<'_>, t: &OverTime) -> Result<Drawn, ReportError> {
+    let series = (t.series)(&c.data.series);
+    if series.is_empty() {
         return Ok(Drawn::Skipped);
     }
-    let lines: Vec<Line> = t
-        .series
+    let lines: Vec<Line> = series
         .iter()
         .enumerate()
         .map(|(i, s)| Line {
@@ -291,66 +332,6 @@ fn over_time(c: &ChartCtx<'_>, t: &OverTime<'_>) -> Result<Drawn, ReportError> {
         .collect();
     let png = plot::line_chart(t.chart_title, &c.time_axis, t.y_title, &lines, &[], None)?;
     Ok(figure(t.file, t.title, t.caption, png))
-}
-
-fn power(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
-    over_time(
-        c,
-        &OverTime {
-            file: "power.png",
-            title: "Power over time",
-            caption: "Power readings per device (power.csv), with the levels shaded.",
-            chart_title: "Power",
-            y_title: "watts",
-            series: &c.data.series.power_w,
-            scale: 1.0,
-        },
-    )
-}
-
-fn frequency(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
-    over_time(
-        c,
-        &OverTime {
-            file: "frequency.png",
-            title: "Clock frequency over time",
-            caption: "GPU/SM clock per device (power.csv freq_mhz), with the levels shaded.",
-            chart_title: "Clock frequency",
-            y_title: "MHz",
-            series: &c.data.series.freq_mhz,
-            scale: 1.0,
-        },
-    )
-}
-
-fn server_cpu(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
-    over_time(
-        c,
-        &OverTime {
-            file: "server_cpu.png",
-            title: "Server CPU over time",
-            caption: "CPU of the server's processes (percent of one core) and of the whole machine (percent of all cores), from processes.csv.",
-            chart_title: "Server and machine CPU",
-            y_title: "CPU %",
-            series: &c.data.series.cpu_pct,
-            scale: 1.0,
-        },
-    )
-}
-
-fn server_memory(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
-    over_time(
-        c,
-        &OverTime {
-            file: "server_memory.png",
-            title: "Server memory over time",
-            caption: "Resident memory of the server's processes and memory used on the machine, GiB, from processes.csv.",
-            chart_title: "Server and machine memory",
-            y_title: "GiB",
-            series: &c.data.series.rss_bytes,
-            scale: 1.0 / (1024.0 * 1024.0 * 1024.0),
-        },
-    )
 }
 
 /// The level whose requests the timeline shows: the one asked for, else the first past the knee
