@@ -3,7 +3,7 @@
 //!
 //! Everything comes from the files (read through `load`), so any old run can be re-analysed;
 //! power and process sections appear only when `power.csv` / `processes.csv` exist. Where to add
-//! things: a finding in `findings.rs`, a chart in `charts.rs` (each opens with its checklist),
+//! things: a finding in `findings/`, a chart in `charts.rs` (each opens with its checklist),
 //! a chart of `compare` in `compare.rs`.
 
 pub mod charts;
