@@ -5,6 +5,7 @@ pub mod csv_out;
 pub mod monitor;
 pub mod plan;
 pub mod record;
+pub mod run_dir;
 pub mod schedule;
 pub mod stats;
 

@@ -212,25 +212,7 @@ impl tonic::service::Interceptor for BearerToken {
 /// The gRPC client of one agent, with the token interceptor.
 type Client = AgentClient<InterceptedService<Channel, BearerToken>>;
 
-/// What the agent said about itself.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct AgentInfo {
-    pub address: String,
-    pub agent_id: String,
-    pub version: String,
-    pub hostname: String,
-    pub capabilities: Vec<String>,
-    pub max_concurrency: u32,
-    pub in_process: bool,
-    /// `agent1`, `agent2`... in a run.
-    pub label: String,
-    /// Half the lowest clock-probe round trip: how far its instants may be off ours (several
-    /// agents).
-    pub clock_uncertainty_ms: Option<f64>,
-    /// Its last record number when the run began: the run's records come after it.
-    #[serde(default)]
-    pub first_seq: u64,
-}
+pub use tokengun_common::run_dir::AgentInfo;
 
 /// The agent's monotonic clock read at a local instant (the lowest-delay probe); the error of
 /// mapping another instant is at most half `rtt`.

@@ -2,7 +2,6 @@
 //! keeps the series a cycle's energy and server figures are computed from, and the live figures.
 
 use crate::output::OutDirError;
-use serde::Serialize;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -10,51 +9,11 @@ use tokengun_common::csv_out::OutputError;
 use tokengun_common::monitor::{
     CycleEnergy, PowerSeries, ServerUsage, ServerUsageAcc, WindowEnergy, metric,
 };
-use tokengun_common::{MonitorBatch, ProcessRole, SourceStatus};
+use tokengun_common::{MonitorBatch, ProcessRole};
 
 pub use crate::tui::MonitorSnapshot;
 
-/// `power.csv` columns (one row per reading, long format).
-pub const POWER_HEADER: [&str; 8] = [
-    "elapsed_s",
-    "cycle",
-    "agent",
-    "source",
-    "device",
-    "metric",
-    "unit",
-    "value",
-];
-
-/// `processes.csv` columns.
-pub const PROCESSES_HEADER: [&str; 14] = [
-    "elapsed_s",
-    "cycle",
-    "agent",
-    "role",
-    "pid",
-    "name",
-    "cpu_pct",
-    "rss_bytes",
-    "vsz_bytes",
-    "threads",
-    "open_fds",
-    "mem_total_bytes",
-    "load_avg_1m",
-    "cpu_count",
-];
-
-/// What monitoring found at the start, for `run.json`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct MonitorInfo {
-    pub sources: Vec<SourceStatus>,
-    pub watching: Vec<String>,
-    pub process_interval_ms: u64,
-    pub power_interval_ms: u64,
-    pub baseline_s: Option<f64>,
-    /// Idle power before the sweep (W), when it was measured.
-    pub baseline_power_w: Option<f64>,
-}
+pub use tokengun_common::run_dir::{MonitorInfo, POWER_HEADER, PROCESSES_HEADER};
 
 struct Csv {
     path: PathBuf,

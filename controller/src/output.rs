@@ -1,11 +1,14 @@
-//! The run's folder on disk: layout, the study's per-cycle files, `cycles.csv` and `run.json`.
+//! The run-folder sink: creates the run's folder and writes its files as the run goes, in the
+//! format `tokengun_common::run_dir` defines (names, layout, columns, the manifest). It stays in
+//! the controller because it also owns `records.pb`, whose encoding is the proto crate's.
 
-use crate::link::AgentInfo;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use tokengun_common::csv_out::{self, CyclesCsv, OutputError, RequestSummaryCsv};
-use tokengun_common::{Api, Arrival, CycleSummary, LoadShape, RequestRecord, Slo, path_safe};
+use tokengun_common::run_dir::{self, CyclesCsv, OutputError, RequestSummaryCsv};
+use tokengun_common::{Api, CycleSummary, RequestRecord, path_safe};
+
+pub use tokengun_common::run_dir::{Manifest, RunStatus};
 
 /// The output folder cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +79,8 @@ impl CycleWriter {
         if !self.throughput_csv {
             return Ok(());
         }
-        csv_out::write_throughput(
-            &self
-                .dir
-                .join(format!("request_{}_throughput.csv", r.request_id)),
+        run_dir::write_throughput(
+            &self.dir.join(run_dir::throughput_csv_name(r.request_id)),
             r,
             self.origin_unix_ns,
         )?;
@@ -90,64 +91,6 @@ impl CycleWriter {
     pub fn flush(&mut self) -> Result<(), OutDirError> {
         Ok(self.summary.flush()?)
     }
-}
-
-/// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Still going (what an interrupted process leaves behind if it could not finish the file).
-    Running,
-    /// Every level ran to its end.
-    Complete,
-    /// Stopped by the user; finished cycles are whole, the last one partial.
-    Interrupted,
-    /// An agent was lost or records were missing; figures cover what was collected.
-    Partial,
-}
-
-/// The `run.json` manifest.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Manifest {
-    pub tool: String,
-    pub version: String,
-    pub run_id: String,
-    pub status: RunStatus,
-    pub started_at: String,
-    pub ended_at: Option<String>,
-    pub controller_host: String,
-    pub target: String,
-    pub api: Api,
-    pub model: String,
-    /// The first prompt of the workload (the only one unless `prompt_count` says otherwise).
-    pub prompt: String,
-    pub prompt_count: usize,
-    pub shape: LoadShape,
-    /// Level labels: concurrency, or `<rate>rps` for open loops.
-    pub levels: Vec<String>,
-    /// Closed/open loops only.
-    pub duration_ms: Option<u64>,
-    pub arrival: Arrival,
-    pub warmup_ms: u64,
-    pub seed: u64,
-    pub request_timeout_ms: u64,
-    pub extra_body_json: String,
-    pub slo: Slo,
-    /// Percent, as `--stop-on-error-rate` takes it.
-    pub stop_on_error_rate: Option<f64>,
-    pub server_version: Option<String>,
-    pub simulator: Option<serde_json::Value>,
-    pub agents: Vec<AgentInfo>,
-    /// Several agents: `total` (levels divided among them) or `per-agent`.
-    pub split: Option<String>,
-    /// What was monitored besides the load (absent with --no-monitor).
-    pub monitor: Option<crate::monitoring::MonitorInfo>,
-    /// The warm-up phase's figures (not counted in `cycles`).
-    pub warmup: Option<CycleSummary>,
-    pub cycles: Vec<CycleSummary>,
-    /// Why the sweep stopped before its last level (error-rate limit), if it did.
-    pub stop_reason: Option<String>,
-    pub notes: Vec<String>,
 }
 
 impl RunDir {
@@ -178,8 +121,8 @@ impl RunDir {
                 Err(source) => return Err(OutDirError::NotWritable { path: root, source }),
             }
         };
-        let cycles = CyclesCsv::create(&root.join("cycles.csv"))?;
-        let records = tokengun_proto::stored::RecordFile::create(&root.join("records.pb"))?;
+        let cycles = CyclesCsv::create(&root.join(run_dir::CYCLES_CSV))?;
+        let records = tokengun_proto::stored::RecordFile::create(&root.join(run_dir::RECORDS_PB))?;
         Ok(Self {
             root,
             cycles,
@@ -190,8 +133,9 @@ impl RunDir {
 
     /// Opens an existing run folder to go on writing it (a resumed run).
     pub fn reopen(root: &Path) -> Result<Self, OutDirError> {
-        let cycles = CyclesCsv::open_append(&root.join("cycles.csv"))?;
-        let records = tokengun_proto::stored::RecordFile::open_append(&root.join("records.pb"))?;
+        let cycles = CyclesCsv::open_append(&root.join(run_dir::CYCLES_CSV))?;
+        let records =
+            tokengun_proto::stored::RecordFile::open_append(&root.join(run_dir::RECORDS_PB))?;
         Ok(Self {
             root: root.to_path_buf(),
             cycles,
@@ -203,7 +147,7 @@ impl RunDir {
     /// Writes `plan.json`: the compiled run configuration a resume starts from.
     pub fn write_plan(&self, plan: &impl Serialize) -> Result<(), OutDirError> {
         let bytes = serde_json::to_vec_pretty(plan)?;
-        csv_out::write_atomic(&self.root.join("plan.json"), &bytes)?;
+        run_dir::write_atomic(&self.root.join(run_dir::PLAN_JSON), &bytes)?;
         Ok(())
     }
 
@@ -215,10 +159,7 @@ impl RunDir {
     /// `<run>/<api>/<model>/test_results_<level>`, the study's layout (`<level>` is the
     /// concurrency, or `<rate>rps` for open loops).
     pub fn level_dir(&self, api: Api, model: &str, level: &str) -> PathBuf {
-        self.root
-            .join(api.family())
-            .join(path_safe(model))
-            .join(format!("test_results_{level}"))
+        run_dir::level_dir(&self.root, api, model, level)
     }
 
     /// Opens a level's folder (with several agents, the agent's folder inside it) for writing as
@@ -232,13 +173,13 @@ impl RunDir {
     ) -> Result<CycleWriter, OutDirError> {
         let mut dir = self.level_dir(api, model, level);
         if let Some(a) = agent {
-            dir = dir.join(path_safe(a));
+            dir = run_dir::agent_dir(&dir, a);
         }
         std::fs::create_dir_all(&dir).map_err(|source| OutDirError::NotWritable {
             path: dir.clone(),
             source,
         })?;
-        let summary = RequestSummaryCsv::create(&dir.join("request_summary.csv"))?;
+        let summary = RequestSummaryCsv::create(&dir.join(run_dir::REQUEST_SUMMARY_CSV))?;
         Ok(CycleWriter {
             dir,
             summary,
@@ -271,7 +212,7 @@ impl RunDir {
     /// Writes `run.json` atomically.
     pub fn write_manifest(&self, m: &Manifest) -> Result<(), OutDirError> {
         let bytes = serde_json::to_vec_pretty(m)?;
-        csv_out::write_atomic(&self.root.join("run.json"), &bytes)?;
+        run_dir::write_atomic(&self.root.join(run_dir::RUN_JSON), &bytes)?;
         Ok(())
     }
 }

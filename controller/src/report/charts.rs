@@ -1,461 +1,400 @@
-//! PNG charts drawn in memory with plotters (bitmap backend) and the bundled DejaVu Sans font:
-//! no system font lookup, no browser. Each function returns the encoded PNG.
+//! The report's charts: one function per chart, registered in [`CHARTS`] in the order the report
+//! shows them. Each draws from the run's tables through `plot.rs`, or says it has nothing to draw.
+//!
+//! To add a chart:
+//! 1. write a `fn(&ChartCtx) -> Result<Drawn, ReportError>` in this file: its file under
+//!    `charts/`, a title, a caption saying what it shows, and its PNG from [`plot::line_chart`]
+//!    (or [`plot::timeline_chart`]); [`Drawn::Skipped`] when the run lacks its data (or
+//!    [`Drawn::Omitted`] with a note the report lists). A chart of a monitor series over time
+//!    is an `OverTime` const instead, registered as `|c| over_time(c, &IT)`;
+//! 2. add it to [`CHARTS`] where the report should show it;
+//! 3. add its file to the chart lists of `tests/tests/report.rs`.
+//!
+//! A chart of `tokengun compare` is a line of `compare.rs`'s `OVERLAYS` instead.
 
-use super::util::fmt_num;
-use plotters::prelude::*;
-use plotters::style::FontStyle;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
-use std::sync::OnceLock;
+use super::doc::Figure;
+use super::findings::{Findings, Knee};
+use super::load::{self, LevelRow, RunData, Series, Timeseries};
+use super::plot::{self, Bar, Line, Mark, XAxis};
+use super::{ReportError, ReportOptions, TIMELINE_MAX_BARS};
+use tokengun_common::run_dir::REQUEST_SUMMARY_CSV;
 
-/// Width and height of every chart, pixels (fits a blog column at 2x on a phone).
-pub const SIZE_PX: (u32, u32) = (1000, 560);
+/// What a chart function made of the run.
+#[derive(Debug)]
+pub enum Drawn {
+    Figure(Figure),
+    /// No data for it: left out without a word (charts that exist only with their files).
+    Skipped,
+    /// No data for it: left out, and the note says so in the report.
+    Omitted(String),
+}
 
-/// DejaVu Sans (Bitstream Vera licence, `assets/fonts/DejaVuSans-LICENSE.txt`).
-static FONT_TTF: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-const FONT: &str = "sans-serif";
+/// A chart of the report.
+pub type Chart = fn(&ChartCtx<'_>) -> Result<Drawn, ReportError>;
 
-/// Series colours, in order (colour-blind friendly enough, distinct in print).
-pub const PALETTE: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(23, 190, 207),
+/// Every chart, in the order the report shows them.
+pub const CHARTS: &[Chart] = &[
+    throughput,
+    per_request,
+    ttft,
+    errors,
+    efficiency,
+    |c| over_time(c, &POWER),
+    |c| over_time(c, &FREQUENCY),
+    |c| over_time(c, &SERVER_CPU),
+    |c| over_time(c, &SERVER_MEMORY),
+    timeline,
 ];
 
-/// A chart could not be drawn.
-#[derive(Debug, thiserror::Error)]
-pub enum ChartError {
-    #[error("the bundled chart font could not be loaded")]
-    Font,
-    #[error("drawing failed: {0}")]
-    Draw(String),
-    #[error("PNG encoding failed: {0}")]
-    Png(String),
+/// What every chart reads.
+pub struct ChartCtx<'a> {
+    pub data: &'a RunData,
+    pub f: &'a Findings,
+    pub opts: &'a ReportOptions,
+    /// The levels' axis.
+    pub axis: XAxis,
+    /// Seconds since the run started, the cycles shaded.
+    pub time_axis: XAxis,
 }
 
-fn font_ready() -> Result<(), ChartError> {
-    static READY: OnceLock<bool> = OnceLock::new();
-    let ok = *READY
-        .get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, FONT_TTF).is_ok());
-    if ok { Ok(()) } else { Err(ChartError::Font) }
-}
-
-fn draw_err<E: std::fmt::Debug>(e: E) -> ChartError {
-    ChartError::Draw(format!("{e:?}"))
-}
-
-/// One line of a chart.
-#[derive(Debug, Clone)]
-pub struct Line {
-    pub name: String,
-    pub points: Vec<(f64, f64)>,
-    /// Index into [`PALETTE`].
-    pub color: usize,
-    /// Draw a dot at each point (level charts).
-    pub dots: bool,
-}
-
-/// A vertical marker (the knee, the best level) at an x in data units.
-#[derive(Debug, Clone)]
-pub struct Mark {
-    pub x: f64,
-    pub label: String,
-}
-
-/// How the x axis is laid out.
-#[derive(Debug, Clone)]
-pub enum XAxis {
-    /// Sweep levels (concurrency or rate): a tick at each level; `log` spaces them by log2.
-    Levels {
-        title: String,
-        levels: Vec<f64>,
-        log: bool,
-    },
-    /// Seconds since the run started, with shaded cycles `(label, from_s, to_s)`.
-    Time { spans: Vec<(String, f64, f64)> },
-}
-
-/// Whether levels are geometric enough for a log x axis: all positive, at least three, and
-/// spanning a factor of 8 or more.
-pub fn wants_log(levels: &[f64]) -> bool {
-    levels.len() >= 3
-        && levels.iter().all(|x| *x > 0.0)
-        && levels.iter().copied().fold(0.0, f64::max)
-            >= 8.0 * levels.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-/// About `n` round tick values covering `lo..=hi`.
-pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    let span = (hi - lo).max(1e-9);
-    let raw = span / n.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
-    let mut v = (lo / step).ceil() * step;
-    let mut out = Vec::new();
-    while v <= hi + 1e-9 && out.len() < 64 {
-        out.push(v);
-        v += step;
-    }
-    out
-}
-
-fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>, ChartError> {
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, w, h);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut wr = enc
-        .write_header()
-        .map_err(|e| ChartError::Png(e.to_string()))?;
-    wr.write_image_data(rgb)
-        .map_err(|e| ChartError::Png(e.to_string()))?;
-    wr.finish().map_err(|e| ChartError::Png(e.to_string()))?;
-    Ok(out)
-}
-
-fn style(size: f64) -> TextStyle<'static> {
-    (FONT, size).into_font().color(&BLACK)
-}
-
-/// A line chart of `lines` over `x`. `hline` draws a dashed horizontal reference (e.g. the SLO).
-pub fn line_chart(
-    title: &str,
-    x: &XAxis,
-    y_title: &str,
-    lines: &[Line],
-    marks: &[Mark],
-    hline: Option<(f64, &str)>,
-) -> Result<Vec<u8>, ChartError> {
-    font_ready()?;
-    let mut buf = vec![255u8; (SIZE_PX.0 * SIZE_PX.1 * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, SIZE_PX).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        // The x transform: log2 for geometric levels.
-        let log = matches!(x, XAxis::Levels { log: true, .. });
-        let tx = |v: f64| if log { v.max(1e-12).log2() } else { v };
-        let xs: Vec<f64> = lines
-            .iter()
-            .flat_map(|l| l.points.iter().map(|p| tx(p.0)))
-            .chain(match x {
-                XAxis::Levels { levels, .. } => levels.iter().map(|v| tx(*v)).collect::<Vec<_>>(),
-                XAxis::Time { spans } => spans.iter().flat_map(|s| [s.1, s.2]).collect(),
-            })
-            .collect();
-        let (mut x0, mut x1) = (
-            xs.iter().copied().fold(f64::INFINITY, f64::min),
-            xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        );
-        if !x0.is_finite() || !x1.is_finite() {
-            (x0, x1) = (0.0, 1.0);
-        }
-        if x1 - x0 < 1e-9 {
-            (x0, x1) = (x0 - 1.0, x1 + 1.0);
-        }
-        let pad = (x1 - x0) * 0.04;
-        let (x0, x1) = (x0 - pad, x1 + pad);
-        let ymax = lines
-            .iter()
-            .flat_map(|l| l.points.iter().map(|p| p.1))
-            .chain(hline.map(|h| h.0))
-            .filter(|v| v.is_finite())
-            .fold(0.0, f64::max);
-        let y1 = if ymax > 0.0 { ymax * 1.12 } else { 1.0 };
-        let (ticks, x_title): (Vec<f64>, String) = match x {
-            XAxis::Levels { title, levels, .. } if levels.len() <= 16 => {
-                (levels.iter().map(|v| tx(*v)).collect(), title.clone())
-            }
-            XAxis::Levels { title, .. } => (nice_ticks(x0, x1, 10), title.clone()),
-            XAxis::Time { .. } => (
-                nice_ticks(x0.max(0.0), x1, 10),
-                "seconds since the run started".into(),
-            ),
-        };
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, style(26.0))
-            .margin(14)
-            .x_label_area_size(52)
-            .y_label_area_size(78)
-            .build_cartesian_2d(x0..x1, 0.0..y1)
-            .map_err(draw_err)?;
-        let fmt_x = |v: f64| {
-            if log { fmt_num(v.exp2()) } else { fmt_num(v) }
-        };
-        // x ticks are drawn by hand: at each level (or round times), not where plotters would.
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .x_desc(x_title)
-            .y_desc(y_title)
-            .axis_desc_style(style(18.0))
-            .label_style(style(15.0))
-            .y_label_formatter(&|v| fmt_num(*v))
-            .y_labels(8)
-            .max_light_lines(1)
-            .light_line_style(RGBColor(240, 240, 240))
-            .bold_line_style(RGBColor(210, 210, 210))
-            .draw()
-            .map_err(draw_err)?;
-        chart
-            .draw_series(ticks.iter().map(|t| {
-                PathElement::new(
-                    [(*t, 0.0), (*t, y1)],
-                    RGBColor(225, 225, 225).stroke_width(1),
-                )
-            }))
-            .map_err(draw_err)?;
-        for t in &ticks {
-            let (px, py) = chart.backend_coord(&(*t, 0.0));
-            root.draw(&Text::new(
-                fmt_x(*t),
-                (px, py + 8),
-                style(15.0).pos(Pos::new(HPos::Center, VPos::Top)),
-            ))
-            .map_err(draw_err)?;
-        }
-        if let XAxis::Time { spans } = x {
-            for (i, (label, a, b)) in spans.iter().enumerate() {
-                let shade = if i % 2 == 0 {
-                    RGBColor(238, 243, 250)
-                } else {
-                    RGBColor(250, 246, 236)
-                };
-                chart
-                    .draw_series(std::iter::once(Rectangle::new(
-                        [(*a, 0.0), (*b, y1)],
-                        shade.filled(),
-                    )))
-                    .map_err(draw_err)?;
-                chart
-                    .draw_series(std::iter::once(Text::new(
-                        label.clone(),
-                        (*a, y1 * 0.985),
-                        style(13.0),
-                    )))
-                    .map_err(draw_err)?;
-            }
-        }
-        if let Some((y, label)) = hline {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(x0, y), (x1, y)],
-                    8,
-                    6,
-                    RGBColor(120, 120, 120).stroke_width(2),
-                ))
-                .map_err(draw_err)?
-                .label(label.to_string())
-                .legend(|(x, y)| {
-                    PathElement::new(
-                        [(x, y), (x + 20, y)],
-                        RGBColor(120, 120, 120).stroke_width(2),
-                    )
-                });
-        }
-        for m in marks {
-            let mx = tx(m.x);
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(mx, 0.0), (mx, y1)],
-                    5,
-                    5,
-                    RGBColor(90, 90, 90).stroke_width(1),
-                ))
-                .map_err(draw_err)?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    m.label.clone(),
-                    (mx, y1 * 0.93),
-                    style(15.0),
-                )))
-                .map_err(draw_err)?;
-        }
-        for l in lines {
-            let c = PALETTE[l.color % PALETTE.len()];
-            let pts: Vec<(f64, f64)> = l
-                .points
-                .iter()
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
-                .map(|p| (tx(p.0), p.1))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(3)))
-                .map_err(draw_err)?
-                .label(l.name.clone())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(3)));
-            if l.dots {
-                chart
-                    .draw_series(pts.iter().map(|p| Circle::new(*p, 5, c.filled())))
-                    .map_err(draw_err)?;
-            }
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(style(15.0))
-            .draw()
-            .map_err(draw_err)?;
-        root.present().map_err(draw_err)?;
-    }
-    encode_png(&buf, SIZE_PX)
-}
-
-/// One request in the timeline chart (seconds from the cycle's origin).
-#[derive(Debug, Clone, Copy)]
-pub struct Bar {
-    pub start_s: f64,
-    /// Where waiting ends and streaming begins; `None` when no token came.
-    pub first_token_s: Option<f64>,
-    pub end_s: f64,
-    pub failed: bool,
-}
-
-/// One horizontal bar per request: waiting (intended start to first token) then streaming
-/// (first token to end); failed requests in red.
-pub fn timeline_chart(title: &str, bars: &[Bar]) -> Result<Vec<u8>, ChartError> {
-    font_ready()?;
-    let mut buf = vec![255u8; (SIZE_PX.0 * SIZE_PX.1 * 3) as usize];
-    let waiting = RGBColor(255, 170, 60);
-    let streaming = RGBColor(31, 119, 180);
-    let failed = RGBColor(214, 39, 40);
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, SIZE_PX).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        // Room on the right for the legend.
-        let t1 = bars.iter().map(|b| b.end_s).fold(0.0, f64::max).max(1e-3) * 1.3;
-        let t0 = bars.iter().map(|b| b.start_s).fold(0.0, f64::min);
-        let n = bars.len().max(1) as f64;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, style(26.0))
-            .margin(14)
-            .x_label_area_size(52)
-            .y_label_area_size(78)
-            .build_cartesian_2d(t0..t1, 0.0..n)
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds from the level's start")
-            .y_desc("requests (first on top)")
-            .axis_desc_style(style(18.0))
-            .label_style(style(15.0))
-            .x_label_formatter(&|v| fmt_num(*v))
-            .y_label_formatter(&|v| format!("{}", bars.len().saturating_sub(*v as usize)))
-            .disable_y_mesh()
-            .max_light_lines(1)
-            .light_line_style(RGBColor(240, 240, 240))
-            .bold_line_style(RGBColor(210, 210, 210))
-            .draw()
-            .map_err(draw_err)?;
-        let gap = if bars.len() > 60 { 0.0 } else { 0.15 };
-        let mut rects = Vec::with_capacity(bars.len() * 2);
-        for (i, b) in bars.iter().enumerate() {
-            // The first request on top.
-            let row = (bars.len() - 1 - i) as f64;
-            let (y0, y1) = (row + gap, row + 1.0 - gap);
-            if b.failed {
-                rects.push(Rectangle::new(
-                    [(b.start_s, y0), (b.end_s, y1)],
-                    failed.filled(),
-                ));
-                continue;
-            }
-            let ft = b.first_token_s.unwrap_or(b.end_s);
-            rects.push(Rectangle::new(
-                [(b.start_s, y0), (ft, y1)],
-                waiting.filled(),
-            ));
-            rects.push(Rectangle::new(
-                [(ft, y0), (b.end_s, y1)],
-                streaming.filled(),
-            ));
-        }
-        chart.draw_series(rects).map_err(draw_err)?;
-        for (name, c) in [
-            ("waiting (to first token)", waiting),
-            ("streaming", streaming),
-            ("failed", failed),
-        ] {
-            chart
-                .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
-                .map_err(draw_err)?
-                .label(name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], c.filled()));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(style(15.0))
-            .draw()
-            .map_err(draw_err)?;
-        root.present().map_err(draw_err)?;
-    }
-    encode_png(&buf, SIZE_PX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_are_round() {
-        assert_eq!(
-            nice_ticks(0.0, 10.0, 5),
-            vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
-        );
-        assert!(wants_log(&[1.0, 2.0, 4.0, 8.0]));
-        assert!(!wants_log(&[1.0, 2.0, 3.0]));
-    }
-
-    #[test]
-    fn a_chart_is_a_png_with_ink() {
-        let png_bytes = line_chart(
-            "tokens/s",
-            &XAxis::Levels {
-                title: "concurrency".into(),
-                levels: vec![1.0, 2.0, 4.0, 8.0],
-                log: true,
+impl<'a> ChartCtx<'a> {
+    pub fn new(data: &'a RunData, f: &'a Findings, opts: &'a ReportOptions) -> Self {
+        let levels: Vec<f64> = data.levels.iter().map(|l| l.x).collect();
+        Self {
+            data,
+            f,
+            opts,
+            axis: XAxis::Levels {
+                title: super::x_title(data).into(),
+                log: plot::wants_log(&levels),
+                levels,
             },
-            "tokens/s",
-            &[Line {
-                name: "aggregate".into(),
-                points: vec![(1.0, 80.0), (2.0, 160.0), (4.0, 320.0), (8.0, 330.0)],
-                color: 0,
-                dots: true,
-            }],
-            &[Mark {
-                x: 4.0,
-                label: "knee".into(),
-            }],
-            Some((100.0, "SLO")),
-        )
-        .unwrap();
-        assert_eq!(&png_bytes[1..4], b"PNG");
-        let dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
-        let mut reader = dec.read_info().unwrap();
-        let mut px = vec![0; reader.output_buffer_size().unwrap()];
-        reader.next_frame(&mut px).unwrap();
-        let blue = px
-            .chunks(3)
-            .filter(|p| p[0] == 31 && p[1] == 119 && p[2] == 180)
-            .count();
-        assert!(blue > 500, "the line is drawn ({blue} px)");
-        let dark = px
-            .chunks(3)
-            .filter(|p| p[0] < 60 && p[1] < 60 && p[2] < 60)
-            .count();
-        assert!(dark > 500, "text and axes are drawn ({dark} px)");
+            time_axis: XAxis::Time {
+                spans: data.series.cycle_spans.clone(),
+            },
+        }
     }
+
+    fn levels(&self) -> &'a [LevelRow] {
+        &self.data.levels
+    }
+
+    /// The knee and the best level, marked on the throughput chart (one mark when they are
+    /// the same level).
+    fn marks(&self) -> Vec<Mark> {
+        let levels = self.levels();
+        let mut marks = Vec::new();
+        if let Knee::At { index, .. } = self.f.knee {
+            marks.push(Mark {
+                x: levels[index].x,
+                label: " knee".into(),
+            });
+        }
+        if let Some(b) = self.f.best {
+            marks.push(Mark {
+                x: levels[b].x,
+                label: if matches!(self.f.knee, Knee::At { index, .. } if index == b) {
+                    " knee = best".into()
+                } else {
+                    " best".into()
+                },
+            });
+            if marks.len() == 2 && marks[0].x == marks[1].x {
+                marks.remove(0);
+            }
+        }
+        marks
+    }
+}
+
+/// Draws every registered chart; the notes of those omitted go to `notes`.
+pub fn draw_all(ctx: &ChartCtx<'_>, notes: &mut Vec<String>) -> Result<Vec<Figure>, ReportError> {
+    let mut figs = Vec::new();
+    for chart in CHARTS {
+        match chart(ctx)? {
+            Drawn::Figure(f) => figs.push(f),
+            Drawn::Skipped => {}
+            Drawn::Omitted(note) => notes.push(note),
+        }
+    }
+    Ok(figs)
+}
+
+/// One value per level, at the level's x (levels without it are left out).
+fn points(levels: &[LevelRow], f: impl Fn(&LevelRow) -> Option<f64>) -> Vec<(f64, f64)> {
+    levels
+        .iter()
+        .filter_map(|l| f(l).map(|y| (l.x, y)))
+        .collect()
+}
+
+/// A line over the levels, with a dot at each.
+fn line(name: &str, points: Vec<(f64, f64)>, color: usize) -> Line {
+    Line {
+        name: name.into(),
+        points,
+        color,
+        dots: true,
+    }
+}
+
+fn figure(file: &str, title: &str, caption: &str, png: Vec<u8>) -> Drawn {
+    Drawn::Figure(Figure {
+        file: file.into(),
+        title: title.into(),
+        caption: caption.into(),
+        png,
+    })
+}
+
+fn throughput(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
+    let png = plot::line_chart(
+        "Aggregate output tokens/s",
+        &c.axis,
+        "tokens/s",
+        &[line(
+            "aggregate",
+            points(c.levels(), |l| Some(l.aggregate_tokens_per_s)),
+            0,
+        )],
+        &c.marks(),
+        None,
+    )?;
+    Ok(figure(
+        "throughput.png",
+        "Aggregate tokens/s",
+        "Output tokens per second of all requests together, per level; the knee and the best level are marked.",
+        png,
+    ))
+}
+
+fn per_request(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
+    let png = plot::line_chart(
+        "Per-request decode rate",
+        &c.axis,
+        "tokens/s per request",
+        &[
+            line(
+                "mean",
+                points(c.levels(), |l| l.mean_request_tokens_per_s),
+                0,
+            ),
+            line(
+                "p10 (slowest tenth)",
+                points(c.levels(), |l| l.request_tokens_per_s_p10),
+                3,
+            ),
+        ],
+        &[],
+        Some((c.data.meta.slo.tokens_per_s, "SLO")),
+    )?;
+    Ok(figure(
+        "per_request.png",
+        "Per-request tokens/s",
+        "Each request's decode rate (tokens after the first ÷ streaming time): the mean, and the 10th percentile (the slowest tenth of requests stream slower); dashed: the SLO.",
+        png,
+    ))
+}
+
+fn ttft(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
+    let png = plot::line_chart(
+        "Time to first token",
+        &c.axis,
+        "seconds",
+        &[
+            line("p50", points(c.levels(), |l| l.ttft.p50_s), 0),
+            line("p90", points(c.levels(), |l| l.ttft.p90_s), 3),
+            line("p99", points(c.levels(), |l| l.ttft.p99_s), 1),
+        ],
+        &[],
+        c.data.meta.slo.ttft_s.map(|s| (s, "TTFT SLO")),
+    )?;
+    Ok(figure(
+        "ttft.png",
+        "Time to first token",
+        "TTFT percentiles per level, from each request's intended start (queueing included).",
+        png,
+    ))
+}
+
+fn errors(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
+    let png = plot::line_chart(
+        "Error rate",
+        &c.axis,
+        "% of requests failed",
+        &[line(
+            "error rate",
+            points(c.levels(), |l| Some(l.error_rate * 100.0)),
+            1,
+        )],
+        &[],
+        Some((c.opts.findings.max_error_rate * 100.0, "limit")),
+    )?;
+    Ok(figure(
+        "errors.png",
+        "Error rate",
+        "Share of each level's requests that failed (any kind), percent.",
+        png,
+    ))
+}
+
+fn efficiency(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
+    let levels = c.levels();
+    if levels.iter().all(|l| l.tokens_per_joule().is_none()) {
+        return Ok(Drawn::Omitted(
+            "no energy per level: the tokens-per-joule chart is omitted".into(),
+        ));
+    }
+    let net = |l: &LevelRow| l.energy.as_ref().and_then(|e| e.net_tokens_per_joule);
+    let mut lines = vec![line(
+        "tokens/J",
+        points(levels, LevelRow::tokens_per_joule),
+        2,
+    )];
+    if levels.iter().any(|l| net(l).is_some()) {
+        lines.push(line("tokens/J above idle", points(levels, net), 4));
+    }
+    let png = plot::line_chart("Tokens per joule", &c.axis, "tokens/J", &lines, &[], None)?;
+    Ok(figure(
+        "efficiency.png",
+        "Tokens per joule",
+        "Output tokens per joule of measured energy per level (and above the idle baseline when one was measured).",
+        png,
+    ))
+}
+
+/// A chart over time of one kind of the monitors' series (a line each), scaled by `scale`;
+/// skipped when the run has none.
+struct OverTime {
+    file: &'static str,
+    title: &'static str,
+    caption: &'static str,
+    chart_title: &'static str,
+    y_title: &'static str,
+    series: fn(&Timeseries) -> &[Series],
+    scale: f64,
+}
+
+const POWER: OverTime = OverTime {
+    file: "power.png",
+    title: "Power over time",
+    caption: "Power readings per device (power.csv), with the levels shaded.",
+    chart_title: "Power",
+    y_title: "watts",
+    series: |s| &s.power_w,
+    scale: 1.0,
+};
+
+const FREQUENCY: OverTime = OverTime {
+    file: "frequency.png",
+    title: "Clock frequency over time",
+    caption: "GPU/SM clock per device (power.csv freq_mhz), with the levels shaded.",
+    chart_title: "Clock frequency",
+    y_title: "MHz",
+    series: |s| &s.freq_mhz,
+    scale: 1.0,
+};
+
+const SERVER_CPU: OverTime = OverTime {
+    file: "server_cpu.png",
+    title: "Server CPU over time",
+    caption: "CPU of the server's processes (percent of one core) and of the whole machine (percent of all cores), from processes.csv.",
+    chart_title: "Server and machine CPU",
+    y_title: "CPU %",
+    series: |s| &s.cpu_pct,
+    scale: 1.0,
+};
+
+const SERVER_MEMORY: OverTime = OverTime {
+    file: "server_memory.png",
+    title: "Server memory over time",
+    caption: "Resident memory of the server's processes and memory used on the machine, GiB, from processes.csv.",
+    chart_title: "Server and machine memory",
+    y_title: "GiB",
+    series: |s| &s.rss_bytes,
+    scale: 1.0 / (1024.0 * 1024.0 * 1024.0),
+};
+
+fn over_time(c: &ChartCtx<'_>, t: &OverTime) -> Result<Drawn, ReportError> {
+    let series = (t.series)(&c.data.series);
+    if series.is_empty() {
+        return Ok(Drawn::Skipped);
+    }
+    let lines: Vec<Line> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Line {
+            name: s.name.clone(),
+            points: s.points.iter().map(|p| (p.0, p.1 * t.scale)).collect(),
+            color: i,
+            dots: false,
+        })
+        .collect();
+    let png = plot::line_chart(t.chart_title, &c.time_axis, t.y_title, &lines, &[], None)?;
+    Ok(figure(t.file, t.title, t.caption, png))
+}
+
+/// The level whose requests the timeline shows: the one asked for, else the first past the knee
+/// with requests, else the last with requests.
+fn timeline_index(c: &ChartCtx<'_>) -> Result<Option<usize>, ReportError> {
+    let levels = c.levels();
+    if let Some(given) = &c.opts.timeline_level {
+        let key = load::label_key(given);
+        return match levels.iter().position(|l| load::label_key(&l.label) == key) {
+            Some(i) => Ok(Some(i)),
+            None => Err(ReportError::UnknownLevel {
+                given: given.clone(),
+                have: levels
+                    .iter()
+                    .map(|l| l.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        };
+    }
+    let with_spans = |i: &usize| !levels[*i].spans.is_empty();
+    let after_knee = match c.f.knee {
+        Knee::At { index, .. } => (index + 1..levels.len()).find(with_spans),
+        _ => None,
+    };
+    Ok(after_knee.or_else(|| (0..levels.len()).rev().find(with_spans)))
+}
+
+fn timeline(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
+    let Some(i) = timeline_index(c)? else {
+        return Ok(Drawn::Omitted(format!(
+            "no {REQUEST_SUMMARY_CSV}: the per-request timeline is omitted"
+        )));
+    };
+    let l = &c.levels()[i];
+    let shown = l.spans.len().min(TIMELINE_MAX_BARS);
+    let bars: Vec<Bar> = l.spans[..shown]
+        .iter()
+        .map(|s| Bar {
+            start_s: s.intended_s,
+            first_token_s: s.first_token_s,
+            end_s: s.end_s,
+            failed: !s.completed,
+        })
+        .collect();
+    let title = format!("Requests of level {}", l.label);
+    let caption = format!(
+        "One bar per request of level {}{}: waiting from its intended start to its first token (queueing and prefill), then streaming to its end. Requests that wait while others stream show the server's queue.",
+        l.label,
+        if shown < l.spans.len() {
+            format!(
+                " (the first {shown} of {} by intended start)",
+                l.spans.len()
+            )
+        } else {
+            String::new()
+        }
+    );
+    let png = plot::timeline_chart(&title, &bars)?;
+    Ok(Drawn::Figure(Figure {
+        file: "timeline.png".into(),
+        title,
+        caption,
+        png,
+    }))
 }

@@ -1,12 +1,76 @@
 //! `tokengun compare`: several runs' curves overlaid with labels, and their findings side by side.
+//!
+//! To add a chart to the comparison: add a line to [`OVERLAYS`] (the figure per level, one line
+//! per run); to add a row to the side-by-side table, a row in [`side_by_side`].
 
-use super::charts::{self, Line, XAxis};
 use super::doc::{Block, Doc, Figure, Table};
-use super::findings::{self, Knee};
+use super::findings::{self, Findings, Knee};
 use super::load::{self, LevelRow, RunData};
-use super::util::{fmt_num, opt_num};
+use super::plot::{self, Line, XAxis};
+use super::util::{fmt_num, opt_num, opt_s};
 use super::{ReportError, ReportOptions, Written};
 use std::path::{Path, PathBuf};
+
+/// A chart of the comparison: one figure per level, one line per run.
+struct Overlay {
+    file: &'static str,
+    title: &'static str,
+    caption: &'static str,
+    chart_title: &'static str,
+    y_title: &'static str,
+    value: fn(&LevelRow) -> Option<f64>,
+    /// Drawn only when some run has the figure at some level (power is not always measured).
+    needs_data: bool,
+}
+
+/// The comparison's charts, in order.
+const OVERLAYS: &[Overlay] = &[
+    Overlay {
+        file: "compare_throughput.png",
+        title: "Aggregate tokens/s",
+        caption: "Output tokens per second of all requests together, per level, one line per run.",
+        chart_title: "Aggregate output tokens/s",
+        y_title: "tokens/s",
+        value: |l| Some(l.aggregate_tokens_per_s),
+        needs_data: false,
+    },
+    Overlay {
+        file: "compare_per_request.png",
+        title: "Per-request tokens/s",
+        caption: "Mean per-request decode rate per level, one line per run.",
+        chart_title: "Per-request decode rate (mean)",
+        y_title: "tokens/s per request",
+        value: |l| l.mean_request_tokens_per_s,
+        needs_data: false,
+    },
+    Overlay {
+        file: "compare_ttft.png",
+        title: "TTFT p50",
+        caption: "Median time to first token per level, one line per run.",
+        chart_title: "Time to first token (p50)",
+        y_title: "seconds",
+        value: |l| l.ttft.p50_s,
+        needs_data: false,
+    },
+    Overlay {
+        file: "compare_errors.png",
+        title: "Error rate",
+        caption: "Share of requests that failed per level, percent, one line per run.",
+        chart_title: "Error rate",
+        y_title: "% of requests failed",
+        value: |l| Some(l.error_rate * 100.0),
+        needs_data: false,
+    },
+    Overlay {
+        file: "compare_efficiency.png",
+        title: "Tokens per joule",
+        caption: "Output tokens per joule per level, for the runs that measured power.",
+        chart_title: "Tokens per joule",
+        y_title: "tokens/J",
+        value: LevelRow::tokens_per_joule,
+        needs_data: true,
+    },
+];
 
 /// Labels for the runs: the ones given, else the model, made unique with the run id.
 fn labels(runs: &[RunData], given: &[String]) -> Result<Vec<String>, ReportError> {
@@ -57,6 +121,26 @@ fn kind(r: &RunData) -> &'static str {
     }
 }
 
+/// Refuses to overlay a concurrency sweep with a rate sweep.
+fn same_kind(runs: &[RunData], labels: &[String]) -> Result<(), ReportError> {
+    let Some(first) = runs.first() else {
+        return Ok(());
+    };
+    match runs
+        .iter()
+        .enumerate()
+        .find(|(_, r)| kind(r) != kind(first))
+    {
+        Some((i, other)) => Err(ReportError::MixedSweeps {
+            a: labels[0].clone(),
+            ka: kind(first),
+            b: labels[i].clone(),
+            kb: kind(other),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Reads every run, overlays their curves and writes `compare.md`, `compare.html` and
 /// `charts/compare_*.png` into `out`.
 pub fn compare(
@@ -77,6 +161,128 @@ pub fn compare(
     super::write_doc(&doc, out, "compare")
 }
 
+/// Every run's levels on one axis.
+fn level_axis(runs: &[RunData]) -> XAxis {
+    let mut levels: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.levels.iter().map(|l| l.x))
+        .collect();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    XAxis::Levels {
+        title: runs
+            .first()
+            .map_or("concurrency", super::x_title)
+            .to_string(),
+        log: plot::wants_log(&levels),
+        levels,
+    }
+}
+
+/// A level's label and a figure of it, or an en dash without a level.
+fn at_level(r: &RunData, i: Option<usize>, say: impl Fn(&LevelRow) -> String) -> String {
+    i.map_or("–".into(), |i| say(&r.levels[i]))
+}
+
+/// The findings table: a row per figure, a column per run.
+fn side_by_side(runs: &[RunData], labels: &[String], found: &[Findings]) -> Table {
+    let mut headers = vec![String::new()];
+    headers.extend(labels.iter().cloned());
+    let row = |name: &str, cell: &dyn Fn(&RunData, &Findings) -> String| -> Vec<String> {
+        std::iter::once(name.to_string())
+            .chain(runs.iter().zip(found).map(|(r, f)| cell(r, f)))
+            .collect()
+    };
+    let rows = vec![
+        row("model", &|r, _| r.meta.model.clone()),
+        row("target", &|r, _| r.meta.target.clone()),
+        row("shape", &|r, _| r.meta.shape.clone()),
+        row("run", &|r, _| r.meta.run_id.clone()),
+        row("levels", &|r, _| {
+            r.levels
+                .iter()
+                .map(|l| l.label.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+        row("peak aggregate tokens/s", &|r, f| {
+            at_level(r, f.peak, |l| {
+                format!("{} at {}", fmt_num(l.aggregate_tokens_per_s), l.label)
+            })
+        }),
+        row("best level", &|r, f| match f.best {
+            Some(b) => format!(
+                "{} ({} tokens/s)",
+                r.levels[b].label,
+                fmt_num(r.levels[b].aggregate_tokens_per_s)
+            ),
+            None => "none qualifies".into(),
+        }),
+        row("knee", &|r, f| match &f.knee {
+            Knee::At { index, .. } => r.levels[*index].label.clone(),
+            Knee::StillScaling { .. } => "not reached".into(),
+            Knee::TooFewLevels => "–".into(),
+        }),
+        row("errors begin", &|r, f| match f.errors_begin {
+            Some(e) => format!(
+                "{} ({}%)",
+                r.levels[e].label,
+                fmt_num(r.levels[e].error_rate * 100.0)
+            ),
+            None => "none".into(),
+        }),
+        row("per-request tok/s at best", &|r, f| {
+            at_level(r, f.best, |l| opt_num(l.mean_request_tokens_per_s))
+        }),
+        row("TTFT p50 at best", &|r, f| {
+            at_level(r, f.best, |l| opt_s(l.ttft.p50_s))
+        }),
+        row("most efficient", &|r, f| match f.most_efficient {
+            Some(e) => format!(
+                "{} ({} tokens/J)",
+                r.levels[e].label,
+                opt_num(r.levels[e].tokens_per_joule())
+            ),
+            None => "no power data".into(),
+        }),
+    ];
+    Table { headers, rows }
+}
+
+/// Every overlay the runs have data for.
+fn overlays(runs: &[RunData], labels: &[String]) -> Result<Vec<Figure>, ReportError> {
+    let axis = level_axis(runs);
+    let mut figs = Vec::new();
+    for o in OVERLAYS {
+        let has = |r: &RunData| r.levels.iter().any(|l| (o.value)(l).is_some());
+        if o.needs_data && !runs.iter().any(has) {
+            continue;
+        }
+        let lines: Vec<Line> = runs
+            .iter()
+            .zip(labels)
+            .enumerate()
+            .map(|(i, (r, label))| Line {
+                name: label.clone(),
+                points: r
+                    .levels
+                    .iter()
+                    .filter_map(|l| (o.value)(l).map(|y| (l.x, y)))
+                    .collect(),
+                color: i,
+                dots: true,
+            })
+            .collect();
+        figs.push(Figure {
+            file: o.file.into(),
+            title: o.title.into(),
+            caption: o.caption.into(),
+            png: plot::line_chart(o.chart_title, &axis, o.y_title, &lines, &[], None)?,
+        });
+    }
+    Ok(figs)
+}
+
 /// The comparison document of loaded runs.
 pub fn compare_doc(
     runs: &[RunData],
@@ -84,213 +290,15 @@ pub fn compare_doc(
     opts: &ReportOptions,
 ) -> Result<Doc, ReportError> {
     let labels = labels(runs, given_labels)?;
-    if let Some(first) = runs.first() {
-        if let Some((i, other)) = runs
-            .iter()
-            .enumerate()
-            .find(|(_, r)| kind(r) != kind(first))
-        {
-            return Err(ReportError::MixedSweeps {
-                a: labels[0].clone(),
-                ka: kind(first),
-                b: labels[i].clone(),
-                kb: kind(other),
-            });
-        }
-    }
+    same_kind(runs, &labels)?;
     let rate = runs.first().is_some_and(|r| r.meta.is_rate_sweep());
-    let all_levels: Vec<f64> = {
-        let mut v: Vec<f64> = runs
-            .iter()
-            .flat_map(|r| r.levels.iter().map(|l| l.x))
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v.dedup();
-        v
-    };
-    let axis = XAxis::Levels {
-        title: runs
-            .first()
-            .map_or("concurrency", super::x_title)
-            .to_string(),
-        log: charts::wants_log(&all_levels),
-        levels: all_levels,
-    };
-    let found: Vec<findings::Findings> = runs
+    let found: Vec<Findings> = runs
         .iter()
         .map(|r| findings::compute(&r.levels, &opts.findings, rate))
         .collect();
-
-    let level_name = |r: &RunData, i: Option<usize>| -> String {
-        i.map_or("–".into(), |i| r.levels[i].label.clone())
-    };
-    let mut headers = vec![String::new()];
-    headers.extend(labels.iter().cloned());
-    let row = |name: &str, cell: &dyn Fn(usize) -> String| -> Vec<String> {
-        std::iter::once(name.to_string())
-            .chain((0..runs.len()).map(cell))
-            .collect()
-    };
-    let rows = vec![
-        row("model", &|i| runs[i].meta.model.clone()),
-        row("target", &|i| runs[i].meta.target.clone()),
-        row("shape", &|i| runs[i].meta.shape.clone()),
-        row("run", &|i| runs[i].meta.run_id.clone()),
-        row("levels", &|i| {
-            runs[i]
-                .levels
-                .iter()
-                .map(|l| l.label.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        }),
-        row("peak aggregate tokens/s", &|i| {
-            found[i].peak.map_or("–".into(), |p| {
-                format!(
-                    "{} at {}",
-                    fmt_num(runs[i].levels[p].aggregate_tokens_per_s),
-                    runs[i].levels[p].label
-                )
-            })
-        }),
-        row("best level", &|i| {
-            found[i].best.map_or("none qualifies".into(), |b| {
-                format!(
-                    "{} ({} tokens/s)",
-                    runs[i].levels[b].label,
-                    fmt_num(runs[i].levels[b].aggregate_tokens_per_s)
-                )
-            })
-        }),
-        row("knee", &|i| match &found[i].knee {
-            Knee::At { index, .. } => runs[i].levels[*index].label.clone(),
-            Knee::StillScaling { .. } => "not reached".into(),
-            Knee::TooFewLevels => "–".into(),
-        }),
-        row("errors begin", &|i| {
-            found[i].errors_begin.map_or("none".into(), |e| {
-                format!(
-                    "{} ({}%)",
-                    runs[i].levels[e].label,
-                    fmt_num(runs[i].levels[e].error_rate * 100.0)
-                )
-            })
-        }),
-        row("per-request tok/s at best", &|i| {
-            found[i].best.map_or("–".into(), |b| {
-                opt_num(runs[i].levels[b].request_tokens_per_s_mean)
-            })
-        }),
-        row("TTFT p50 at best", &|i| {
-            found[i].best.map_or("–".into(), |b| {
-                super::util::opt_s(runs[i].levels[b].ttft.p50_s)
-            })
-        }),
-        row("most efficient", &|i| {
-            found[i].most_efficient.map_or("no power data".into(), |e| {
-                format!(
-                    "{} ({} tokens/J)",
-                    level_name(&runs[i], Some(e)),
-                    opt_num(runs[i].levels[e].power.tokens_per_joule)
-                )
-            })
-        }),
-    ];
-
-    let overlay = |f: &dyn Fn(&LevelRow) -> Option<f64>| -> Vec<Line> {
-        runs.iter()
-            .zip(&labels)
-            .enumerate()
-            .map(|(i, (r, label))| Line {
-                name: label.clone(),
-                points: r
-                    .levels
-                    .iter()
-                    .filter_map(|l| f(l).map(|y| (l.x, y)))
-                    .collect(),
-                color: i,
-                dots: true,
-            })
-            .collect()
-    };
-    let mut figs = vec![
-        Figure {
-            file: "compare_throughput.png".into(),
-            title: "Aggregate tokens/s".into(),
-            caption:
-                "Output tokens per second of all requests together, per level, one line per run."
-                    .into(),
-            png: charts::line_chart(
-                "Aggregate output tokens/s",
-                &axis,
-                "tokens/s",
-                &overlay(&|l| Some(l.aggregate_tokens_per_s)),
-                &[],
-                None,
-            )?,
-        },
-        Figure {
-            file: "compare_per_request.png".into(),
-            title: "Per-request tokens/s".into(),
-            caption: "Mean per-request decode rate per level, one line per run.".into(),
-            png: charts::line_chart(
-                "Per-request decode rate (mean)",
-                &axis,
-                "tokens/s per request",
-                &overlay(&|l| l.request_tokens_per_s_mean),
-                &[],
-                None,
-            )?,
-        },
-        Figure {
-            file: "compare_ttft.png".into(),
-            title: "TTFT p50".into(),
-            caption: "Median time to first token per level, one line per run.".into(),
-            png: charts::line_chart(
-                "Time to first token (p50)",
-                &axis,
-                "seconds",
-                &overlay(&|l| l.ttft.p50_s),
-                &[],
-                None,
-            )?,
-        },
-        Figure {
-            file: "compare_errors.png".into(),
-            title: "Error rate".into(),
-            caption: "Share of requests that failed per level, percent, one line per run.".into(),
-            png: charts::line_chart(
-                "Error rate",
-                &axis,
-                "% of requests failed",
-                &overlay(&|l| Some(l.error_rate * 100.0)),
-                &[],
-                None,
-            )?,
-        },
-    ];
-    if runs
-        .iter()
-        .any(|r| r.levels.iter().any(|l| l.power.tokens_per_joule.is_some()))
-    {
-        figs.push(Figure {
-            file: "compare_efficiency.png".into(),
-            title: "Tokens per joule".into(),
-            caption: "Output tokens per joule per level, for the runs that measured power.".into(),
-            png: charts::line_chart(
-                "Tokens per joule",
-                &axis,
-                "tokens/J",
-                &overlay(&|l| l.power.tokens_per_joule),
-                &[],
-                None,
-            )?,
-        });
-    }
-
     let mut blocks = vec![
         Block::Heading("Findings side by side".into()),
-        Block::Table(Table { headers, rows }),
+        Block::Table(side_by_side(runs, &labels, &found)),
     ];
     for ((r, label), f) in runs.iter().zip(&labels).zip(&found) {
         blocks.push(Block::Heading(label.clone()));
@@ -301,7 +309,7 @@ pub fn compare_doc(
         blocks.push(Block::List(items));
     }
     blocks.push(Block::Heading("Charts".into()));
-    blocks.extend(figs.into_iter().map(Block::Figure));
+    blocks.extend(overlays(runs, &labels)?.into_iter().map(Block::Figure));
     Ok(Doc {
         title: format!("tokengun compare: {}", labels.join(" vs ")),
         subtitle: format!(

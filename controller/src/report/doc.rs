@@ -128,7 +128,7 @@ impl Doc {
                 }
                 Block::Figure(f) => {
                     let b64 = base64::engine::general_purpose::STANDARD.encode(&f.png);
-                    let (w, h) = super::charts::SIZE_PX;
+                    let (w, h) = super::plot::SIZE_PX;
                     s.push_str(&format!(
                         "<figure class=\"chart\" id=\"{}\"><img src=\"data:image/png;base64,{b64}\" \
                          width=\"{w}\" height=\"{h}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n",

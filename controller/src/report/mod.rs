@@ -1,21 +1,23 @@
 //! `tokengun report` and `tokengun compare`: re-read a run folder's files, compute findings,
 //! draw PNG charts, and write `report.md` + a self-contained `report.html` (or `compare.*`).
 //!
-//! Everything comes from the files, so any old run can be re-analysed; power and process
-//! sections appear only when `power.csv` / `processes.csv` exist. To add a chart: draw it in
-//! `charts.rs`, push a `Figure` in `run_report` (or `compare`), say what it shows in its caption.
+//! Everything comes from the files (read through `load`), so any old run can be re-analysed;
+//! power and process sections appear only when `power.csv` / `processes.csv` exist. Where to add
+//! things: a finding in `findings/`, a chart in `charts.rs` (each opens with its checklist),
+//! a chart of `compare` in `compare.rs`.
 
 pub mod charts;
 pub mod compare;
 pub mod doc;
 pub mod findings;
 pub mod load;
+pub mod plot;
 pub mod util;
 
-use charts::{Bar, ChartError, Line, Mark, XAxis};
-use doc::{Block, Doc, Figure, Table};
-use findings::{FindingOptions, Findings, Knee};
+use doc::{Block, Doc, Table};
+use findings::{FindingOptions, Findings};
 use load::{LevelRow, RunData};
+use plot::ChartError;
 use std::path::{Path, PathBuf};
 use util::{fmt_bytes, fmt_num, opt_num, opt_s};
 
@@ -33,8 +35,8 @@ pub enum ReportError {
     NotARun { dir: PathBuf, why: String },
     #[error("{0} has no finished level in cycles.csv: nothing to report")]
     NoLevels(PathBuf),
-    #[error("cannot read {path}: {message}")]
-    Csv { path: PathBuf, message: String },
+    #[error(transparent)]
+    Read(#[from] tokengun_common::run_dir::ReadError),
     #[error("cannot draw a chart: {0}")]
     Chart(#[from] ChartError),
     #[error("cannot write {path}: {source}; pass --out with a writable folder")]
@@ -134,55 +136,6 @@ pub fn x_title(data: &RunData) -> &'static str {
     }
 }
 
-fn level_axis(data: &RunData) -> XAxis {
-    let levels: Vec<f64> = data.levels.iter().map(|l| l.x).collect();
-    XAxis::Levels {
-        title: x_title(data).into(),
-        log: charts::wants_log(&levels),
-        levels,
-    }
-}
-
-fn points(levels: &[LevelRow], f: impl Fn(&LevelRow) -> Option<f64>) -> Vec<(f64, f64)> {
-    levels
-        .iter()
-        .filter_map(|l| f(l).map(|y| (l.x, y)))
-        .collect()
-}
-
-/// The level whose requests the timeline shows.
-fn timeline_index(
-    data: &RunData,
-    f: &Findings,
-    opts: &ReportOptions,
-) -> Result<Option<usize>, ReportError> {
-    if let Some(given) = &opts.timeline_level {
-        let key = load::label_key(given);
-        return match data
-            .levels
-            .iter()
-            .position(|l| load::label_key(&l.label) == key)
-        {
-            Some(i) => Ok(Some(i)),
-            None => Err(ReportError::UnknownLevel {
-                given: given.clone(),
-                have: data
-                    .levels
-                    .iter()
-                    .map(|l| l.label.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        };
-    }
-    let with_spans = |i: &usize| !data.levels[*i].spans.is_empty();
-    let after_knee = match f.knee {
-        Knee::At { index, .. } => (index + 1..data.levels.len()).find(with_spans),
-        _ => None,
-    };
-    Ok(after_knee.or_else(|| (0..data.levels.len()).rev().find(with_spans)))
-}
-
 fn subtitle(data: &RunData) -> String {
     let m = &data.meta;
     let mut parts = vec![format!("run {}", m.run_id)];
@@ -192,15 +145,15 @@ fn subtitle(data: &RunData) -> String {
     if !m.target.is_empty() {
         parts.push(format!("target {}", m.target));
     }
-    if !m.api.is_empty() {
-        parts.push(format!("API {}", m.api));
+    if let Some(api) = m.api {
+        parts.push(format!("API {}", api.as_str()));
     }
     if !m.server_version.is_empty() {
         parts.push(format!("server {}", m.server_version));
     }
     parts.push(format!("{} sweep of {} levels", m.shape, data.levels.len()));
-    if !m.status.is_empty() {
-        parts.push(format!("status {}", m.status));
+    if let Some(status) = m.status {
+        parts.push(format!("status {}", status.as_str()));
     }
     parts.join(" · ")
 }
@@ -210,12 +163,12 @@ pub fn slo_words(data: &RunData) -> String {
     let m = &data.meta;
     let mut s = vec![format!(
         "at least {} tokens/s per request",
-        m.slo_tokens_per_s.map_or("?".into(), fmt_num)
+        fmt_num(m.slo.tokens_per_s)
     )];
-    if let Some(t) = m.slo_ttft_s {
+    if let Some(t) = m.slo.ttft_s {
         s.push(format!("TTFT at most {}", util::fmt_s(t)));
     }
-    if let Some(t) = m.slo_e2e_s {
+    if let Some(t) = m.slo.e2e_s {
         s.push(format!("end-to-end at most {}", util::fmt_s(t)));
     }
     s.join(", ")
@@ -223,10 +176,10 @@ pub fn slo_words(data: &RunData) -> String {
 
 /// The summary table, one row per level; power and process columns only when measured.
 pub fn level_table(levels: &[LevelRow]) -> Table {
-    let power = levels.iter().any(|l| l.power.mean_power_w.is_some());
+    let power = levels.iter().any(|l| l.mean_power_w().is_some());
     let procs = levels
         .iter()
-        .any(|l| l.server_cpu_pct_mean.is_some() || l.server_rss_peak_bytes.is_some());
+        .any(|l| l.server_cpu_pct_mean().is_some() || l.server_rss_peak_bytes().is_some());
     let mut headers: Vec<String> = [
         "level",
         "requests",
@@ -268,7 +221,7 @@ pub fn level_table(levels: &[LevelRow]) -> Table {
                 l.requests.to_string(),
                 format!("{} ({}%)", l.failed, fmt_num(l.error_rate * 100.0)),
                 fmt_num(l.aggregate_tokens_per_s),
-                opt_num(l.request_tokens_per_s_mean),
+                opt_num(l.mean_request_tokens_per_s),
                 opt_num(l.request_tokens_per_s_p10),
                 opt_s(l.ttft.p50_s),
                 opt_s(l.ttft.p90_s),
@@ -283,13 +236,13 @@ pub fn level_table(levels: &[LevelRow]) -> Table {
                 ),
             ];
             if power {
-                r.push(opt_num(l.power.mean_power_w));
-                r.push(opt_num(l.power.joules_per_token));
-                r.push(opt_num(l.power.tokens_per_joule));
+                r.push(opt_num(l.mean_power_w()));
+                r.push(opt_num(l.energy.as_ref().and_then(|e| e.joules_per_token)));
+                r.push(opt_num(l.tokens_per_joule()));
             }
             if procs {
-                r.push(opt_num(l.server_cpu_pct_mean));
-                r.push(l.server_rss_peak_bytes.map_or("–".into(), fmt_bytes));
+                r.push(opt_num(l.server_cpu_pct_mean()));
+                r.push(l.server_rss_peak_bytes().map_or("–".into(), fmt_bytes));
             }
             r
         })
@@ -297,26 +250,26 @@ pub fn level_table(levels: &[LevelRow]) -> Table {
     Table { headers, rows }
 }
 
-/// Builds the report document of one run: findings, the table, and every chart the data allow.
-pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportError> {
-    let rate = data.meta.is_rate_sweep();
-    let f = findings::compute(&data.levels, &opts.findings, rate);
-    let axis = level_axis(data);
-    let levels = &data.levels;
+/// The findings, the SLO and definitions they used, the bottleneck hints and the cautions.
+fn findings_blocks(data: &RunData, f: &Findings, o: &FindingOptions) -> Vec<Block> {
     let mut blocks = vec![
         Block::Heading("Findings".into()),
         Block::List(f.statements.clone()),
+        Block::Para(format!(
+            "SLO of this run: {}. Definitions: a level qualifies with error rate ≤ {}% and ≥ {}% of requests meeting the SLO; the best level is the lowest qualifying level within {}% of the highest qualifying throughput; the knee is the last level before the first step whose gain per unit of {} falls below {}% of the first level's tokens/s per unit.",
+            slo_words(data),
+            fmt_num(o.max_error_rate * 100.0),
+            fmt_num(o.min_good_share * 100.0),
+            fmt_num(o.best_tolerance * 100.0),
+            if data.meta.is_rate_sweep() {
+                "rate"
+            } else {
+                "concurrency"
+            },
+            fmt_num(o.knee_fraction * 100.0),
+        )),
+        Block::Heading("Bottleneck hints".into()),
     ];
-    blocks.push(Block::Para(format!(
-        "SLO of this run: {}. Definitions: a level qualifies with error rate ≤ {}% and ≥ {}% of requests meeting the SLO; the best level is the lowest qualifying level within {}% of the highest qualifying throughput; the knee is the last level before the first step whose gain per unit of {} falls below {}% of the first level's tokens/s per unit.",
-        slo_words(data),
-        fmt_num(opts.findings.max_error_rate * 100.0),
-        fmt_num(opts.findings.min_good_share * 100.0),
-        fmt_num(opts.findings.best_tolerance * 100.0),
-        if rate { "rate" } else { "concurrency" },
-        fmt_num(opts.findings.knee_fraction * 100.0),
-    )));
-    blocks.push(Block::Heading("Bottleneck hints".into()));
     if f.hints.is_empty() {
         blocks.push(Block::Para(
             "None: the data hold no evidence of queueing, shared decode, CPU, GPU, power or memory limits.".into(),
@@ -328,232 +281,19 @@ pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportErr
         blocks.push(Block::Heading("Cautions".into()));
         blocks.push(Block::List(f.cautions.clone()));
     }
-    blocks.push(Block::Heading("Levels".into()));
-    blocks.push(Block::Table(level_table(levels)));
+    blocks
+}
 
+/// Builds the report document of one run: findings, the table, and every chart the data allow.
+pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportError> {
+    let f = findings::compute(&data.levels, &opts.findings, data.meta.is_rate_sweep());
+    let mut blocks = findings_blocks(data, &f, &opts.findings);
+    blocks.push(Block::Heading("Levels".into()));
+    blocks.push(Block::Table(level_table(&data.levels)));
     blocks.push(Block::Heading("Charts".into()));
-    let mut marks = Vec::new();
-    if let Knee::At { index, .. } = f.knee {
-        marks.push(Mark {
-            x: levels[index].x,
-            label: " knee".into(),
-        });
-    }
-    if let Some(b) = f.best {
-        marks.push(Mark {
-            x: levels[b].x,
-            label: if matches!(f.knee, Knee::At { index, .. } if index == b) {
-                " knee = best".into()
-            } else {
-                " best".into()
-            },
-        });
-        if marks.len() == 2 && marks[0].x == marks[1].x {
-            marks.remove(0);
-        }
-    }
-    let line = |name: &str, pts: Vec<(f64, f64)>, color: usize| Line {
-        name: name.into(),
-        points: pts,
-        color,
-        dots: true,
-    };
-    let mut figs = vec![Figure {
-        file: "throughput.png".into(),
-        title: "Aggregate tokens/s".into(),
-        caption: "Output tokens per second of all requests together, per level; the knee and the best level are marked.".into(),
-        png: charts::line_chart(
-            "Aggregate output tokens/s",
-            &axis,
-            "tokens/s",
-            &[line("aggregate", points(levels, |l| Some(l.aggregate_tokens_per_s)), 0)],
-            &marks,
-            None,
-        )?,
-    }];
-    let slo = data.meta.slo_tokens_per_s;
-    figs.push(Figure {
-        file: "per_request.png".into(),
-        title: "Per-request tokens/s".into(),
-        caption: "Each request's decode rate (tokens after the first ÷ streaming time): the mean, and the 10th percentile (the slowest tenth of requests stream slower); dashed: the SLO.".into(),
-        png: charts::line_chart(
-            "Per-request decode rate",
-            &axis,
-            "tokens/s per request",
-            &[
-                line("mean", points(levels, |l| l.request_tokens_per_s_mean), 0),
-                line("p10 (slowest tenth)", points(levels, |l| l.request_tokens_per_s_p10), 3),
-            ],
-            &[],
-            slo.map(|s| (s, "SLO")),
-        )?,
-    });
-    figs.push(Figure {
-        file: "ttft.png".into(),
-        title: "Time to first token".into(),
-        caption:
-            "TTFT percentiles per level, from each request's intended start (queueing included)."
-                .into(),
-        png: charts::line_chart(
-            "Time to first token",
-            &axis,
-            "seconds",
-            &[
-                line("p50", points(levels, |l| l.ttft.p50_s), 0),
-                line("p90", points(levels, |l| l.ttft.p90_s), 3),
-                line("p99", points(levels, |l| l.ttft.p99_s), 1),
-            ],
-            &[],
-            data.meta.slo_ttft_s.map(|s| (s, "TTFT SLO")),
-        )?,
-    });
-    figs.push(Figure {
-        file: "errors.png".into(),
-        title: "Error rate".into(),
-        caption: "Share of each level's requests that failed (any kind), percent.".into(),
-        png: charts::line_chart(
-            "Error rate",
-            &axis,
-            "% of requests failed",
-            &[line(
-                "error rate",
-                points(levels, |l| Some(l.error_rate * 100.0)),
-                1,
-            )],
-            &[],
-            Some((opts.findings.max_error_rate * 100.0, "limit")),
-        )?,
-    });
     let mut notes = data.notes.clone();
-    if levels.iter().any(|l| l.power.tokens_per_joule.is_some()) {
-        let mut lines = vec![line(
-            "tokens/J",
-            points(levels, |l| l.power.tokens_per_joule),
-            2,
-        )];
-        if levels
-            .iter()
-            .any(|l| l.power.net_tokens_per_joule.is_some())
-        {
-            lines.push(line(
-                "tokens/J above idle",
-                points(levels, |l| l.power.net_tokens_per_joule),
-                4,
-            ));
-        }
-        figs.push(Figure {
-            file: "efficiency.png".into(),
-            title: "Tokens per joule".into(),
-            caption: "Output tokens per joule of measured energy per level (and above the idle baseline when one was measured).".into(),
-            png: charts::line_chart("Tokens per joule", &axis, "tokens/J", &lines, &[], None)?,
-        });
-    } else {
-        notes.push("no energy per level: the tokens-per-joule chart is omitted".into());
-    }
-    let time_axis = XAxis::Time {
-        spans: data.series.cycle_spans.clone(),
-    };
-    let series_lines = |s: &[load::Series], scale: f64| -> Vec<Line> {
-        s.iter()
-            .enumerate()
-            .map(|(i, s)| Line {
-                name: s.name.clone(),
-                points: s.points.iter().map(|p| (p.0, p.1 * scale)).collect(),
-                color: i,
-                dots: false,
-            })
-            .collect()
-    };
-    if !data.series.power_w.is_empty() {
-        figs.push(Figure {
-            file: "power.png".into(),
-            title: "Power over time".into(),
-            caption: "Power readings per device (power.csv), with the levels shaded.".into(),
-            png: charts::line_chart(
-                "Power",
-                &time_axis,
-                "watts",
-                &series_lines(&data.series.power_w, 1.0),
-                &[],
-                None,
-            )?,
-        });
-    }
-    if !data.series.freq_mhz.is_empty() {
-        figs.push(Figure {
-            file: "frequency.png".into(),
-            title: "Clock frequency over time".into(),
-            caption: "GPU/SM clock per device (power.csv freq_mhz), with the levels shaded.".into(),
-            png: charts::line_chart(
-                "Clock frequency",
-                &time_axis,
-                "MHz",
-                &series_lines(&data.series.freq_mhz, 1.0),
-                &[],
-                None,
-            )?,
-        });
-    }
-    if !data.series.cpu_pct.is_empty() {
-        figs.push(Figure {
-            file: "server_cpu.png".into(),
-            title: "Server CPU over time".into(),
-            caption: "CPU of the server's processes (percent of one core) and of the whole machine (percent of all cores), from processes.csv.".into(),
-            png: charts::line_chart(
-                "Server and machine CPU",
-                &time_axis,
-                "CPU %",
-                &series_lines(&data.series.cpu_pct, 1.0),
-                &[],
-                None,
-            )?,
-        });
-    }
-    if !data.series.rss_bytes.is_empty() {
-        figs.push(Figure {
-            file: "server_memory.png".into(),
-            title: "Server memory over time".into(),
-            caption: "Resident memory of the server's processes and memory used on the machine, GiB, from processes.csv.".into(),
-            png: charts::line_chart(
-                "Server and machine memory",
-                &time_axis,
-                "GiB",
-                &series_lines(&data.series.rss_bytes, 1.0 / (1024.0 * 1024.0 * 1024.0)),
-                &[],
-                None,
-            )?,
-        });
-    }
-    if let Some(i) = timeline_index(data, &f, opts)? {
-        let l = &levels[i];
-        let shown = l.spans.len().min(TIMELINE_MAX_BARS);
-        let bars: Vec<Bar> = l.spans[..shown]
-            .iter()
-            .map(|s| Bar {
-                start_s: s.intended_s,
-                first_token_s: s.first_token_s,
-                end_s: s.end_s,
-                failed: !s.completed,
-            })
-            .collect();
-        figs.push(Figure {
-            file: "timeline.png".into(),
-            title: format!("Requests of level {}", l.label),
-            caption: format!(
-                "One bar per request of level {}{}: waiting from its intended start to its first token (queueing and prefill), then streaming to its end. Requests that wait while others stream show the server's queue.",
-                l.label,
-                if shown < l.spans.len() {
-                    format!(" (the first {shown} of {} by intended start)", l.spans.len())
-                } else {
-                    String::new()
-                }
-            ),
-            png: charts::timeline_chart(&format!("Requests of level {}", l.label), &bars)?,
-        });
-    } else {
-        notes.push("no request_summary.csv: the per-request timeline is omitted".into());
-    }
-    blocks.extend(figs.into_iter().map(Block::Figure));
+    let figures = charts::draw_all(&charts::ChartCtx::new(data, &f, opts), &mut notes)?;
+    blocks.extend(figures.into_iter().map(Block::Figure));
     if !notes.is_empty() {
         blocks.push(Block::Heading("Notes".into()));
         blocks.push(Block::List(notes));
