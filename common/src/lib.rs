@@ -1,7 +1,6 @@
 //! Domain types and pure logic shared by the controller and the agent: no I/O but file writers.
 #![forbid(unsafe_code)]
 
-pub mod csv_out;
 pub mod monitor;
 pub mod plan;
 pub mod record;

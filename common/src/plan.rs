@@ -15,7 +15,9 @@ pub const MAX_LEVEL: u32 = 100_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Api {
-    /// Ollama's native `/api/generate` NDJSON stream.
+    /// Ollama's native `/api/generate` NDJSON stream. (Runs from before the four API names
+    /// recorded it as `ollama`.)
+    #[serde(alias = "ollama")]
     OllamaGenerate,
     /// Ollama's native `/api/chat` NDJSON stream.
     OllamaChat,

@@ -12,7 +12,7 @@
 use prost::Message;
 use std::hint::black_box;
 use std::time::Instant;
-use tokengun::output::RunDir;
+use tokengun::sinks::run_folder::RunDir;
 use tokengun_common::{Api, CycleStats, OutcomeKind, RequestRecord, Slo, TokenChunk, TokenSource};
 use tokengun_common::{Record, RecordBody, ServerTimings};
 use tokengun_proto as pb;

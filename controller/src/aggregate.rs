@@ -2,9 +2,9 @@
 //! start, requests, end, losses), the merged statistics and the console's rows ([`CycleSink`]),
 //! the merged live progress, and the cycle's summary row built from all of them.
 
-use crate::console::Console;
 use crate::link::ClockMap;
-use crate::output::{CycleWriter, OutDirError};
+use crate::sinks::console::Console;
+use crate::sinks::run_folder::{CycleWriter, OutDirError};
 use tokengun_common::stats::AgentCycle;
 use tokengun_common::{
     CycleDone, CycleInfo, CyclePlan, CycleStats, CycleSummary, OutcomeKind, Progress, RecordBody,
@@ -179,7 +179,7 @@ impl CycleSink {
 
     pub fn take(&mut self, mut r: RequestRecord) {
         self.stats.add(&r, &self.slo);
-        if self.keep_all_rows || self.table.len() <= crate::console::TABLE_MAX_ROWS {
+        if self.keep_all_rows || self.table.len() <= crate::sinks::console::TABLE_MAX_ROWS {
             // The table needs the rate: keep the first chunk, one holding the tokens between, and
             // the last (tokens_per_s spans first to last), not the whole timeline.
             if r.timeline.len() > 3 {
@@ -472,7 +472,7 @@ mod tests {
             sink.take(r);
         }
         assert_eq!(sink.stats.requests, 200);
-        assert_eq!(sink.table.len(), crate::console::TABLE_MAX_ROWS + 1);
+        assert_eq!(sink.table.len(), crate::sinks::console::TABLE_MAX_ROWS + 1);
         let t = &sink.table[0].timeline;
         assert_eq!(t.len(), 3);
         assert_eq!(t.iter().map(|c| c.tokens).sum::<u32>(), 5);

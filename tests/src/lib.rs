@@ -8,9 +8,9 @@ mod scenario;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokengun::console::Console;
 use tokengun::plan::{Level, RunConfig};
 use tokengun::run::{RunError, RunReport};
+use tokengun::sinks::console::Console;
 use tokengun_common::{Api, Arrival, LoadShape, PromptSpec, RequestOptions, Slo};
 use tokio_util::sync::CancellationToken;
 

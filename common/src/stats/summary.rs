@@ -83,7 +83,8 @@ pub struct CycleSummary {
     pub gpu_freq_mhz_mean: Option<f64>,
     /// Several agents: latest minus earliest cycle start, on the controller's clock.
     pub start_spread_s: Option<f64>,
-    /// Several agents: each one's part of the cycle.
+    /// Several agents: each one's part of the cycle (absent from runs before several agents).
+    #[serde(default)]
     pub agents: Vec<AgentCycle>,
     /// CPU seconds the agents' processes used over the cycle (summed over agents; an
     /// in-process agent's process is the controller's too). None: no agent measured it.

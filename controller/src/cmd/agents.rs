@@ -1,8 +1,8 @@
 //! `tokengun agents`: each agent's identity, clock and what its monitors find.
 
 use super::AgentAuthArgs;
-use crate::console;
 use crate::link;
+use crate::sinks::console;
 use clap::Args;
 
 /// `tokengun agents`.

@@ -1,8 +1,8 @@
 //! `tokengun compare`: several runs' curves overlaid and their findings side by side.
 
 use super::FindingArgs;
-use crate::console;
 use crate::report;
+use crate::sinks::console;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -63,7 +63,7 @@ pub fn exec(args: &CompareArgs) -> u8 {
 fn new_compare_dir() -> Result<std::path::PathBuf, String> {
     let base = format!(
         "compare-{}",
-        crate::output::default_run_id(std::time::SystemTime::now())
+        crate::sinks::run_folder::default_run_id(std::time::SystemTime::now())
     );
     let results = std::path::Path::new("results");
     std::fs::create_dir_all(results)

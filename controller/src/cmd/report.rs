@@ -1,8 +1,8 @@
 //! `tokengun report`: report.md, report.html and charts/ for a run folder; the findings'
 //! thresholds shared with `compare`.
 
-use crate::console;
 use crate::report;
+use crate::sinks::console;
 use clap::Args;
 use std::path::PathBuf;
 

@@ -3,11 +3,11 @@
 
 use super::sim::{profile_arg, tune_sim};
 use super::{AgentAuthArgs, EXIT_INTERRUPTED, duration_arg, duration_text};
-use crate::console::{self, Console};
-use crate::output::RunStatus;
 use crate::plan::{PlanFile, PlanFileError, RunConfig};
 use crate::report;
 use crate::run::{RunError, RunReport};
+use crate::sinks::console::{self, Console};
+use crate::sinks::run_folder::RunStatus;
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! (`tokengun run --sim` takes a profile and a few of them too).
 
 use super::duration_arg;
-use crate::console;
+use crate::sinks::console;
 use clap::Args;
 use std::time::Duration;
 use tokengun_simulator::{Faults, OutputLen, PROFILES, SimConfig};

@@ -4,11 +4,11 @@
 
 use super::RunError;
 use crate::aggregate::{CycleSink, MemberCycle, Sinks, merged_progress};
-use crate::console::Console;
 use crate::fleet::{CLOCK_PROBES, Event, Fleet};
 use crate::link::LinkError;
-use crate::monitoring::MonitorSink;
-use crate::output::RunDir;
+use crate::sinks::console::Console;
+use crate::sinks::monitor::MonitorSink;
+use crate::sinks::run_folder::RunDir;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokengun_common::{CyclePlan, Progress, Record, RecordBody};

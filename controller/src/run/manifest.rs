@@ -2,11 +2,11 @@
 //! simulator settings), written before the first cycle, and the run's opening console lines.
 
 use super::{RunError, ms, now_rfc3339};
-use crate::console::Console;
 use crate::fleet::Fleet;
 use crate::link::TargetInfo;
-use crate::output::{Manifest, RunDir, RunStatus, default_run_id};
 use crate::plan::{Level, RunConfig, Split};
+use crate::sinks::console::Console;
+use crate::sinks::run_folder::{Manifest, RunDir, RunStatus, default_run_id};
 use std::time::{Duration, SystemTime};
 use tokengun_simulator::SimConfig;
 

@@ -11,11 +11,11 @@ pub mod sweep;
 
 pub use resume::resume;
 
-use crate::console::Console;
 use crate::fleet::{self, FleetError};
 use crate::link::LinkError;
-use crate::output::{OutDirError, RunStatus, probe_writable};
 use crate::plan::{InvalidPlan, RunConfig, validate};
+use crate::sinks::console::Console;
+use crate::sinks::run_folder::{OutDirError, RunStatus, probe_writable};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tokengun_common::{CycleSummary, PlanError};

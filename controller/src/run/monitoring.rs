@@ -2,12 +2,12 @@
 //! read between cycles until a cycle's closing power reading is in, and stopped after it.
 
 use super::{RunError, ms};
-use crate::console::Console;
 use crate::fleet::{Fleet, Member};
 use crate::link::LinkError;
-use crate::monitoring::{MonitorInfo, MonitorSink};
-use crate::output::{Manifest, RunDir};
 use crate::plan::{MonitorConfig, RunConfig};
+use crate::sinks::console::Console;
+use crate::sinks::monitor::{MonitorInfo, MonitorSink};
+use crate::sinks::run_folder::{Manifest, RunDir};
 use std::time::Duration;
 use tokengun_common::{Api, RecordBody};
 use tokio_util::sync::CancellationToken;
@@ -157,7 +157,7 @@ pub async fn measure_baseline(
         "measuring idle power for {} before the sweep (--baseline)…",
         humantime::format_duration(m.baseline)
     ));
-    sink.set_label("baseline");
+    sink.set_label(tokengun_common::run_dir::BASELINE_LABEL);
     let span = u64::try_from(m.baseline.as_nanos()).unwrap_or(u64::MAX);
     let windows: Vec<(usize, u64, u64)> = up
         .members

@@ -5,13 +5,14 @@
 use super::cycle::of_cycle;
 use super::sweep::{ResumeAt, Sweep};
 use super::{RunError, RunReport, now_rfc3339};
-use crate::console::Console;
 use crate::fleet::{self, Fleet};
-use crate::output::{Manifest, RunDir, RunStatus};
 use crate::plan::RunConfig;
 use crate::plan::compile::{WARMUP_CYCLE_ID, level_cycle_id};
+use crate::sinks::console::Console;
+use crate::sinks::run_folder::{Manifest, RunDir, RunStatus};
 use std::path::Path;
 use std::time::Duration;
+use tokengun_common::run_dir::{PLAN_JSON, RECORDS_PB, RUN_JSON};
 use tokengun_common::{Record, RecordBody};
 use tokio_util::sync::CancellationToken;
 
@@ -109,10 +110,10 @@ fn read_saved(run_dir: &Path) -> Result<Saved, RunError> {
             ))
         })
     };
-    let cfg: RunConfig = serde_json::from_slice(&read("plan.json")?)
-        .map_err(|e| bad(format!("plan.json is not a run plan ({e})")))?;
-    let manifest: Manifest = serde_json::from_slice(&read("run.json")?)
-        .map_err(|e| bad(format!("run.json is not a tokengun manifest ({e})")))?;
+    let cfg: RunConfig = serde_json::from_slice(&read(PLAN_JSON)?)
+        .map_err(|e| bad(format!("{PLAN_JSON} is not a run plan ({e})")))?;
+    let manifest: Manifest = serde_json::from_slice(&read(RUN_JSON)?)
+        .map_err(|e| bad(format!("{RUN_JSON} is not a tokengun manifest ({e})")))?;
     if cfg.agents.is_empty() {
         return Err(bad(
             "it used the agent inside the controller, which ended with it: nothing is left to replay"
@@ -122,7 +123,7 @@ fn read_saved(run_dir: &Path) -> Result<Saved, RunError> {
     if manifest.status == RunStatus::Complete {
         return Err(bad("the run is already complete".into()));
     }
-    let stored = tokengun_proto::stored::read_all(&run_dir.join("records.pb"))?;
+    let stored = tokengun_proto::stored::read_all(&run_dir.join(RECORDS_PB))?;
     Ok(Saved {
         cfg,
         manifest,

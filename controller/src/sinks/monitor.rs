@@ -1,14 +1,14 @@
 //! The controller's side of monitoring: writes `power.csv` and `processes.csv` as samples arrive,
 //! keeps the series a cycle's energy and server figures are computed from, and the live figures.
 
-use crate::output::OutDirError;
+use crate::sinks::run_folder::OutDirError;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use tokengun_common::csv_out::OutputError;
 use tokengun_common::monitor::{
     CycleEnergy, PowerSeries, ServerUsage, ServerUsageAcc, WindowEnergy, metric,
 };
+use tokengun_common::run_dir::{OutputError, POWER_CSV, PROCESSES_CSV};
 use tokengun_common::{MonitorBatch, ProcessRole};
 
 pub use crate::tui::MonitorSnapshot;
@@ -119,12 +119,12 @@ impl MonitorSink {
     ) -> Result<usize, OutDirError> {
         if self.processes_csv.is_none() {
             self.processes_csv = Some(Csv::create(
-                self.root.join("processes.csv"),
+                self.root.join(PROCESSES_CSV),
                 &PROCESSES_HEADER,
             )?);
         }
         if power && self.power_csv.is_none() {
-            self.power_csv = Some(Csv::create(self.root.join("power.csv"), &POWER_HEADER)?);
+            self.power_csv = Some(Csv::create(self.root.join(POWER_CSV), &POWER_HEADER)?);
         }
         self.agents.push(AgentMon {
             label: label.to_string(),
