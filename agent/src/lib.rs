@@ -7,6 +7,8 @@
 pub mod allow;
 pub mod auth;
 pub mod backend;
+#[doc(hidden)]
+pub mod bench;
 pub mod certs;
 pub mod clock;
 pub mod engine;
