@@ -5,13 +5,14 @@
 //! agents), and `NAME.pem` + `NAME-key.pem` per agent or controller. Keys are ECDSA P-256,
 //! readable by their owner only.
 
-use crate::auth::{provider, read_certs};
+use crate::auth::provider;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokengun_common::credentials::read_certs;
 use tokio_rustls::rustls;
 
 /// The CA's subject, followed by a few hex digits of its key so that two labs' CAs differ by name

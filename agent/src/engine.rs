@@ -3,7 +3,7 @@
 //! ending in a [`RequestRecord`] whatever happens.
 
 use crate::backend::{self, Chunk};
-use crate::http::{HttpClient, MAX_SMALL_BODY, root_cause};
+use crate::http::{HttpClient, MAX_SMALL_BODY};
 use crate::live::{LiveEntry, LiveRequests, LiveSlot};
 use crate::log::RecordLog;
 use crate::stamp::ReadStamp;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengun_common::schedule::{Arrivals, prompt_index};
+use tokengun_common::transport::root_cause;
 use tokengun_common::{
     AgentSelfCheck, CycleDone, CyclePlan, LIVE_REQUESTS_MAX, LoadShape, OutcomeKind, Progress,
     RecordBody, RequestRecord, ServerTimings, TokenChunk, TokenSource,

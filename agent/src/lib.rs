@@ -32,13 +32,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengun_common::transport::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-
-/// Largest gRPC message either side accepts: a plan carries its whole workload.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// At shutdown, how long a running cycle gets to record its aborted requests (after the drain).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

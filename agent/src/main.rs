@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokengun_agent::auth::{Auth, AuthFiles, TOKEN_ENV};
+use tokengun_agent::auth::{Auth, AuthFiles};
 use tokengun_agent::certs::{self, CertRequest};
 use tokengun_agent::spool::SpoolConfig;
 use tokengun_agent::{AgentConfig, TargetPolicy};
+use tokengun_common::credentials::TOKEN_ENV;
 
 mod probe;
 

@@ -20,7 +20,7 @@ pub async fn run(
         return ExitCode::from(2);
     }
     for w in &watch_process {
-        if let Err(e) = tokengun_agent::monitor::process::Watch::parse(w) {
+        if let Err(e) = tokengun_common::sources::Watch::parse(w) {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }

@@ -4,8 +4,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use tokengun_agent::monitor::process::{ProcessSampler, Watch};
-use tokengun_agent::monitor::{MonitorSpec, SOURCE_PROCESS, probe};
+use tokengun_agent::monitor::process::ProcessSampler;
+use tokengun_agent::monitor::{MonitorSpec, probe};
+use tokengun_common::sources::{SOURCE_PROCESS, Watch};
 use tokengun_common::{ProcessReading, ProcessRole};
 
 /// A Python child that does what it is told and says "ok" after each command.

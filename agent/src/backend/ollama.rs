@@ -157,14 +157,8 @@ pub fn parse_tags(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     Ok(t.models.into_iter().map(|m| m.name).collect())
 }
 
-/// Whether `model` is in `available`, accepting Ollama's implicit `:latest` tag.
-pub fn model_available(model: &str, available: &[String]) -> bool {
-    available.iter().any(|m| {
-        m == model
-            || (!model.contains(':') && m.strip_suffix(":latest") == Some(model))
-            || model.strip_suffix(":latest") == Some(m.as_str())
-    })
-}
+/// Kept at its old path for the controller until it imports it from common.
+pub use tokengun_common::models::model_available;
 
 #[cfg(test)]
 mod tests {
@@ -268,9 +262,9 @@ mod tests {
     #[test]
     fn tags_and_models() {
         let tags = br#"{"models":[{"name":"deepseek-r1:7b","model":"deepseek-r1:7b"},{"name":"llama3.2:latest"}]}"#;
-        let m = parse_tags(tags).unwrap();
-        assert!(model_available("deepseek-r1:7b", &m));
-        assert!(model_available("llama3.2", &m));
-        assert!(!model_available("deepseek-r1:14b", &m));
+        assert_eq!(
+            parse_tags(tags).unwrap(),
+            ["deepseek-r1:7b", "llama3.2:latest"]
+        );
     }
 }

@@ -8,19 +8,17 @@ pub mod sysfs;
 
 use crate::clock;
 use crate::log::RecordLog;
-use process::{ProcessSampler, Watch};
+use process::ProcessSampler;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokengun_common::sources::Watch;
+pub use tokengun_common::sources::{
+    SOURCE_AMDGPU, SOURCE_NVML, SOURCE_POWERMETRICS, SOURCE_PROCESS, SOURCE_RAPL,
+};
 use tokengun_common::{MonitorBatch, PowerReading, RecordBody, SourceStatus};
 use tokio_util::sync::CancellationToken;
-
-pub const SOURCE_POWERMETRICS: &str = "powermetrics";
-pub const SOURCE_NVML: &str = "nvml";
-pub const SOURCE_AMDGPU: &str = "amdgpu";
-pub const SOURCE_RAPL: &str = "rapl";
-pub const SOURCE_PROCESS: &str = "process";
 
 /// Sampling stops when no controller has called for this long (and no results stream is open):
 /// an agent does not watch on for a controller that vanished.
@@ -194,7 +192,8 @@ pub fn choose_watch(spec: &MonitorSpec) -> Result<(Vec<Watch>, Vec<String>), Str
             .watch_process
             .iter()
             .map(|s| Watch::parse(s))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         return Ok((w, notes));
     }
     if spec.target_url.is_empty() {
@@ -212,7 +211,7 @@ pub fn choose_watch(spec: &MonitorSpec) -> Result<(Vec<Watch>, Vec<String>), Str
         return Ok((pids.into_iter().map(Watch::Pid).collect(), notes));
     }
     if !spec.server_hint.is_empty() {
-        let w = Watch::parse(&regex::escape(&spec.server_hint))?;
+        let w = Watch::parse(&regex::escape(&spec.server_hint)).map_err(|e| e.to_string())?;
         return Ok((vec![w], notes));
     }
     notes.push(match process::anything_listens(port) {

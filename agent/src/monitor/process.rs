@@ -2,52 +2,15 @@
 //! would, or the one listening on the target's port) and their children each tick, and reads CPU %,
 //! RSS, VSZ, threads and open files; figures it cannot read are None, with the reason said once.
 
-use regex::Regex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+use tokengun_common::sources;
 use tokengun_common::{ProcessReading, ProcessRole};
-
-/// What to watch.
-#[derive(Debug, Clone)]
-pub enum Watch {
-    /// Processes whose name (or executable's file name) matches, as `pgrep PATTERN` would.
-    Pattern(Regex),
-    /// One process, e.g. the one found listening on the target's port.
-    Pid(u32),
-}
-
-impl Watch {
-    /// A `--watch-process` value: `pid:N`, else a regular expression (a plain name matches as a
-    /// substring, like pgrep).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if let Some(pid) = s.strip_prefix("pid:") {
-            return pid
-                .parse()
-                .map(Watch::Pid)
-                .map_err(|_| format!("--watch-process {s:?}: pid:N needs a number"));
-        }
-        if s.trim().is_empty() {
-            return Err("--watch-process needs a name or pattern, e.g. ollama".into());
-        }
-        Regex::new(s).map(Watch::Pattern).map_err(|e| {
-            // regex's message spans lines (pattern, caret, reason): one line here.
-            let why = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-            format!("--watch-process {s:?} is not a valid pattern ({why}); give a process name, e.g. ollama")
-        })
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Watch::Pattern(r) => format!("processes matching {:?}", r.as_str()),
-            Watch::Pid(p) => format!("pid {p}"),
-        }
-    }
-}
 
 /// Samples watched processes and the machine; keeps one `System` alive between ticks.
 pub struct ProcessSampler {
     sys: System,
-    watch: Vec<Watch>,
+    watch: Vec<sources::Watch>,
     /// pid -> (accumulated CPU ms, t_ns) at the last tick.
     prev_cpu: HashMap<u32, (u64, u64)>,
     /// Watched pids of the last tick (to say when one appears or goes).
@@ -79,7 +42,7 @@ fn machine(sys: &mut System, t_ns: u64) -> ProcessReading {
 
 impl ProcessSampler {
     /// A sampler for `watch` (may be empty: the machine alone).
-    pub fn new(watch: Vec<Watch>) -> Result<Self, String> {
+    pub fn new(watch: Vec<sources::Watch>) -> Result<Self, String> {
         let mut sys = System::new().map_err(|e| format!("cannot read processes: {e}"))?;
         // Names now, for describe(); the first sample refreshes the rest.
         sys.refresh_processes_specifics(
@@ -104,11 +67,11 @@ impl ProcessSampler {
         self.watch
             .iter()
             .map(|w| match w {
-                Watch::Pid(pid) => match self.sys.process(Pid::from_u32(*pid)) {
+                sources::Watch::Pid(pid) => match self.sys.process(Pid::from_u32(*pid)) {
                     Some(p) => format!("{} (pid {pid})", p.name().to_string_lossy()),
                     None => w.describe(),
                 },
-                Watch::Pattern(_) => w.describe(),
+                sources::Watch::Pattern(_) => w.describe(),
             })
             .collect()
     }
@@ -125,8 +88,8 @@ impl ProcessSampler {
         let name_of = |p: &sysinfo::Process| p.name().to_string_lossy().into_owned();
         let matches = |pid: Pid, p: &sysinfo::Process| {
             self.watch.iter().any(|w| match w {
-                Watch::Pid(want) => pid.as_u32() == *want,
-                Watch::Pattern(re) => {
+                sources::Watch::Pid(want) => pid.as_u32() == *want,
+                sources::Watch::Pattern(re) => {
                     re.is_match(&name_of(p))
                         || p.exe()
                             .and_then(|e| e.file_name())
