@@ -361,7 +361,7 @@ impl pb::agent_server::Agent for AgentService {
             .monitor
             .start(spec, self.log.clone(), self.contact.clone())
             .await
-            .map_err(Status::invalid_argument)?;
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::StartMonitorReply {
             now_mono_ns: started.now_mono_ns,
             sources: started.sources.iter().map(Into::into).collect(),
