@@ -11,6 +11,7 @@ pub mod backend;
 pub mod bench;
 pub mod certs;
 pub mod clock;
+pub mod cmd;
 pub mod engine;
 pub mod fdlimit;
 pub mod http;
