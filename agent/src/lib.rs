@@ -33,9 +33,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengun_common::server::ServerTask;
 use tokengun_common::transport::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
@@ -205,10 +205,10 @@ pub async fn serve_log(
 }
 
 /// An agent serving in this process on a loopback port: the same gRPC path as a remote agent.
+/// Dropping it stops it at once.
 pub struct LocalAgent {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+    server: ServerTask<AgentError>,
 }
 
 impl LocalAgent {
@@ -225,14 +225,9 @@ impl LocalAgent {
             addr: addr.into(),
             source,
         })?;
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, config, async {
-            let _ = rx.await;
-        }));
         Ok(Self {
             addr: local,
-            stop: Some(tx),
-            task,
+            server: ServerTask::spawn(|stop| serve(listener, config, stop)),
         })
     }
 
@@ -242,21 +237,7 @@ impl LocalAgent {
     }
 
     /// Stops serving and waits at most `grace`.
-    pub async fn stop(mut self, grace: Duration) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            self.task.abort();
-        }
-    }
-}
-
-impl Drop for LocalAgent {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.abort();
+    pub async fn stop(self, grace: Duration) {
+        self.server.stop(grace).await;
     }
 }

@@ -4,11 +4,13 @@
 
 pub mod credentials;
 pub mod csv_out;
+pub mod file_error;
 pub mod models;
 pub mod monitor;
 pub mod plan;
 pub mod record;
 pub mod schedule;
+pub mod server;
 pub mod sources;
 pub mod stats;
 pub mod transport;
