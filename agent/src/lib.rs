@@ -1,33 +1,37 @@
 //! tokengun's agent: generates load next to an inference server and streams back what it measured.
 //!
-//! Flow: gRPC [`service`] (shim) -> [`runner`] (owns cycle state) -> [`engine`] (one task per
-//! request) -> [`backend`] parsers -> [`log`] (sequenced records) -> `Results` stream.
+//! Flow: gRPC `service` (shim) -> `runner` (owns cycle state) -> `engine` (one task per
+//! request) -> `backend` parsers -> `log` (sequenced records) -> `Results` stream.
 #![deny(unsafe_code)]
 
-pub mod allow;
-pub mod auth;
-pub mod backend;
+// The controller and other crates see only what is re-exported below, the commands of the
+// binary (`cmd`), the clock (`clock`) and what the benches measure (`bench`): everything else is
+// the agent's own.
+pub(crate) mod allow;
+pub(crate) mod auth;
+pub(crate) mod backend;
 #[doc(hidden)]
 pub mod bench;
-pub mod certs;
+pub(crate) mod certs;
 pub mod clock;
 pub mod cmd;
-pub mod engine;
-pub mod fdlimit;
-pub mod http;
-pub mod live;
-pub mod log;
-pub mod monitor;
-pub mod ndjson;
-pub mod notify;
-pub mod runner;
-pub mod selfcheck;
-pub mod service;
-pub mod spool;
-pub mod stamp;
+pub(crate) mod engine;
+pub(crate) mod fdlimit;
+pub(crate) mod http;
+pub(crate) mod live;
+pub(crate) mod log;
+pub(crate) mod monitor;
+pub(crate) mod ndjson;
+pub(crate) mod notify;
+pub(crate) mod runner;
+pub(crate) mod selfcheck;
+pub(crate) mod service;
+pub(crate) mod spool;
+pub(crate) mod stamp;
 
-pub use allow::TargetPolicy;
-pub use auth::{Auth, AuthFiles};
+pub use allow::{AllowError, TargetPolicy};
+pub use auth::{Auth, AuthError, AuthFiles};
+pub use spool::{SpoolConfig, SpoolError};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -109,7 +113,7 @@ pub enum AgentError {
 
 /// The record log `config` asks for: its spool opened (sequence numbers continue, a cycle left
 /// unfinished by a crash is closed as recovered), or an in-memory one.
-pub fn open_log(config: &AgentConfig) -> Result<Arc<log::RecordLog>, AgentError> {
+pub(crate) fn open_log(config: &AgentConfig) -> Result<Arc<log::RecordLog>, AgentError> {
     let Some(cfg) = config.spool.clone() else {
         return Ok(Arc::new(log::RecordLog::new()));
     };
@@ -139,7 +143,7 @@ pub async fn serve(
 /// [`serve`] with a log already opened by [`open_log`]. At `shutdown` it drains: nothing new
 /// starts, in-flight requests get `config.drain_timeout` to finish, the rest are aborted (and
 /// recorded so), the spool is fsynced, open results streams end.
-pub async fn serve_log(
+pub(crate) async fn serve_log(
     listener: TcpListener,
     config: AgentConfig,
     log: Arc<log::RecordLog>,

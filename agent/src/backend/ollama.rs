@@ -157,9 +157,6 @@ pub fn parse_tags(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     Ok(t.models.into_iter().map(|m| m.name).collect())
 }
 
-/// Kept at its old path for the controller until it imports it from common.
-pub use tokengun_common::models::model_available;
-
 #[cfg(test)]
 mod tests {
     use super::*;

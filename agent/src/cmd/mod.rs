@@ -2,7 +2,7 @@
 //! only parses, sets up logging and calls [`run`].
 //!
 //! To add a subcommand: one file here with its `Args` struct and an `exec` returning
-//! `Result<(), CmdError>`, a variant in [`Command`] and its arm in [`run`], and a test in
+//! `Result<(), CmdError>`, a variant in `Command` and its arm in [`run`], and a test in
 //! agent/tests/cli.rs.
 
 mod certs;

@@ -17,6 +17,8 @@
 pub mod amdgpu;
 mod error;
 pub mod nvml;
+// Parsing powermetrics' output is plain Rust, tested on every platform; only macOS runs it.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub mod powermetrics;
 pub mod process;
 pub mod rapl;
@@ -36,6 +38,9 @@ pub use tokengun_common::sources::{
     SOURCE_AMDGPU, SOURCE_NVML, SOURCE_POWERMETRICS, SOURCE_PROCESS, SOURCE_RAPL,
 };
 use tokengun_common::{MonitorBatch, PowerReading, RecordBody, SourceStatus};
+
+#[cfg(test)]
+mod tests;
 use tokio_util::sync::CancellationToken;
 
 /// Sampling stops when no controller has called for this long (and no results stream is open):
