@@ -9,7 +9,11 @@
 // the agent's own.
 pub(crate) mod allow;
 pub(crate) mod auth;
-pub(crate) mod backend;
+// Shim: public only for the three old paths orchestrator.rs uses
+// (backend::ollama::model_available, monitor::process::Watch::parse, monitor::SOURCE_PROCESS);
+// the lead makes both pub(crate) again once it imports them from tokengun_common.
+#[doc(hidden)]
+pub mod backend;
 #[doc(hidden)]
 pub mod bench;
 pub(crate) mod certs;
@@ -20,7 +24,8 @@ pub(crate) mod fdlimit;
 pub(crate) mod http;
 pub(crate) mod live;
 pub(crate) mod log;
-pub(crate) mod monitor;
+#[doc(hidden)]
+pub mod monitor;
 pub(crate) mod ndjson;
 pub(crate) mod notify;
 pub(crate) mod runner;
