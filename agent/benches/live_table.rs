@@ -9,7 +9,7 @@
 
 use std::hint::black_box;
 use std::time::Instant;
-use tokengun_agent::live::LiveRequests;
+use tokengun_agent::bench::LiveRequests;
 
 const IN_FLIGHT: u32 = 10_000;
 

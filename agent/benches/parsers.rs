@@ -3,12 +3,12 @@
 //! `cargo bench -p tokengun-agent --bench parsers`
 //!
 //! Feeds a realistic stream (Ollama NDJSON lines as Ollama writes them; OpenAI SSE events as
-//! llama.cpp writes them) through `ResponseParser` in 16 KiB reads and counts tokens per second
+//! llama.cpp writes them) through the agent's stream parser in 16 KiB reads and counts tokens per second
 //! of CPU. This is the parsing part of the agent's per-token cost only: no sockets, no HTTP.
 
 use std::hint::black_box;
 use std::time::Instant;
-use tokengun_agent::backend::ResponseParser;
+use tokengun_agent::bench::Parser;
 use tokengun_common::Api;
 
 const TOKENS: usize = 2_000_000;
@@ -41,15 +41,14 @@ fn run(name: &str, api: Api, stream: &[u8]) {
     let mut best = f64::INFINITY;
     let mut tokens = 0u64;
     for _ in 0..3 {
-        let mut p = ResponseParser::new(api);
+        let mut p = Parser::new(api);
         tokens = 0;
         let t0 = Instant::now();
         for chunk in stream.chunks(16 * 1024) {
-            let r = p.feed(black_box(chunk), |c| {
-                tokens += u64::from(c.answer_tokens + c.reasoning_tokens);
-                true
-            });
-            assert!(matches!(r, Ok(true)), "parse failed");
+            match p.feed(black_box(chunk)) {
+                Ok(n) => tokens += n,
+                Err(e) => panic!("parse failed: {e}"),
+            }
         }
         best = best.min(t0.elapsed().as_secs_f64());
     }

@@ -17,18 +17,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokengun_common::credentials::{CredentialError, TOKEN_ENV, read_certs, read_file, read_key};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio_rustls::rustls::pki_types::{CertificateDer, UnixTime};
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::server::TlsStream;
 use tonic::{Request, Status};
 
-/// Environment variable holding the bearer token (when no token file is given).
-pub const TOKEN_ENV: &str = "TOKENGUN_AGENT_TOKEN";
 /// Shortest token accepted: shorter ones can be guessed.
 pub const MIN_TOKEN_BYTES: usize = 16;
 /// How long a connection may take to send its first byte and finish the TLS handshake.
@@ -50,19 +48,8 @@ pub struct AuthFiles {
 /// The agent's credentials could not be loaded, or do not protect it.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("cannot read {flag} {path}: {source}")]
-    Read {
-        flag: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{flag} {path}: {reason}")]
-    Pem {
-        flag: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     #[error(
         "--tls-cert and --tls-key go together: give both (the agent's certificate and its key)"
     )]
@@ -115,46 +102,6 @@ impl Token {
     }
 }
 
-fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, AuthError> {
-    std::fs::read(path).map_err(|source| AuthError::Read {
-        flag,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Reads the certificates of a PEM file (at least one).
-pub fn read_certs(
-    flag: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, AuthError> {
-    let bytes = read(flag, path)?;
-    let pem_err = |reason: String| AuthError::Pem {
-        flag,
-        path: path.to_path_buf(),
-        reason,
-    };
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err(format!("not a PEM certificate file ({e})")))?;
-    if certs.is_empty() {
-        return Err(pem_err(
-            "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
-        ));
-    }
-    Ok(certs)
-}
-
-/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
-pub fn read_key(flag: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, AuthError> {
-    let bytes = read(flag, path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| AuthError::Pem {
-        flag,
-        path: path.to_path_buf(),
-        reason: format!("holds no private key ({e})"),
-    })
-}
-
 /// The ring crypto provider every TLS config of tokengun uses.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -192,7 +139,7 @@ impl Auth {
         };
         let token = match (&files.token_file, env_token) {
             (Some(path), _) => {
-                let bytes = read("--token-file", path)?;
+                let bytes = read_file("--token-file", path)?;
                 let text = String::from_utf8_lossy(&bytes);
                 Some(Arc::new(Token::new(&text, &path.display().to_string())?))
             }
@@ -314,7 +261,7 @@ fn server_config(
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in read_certs("--tls-client-ca", ca)? {
-                roots.add(c).map_err(|e| AuthError::Pem {
+                roots.add(c).map_err(|e| CredentialError::Pem {
                     flag: "--tls-client-ca",
                     path: ca.to_path_buf(),
                     reason: e.to_string(),

@@ -5,13 +5,15 @@
 //! agents), and `NAME.pem` + `NAME-key.pem` per agent or controller. Keys are ECDSA P-256,
 //! readable by their owner only.
 
-use crate::auth::{provider, read_certs};
+use crate::auth::provider;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokengun_common::credentials::read_certs;
+use tokengun_common::file_error::FileError;
 use tokio_rustls::rustls;
 
 /// The CA's subject, followed by a few hex digits of its key so that two labs' CAs differ by name
@@ -38,18 +40,8 @@ pub struct CertRequest {
 /// Certificates could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{0} already exists; delete it or choose another name")]
     Exists(PathBuf),
     #[error("{name:?} is not a usable host name or IP address: {reason}")]
@@ -111,10 +103,6 @@ fn file_stem(name: &str) -> String {
 }
 
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
-    let err = |source| CertError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -128,10 +116,11 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             CertError::Exists(path.to_path_buf())
         } else {
-            err(e)
+            FileError::write(path)(e).into()
         }
     })?;
-    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(err)
+    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(FileError::write(path))?;
+    Ok(())
 }
 
 /// Loads the folder's CA, or makes one. Returns the issuer and whether it was made now.
@@ -140,18 +129,12 @@ fn load_or_make_ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, bool), CertE
     let key_path = dir.join("ca-key.pem");
     match (cert_path.exists(), key_path.exists()) {
         (true, true) => {
-            let pem = std::fs::read_to_string(&key_path).map_err(|source| CertError::Read {
-                path: key_path.clone(),
-                source,
-            })?;
+            let pem = std::fs::read_to_string(&key_path).map_err(FileError::read(&key_path))?;
             let key = KeyPair::from_pem(&pem).map_err(|e| CertError::ForeignCa {
                 dir: dir.to_path_buf(),
                 reason: format!("ca-key.pem: {e}"),
             })?;
-            let cert = std::fs::read_to_string(&cert_path).map_err(|source| CertError::Read {
-                path: cert_path.clone(),
-                source,
-            })?;
+            let cert = std::fs::read_to_string(&cert_path).map_err(FileError::read(&cert_path))?;
             let issuer =
                 Issuer::from_ca_cert_pem(&cert, key).map_err(|e| CertError::ForeignCa {
                     dir: dir.to_path_buf(),
@@ -227,10 +210,7 @@ pub fn make(req: &CertRequest) -> Result<Vec<PathBuf>, CertError> {
         }
         stems.push(stem.clone());
     }
-    std::fs::create_dir_all(&req.dir).map_err(|source| CertError::Write {
-        path: req.dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&req.dir).map_err(FileError::write(&req.dir))?;
     // Leaves are checked for collisions before the CA is touched, so a refusal leaves no debris.
     for (stem, _, _) in &leaves {
         for path in [

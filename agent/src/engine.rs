@@ -2,8 +2,8 @@
 //! in-flight request, each timestamped on the monotonic clock at the moment its bytes arrive, each
 //! ending in a [`RequestRecord`] whatever happens.
 
-use crate::backend::{self, ResponseParser, ollama};
-use crate::http::{HttpClient, MAX_SMALL_BODY, root_cause};
+use crate::backend::{self, Chunk};
+use crate::http::{HttpClient, MAX_SMALL_BODY};
 use crate::live::{LiveEntry, LiveRequests, LiveSlot};
 use crate::log::RecordLog;
 use crate::stamp::ReadStamp;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengun_common::schedule::{Arrivals, prompt_index};
+use tokengun_common::transport::root_cause;
 use tokengun_common::{
     AgentSelfCheck, CycleDone, CyclePlan, LIVE_REQUESTS_MAX, LoadShape, OutcomeKind, Progress,
     RecordBody, RequestRecord, ServerTimings, TokenChunk, TokenSource,
@@ -496,7 +497,7 @@ async fn read_error_body(body: Incoming) -> String {
         .await
     {
         Ok(b) => {
-            let text = ollama::error_text(&b.to_bytes());
+            let text = backend::error_text(&b.to_bytes());
             text.chars().take(500).collect()
         }
         Err(e) => format!("(error body unreadable: {e})"),
@@ -509,7 +510,11 @@ async fn read_stream(
     mut body: Incoming,
     stamp: Option<&ReadStamp>,
 ) {
-    let mut parser = ResponseParser::new(s.plan.api);
+    let backend = backend::backend(s.plan.api);
+    let stops_at_done = backend.stops_at_done();
+    let mut parser = backend.parser(s.plan.api);
+    // The units of one read; reused, so a request allocates it once.
+    let mut chunks: Vec<Chunk> = Vec::new();
     loop {
         let frame = match body.frame().await {
             None => break,
@@ -526,62 +531,20 @@ async fn read_stream(
         };
         // Stamped when its bytes were read off the socket (the stamp only grows).
         let at = s.read_at_ns(stamp);
-        let mut failure: Option<(OutcomeKind, String)> = None;
-        let fed = parser.feed(&data, |c| {
-            if m.done {
-                return true; // nothing after done counts
+        chunks.clear();
+        let fed = parser.feed(&data, &mut chunks);
+        // The units before a malformed one count first, as they came first.
+        for c in chunks.drain(..) {
+            if let Some(failure) = on_chunk(s, m, at, c, stops_at_done) {
+                return m.fail(failure.0, failure.1);
             }
-            if let Some(e) = c.error {
-                failure = Some((OutcomeKind::ServerError, e));
-                return false;
-            }
-            on_tokens(
-                s,
-                &mut m.rec,
-                &m.live,
-                at,
-                c.answer_tokens,
-                c.reasoning_tokens,
-            );
-            if let Some(f) = c.fin {
-                if let Some(n) = f.output_tokens {
-                    m.rec.output_tokens = n;
-                    m.rec.token_source = TokenSource::Server;
-                }
-                if f.prompt_tokens.is_some() {
-                    m.rec.prompt_tokens = f.prompt_tokens;
-                }
-                if !f.done_reason.is_empty() {
-                    m.rec.done_reason = f.done_reason;
-                }
-                if f.timings != ServerTimings::default() {
-                    m.rec.server = f.timings;
-                }
-            }
-            if c.done
-                && s.plan.api.family() == "openai"
-                && m.rec.counted_tokens_so_far() == 0
-                && m.rec.done_reason.is_empty()
-            {
-                // [DONE] after nothing at all: an error the server did not spell out.
-                failure = Some((
-                    OutcomeKind::ServerError,
-                    "the stream ended ([DONE]) without a token or a finish reason".into(),
-                ));
-                return false;
-            }
-            m.done |= c.done;
-            true
-        });
-        if let Err(e) = fed {
-            failure = Some((OutcomeKind::Malformed, e));
         }
-        if let Some((kind, e)) = failure {
-            return m.fail(kind, e);
+        if let Err(e) = fed {
+            return m.fail(OutcomeKind::Malformed, e);
         }
         // After [DONE] an SSE stream has nothing more to say; a server holding the body open
         // must not stretch the request to its timeout.
-        if m.done && s.plan.api.family() == "openai" {
+        if m.done && stops_at_done {
             return;
         }
     }
@@ -594,6 +557,56 @@ async fn read_stream(
             ),
         );
     }
+}
+
+/// Takes in what one unit of the stream said, read at `at`; Some when it ends the request as
+/// failed.
+fn on_chunk(
+    s: &Shared,
+    m: &mut Measure<'_>,
+    at: u64,
+    c: Chunk,
+    stops_at_done: bool,
+) -> Option<(OutcomeKind, String)> {
+    if m.done {
+        return None; // nothing after done counts
+    }
+    if let Some(e) = c.error {
+        return Some((OutcomeKind::ServerError, e));
+    }
+    on_tokens(
+        s,
+        &mut m.rec,
+        &m.live,
+        at,
+        c.answer_tokens,
+        c.reasoning_tokens,
+    );
+    if let Some(f) = c.fin {
+        if let Some(n) = f.output_tokens {
+            m.rec.output_tokens = n;
+            m.rec.token_source = TokenSource::Server;
+        }
+        if f.prompt_tokens.is_some() {
+            m.rec.prompt_tokens = f.prompt_tokens;
+        }
+        if !f.done_reason.is_empty() {
+            m.rec.done_reason = f.done_reason;
+        }
+        if f.timings != ServerTimings::default() {
+            m.rec.server = f.timings;
+        }
+    }
+    if c.done && stops_at_done && m.rec.counted_tokens_so_far() == 0 && m.rec.done_reason.is_empty()
+    {
+        // [DONE] after nothing at all: an error the server did not spell out.
+        return Some((
+            OutcomeKind::ServerError,
+            "the stream ended ([DONE]) without a token or a finish reason".into(),
+        ));
+    }
+    m.done |= c.done;
+    None
 }
 
 fn on_tokens(

@@ -7,6 +7,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengun_common::transport::root_cause;
 
 /// The pooled client every request of an agent goes through; it connects only to addresses on the
 /// agent's allow-list and never follows redirects.
@@ -38,17 +39,6 @@ pub enum GetError {
     Timeout { url: String, timeout: Duration },
     #[error("invalid URL {0}")]
     BadUrl(String),
-}
-
-/// The deepest cause's text of an error chain ("connection refused" rather than "client error").
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    let mut text = e.to_string();
-    while let Some(next) = cur.source() {
-        text = next.to_string();
-        cur = next;
-    }
-    text
 }
 
 /// GETs `url` and returns the body (at most [`MAX_SMALL_BODY`] bytes) of a 2xx reply.

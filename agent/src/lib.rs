@@ -1,42 +1,52 @@
 //! tokengun's agent: generates load next to an inference server and streams back what it measured.
 //!
-//! Flow: gRPC [`service`] (shim) -> [`runner`] (owns cycle state) -> [`engine`] (one task per
-//! request) -> [`backend`] parsers -> [`log`] (sequenced records) -> `Results` stream.
+//! Flow: gRPC `service` (shim) -> `runner` (owns cycle state) -> `engine` (one task per
+//! request) -> `backend` parsers -> `log` (sequenced records) -> `Results` stream.
 #![deny(unsafe_code)]
 
-pub mod allow;
-pub mod auth;
+// The controller and other crates see only what is re-exported below, the commands of the
+// binary (`cmd`), the clock (`clock`) and what the benches measure (`bench`): everything else is
+// the agent's own.
+pub(crate) mod allow;
+pub(crate) mod auth;
+// Shim: public only for the three old paths orchestrator.rs uses
+// (backend::ollama::model_available, monitor::process::Watch::parse, monitor::SOURCE_PROCESS);
+// the lead makes both pub(crate) again once it imports them from tokengun_common.
+#[doc(hidden)]
 pub mod backend;
-pub mod certs;
+#[doc(hidden)]
+pub mod bench;
+pub(crate) mod certs;
 pub mod clock;
-pub mod engine;
-pub mod fdlimit;
-pub mod http;
-pub mod live;
-pub mod log;
+pub mod cmd;
+pub(crate) mod engine;
+pub(crate) mod fdlimit;
+pub(crate) mod http;
+pub(crate) mod live;
+pub(crate) mod log;
+#[doc(hidden)]
 pub mod monitor;
-pub mod ndjson;
-pub mod notify;
-pub mod runner;
-pub mod selfcheck;
-pub mod service;
-pub mod spool;
-pub mod stamp;
+pub(crate) mod ndjson;
+pub(crate) mod notify;
+pub(crate) mod runner;
+pub(crate) mod selfcheck;
+pub(crate) mod service;
+pub(crate) mod spool;
+pub(crate) mod stamp;
 
-pub use allow::TargetPolicy;
-pub use auth::{Auth, AuthFiles};
+pub use allow::{AllowError, TargetPolicy};
+pub use auth::{Auth, AuthError, AuthFiles};
+pub use spool::{SpoolConfig, SpoolError};
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengun_common::server::ServerTask;
+use tokengun_common::transport::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-
-/// Largest gRPC message either side accepts: a plan carries its whole workload.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// At shutdown, how long a running cycle gets to record its aborted requests (after the drain).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -108,7 +118,7 @@ pub enum AgentError {
 
 /// The record log `config` asks for: its spool opened (sequence numbers continue, a cycle left
 /// unfinished by a crash is closed as recovered), or an in-memory one.
-pub fn open_log(config: &AgentConfig) -> Result<Arc<log::RecordLog>, AgentError> {
+pub(crate) fn open_log(config: &AgentConfig) -> Result<Arc<log::RecordLog>, AgentError> {
     let Some(cfg) = config.spool.clone() else {
         return Ok(Arc::new(log::RecordLog::new()));
     };
@@ -138,7 +148,7 @@ pub async fn serve(
 /// [`serve`] with a log already opened by [`open_log`]. At `shutdown` it drains: nothing new
 /// starts, in-flight requests get `config.drain_timeout` to finish, the rest are aborted (and
 /// recorded so), the spool is fsynced, open results streams end.
-pub async fn serve_log(
+pub(crate) async fn serve_log(
     listener: TcpListener,
     config: AgentConfig,
     log: Arc<log::RecordLog>,
@@ -204,10 +214,10 @@ pub async fn serve_log(
 }
 
 /// An agent serving in this process on a loopback port: the same gRPC path as a remote agent.
+/// Dropping it stops it at once.
 pub struct LocalAgent {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+    server: ServerTask<AgentError>,
 }
 
 impl LocalAgent {
@@ -224,14 +234,9 @@ impl LocalAgent {
             addr: addr.into(),
             source,
         })?;
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, config, async {
-            let _ = rx.await;
-        }));
         Ok(Self {
             addr: local,
-            stop: Some(tx),
-            task,
+            server: ServerTask::spawn(|stop| serve(listener, config, stop)),
         })
     }
 
@@ -241,21 +246,7 @@ impl LocalAgent {
     }
 
     /// Stops serving and waits at most `grace`.
-    pub async fn stop(mut self, grace: Duration) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            self.task.abort();
-        }
-    }
-}
-
-impl Drop for LocalAgent {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.abort();
+    pub async fn stop(self, grace: Duration) {
+        self.server.stop(grace).await;
     }
 }

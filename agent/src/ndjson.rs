@@ -17,11 +17,6 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 pub struct LineTooLong;
 
 impl LineSplitter {
-    /// A splitter with an empty buffer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Feeds one read; calls `on_line` for each line it completes, in order. Stops early and
     /// returns `Ok(false)` when `on_line` returns false.
     pub fn push(
@@ -70,7 +65,7 @@ mod tests {
     use super::*;
 
     fn lines_of(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<u8>) {
-        let mut s = LineSplitter::new();
+        let mut s = LineSplitter::default();
         let mut out = Vec::new();
         for c in chunks {
             s.push(c, |l| {
@@ -109,7 +104,7 @@ mod tests {
 
     #[test]
     fn stops_when_asked() {
-        let mut s = LineSplitter::new();
+        let mut s = LineSplitter::default();
         let mut n = 0;
         let more = s
             .push(b"a\nb\nc\n", |_| {

@@ -141,11 +141,6 @@ impl RunnerHandle {
         self.ask(|r| Command::Prepare(Box::new(plan), r)).await?
     }
 
-    /// Starts the prepared cycle `cycle_id`.
-    pub async fn start(&self, cycle_id: u32) -> Result<(), RunnerError> {
-        self.ask(|r| Command::Start(cycle_id, None, r)).await?
-    }
-
     /// Starts the prepared cycle at `at` (at once when None or past): agents begin together.
     pub async fn start_at(
         &self,

@@ -2,8 +2,8 @@
 
 use crate::AgentConfig;
 use crate::allow::{AllowError, check_target};
-use crate::backend::{ollama, openai};
-use crate::http::{GetError, HttpClient, get_small};
+use crate::backend::{PreflightError, preflight};
+use crate::http::HttpClient;
 use crate::log::RecordLog;
 use crate::monitor::{self, Contact, Monitor, MonitorSpec};
 use crate::runner::{RunnerError, RunnerHandle, RunnerState};
@@ -23,8 +23,6 @@ const BATCH_MAX: usize = 256;
 const BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// A scheduled start may lie at most this far ahead.
 const MAX_START_AHEAD_NS: u64 = 60_000_000_000;
-/// How long a preflight probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Implements `tokengun.v1.Agent`.
 pub struct AgentService {
@@ -134,73 +132,11 @@ fn next_batch(log: &RecordLog, after: u64) -> Option<(pb::ResultBatch, u64)> {
     (!records.is_empty()).then_some((pb::ResultBatch { records }, last))
 }
 
-fn probe_error(base: &str, what: &str, e: GetError) -> Status {
+fn preflight_status(e: PreflightError) -> Status {
     match e {
-        GetError::Unreachable { .. } | GetError::Timeout { .. } => {
-            Status::unavailable(e.to_string())
-        }
-        _ => Status::failed_precondition(format!(
-            "{e} (is {base} {what}? pass --api to say which API it speaks)"
-        )),
-    }
-}
-
-/// Finds what the target speaks and has: its API (probed when `api` is None: Ollama answers
-/// `/api/version`, OpenAI-style servers `/v1/models`), model names and version.
-async fn probe(
-    client: &HttpClient,
-    base: &str,
-    api: Option<Api>,
-) -> Result<(Api, Vec<String>, Option<String>), Status> {
-    let version = |c: &HttpClient, path: &'static str| {
-        let url = format!("{base}{path}");
-        let c = c.clone();
-        async move {
-            get_small(&c, &url, PROBE_TIMEOUT)
-                .await
-                .ok()
-                .and_then(|b| ollama::parse_version(&b))
-        }
-    };
-    let api = match api {
-        Some(a) => a,
-        None => match get_small(client, &format!("{base}/api/version"), PROBE_TIMEOUT).await {
-            Ok(b) if ollama::parse_version(&b).is_some() => Api::OllamaGenerate,
-            Err(e @ (GetError::Unreachable { .. } | GetError::Timeout { .. })) => {
-                return Err(Status::unavailable(e.to_string()));
-            }
-            _ => Api::OpenaiChat,
-        },
-    };
-    match api {
-        Api::OllamaGenerate | Api::OllamaChat => {
-            let tags_url = format!("{base}/api/tags");
-            let tags = get_small(client, &tags_url, PROBE_TIMEOUT)
-                .await
-                .map_err(|e| probe_error(base, "an Ollama server", e))?;
-            let models = ollama::parse_tags(&tags).map_err(|e| {
-                Status::failed_precondition(format!(
-                    "{tags_url} did not answer as Ollama does ({e}); is {base} an Ollama server? pass --api to say which API it speaks"
-                ))
-            })?;
-            Ok((api, models, version(client, "/api/version").await))
-        }
-        Api::OpenaiCompletions | Api::OpenaiChat => {
-            let url = format!("{base}/v1/models");
-            let body = get_small(client, &url, PROBE_TIMEOUT)
-                .await
-                .map_err(|e| probe_error(base, "an OpenAI-compatible server", e))?;
-            let models = openai::parse_models(&body).map_err(|e| {
-                Status::failed_precondition(format!(
-                    "{url} did not answer as OpenAI-compatible servers do ({e}); pass --api to say which API {base} speaks"
-                ))
-            })?;
-            // vLLM answers /version; Ollama's /v1 sits beside /api/version.
-            let v = match version(client, "/version").await {
-                Some(v) => Some(v),
-                None => version(client, "/api/version").await,
-            };
-            Ok((api, models, v))
+        PreflightError::Unreachable(_) => Status::unavailable(e.to_string()),
+        PreflightError::Refused { .. } | PreflightError::NotThisApi(_) => {
+            Status::failed_precondition(e.to_string())
         }
     }
 }
@@ -274,11 +210,13 @@ impl pb::agent_server::Agent for AgentService {
             .await
             .map_err(allow_status)?;
         let base = req.target_url.trim_end_matches('/');
-        let (api, models, version) = probe(&self.client, base, api).await?;
+        let found = preflight(&self.client, base, api)
+            .await
+            .map_err(preflight_status)?;
         Ok(Response::new(pb::PreflightReply {
-            server_version: version.unwrap_or_default(),
-            models,
-            api: convert::api_to(Some(api)),
+            server_version: found.version.unwrap_or_default(),
+            models: found.models,
+            api: convert::api_to(Some(found.api)),
         }))
     }
 
@@ -423,7 +361,7 @@ impl pb::agent_server::Agent for AgentService {
             .monitor
             .start(spec, self.log.clone(), self.contact.clone())
             .await
-            .map_err(Status::invalid_argument)?;
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::StartMonitorReply {
             now_mono_ns: started.now_mono_ns,
             sources: started.sources.iter().map(Into::into).collect(),

@@ -45,7 +45,7 @@ async fn connect(addr: &str) -> AgentClient<Channel> {
     AgentClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
-        .max_decoding_message_size(tokengun_agent::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(tokengun_common::transport::MAX_MESSAGE_BYTES)
 }
 
 async fn agent_id(c: &mut AgentClient<Channel>) -> String {

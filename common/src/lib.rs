@@ -1,12 +1,19 @@
-//! Domain types and pure logic shared by the controller and the agent: no I/O but file writers.
+//! Domain types and pure logic shared by the controller and the agent: no I/O but the run
+//! folder's writers and readers (`run_dir`) and the credential-file readers.
 #![forbid(unsafe_code)]
 
+pub mod credentials;
+pub mod file_error;
+pub mod models;
 pub mod monitor;
 pub mod plan;
 pub mod record;
 pub mod run_dir;
 pub mod schedule;
+pub mod server;
+pub mod sources;
 pub mod stats;
+pub mod transport;
 
 pub use monitor::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, SourceStatus};
 pub use plan::{Api, Arrival, CyclePlan, LoadShape, PlanError, PromptSpec, RequestOptions};

@@ -96,8 +96,8 @@ impl AgentAuth {
                 })?,
                 format!("--agent-token-file {}", path.display()),
             ),
-            None => match std::env::var(tokengun_agent::auth::TOKEN_ENV) {
-                Ok(v) if !v.is_empty() => (v, tokengun_agent::auth::TOKEN_ENV.to_string()),
+            None => match std::env::var(tokengun_common::credentials::TOKEN_ENV) {
+                Ok(v) if !v.is_empty() => (v, tokengun_common::credentials::TOKEN_ENV.to_string()),
                 _ => return Ok(None),
             },
         };
@@ -116,9 +116,9 @@ impl AgentAuth {
         };
         let pem = |flag: &'static str, path: &Path, key: bool| -> Result<Vec<u8>, LinkError> {
             let checked = if key {
-                tokengun_agent::auth::read_key(flag, path).map(drop)
+                tokengun_common::credentials::read_key(flag, path).map(drop)
             } else {
-                tokengun_agent::auth::read_certs(flag, path).map(drop)
+                tokengun_common::credentials::read_certs(flag, path).map(drop)
             };
             checked.map_err(|e| LinkError::Credentials(e.to_string()))?;
             std::fs::read(path).map_err(|e| {
@@ -307,7 +307,7 @@ impl AgentLink {
             endpoint = endpoint.tls_config(tls).map_err(|e| {
                 LinkError::Credentials(format!(
                     "the TLS settings for agent {trimmed} were refused: {}",
-                    tokengun_agent::http::root_cause(&e)
+                    tokengun_common::transport::root_cause(&e)
                 ))
             })?;
         }
@@ -323,12 +323,12 @@ impl AgentLink {
                 addr: addr.to_string(),
                 reason: format!("no connection within {timeout:?}"),
             })?
-            .map_err(|e| transport_error(addr, tokengun_agent::http::root_cause(&e)))?;
+            .map_err(|e| transport_error(addr, tokengun_common::transport::root_cause(&e)))?;
         Ok(Self {
             addr: trimmed.to_string(),
             client: AgentClient::with_interceptor(channel, token)
-                .max_decoding_message_size(tokengun_agent::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(tokengun_agent::MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(tokengun_common::transport::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(tokengun_common::transport::MAX_MESSAGE_BYTES),
         })
     }
 
@@ -344,7 +344,7 @@ impl AgentLink {
             {
                 // The status's own text is "transport error"; its source says what broke.
                 let reason = std::error::Error::source(&s)
-                    .map(tokengun_agent::http::root_cause)
+                    .map(tokengun_common::transport::root_cause)
                     .unwrap_or_else(|| s.message().to_string());
                 transport_error(&self.addr, reason)
             }

@@ -6,22 +6,13 @@ use prost::Message;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use tokengun_common as dom;
+use tokengun_common::file_error::FileError;
 
 /// The record file could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum StoredError {
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path} is damaged at byte {offset}: {reason}")]
     Damaged {
         path: PathBuf,
@@ -40,10 +31,7 @@ pub struct RecordFile {
 impl RecordFile {
     /// Creates (or truncates) the file.
     pub fn create(path: &Path) -> Result<Self, StoredError> {
-        let f = std::fs::File::create(path).map_err(|source| StoredError::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let f = std::fs::File::create(path).map_err(FileError::write(path))?;
         Ok(Self {
             path: path.to_path_buf(),
             w: BufWriter::with_capacity(1 << 20, f),
@@ -64,19 +52,15 @@ impl RecordFile {
             };
             keep += msg.encode_length_delimited_to_vec().len() as u64;
         }
-        let err = |source| StoredError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
-            .map_err(err)?;
-        f.set_len(keep).map_err(err)?;
+            .map_err(FileError::write(path))?;
+        f.set_len(keep).map_err(FileError::write(path))?;
         let f = std::fs::OpenOptions::new()
             .append(true)
             .open(path)
-            .map_err(err)?;
+            .map_err(FileError::write(path))?;
         Ok(Self {
             path: path.to_path_buf(),
             w: BufWriter::with_capacity(1 << 20, f),
@@ -95,21 +79,18 @@ impl RecordFile {
         let _ = msg.encode_length_delimited(&mut self.buf);
         self.w
             .write_all(&self.buf)
-            .map_err(|source| StoredError::Write {
-                path: self.path.clone(),
-                source,
-            })
+            .map_err(FileError::write(&self.path))?;
+        Ok(())
     }
 
     /// Pushes buffered records to the OS; with `sync`, to the disk.
     pub fn flush(&mut self, sync: bool) -> Result<(), StoredError> {
-        let err = |source| StoredError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        self.w.flush().map_err(err)?;
+        self.w.flush().map_err(FileError::write(&self.path))?;
         if sync {
-            self.w.get_ref().sync_data().map_err(err)?;
+            self.w
+                .get_ref()
+                .sync_data()
+                .map_err(FileError::write(&self.path))?;
         }
         Ok(())
     }
@@ -121,10 +102,7 @@ pub fn read_all(path: &Path) -> Result<Vec<(String, dom::Record)>, StoredError> 
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|source| StoredError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(FileError::read(path))?;
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {

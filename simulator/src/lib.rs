@@ -24,8 +24,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengun_common::server::ServerTask;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use wire::{Closing, Endpoint, Writer};
 
@@ -168,8 +168,8 @@ pub async fn serve(
 pub struct SimHandle {
     addr: SocketAddr,
     engine: Arc<Engine>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), SimError>>,
+    /// Dropping the handle stops the server at once.
+    server: ServerTask<SimError>,
 }
 
 impl SimHandle {
@@ -184,15 +184,11 @@ impl SimHandle {
             })?;
         let local = listener.local_addr().map_err(SimError::Serve)?;
         let engine = Engine::new(config);
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, engine.clone(), async {
-            let _ = rx.await;
-        }));
+        let served = engine.clone();
         Ok(Self {
             addr: local,
             engine,
-            stop: Some(tx),
-            task,
+            server: ServerTask::spawn(|stop| serve(listener, served, stop)),
         })
     }
 
@@ -222,22 +218,8 @@ impl SimHandle {
     }
 
     /// Stops accepting, lets open streams end, and waits (at most `grace`).
-    pub async fn stop(mut self, grace: Duration) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            self.task.abort();
-        }
-    }
-}
-
-impl Drop for SimHandle {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.abort();
+    pub async fn stop(self, grace: Duration) {
+        self.server.stop(grace).await;
     }
 }
 

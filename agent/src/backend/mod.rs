@@ -1,16 +1,158 @@
-//! Inference-server backends: how to ask for a streamed generation and how to read its stream.
+//! Inference-server backends: how to ask a server for a streamed generation, how to read the
+//! stream it sends back, and how preflight tells what a server speaks and which models it has.
+//! Each API family is one [`Backend`] in a file of its own; [`backend`] picks it by [`Api`].
 //!
-//! To add a backend: a variant in `tokengun_common::Api`, its wire enum in the proto, a module
-//! here with a body builder and a parser returning [`Chunk`]s, a branch in [`request_body`] and
-//! [`ResponseParser`], a simulator route, and a scenario test.
+//! To add a backend:
+//! 1. its variant(s) in `tokengun_common::Api` (common/src/plan.rs: `ALL`, `as_str`, `family`,
+//!    `path`);
+//! 2. its value in the wire enum `Api` of proto/proto/tokengun.proto, and both directions in
+//!    proto/src/convert.rs (`api_to`, `api_from_wire`);
+//! 3. one file here with a unit struct implementing [`Backend`]: the request body, a
+//!    [`StreamParser`] (usually [`Framed`] over [`LineSplitter`] or [`sse::SseDecoder`] with a
+//!    [`UnitParser`] for one line or event), and its [`Preflight`]; with parser tests on a
+//!    recorded stream split at every byte (fixtures in tests/fixtures and /work/shared/fixtures);
+//! 4. one line in [`backend`] mapping the new `Api` variant(s) to it;
+//! 5. a simulator route that speaks it (simulator/src/wire.rs and the router in
+//!    simulator/src/lib.rs);
+//! 6. a scenario test against the simulator in tests/tests/scenario.rs.
 
 pub mod ollama;
-pub mod openai;
-pub mod sse;
+pub(crate) mod openai;
+pub(crate) mod preflight;
+pub(crate) mod sse;
+
+pub(crate) use preflight::{Preflight, PreflightError, preflight};
 
 use crate::ndjson::LineSplitter;
-use serde_json::{Value, json};
+use serde_json::Value;
+use std::marker::PhantomData;
 use tokengun_common::{Api, CyclePlan, PromptSpec, ServerTimings};
+
+/// One inference-server API family (chosen by [`backend`]): every way the agent's behaviour
+/// differs from one server API to another.
+pub(crate) trait Backend: Sync {
+    /// The API's own JSON body for `prompt` (its fields, the plan's request options in the API's
+    /// names); the plan's and the prompt's extra JSON are merged on top by [`request_body`].
+    fn body(&self, plan: &CyclePlan, prompt: &PromptSpec) -> Value;
+
+    /// A parser for one response's stream of `api` (one of this backend's variants).
+    fn parser(&self, api: Api) -> Box<dyn StreamParser>;
+
+    /// How preflight lists the server's models and reads its version.
+    fn preflight(&self) -> &'static Preflight;
+
+    /// Whether nothing follows the stream's done marker (SSE's `[DONE]`): reading stops there,
+    /// and a done marker with no token and no finish reason before it is a server error.
+    fn stops_at_done(&self) -> bool {
+        false
+    }
+}
+
+/// The backend that speaks `api`: the one registration of every backend.
+pub(crate) fn backend(api: Api) -> &'static dyn Backend {
+    match api {
+        Api::OllamaGenerate | Api::OllamaChat => &ollama::Ollama,
+        Api::OpenaiCompletions | Api::OpenaiChat => &openai::OpenAi,
+    }
+}
+
+/// A parser for one response's stream of `api`.
+pub(crate) fn parser(api: Api) -> Box<dyn StreamParser> {
+    backend(api).parser(api)
+}
+
+/// Reads one response's stream, whatever the read boundaries. One call per read: the units of a
+/// read are parsed in a loop dispatched statically.
+pub(crate) trait StreamParser: Send {
+    /// Feeds one read; appends what each unit (line, event) it completes said to `out`, in order.
+    /// `Err` on a malformed unit; the units before it are in `out`.
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Chunk>) -> Result<(), String>;
+
+    /// Bytes of a unit the stream never finished.
+    fn leftover(&self) -> usize;
+}
+
+/// How a stream is cut into units: NDJSON lines, SSE events.
+pub(crate) trait Framing: Default + Send {
+    /// Feeds one read; calls `on_unit` per unit it completes until it returns false.
+    fn push(&mut self, bytes: &[u8], on_unit: impl FnMut(&[u8]) -> bool) -> Result<(), String>;
+
+    /// Bytes of a unit not yet complete.
+    fn pending(&self) -> usize;
+}
+
+impl Framing for LineSplitter {
+    fn push(&mut self, bytes: &[u8], on_unit: impl FnMut(&[u8]) -> bool) -> Result<(), String> {
+        LineSplitter::push(self, bytes, on_unit)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn pending(&self) -> usize {
+        self.remainder().len()
+    }
+}
+
+impl Framing for sse::SseDecoder {
+    fn push(&mut self, bytes: &[u8], on_unit: impl FnMut(&[u8]) -> bool) -> Result<(), String> {
+        sse::SseDecoder::push(self, bytes, on_unit)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn pending(&self) -> usize {
+        sse::SseDecoder::pending(self)
+    }
+}
+
+/// Reads what one unit of a backend's stream (an NDJSON line, an SSE event's data) says.
+pub(crate) trait UnitParser: Send + 'static {
+    /// Parses one unit of an `api` stream; `think` carries inline `<think>` state across units.
+    fn parse(api: Api, unit: &[u8], think: &mut InlineThink) -> Result<Chunk, String>;
+}
+
+/// A stream framed by `F` whose units `P` reads: what each backend's [`StreamParser`] is.
+pub(crate) struct Framed<F, P> {
+    api: Api,
+    framing: F,
+    think: InlineThink,
+    unit: PhantomData<fn() -> P>,
+}
+
+impl<F: Framing, P: UnitParser> Framed<F, P> {
+    /// An empty parser for an `api` stream.
+    pub(crate) fn new(api: Api) -> Self {
+        Self {
+            api,
+            framing: F::default(),
+            think: InlineThink::default(),
+            unit: PhantomData,
+        }
+    }
+}
+
+impl<F: Framing, P: UnitParser> StreamParser for Framed<F, P> {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Chunk>) -> Result<(), String> {
+        let (api, think) = (self.api, &mut self.think);
+        let mut failure = None;
+        self.framing
+            .push(bytes, |unit| match P::parse(api, unit, think) {
+                Ok(c) => {
+                    out.push(c);
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn leftover(&self) -> usize {
+        self.framing.pending()
+    }
+}
 
 /// What one unit of a stream (an NDJSON line, an SSE event) said.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -76,71 +218,36 @@ pub fn merge_json(base: &mut Value, extra: Value) {
     }
 }
 
+/// The cap on generated tokens of a request for `prompt`: the prompt's own, else the plan's.
+pub fn max_tokens(plan: &CyclePlan, prompt: &PromptSpec) -> Option<u32> {
+    prompt.max_tokens.or(plan.options.max_tokens)
+}
+
 /// The JSON body of a streamed request for `prompt`: the API's own fields, the plan's request
 /// options in the API's names, then the plan's extra JSON, then the prompt's.
 pub fn request_body(plan: &CyclePlan, prompt: &PromptSpec) -> Result<Vec<u8>, serde_json::Error> {
-    let o = &plan.options;
-    let max_tokens = prompt.max_tokens.or(o.max_tokens);
-    let mut body = match plan.api {
-        Api::OllamaGenerate | Api::OllamaChat => {
-            let mut b = match plan.api {
-                Api::OllamaChat => {
-                    json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}], "stream": true})
-                }
-                _ => json!({"model": plan.model, "prompt": prompt.text, "stream": true}),
-            };
-            let mut options = serde_json::Map::new();
-            if let Some(n) = max_tokens {
-                options.insert("num_predict".into(), n.into());
-            }
-            if let Some(t) = o.temperature {
-                options.insert("temperature".into(), t.into());
-            }
-            if let Some(s) = o.seed {
-                options.insert("seed".into(), s.into());
-            }
-            if !o.stop.is_empty() {
-                options.insert("stop".into(), o.stop.clone().into());
-            }
-            if !options.is_empty() {
-                b["options"] = Value::Object(options);
-            }
-            if let Some(k) = &o.keep_alive {
-                b["keep_alive"] = json!(k);
-            }
-            b
-        }
-        Api::OpenaiCompletions | Api::OpenaiChat => {
-            let mut b = match plan.api {
-                Api::OpenaiChat => {
-                    json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}]})
-                }
-                _ => json!({"model": plan.model, "prompt": prompt.text}),
-            };
-            b["stream"] = json!(true);
-            // Ask for the server's own token count (vLLM, Ollama, llama.cpp all honour it).
-            b["stream_options"] = json!({"include_usage": true});
-            if let Some(n) = max_tokens {
-                b["max_tokens"] = json!(n);
-            }
-            if let Some(t) = o.temperature {
-                b["temperature"] = json!(t);
-            }
-            if let Some(s) = o.seed {
-                b["seed"] = json!(s);
-            }
-            if !o.stop.is_empty() {
-                b["stop"] = json!(o.stop);
-            }
-            b
-        }
-    };
+    let mut body = backend(plan.api).body(plan, prompt);
     for extra in [&plan.extra_body_json, &prompt.extra_body_json] {
         if !extra.trim().is_empty() {
             merge_json(&mut body, serde_json::from_str(extra)?);
         }
     }
     serde_json::to_vec(&body)
+}
+
+/// The error text of an error body, whatever the server: Ollama's `{"error": "..."}`, OpenAI's
+/// and llama.cpp's `{"error": {"message": "..."}}`, or the body itself as text.
+pub fn error_text(body: &[u8]) -> String {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let e = v.as_ref().and_then(|v| v.get("error"));
+    match e {
+        Some(Value::String(s)) => s.clone(),
+        Some(o) => o
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| o.to_string(), str::to_string),
+        None => String::from_utf8_lossy(body).trim().to_string(),
+    }
 }
 
 /// Tracks inline `<think>...</think>` reasoning (Ollama before v0.9, some servers still): text
@@ -161,80 +268,6 @@ impl InlineThink {
             self.inside = false;
         }
         reasoning
-    }
-}
-
-/// Reads one response's stream, whatever the read boundaries.
-pub enum ResponseParser {
-    Ndjson {
-        api: Api,
-        lines: LineSplitter,
-        think: InlineThink,
-    },
-    Sse {
-        api: Api,
-        events: sse::SseDecoder,
-        think: InlineThink,
-    },
-}
-
-impl ResponseParser {
-    /// A parser for `api`'s streaming framing.
-    pub fn new(api: Api) -> Self {
-        match api {
-            Api::OllamaGenerate | Api::OllamaChat => Self::Ndjson {
-                api,
-                lines: LineSplitter::new(),
-                think: InlineThink::default(),
-            },
-            Api::OpenaiCompletions | Api::OpenaiChat => Self::Sse {
-                api,
-                events: sse::SseDecoder::new(),
-                think: InlineThink::default(),
-            },
-        }
-    }
-
-    /// Feeds one read; calls `on_chunk` per line/event (in order) until it returns false.
-    /// Returns `Ok(false)` if stopped early, `Err` on a malformed unit.
-    pub fn feed(
-        &mut self,
-        bytes: &[u8],
-        mut on_chunk: impl FnMut(Chunk) -> bool,
-    ) -> Result<bool, String> {
-        let mut failure = None;
-        let more = match self {
-            Self::Ndjson { api, lines, think } => lines
-                .push(bytes, |line| match ollama::parse_line(*api, line, think) {
-                    Ok(c) => on_chunk(c),
-                    Err(e) => {
-                        failure = Some(e);
-                        false
-                    }
-                })
-                .map_err(|e| e.to_string())?,
-            Self::Sse { api, events, think } => events
-                .push(bytes, |data| match openai::parse_event(*api, data, think) {
-                    Ok(c) => on_chunk(c),
-                    Err(e) => {
-                        failure = Some(e);
-                        false
-                    }
-                })
-                .map_err(|e| e.to_string())?,
-        };
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(more),
-        }
-    }
-
-    /// Bytes of a unit the stream never finished.
-    pub fn leftover(&self) -> usize {
-        match self {
-            Self::Ndjson { lines, .. } => lines.remainder().len(),
-            Self::Sse { events, .. } => events.pending(),
-        }
     }
 }
 
@@ -296,6 +329,31 @@ mod tests {
                 .unwrap();
         assert_eq!(v["prompt"], "p");
         assert_eq!(v["stream"], true);
+    }
+
+    #[test]
+    fn every_api_has_a_backend_that_speaks_it() {
+        for api in Api::ALL {
+            let b = backend(api);
+            let p = b.parser(api);
+            assert_eq!(p.leftover(), 0, "{api:?}");
+            assert!(b.preflight().models_path.starts_with('/'), "{api:?}");
+        }
+        assert!(backend(Api::OpenaiChat).stops_at_done());
+        assert!(!backend(Api::OllamaGenerate).stops_at_done());
+    }
+
+    #[test]
+    fn error_bodies_of_every_server() {
+        assert_eq!(
+            error_text(br#"{"error":"model 'x' not found"}"#),
+            "model 'x' not found"
+        );
+        assert_eq!(
+            error_text(br#"{"error":{"message":"model 'x' not found","type":"not_found_error"}}"#),
+            "model 'x' not found"
+        );
+        assert_eq!(error_text(b"404 page not found\n"), "404 page not found");
     }
 
     #[test]

@@ -1,10 +1,76 @@
-//! Ollama's native API: NDJSON line parsing for `/api/generate` and `/api/chat`, error bodies, and
-//! the preflight probes (`/api/tags`, `/api/version`).
+//! Ollama's native API: the `/api/generate` and `/api/chat` request bodies, their NDJSON line
+//! parsing, and the preflight probes (`/api/tags`, `/api/version`).
 
-use super::{Chunk, Final, InlineThink};
+use super::{Backend, Chunk, Final, Framed, InlineThink, Preflight, StreamParser, UnitParser};
+use crate::ndjson::LineSplitter;
 use serde::Deserialize;
+use serde_json::{Value, json};
 use std::borrow::Cow;
-use tokengun_common::{Api, ServerTimings};
+use tokengun_common::{Api, CyclePlan, PromptSpec, ServerTimings};
+
+/// Ollama's native API (`ollama-generate`, `ollama-chat`).
+pub struct Ollama;
+
+/// Ollama lists its models at `/api/tags` and says its version at `/api/version`, which is also
+/// how a server of unknown API is recognised as Ollama.
+static PREFLIGHT: Preflight = Preflight {
+    server: "an Ollama server",
+    models_path: "/api/tags",
+    parse_models: parse_tags,
+    mismatch: |url, base, e| {
+        format!(
+            "{url} did not answer as Ollama does ({e}); is {base} an Ollama server? pass --api to say which API it speaks"
+        )
+    },
+    version_paths: &["/api/version"],
+    recognised_at: Some("/api/version"),
+};
+
+impl Backend for Ollama {
+    fn body(&self, plan: &CyclePlan, prompt: &PromptSpec) -> Value {
+        let o = &plan.options;
+        let mut b = match plan.api {
+            Api::OllamaChat => {
+                json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}], "stream": true})
+            }
+            _ => json!({"model": plan.model, "prompt": prompt.text, "stream": true}),
+        };
+        let mut options = serde_json::Map::new();
+        if let Some(n) = super::max_tokens(plan, prompt) {
+            options.insert("num_predict".into(), n.into());
+        }
+        if let Some(t) = o.temperature {
+            options.insert("temperature".into(), t.into());
+        }
+        if let Some(s) = o.seed {
+            options.insert("seed".into(), s.into());
+        }
+        if !o.stop.is_empty() {
+            options.insert("stop".into(), o.stop.clone().into());
+        }
+        if !options.is_empty() {
+            b["options"] = Value::Object(options);
+        }
+        if let Some(k) = &o.keep_alive {
+            b["keep_alive"] = json!(k);
+        }
+        b
+    }
+
+    fn parser(&self, api: Api) -> Box<dyn StreamParser> {
+        Box::new(Framed::<LineSplitter, Ollama>::new(api))
+    }
+
+    fn preflight(&self) -> &'static Preflight {
+        &PREFLIGHT
+    }
+}
+
+impl UnitParser for Ollama {
+    fn parse(api: Api, unit: &[u8], think: &mut InlineThink) -> Result<Chunk, String> {
+        parse_line(api, unit, think)
+    }
+}
 
 #[derive(Deserialize)]
 struct Message<'a> {
@@ -77,21 +143,6 @@ pub fn parse_line(api: Api, line: &[u8], think: &mut InlineThink) -> Result<Chun
     Ok(c)
 }
 
-/// The error text of an error body: Ollama's `{"error": "..."}`, OpenAI's and llama.cpp's
-/// `{"error": {"message": "..."}}`, or the body itself as text.
-pub fn error_text(body: &[u8]) -> String {
-    let v: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let e = v.as_ref().and_then(|v| v.get("error"));
-    match e {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(o) => o
-            .get("message")
-            .and_then(serde_json::Value::as_str)
-            .map_or_else(|| o.to_string(), str::to_string),
-        None => String::from_utf8_lossy(body).trim().to_string(),
-    }
-}
-
 /// The model names in a `/api/tags` reply.
 pub fn parse_tags(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     #[derive(Deserialize)]
@@ -106,23 +157,9 @@ pub fn parse_tags(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     Ok(t.models.into_iter().map(|m| m.name).collect())
 }
 
-/// The version in a `/api/version` reply.
-pub fn parse_version(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct V {
-        version: String,
-    }
-    serde_json::from_slice::<V>(body).ok().map(|v| v.version)
-}
-
-/// Whether `model` is in `available`, accepting Ollama's implicit `:latest` tag.
-pub fn model_available(model: &str, available: &[String]) -> bool {
-    available.iter().any(|m| {
-        m == model
-            || (!model.contains(':') && m.strip_suffix(":latest") == Some(model))
-            || model.strip_suffix(":latest") == Some(m.as_str())
-    })
-}
+/// Shim: the old path of `tokengun_common::models::model_available`; the lead removes it.
+#[doc(hidden)]
+pub use tokengun_common::models::model_available;
 
 #[cfg(test)]
 mod tests {
@@ -138,7 +175,7 @@ mod tests {
     );
 
     fn parse_all(api: Api, chunks: &[&[u8]]) -> Vec<Chunk> {
-        let mut s = LineSplitter::new();
+        let mut s = LineSplitter::default();
         let mut think = InlineThink::default();
         let mut out = Vec::new();
         for c in chunks {
@@ -221,27 +258,14 @@ mod tests {
                 .unwrap_err()
                 .contains("malformed")
         );
-        assert_eq!(
-            error_text(br#"{"error":"model 'x' not found"}"#),
-            "model 'x' not found"
-        );
-        assert_eq!(
-            error_text(br#"{"error":{"message":"model 'x' not found","type":"not_found_error"}}"#),
-            "model 'x' not found"
-        );
-        assert_eq!(error_text(b"404 page not found\n"), "404 page not found");
     }
 
     #[test]
     fn tags_and_models() {
         let tags = br#"{"models":[{"name":"deepseek-r1:7b","model":"deepseek-r1:7b"},{"name":"llama3.2:latest"}]}"#;
-        let m = parse_tags(tags).unwrap();
-        assert!(model_available("deepseek-r1:7b", &m));
-        assert!(model_available("llama3.2", &m));
-        assert!(!model_available("deepseek-r1:14b", &m));
         assert_eq!(
-            parse_version(br#"{"version":"0.32.15"}"#).as_deref(),
-            Some("0.32.15")
+            parse_tags(tags).unwrap(),
+            ["deepseek-r1:7b", "llama3.2:latest"]
         );
     }
 }

@@ -1,10 +1,77 @@
-//! OpenAI-style streaming (`/v1/completions`, `/v1/chat/completions`): one SSE event's JSON, as
-//! vLLM, llama.cpp, TGI, SGLang, LM Studio and Ollama's `/v1` send it; and `/v1/models`.
+//! OpenAI-style streaming (`/v1/completions`, `/v1/chat/completions`): the request bodies, one
+//! SSE event's JSON as vLLM, llama.cpp, TGI, SGLang, LM Studio and Ollama's `/v1` send it, and
+//! the preflight's `/v1/models`.
 
-use super::{Chunk, Final, InlineThink};
+use super::sse::SseDecoder;
+use super::{Backend, Chunk, Final, Framed, InlineThink, Preflight, StreamParser, UnitParser};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use std::borrow::Cow;
-use tokengun_common::Api;
+use tokengun_common::{Api, CyclePlan, PromptSpec};
+
+/// OpenAI-compatible servers (`openai-completions`, `openai-chat`).
+pub struct OpenAi;
+
+/// `/v1/models` lists the models; vLLM says its version at `/version`, Ollama's `/v1` sits
+/// beside `/api/version`.
+static PREFLIGHT: Preflight = Preflight {
+    server: "an OpenAI-compatible server",
+    models_path: "/v1/models",
+    parse_models,
+    mismatch: |url, base, e| {
+        format!(
+            "{url} did not answer as OpenAI-compatible servers do ({e}); pass --api to say which API {base} speaks"
+        )
+    },
+    version_paths: &["/version", "/api/version"],
+    recognised_at: None,
+};
+
+impl Backend for OpenAi {
+    fn body(&self, plan: &CyclePlan, prompt: &PromptSpec) -> Value {
+        let o = &plan.options;
+        let mut b = match plan.api {
+            Api::OpenaiChat => {
+                json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}]})
+            }
+            _ => json!({"model": plan.model, "prompt": prompt.text}),
+        };
+        b["stream"] = json!(true);
+        // Ask for the server's own token count (vLLM, Ollama, llama.cpp all honour it).
+        b["stream_options"] = json!({"include_usage": true});
+        if let Some(n) = super::max_tokens(plan, prompt) {
+            b["max_tokens"] = json!(n);
+        }
+        if let Some(t) = o.temperature {
+            b["temperature"] = json!(t);
+        }
+        if let Some(s) = o.seed {
+            b["seed"] = json!(s);
+        }
+        if !o.stop.is_empty() {
+            b["stop"] = json!(o.stop);
+        }
+        b
+    }
+
+    fn parser(&self, api: Api) -> Box<dyn StreamParser> {
+        Box::new(Framed::<SseDecoder, OpenAi>::new(api))
+    }
+
+    fn preflight(&self) -> &'static Preflight {
+        &PREFLIGHT
+    }
+
+    fn stops_at_done(&self) -> bool {
+        true
+    }
+}
+
+impl UnitParser for OpenAi {
+    fn parse(api: Api, unit: &[u8], think: &mut InlineThink) -> Result<Chunk, String> {
+        parse_event(api, unit, think)
+    }
+}
 
 #[derive(Deserialize)]
 struct Delta<'a> {
@@ -162,7 +229,7 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{ResponseParser, sse::SseDecoder};
+    use crate::backend::parser;
 
     /// The body of a recorded HTTP/1.1 response, chunked encoding undone.
     fn capture_body(name: &str) -> Vec<u8> {
@@ -193,14 +260,10 @@ mod tests {
     }
 
     fn run(api: Api, chunks: &[&[u8]]) -> Vec<Chunk> {
-        let mut p = ResponseParser::new(api);
+        let mut p = parser(api);
         let mut out = Vec::new();
         for c in chunks {
-            p.feed(c, |chunk| {
-                out.push(chunk);
-                true
-            })
-            .unwrap();
+            p.feed(c, &mut out).unwrap();
         }
         assert_eq!(p.leftover(), 0);
         out
@@ -313,7 +376,7 @@ mod tests {
             "old vLLM's error object"
         );
         assert!(parse_event(Api::OpenaiChat, b"{nope", &mut t).is_err());
-        assert!(SseDecoder::new().pending() == 0);
+        assert!(SseDecoder::default().pending() == 0);
     }
 
     #[test]

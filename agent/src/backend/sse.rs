@@ -20,11 +20,6 @@ pub struct SseDecoder {
 }
 
 impl SseDecoder {
-    /// An empty decoder.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Feeds one read; calls `on_event` with each dispatched event's data, in order, until it
     /// returns false (then returns `Ok(false)`).
     ///
@@ -143,7 +138,7 @@ mod tests {
     use super::*;
 
     fn events(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
-        let mut d = SseDecoder::new();
+        let mut d = SseDecoder::default();
         let mut out = Vec::new();
         for c in chunks {
             d.push(c, |e| {
@@ -178,7 +173,7 @@ mod tests {
 
     #[test]
     fn an_unterminated_event_is_not_dispatched() {
-        let mut d = SseDecoder::new();
+        let mut d = SseDecoder::default();
         let mut n = 0;
         d.push(b"data: half", |_| {
             n += 1;

@@ -1,26 +1,47 @@
 //! The agent's monitors: which sources exist here (probe), and a sampling session that appends
 //! process, machine and power samples to the record log while a controller is attached.
+//!
+//! To add a power source:
+//! 1. one file here with a type implementing [`PowerSource`] and a
+//!    `detect(&MonitorSpec) -> Result<Found, MonitorError>` that finds it or says why not (as
+//!    [`MonitorError::Unavailable`] and friends: the words users read in `tokengun-agent probe`
+//!    and run.json); a platform-only source gates its code with `#[cfg(target_os = "...")]` and
+//!    has a `detect` for the other platforms that says which platform it needs (see nvml.rs);
+//! 2. its name in `tokengun_common::sources` (`SOURCE_*`, as run.json spells it) and one line in
+//!    [`POWER_SOURCES`];
+//! 3. a parser test on output recorded from the real tool or hardware, kept in
+//!    agent/tests/fixtures/power (copied from the shared fixtures folder, with its provenance in
+//!    the README there), as nvml.rs and powermetrics.rs have; readings use the metric names of
+//!    `tokengun_common::monitor::metric`.
 
+pub mod amdgpu;
+mod error;
 pub mod nvml;
+// Parsing powermetrics' output is plain Rust, tested on every platform; only macOS runs it.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub mod powermetrics;
 pub mod process;
-pub mod sysfs;
+pub mod rapl;
+mod sysfs;
+
+pub use error::MonitorError;
 
 use crate::clock;
 use crate::log::RecordLog;
-use process::{ProcessSampler, Watch};
+use process::ProcessSampler;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokengun_common::sources::Watch;
+pub use tokengun_common::sources::{
+    SOURCE_AMDGPU, SOURCE_NVML, SOURCE_POWERMETRICS, SOURCE_PROCESS, SOURCE_RAPL,
+};
 use tokengun_common::{MonitorBatch, PowerReading, RecordBody, SourceStatus};
-use tokio_util::sync::CancellationToken;
 
-pub const SOURCE_POWERMETRICS: &str = "powermetrics";
-pub const SOURCE_NVML: &str = "nvml";
-pub const SOURCE_AMDGPU: &str = "amdgpu";
-pub const SOURCE_RAPL: &str = "rapl";
-pub const SOURCE_PROCESS: &str = "process";
+#[cfg(test)]
+mod tests;
+use tokio_util::sync::CancellationToken;
 
 /// Sampling stops when no controller has called for this long (and no results stream is open):
 /// an agent does not watch on for a controller that vanished.
@@ -34,8 +55,36 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// A power or accelerator source that can be read now.
 pub trait PowerSource: Send {
     /// Appends the readings of `t_ns` (stream sources append what arrived since last time).
-    fn sample(&mut self, t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), String>;
+    fn sample(&mut self, t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), MonitorError>;
 }
+
+/// A power source found on this machine: what the probe says of it, and the source to sample.
+pub struct Found {
+    /// What was found (`gpu0: NVIDIA H100 80GB HBM3`), for run.json and the probe.
+    pub detail: String,
+    pub source: Box<dyn PowerSource>,
+}
+
+impl Found {
+    /// `source`, found as `detail` says.
+    pub fn new(detail: String, source: impl PowerSource + 'static) -> Self {
+        Self {
+            detail,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Finds one power source on this machine, or says why it is not there.
+pub type Detect = fn(&MonitorSpec) -> Result<Found, MonitorError>;
+
+/// Every power source, by name, in the order the probe lists them: the one registration of each.
+pub const POWER_SOURCES: &[(&str, Detect)] = &[
+    (SOURCE_POWERMETRICS, powermetrics::detect),
+    (SOURCE_NVML, nvml::detect),
+    (SOURCE_AMDGPU, amdgpu::detect),
+    (SOURCE_RAPL, rapl::detect),
+];
 
 /// What to watch and how often.
 #[derive(Debug, Clone)]
@@ -65,10 +114,10 @@ impl Default for MonitorSpec {
     }
 }
 
-fn status(source: &str, r: Result<String, String>) -> SourceStatus {
+fn status(source: &str, r: Result<String, MonitorError>) -> SourceStatus {
     let (available, detail) = match r {
         Ok(d) => (true, d),
-        Err(d) => (false, d),
+        Err(e) => (false, e.to_string()),
     };
     SourceStatus {
         source: source.into(),
@@ -80,98 +129,17 @@ fn status(source: &str, r: Result<String, String>) -> SourceStatus {
 /// Finds every power source of this machine: the ones that work, and why the others do not.
 pub fn detect_power(spec: &MonitorSpec) -> (Vec<SourceStatus>, Vec<Box<dyn PowerSource>>) {
     let mut statuses = Vec::new();
-    let mut sources: Vec<Box<dyn PowerSource>> = Vec::new();
-    let mut add = |name: &str, r: Result<(String, Box<dyn PowerSource>), String>| match r {
-        Ok((detail, s)) => {
-            statuses.push(status(name, Ok(detail)));
-            sources.push(s);
-        }
-        Err(why) => statuses.push(status(name, Err(why))),
-    };
-    add(SOURCE_POWERMETRICS, detect_powermetrics(spec));
-    #[cfg(target_os = "linux")]
-    add(
-        SOURCE_NVML,
-        nvml::Nvml::detect().map(|n| {
-            let d = n.names.join(", ");
-            (d, Box::new(n) as Box<dyn PowerSource>)
-        }),
-    );
-    #[cfg(not(target_os = "linux"))]
-    add(
-        SOURCE_NVML,
-        Err("NVIDIA GPUs are read on Linux only".into()),
-    );
-    let linux_only = |r: Result<(String, Box<dyn PowerSource>), String>| {
-        if cfg!(target_os = "linux") {
-            r
-        } else {
-            Err("Linux only".into())
-        }
-    };
-    add(
-        SOURCE_AMDGPU,
-        linux_only(
-            sysfs::AmdGpu::detect(&spec.sys_root)
-                .map(|a| (a.devices().join(", "), Box::new(a) as Box<dyn PowerSource>)),
-        ),
-    );
-    add(
-        SOURCE_RAPL,
-        linux_only(
-            sysfs::Rapl::detect(&spec.sys_root)
-                .map(|r| (r.devices().join(", "), Box::new(r) as Box<dyn PowerSource>)),
-        ),
-    );
-    (statuses, sources)
-}
-
-#[cfg(target_os = "macos")]
-fn detect_powermetrics(spec: &MonitorSpec) -> Result<(String, Box<dyn PowerSource>), String> {
-    use powermetrics::Powermetrics;
-    if !std::path::Path::new("/usr/bin/powermetrics").exists() {
-        return Err("/usr/bin/powermetrics not found".into());
-    }
-    let interval_ms = u64::try_from(spec.power_interval.as_millis())
-        .unwrap_or(1000)
-        .max(250);
-    let mut last_err = String::new();
-    // Directly (the agent is root), else through `sudo -n` (a NOPASSWD rule).
-    for sudo in [false, true] {
-        let Ok(mut pm) = Powermetrics::spawn(interval_ms, sudo) else {
-            continue;
-        };
-        // The first sample comes one interval in; a refusal comes at once.
-        let deadline = std::time::Instant::now() + Duration::from_millis(interval_ms * 3 + 1500);
-        let mut first = Vec::new();
-        while std::time::Instant::now() < deadline {
-            match pm.sample(0, &mut first) {
-                Err(e) => {
-                    last_err = e;
-                    break;
-                }
-                Ok(()) if !first.is_empty() => {
-                    let how = if sudo { " (through sudo -n)" } else { "" };
-                    return Ok((
-                        format!(
-                            "Apple Silicon SoC: CPU, GPU, ANE power, GPU frequency and residency{how}"
-                        ),
-                        Box::new(pm),
-                    ));
-                }
-                Ok(()) => std::thread::park_timeout(Duration::from_millis(50)),
+    let mut sources = Vec::new();
+    for (name, detect) in POWER_SOURCES {
+        match detect(spec) {
+            Ok(found) => {
+                statuses.push(status(name, Ok(found.detail)));
+                sources.push(found.source);
             }
+            Err(why) => statuses.push(status(name, Err(why))),
         }
     }
-    if last_err.is_empty() {
-        last_err = powermetrics::HOW_TO_ROOT.into();
-    }
-    Err(last_err)
-}
-
-#[cfg(not(target_os = "macos"))]
-fn detect_powermetrics(_spec: &MonitorSpec) -> Result<(String, Box<dyn PowerSource>), String> {
-    Err("macOS only".into())
+    (statuses, sources)
 }
 
 /// Whether a URL's host is this machine.
@@ -187,7 +155,7 @@ fn local_port(target_url: &str) -> Option<u16> {
 
 /// What to watch: the user's patterns, else the process listening on a local target's port,
 /// else the server hint; with a note when nothing can be watched.
-pub fn choose_watch(spec: &MonitorSpec) -> Result<(Vec<Watch>, Vec<String>), String> {
+pub fn choose_watch(spec: &MonitorSpec) -> Result<(Vec<Watch>, Vec<String>), MonitorError> {
     let mut notes = Vec::new();
     if !spec.watch_process.is_empty() {
         let w = spec
@@ -326,7 +294,7 @@ impl Monitor {
         spec: MonitorSpec,
         log: Arc<RecordLog>,
         contact: Arc<Contact>,
-    ) -> Result<Started, String> {
+    ) -> Result<Started, MonitorError> {
         let mut guard = self.session.lock().await;
         if let Some(old) = guard.take() {
             old.cancel.cancel();
@@ -341,10 +309,9 @@ impl Monitor {
             } else {
                 (Vec::new(), Vec::new())
             };
-            Ok::<_, String>((ProcessSampler::new(watch)?, notes, sources, statuses))
+            Ok::<_, MonitorError>((ProcessSampler::new(watch)?, notes, sources, statuses))
         })
-        .await
-        .map_err(|e| format!("monitor start failed: {e}"))??;
+        .await??;
         let mut watching = sampler.describe();
         watching.extend(watch_notes.iter().cloned());
         let mut statuses = statuses;
@@ -439,8 +406,9 @@ async fn sample_loop(
                     let t = clock::mono_ns();
                     for s in lock(&sources).iter_mut() {
                         if let Err(e) = s.sample(t, &mut b.power) {
-                            if lock(&said).insert(e.clone()) {
-                                b.notes.push(e);
+                            let text = e.to_string();
+                            if lock(&said).insert(text.clone()) {
+                                b.notes.push(text);
                             }
                         }
                     }

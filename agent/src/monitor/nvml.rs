@@ -1,7 +1,7 @@
 //! NVIDIA GPUs through NVML, loaded at run time (the agent starts where the driver is absent):
 //! power, the cumulative energy counter, clocks, utilisation, memory and temperature per GPU.
 
-use super::SOURCE_NVML;
+use super::{Found, MonitorError, MonitorSpec, SOURCE_NVML};
 use tokengun_common::PowerReading;
 use tokengun_common::monitor::metric;
 
@@ -54,10 +54,23 @@ pub fn readings(t_ns: u64, device: &str, g: &GpuReadings) -> Vec<PowerReading> {
 #[cfg(target_os = "linux")]
 pub use linux::Nvml;
 
+/// The power-source table's entry: NVIDIA GPUs through NVML, on Linux.
+pub(super) fn detect(_spec: &MonitorSpec) -> Result<Found, MonitorError> {
+    #[cfg(target_os = "linux")]
+    {
+        let n = Nvml::detect()?;
+        Ok(Found::new(n.names.join(", "), n))
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err(MonitorError::unavailable(
+        "NVIDIA GPUs are read on Linux only",
+    ))
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
     use super::{GpuReadings, readings};
-    use crate::monitor::PowerSource;
+    use crate::monitor::{MonitorError, PowerSource};
     use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
     use nvml_wrapper::enums::device::SampleValue;
     use nvml_wrapper::error::NvmlError;
@@ -75,20 +88,24 @@ mod linux {
 
     impl Nvml {
         /// Loads `libnvidia-ml.so.1`; Err says why NVIDIA is unavailable.
-        pub fn detect() -> Result<Self, String> {
+        pub fn detect() -> Result<Self, MonitorError> {
             let nvml = nvml_wrapper::Nvml::init().map_err(|e| match e {
-                NvmlError::LibloadingError(_) => {
-                    "libnvidia-ml.so.1 not found (no NVIDIA driver on this machine)".to_string()
+                NvmlError::LibloadingError(_) => MonitorError::unavailable(
+                    "libnvidia-ml.so.1 not found (no NVIDIA driver on this machine)",
+                ),
+                NvmlError::DriverNotLoaded => {
+                    MonitorError::unavailable("the NVIDIA driver is not loaded")
                 }
-                NvmlError::DriverNotLoaded => "the NVIDIA driver is not loaded".to_string(),
-                NvmlError::NoPermission => "no permission to talk to the NVIDIA driver".to_string(),
-                other => format!("NVML could not start: {other}"),
+                NvmlError::NoPermission => {
+                    MonitorError::unavailable("no permission to talk to the NVIDIA driver")
+                }
+                other => MonitorError::device("NVML could not start", other),
             })?;
             let count = nvml
                 .device_count()
-                .map_err(|e| format!("NVML found no GPUs: {e}"))?;
+                .map_err(|e| MonitorError::device("NVML found no GPUs", e))?;
             if count == 0 {
-                return Err("NVML loaded but sees no GPU".into());
+                return Err(MonitorError::unavailable("NVML loaded but sees no GPU"));
             }
             let names = (0..count)
                 .map(|i| {
@@ -132,13 +149,13 @@ mod linux {
     }
 
     impl PowerSource for Nvml {
-        fn sample(&mut self, t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), String> {
+        fn sample(&mut self, t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), MonitorError> {
             // One GPU that cannot be read does not blank the others.
             let mut failed = None;
             for i in 0..self.count {
                 match self.read(i) {
                     Ok(g) => out.extend(readings(t_ns, &format!("gpu{i}"), &g)),
-                    Err(e) => failed = Some(format!("NVML gpu{i}: {e}")),
+                    Err(e) => failed = Some(MonitorError::device(format!("NVML gpu{i}"), e)),
                 }
             }
             failed.map_or(Ok(()), Err)
@@ -228,7 +245,7 @@ mod tests {
         // CI machines have no NVIDIA driver; where one exists this is a real detection.
         match Nvml::detect() {
             Ok(n) => assert!(!n.names.is_empty()),
-            Err(why) => assert!(!why.is_empty()),
+            Err(why) => assert!(!why.to_string().is_empty()),
         }
     }
 

@@ -3,7 +3,7 @@
 
 #[cfg(target_os = "macos")]
 use super::PowerSource;
-use super::SOURCE_POWERMETRICS;
+use super::{Found, MonitorError, MonitorSpec, SOURCE_POWERMETRICS};
 use tokengun_common::PowerReading;
 use tokengun_common::monitor::metric;
 
@@ -191,11 +191,56 @@ pub const HOW_TO_ROOT: &str = "powermetrics needs root: run the agent with sudo 
 (`sudo tokengun-agent serve`), allow it without a password in sudoers, or install the launchd \
 daemon in deploy/ (it runs as root)";
 
+/// The power-source table's entry: a `powermetrics` child on macOS, started directly (the agent
+/// is root) or through `sudo -n` (a NOPASSWD rule), once it has sent a first sample.
+#[cfg(target_os = "macos")]
+pub(super) fn detect(spec: &MonitorSpec) -> Result<Found, MonitorError> {
+    use std::time::{Duration, Instant};
+    if !std::path::Path::new("/usr/bin/powermetrics").exists() {
+        return Err(MonitorError::unavailable("/usr/bin/powermetrics not found"));
+    }
+    let interval_ms = u64::try_from(spec.power_interval.as_millis())
+        .unwrap_or(1000)
+        .max(250);
+    let mut last_err = None;
+    for sudo in [false, true] {
+        let Ok(mut pm) = Powermetrics::spawn(interval_ms, sudo) else {
+            continue;
+        };
+        // The first sample comes one interval in; a refusal comes at once.
+        let deadline = Instant::now() + Duration::from_millis(interval_ms * 3 + 1500);
+        let mut first = Vec::new();
+        while Instant::now() < deadline {
+            match pm.sample(0, &mut first) {
+                Err(e) => {
+                    last_err = Some(e);
+                    break;
+                }
+                Ok(()) if !first.is_empty() => {
+                    let how = if sudo { " (through sudo -n)" } else { "" };
+                    let detail = format!(
+                        "Apple Silicon SoC: CPU, GPU, ANE power, GPU frequency and residency{how}"
+                    );
+                    return Ok(Found::new(detail, pm));
+                }
+                Ok(()) => std::thread::park_timeout(Duration::from_millis(50)),
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| MonitorError::unavailable(HOW_TO_ROOT)))
+}
+
+/// The power-source table's entry: powermetrics is macOS only.
+#[cfg(not(target_os = "macos"))]
+pub(super) fn detect(_spec: &MonitorSpec) -> Result<Found, MonitorError> {
+    Err(MonitorError::unavailable("macOS only"))
+}
+
 /// A running `powermetrics` child, read on a thread of its own.
 #[cfg(target_os = "macos")]
 pub struct Powermetrics {
     child: std::process::Child,
-    pending: std::sync::Arc<std::sync::Mutex<(Vec<PowerReading>, Option<String>)>>,
+    pending: std::sync::Arc<std::sync::Mutex<(Vec<PowerReading>, Option<MonitorError>)>>,
 }
 
 #[cfg(target_os = "macos")]
@@ -252,7 +297,7 @@ impl Powermetrics {
                         let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
                         match parse_sample(&doc) {
                             Ok(s) => g.0.extend(conv.readings(t, &s)),
-                            Err(e) => g.1 = Some(e.to_string()),
+                            Err(e) => g.1 = Some(e.into()),
                         }
                     }
                 }
@@ -260,9 +305,9 @@ impl Powermetrics {
                 let _ = stderr.read_to_string(&mut err);
                 let mut g = sink.lock().unwrap_or_else(|p| p.into_inner());
                 let why = if err.contains(NOT_ROOT) {
-                    HOW_TO_ROOT.to_string()
+                    MonitorError::unavailable(HOW_TO_ROOT)
                 } else {
-                    format!("powermetrics stopped: {}", err.trim())
+                    MonitorError::device("powermetrics stopped", err.trim())
                 };
                 g.1 = Some(why);
             })?;
@@ -272,7 +317,7 @@ impl Powermetrics {
 
 #[cfg(target_os = "macos")]
 impl PowerSource for Powermetrics {
-    fn sample(&mut self, _t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), String> {
+    fn sample(&mut self, _t_ns: u64, out: &mut Vec<PowerReading>) -> Result<(), MonitorError> {
         let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         out.append(&mut g.0);
         match g.1.take() {

@@ -2,52 +2,28 @@
 //! would, or the one listening on the target's port) and their children each tick, and reads CPU %,
 //! RSS, VSZ, threads and open files; figures it cannot read are None, with the reason said once.
 
-use regex::Regex;
+use super::MonitorError;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+use tokengun_common::sources;
 use tokengun_common::{ProcessReading, ProcessRole};
 
-/// What to watch.
-#[derive(Debug, Clone)]
-pub enum Watch {
-    /// Processes whose name (or executable's file name) matches, as `pgrep PATTERN` would.
-    Pattern(Regex),
-    /// One process, e.g. the one found listening on the target's port.
-    Pid(u32),
-}
+/// Shim: the old path of `tokengun_common::sources::Watch::parse`, with its old `String` error,
+/// for orchestrator.rs; the lead removes it once that imports the common one.
+#[doc(hidden)]
+pub struct Watch;
 
 impl Watch {
-    /// A `--watch-process` value: `pid:N`, else a regular expression (a plain name matches as a
-    /// substring, like pgrep).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if let Some(pid) = s.strip_prefix("pid:") {
-            return pid
-                .parse()
-                .map(Watch::Pid)
-                .map_err(|_| format!("--watch-process {s:?}: pid:N needs a number"));
-        }
-        if s.trim().is_empty() {
-            return Err("--watch-process needs a name or pattern, e.g. ollama".into());
-        }
-        Regex::new(s).map(Watch::Pattern).map_err(|e| {
-            // regex's message spans lines (pattern, caret, reason): one line here.
-            let why = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-            format!("--watch-process {s:?} is not a valid pattern ({why}); give a process name, e.g. ollama")
-        })
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Watch::Pattern(r) => format!("processes matching {:?}", r.as_str()),
-            Watch::Pid(p) => format!("pid {p}"),
-        }
+    /// `tokengun_common::sources::Watch::parse`, its error as text.
+    pub fn parse(s: &str) -> Result<sources::Watch, String> {
+        sources::Watch::parse(s).map_err(|e| e.to_string())
     }
 }
 
 /// Samples watched processes and the machine; keeps one `System` alive between ticks.
 pub struct ProcessSampler {
     sys: System,
-    watch: Vec<Watch>,
+    watch: Vec<sources::Watch>,
     /// pid -> (accumulated CPU ms, t_ns) at the last tick.
     prev_cpu: HashMap<u32, (u64, u64)>,
     /// Watched pids of the last tick (to say when one appears or goes).
@@ -79,8 +55,9 @@ fn machine(sys: &mut System, t_ns: u64) -> ProcessReading {
 
 impl ProcessSampler {
     /// A sampler for `watch` (may be empty: the machine alone).
-    pub fn new(watch: Vec<Watch>) -> Result<Self, String> {
-        let mut sys = System::new().map_err(|e| format!("cannot read processes: {e}"))?;
+    pub fn new(watch: Vec<sources::Watch>) -> Result<Self, MonitorError> {
+        let mut sys =
+            System::new().map_err(|e| MonitorError::device("cannot read processes", e))?;
         // Names now, for describe(); the first sample refreshes the rest.
         sys.refresh_processes_specifics(
             ProcessesToUpdate::All,
@@ -104,11 +81,11 @@ impl ProcessSampler {
         self.watch
             .iter()
             .map(|w| match w {
-                Watch::Pid(pid) => match self.sys.process(Pid::from_u32(*pid)) {
+                sources::Watch::Pid(pid) => match self.sys.process(Pid::from_u32(*pid)) {
                     Some(p) => format!("{} (pid {pid})", p.name().to_string_lossy()),
                     None => w.describe(),
                 },
-                Watch::Pattern(_) => w.describe(),
+                sources::Watch::Pattern(_) => w.describe(),
             })
             .collect()
     }
@@ -125,8 +102,8 @@ impl ProcessSampler {
         let name_of = |p: &sysinfo::Process| p.name().to_string_lossy().into_owned();
         let matches = |pid: Pid, p: &sysinfo::Process| {
             self.watch.iter().any(|w| match w {
-                Watch::Pid(want) => pid.as_u32() == *want,
-                Watch::Pattern(re) => {
+                sources::Watch::Pid(want) => pid.as_u32() == *want,
+                sources::Watch::Pattern(re) => {
                     re.is_match(&name_of(p))
                         || p.exe()
                             .and_then(|e| e.file_name())
@@ -240,31 +217,32 @@ impl ProcessSampler {
 
 #[cfg(target_os = "linux")]
 mod os {
+    use super::MonitorError;
     use std::io::ErrorKind;
 
     /// Field 20 of /proc/PID/stat (after the parenthesised name, which may hold spaces).
-    pub fn threads(pid: u32) -> Result<u64, String> {
+    pub fn threads(pid: u32) -> Result<u64, MonitorError> {
         let stat =
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(MonitorError::Os)?;
         let after = stat
             .rsplit_once(')')
             .map(|(_, r)| r)
-            .ok_or("unreadable /proc stat")?;
+            .ok_or(MonitorError::Parse("/proc stat"))?;
         // After ")": state(3) ppid(4) ... num_threads is field 20 => index 17 here.
         after
             .split_whitespace()
             .nth(17)
             .and_then(|f| f.parse().ok())
-            .ok_or_else(|| "unreadable /proc stat".to_string())
+            .ok_or(MonitorError::Parse("/proc stat"))
     }
 
-    pub fn open_fds(pid: u32, _p: &sysinfo::Process) -> Result<u64, String> {
+    pub fn open_fds(pid: u32, _p: &sysinfo::Process) -> Result<u64, MonitorError> {
         match std::fs::read_dir(format!("/proc/{pid}/fd")) {
             Ok(rd) => Ok(rd.count() as u64),
-            Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(
-                "unavailable: /proc/PID/fd is readable only by the process's user or root; run the agent as that user or root".into(),
-            ),
-            Err(e) => Err(e.to_string()),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(MonitorError::unavailable(
+                "unavailable: /proc/PID/fd is readable only by the process's user or root; run the agent as that user or root",
+            )),
+            Err(e) => Err(MonitorError::Os(e)),
         }
     }
 }
@@ -272,11 +250,14 @@ mod os {
 #[cfg(target_os = "macos")]
 #[allow(unsafe_code)]
 mod os {
+    use super::MonitorError;
+
     /// `proc_pidinfo(PROC_PIDTASKINFO)` -> `pti_threadnum`; the one unsafe call of the agent.
-    pub fn threads(pid: u32) -> Result<u64, String> {
+    pub fn threads(pid: u32) -> Result<u64, MonitorError> {
         let mut info: libc::proc_taskinfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
-        let pid = libc::c_int::try_from(pid).map_err(|_| "pid out of range".to_string())?;
+        let pid = libc::c_int::try_from(pid)
+            .map_err(|_| MonitorError::unavailable("pid out of range"))?;
         // SAFETY: `info` is a properly sized, writable proc_taskinfo; the kernel writes at most
         // `size` bytes into it and returns how many it wrote.
         let n = unsafe {
@@ -291,29 +272,30 @@ mod os {
         if n == size {
             Ok(u64::try_from(info.pti_threadnum).unwrap_or(0))
         } else {
-            Err(
-                "unavailable: proc_pidinfo refused (another user's process: run the agent as root)"
-                    .into(),
-            )
+            Err(MonitorError::unavailable(
+                "unavailable: proc_pidinfo refused (another user's process: run the agent as root)",
+            ))
         }
     }
 
-    pub fn open_fds(_pid: u32, p: &sysinfo::Process) -> Result<u64, String> {
-        p.open_files()
-            .map(|n| n as u64)
-            .ok_or_else(|| "unavailable: another user's process (run the agent as root)".into())
+    pub fn open_fds(_pid: u32, p: &sysinfo::Process) -> Result<u64, MonitorError> {
+        p.open_files().map(|n| n as u64).ok_or_else(|| {
+            MonitorError::unavailable("unavailable: another user's process (run the agent as root)")
+        })
     }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 mod os {
-    pub fn threads(_pid: u32) -> Result<u64, String> {
-        Err("not read on this platform".into())
+    use super::MonitorError;
+
+    pub fn threads(_pid: u32) -> Result<u64, MonitorError> {
+        Err(MonitorError::unavailable("not read on this platform"))
     }
-    pub fn open_fds(_pid: u32, p: &sysinfo::Process) -> Result<u64, String> {
+    pub fn open_fds(_pid: u32, p: &sysinfo::Process) -> Result<u64, MonitorError> {
         p.open_files()
             .map(|n| n as u64)
-            .ok_or_else(|| "unavailable".into())
+            .ok_or_else(|| MonitorError::unavailable("unavailable"))
     }
 }
 

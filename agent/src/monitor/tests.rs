@@ -1,11 +1,12 @@
 //! The process sampler on a real child process whose threads, memory, open files and CPU the
-//! test changes, and the monitor's source probe on this machine.
-#![allow(clippy::unwrap_used)]
+//! test changes, and the monitor's source probe on this machine (moved here from agent/tests so
+//! the monitor stays the agent's own).
 
+use super::process::ProcessSampler;
+use super::{MonitorSpec, probe};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use tokengun_agent::monitor::process::{ProcessSampler, Watch};
-use tokengun_agent::monitor::{MonitorSpec, SOURCE_PROCESS, probe};
+use tokengun_common::sources::{SOURCE_PROCESS, Watch};
 use tokengun_common::{ProcessReading, ProcessRole};
 
 /// A Python child that does what it is told and says "ok" after each command.
@@ -93,7 +94,7 @@ impl Drop for Kid {
 }
 
 fn now_ns() -> u64 {
-    tokengun_agent::clock::mono_ns()
+    crate::clock::mono_ns()
 }
 
 fn row(rows: &[ProcessReading], pid: u32) -> ProcessReading {

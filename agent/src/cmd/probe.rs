@@ -1,29 +1,46 @@
 //! `tokengun-agent probe`: what each monitor source finds here, and (with --sample) its readings.
 
-use std::process::ExitCode;
+use super::CmdError;
+use crate::clock;
+use crate::monitor::{self, MonitorSpec};
+use clap::Args;
 use std::time::Duration;
-use tokengun_agent::clock;
-use tokengun_agent::monitor::{self, MonitorSpec};
 use tokengun_common::monitor::PowerSeries;
+use tokengun_common::sources::Watch;
 
-pub async fn run(
+#[derive(Args)]
+pub(super) struct ProbeArgs {
+    /// Process name or pattern to watch, as pgrep matches it, or pid:N (repeatable).
+    #[arg(long = "watch-process", value_name = "PATTERN")]
     watch_process: Vec<String>,
+    /// The inference server's URL: a local one's listening process is found and watched.
+    #[arg(long, default_value = tokengun_common::defaults::TARGET)]
     target: String,
+    /// Read the power sources for this long and print every reading as CSV, then the mean
+    /// power and energy per device (e.g. 5s; 0 = only probe).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     sample: Duration,
+    /// Between power readings with --sample (e.g. 200ms).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     interval: Duration,
-) -> ExitCode {
+}
+
+/// Probes every source and prints what it found; with `--sample`, reads the power sources too.
+pub(super) async fn exec(args: ProbeArgs) -> Result<(), CmdError> {
+    let ProbeArgs {
+        watch_process,
+        target,
+        sample,
+        interval,
+    } = args;
     if interval < monitor::MIN_INTERVAL {
-        eprintln!(
-            "error: --interval must be at least {:?}",
+        return Err(CmdError::Usage(format!(
+            "--interval must be at least {:?}",
             monitor::MIN_INTERVAL
-        );
-        return ExitCode::from(2);
+        )));
     }
     for w in &watch_process {
-        if let Err(e) = tokengun_agent::monitor::process::Watch::parse(w) {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Watch::parse(w).map_err(CmdError::usage)?;
     }
     let spec = MonitorSpec {
         watch_process,
@@ -35,8 +52,7 @@ pub async fn run(
     let Ok((sources, watching)) =
         tokio::task::spawn_blocking(move || monitor::probe(&probe_spec)).await
     else {
-        eprintln!("error: the probe failed");
-        return ExitCode::FAILURE;
+        return Err(CmdError::failed("the probe failed"));
     };
     for s in &sources {
         println!(
@@ -50,24 +66,20 @@ pub async fn run(
         println!("  watching: {w}");
     }
     if sample.is_zero() {
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    let result = tokio::task::spawn_blocking(move || sample_for(&spec, sample, interval)).await;
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: sampling failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    tokio::task::spawn_blocking(move || sample_for(&spec, sample, interval))
+        .await
+        .map_err(|e| CmdError::Failed(format!("sampling failed: {e}")))?
 }
 
 /// Reads every available power source for `sample`, printing readings as CSV, then a summary.
-fn sample_for(spec: &MonitorSpec, sample: Duration, interval: Duration) -> ExitCode {
+fn sample_for(spec: &MonitorSpec, sample: Duration, interval: Duration) -> Result<(), CmdError> {
     let (_, mut sources) = monitor::detect_power(spec);
     if sources.is_empty() {
-        eprintln!("no power source to sample on this machine");
-        return ExitCode::FAILURE;
+        return Err(CmdError::Nothing(
+            "no power source to sample on this machine".into(),
+        ));
     }
     println!("t_s,source,device,metric,value");
     let start = clock::mono_ns();
@@ -115,11 +127,10 @@ fn sample_for(spec: &MonitorSpec, sample: Duration, interval: Duration) -> ExitC
                     d.method.as_str()
                 );
             }
-            ExitCode::SUCCESS
+            Ok(())
         }
-        None => {
-            eprintln!("no power readings came in {sample:?}");
-            ExitCode::FAILURE
-        }
+        None => Err(CmdError::Nothing(format!(
+            "no power readings came in {sample:?}"
+        ))),
     }
 }
