@@ -9,11 +9,7 @@
 // the agent's own.
 pub(crate) mod allow;
 pub(crate) mod auth;
-// Shim: public only for the three old paths orchestrator.rs uses
-// (backend::ollama::model_available, monitor::process::Watch::parse, monitor::SOURCE_PROCESS);
-// the lead makes both pub(crate) again once it imports them from tokengun_common.
-#[doc(hidden)]
-pub mod backend;
+pub(crate) mod backend;
 #[doc(hidden)]
 pub mod bench;
 pub(crate) mod certs;
@@ -24,8 +20,7 @@ pub(crate) mod fdlimit;
 pub(crate) mod http;
 pub(crate) mod live;
 pub(crate) mod log;
-#[doc(hidden)]
-pub mod monitor;
+pub(crate) mod monitor;
 pub(crate) mod ndjson;
 pub(crate) mod notify;
 pub(crate) mod runner;

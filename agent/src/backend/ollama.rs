@@ -157,10 +157,6 @@ pub fn parse_tags(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     Ok(t.models.into_iter().map(|m| m.name).collect())
 }
 
-/// Shim: the old path of `tokengun_common::models::model_available`; the lead removes it.
-#[doc(hidden)]
-pub use tokengun_common::models::model_available;
-
 #[cfg(test)]
 mod tests {
     use super::*;

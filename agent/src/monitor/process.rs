@@ -8,18 +8,6 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 use tokengun_common::sources;
 use tokengun_common::{ProcessReading, ProcessRole};
 
-/// Shim: the old path of `tokengun_common::sources::Watch::parse`, with its old `String` error,
-/// for orchestrator.rs; the lead removes it once that imports the common one.
-#[doc(hidden)]
-pub struct Watch;
-
-impl Watch {
-    /// `tokengun_common::sources::Watch::parse`, its error as text.
-    pub fn parse(s: &str) -> Result<sources::Watch, String> {
-        sources::Watch::parse(s).map_err(|e| e.to_string())
-    }
-}
-
 /// Samples watched processes and the machine; keeps one `System` alive between ticks.
 pub struct ProcessSampler {
     sys: System,
