@@ -1,6 +1,8 @@
 //! The controller's link to one agent: a tonic client with timeouts and errors that say what to do.
 
-use std::path::{Path, PathBuf};
+// The credentials are the plan's (plan::AgentAuth); how to read them is the link's.
+pub use crate::plan::AgentAuth;
+use std::path::Path;
 use std::time::Duration;
 use tokengun_common::{Api, CyclePlan, Record};
 use tokengun_proto::{self as pb, agent_client::AgentClient, convert};
@@ -51,39 +53,8 @@ pub enum LinkError {
     Credentials(String),
 }
 
-/// How the controller proves itself to remote agents, and checks them: `--agent-ca`,
-/// `--agent-cert`, `--agent-key`, `--agent-token-file` (or `TOKENGUN_AGENT_TOKEN`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AgentAuth {
-    /// CA (PEM) that signed the agents' certificates; given, agents are dialled with TLS.
-    pub ca: Option<PathBuf>,
-    /// This controller's client certificate (PEM), for agents that require one.
-    pub cert: Option<PathBuf>,
-    /// The private key (PEM) of `cert`.
-    pub key: Option<PathBuf>,
-    /// File holding the bearer token agents require.
-    pub token_file: Option<PathBuf>,
-}
-
+/// Reading the run's agent credentials: the bearer token and the TLS settings.
 impl AgentAuth {
-    /// Checks the combination (not the files): what is missing is named.
-    pub fn check(&self) -> Result<(), String> {
-        match (&self.cert, &self.key) {
-            (Some(_), None) => {
-                return Err("--agent-cert needs --agent-key (its private key)".into());
-            }
-            (None, Some(_)) => return Err("--agent-key needs --agent-cert".into()),
-            _ => {}
-        }
-        if self.cert.is_some() && self.ca.is_none() {
-            return Err(
-                "--agent-cert needs --agent-ca: the CA that signed the agents' certificates, to check them"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
-
     /// The bearer token, from `token_file` or the environment.
     fn token(&self) -> Result<Option<MetadataValue<Ascii>>, LinkError> {
         let (text, from) = match &self.token_file {

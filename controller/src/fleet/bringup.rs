@@ -6,9 +6,9 @@ use super::{CLOCK_PROBES, Fleet, Member};
 use crate::link::{AgentAuth, AgentLink, LinkError, TargetInfo};
 use crate::plan::{RunConfig, share};
 use std::time::Duration;
-use tokengun_agent::backend::ollama::model_available;
 use tokengun_agent::{AgentConfig, LocalAgent, TargetPolicy};
 use tokengun_common::Api;
+use tokengun_common::models::model_available;
 use tokengun_simulator::SimHandle;
 
 /// How long to wait for an agent to connect.

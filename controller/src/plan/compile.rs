@@ -4,6 +4,7 @@
 use super::{Level, RunConfig, Split};
 use std::time::Duration;
 use tokengun_common::plan::parse_target;
+use tokengun_common::sources::{Watch, WatchError};
 use tokengun_common::{Api, CyclePlan, LoadShape, PlanError};
 
 /// The cycle id of the warm-up; levels count from 2 (their folders from 1).
@@ -15,8 +16,8 @@ pub enum InvalidPlan {
     #[error(transparent)]
     Plan(#[from] PlanError),
     /// A `--watch-process` pattern that does not parse.
-    #[error("{0}")]
-    Watch(String),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
 }
 
 /// One phase of the sweep: the warm-up or one level, with the plan of its cycle.
@@ -125,7 +126,7 @@ pub fn validate(cfg: &RunConfig) -> Result<(), InvalidPlan> {
         phase.plan.validate()?;
     }
     for w in &cfg.monitor.watch_process {
-        tokengun_agent::monitor::process::Watch::parse(w).map_err(InvalidPlan::Watch)?;
+        Watch::parse(w)?;
     }
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! The run plan as a TOML file and as flags: both fill a [`PlanFile`], flags over file, and one
 //! `compile` turns it into a validated [`RunConfig`] before anything is sent.
 
+use super::AgentAuth;
 use super::workload;
 use super::{Level, MonitorConfig, OnAgentLoss, RunConfig, Split};
-use crate::link::AgentAuth;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

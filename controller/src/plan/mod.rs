@@ -9,7 +9,6 @@ pub mod workload;
 pub use compile::{InvalidPlan, Phase, cycle_plan, phases, share, validate, warmup_plan};
 pub use file::{PlanFile, PlanFileError};
 
-use crate::link::AgentAuth;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokengun_common::plan::format_rate;
@@ -36,6 +35,40 @@ impl Level {
     /// Nothing to send: a share of a level too small to reach this agent.
     pub fn is_empty(&self) -> bool {
         self.concurrency == 0 && self.rate_per_s.is_none_or(|r| r <= 0.0)
+    }
+}
+
+/// How the controller proves itself to remote agents, and checks them: `--agent-ca`,
+/// `--agent-cert`, `--agent-key`, `--agent-token-file` (or `TOKENGUN_AGENT_TOKEN`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentAuth {
+    /// CA (PEM) that signed the agents' certificates; given, agents are dialled with TLS.
+    pub ca: Option<PathBuf>,
+    /// This controller's client certificate (PEM), for agents that require one.
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of `cert`.
+    pub key: Option<PathBuf>,
+    /// File holding the bearer token agents require.
+    pub token_file: Option<PathBuf>,
+}
+
+impl AgentAuth {
+    /// Checks the combination (not the files): what is missing is named.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => {
+                return Err("--agent-cert needs --agent-key (its private key)".into());
+            }
+            (None, Some(_)) => return Err("--agent-key needs --agent-cert".into()),
+            _ => {}
+        }
+        if self.cert.is_some() && self.ca.is_none() {
+            return Err(
+                "--agent-cert needs --agent-ca: the CA that signed the agents' certificates, to check them"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 

@@ -51,7 +51,7 @@ impl From<InvalidPlan> for RunError {
     fn from(e: InvalidPlan) -> Self {
         match e {
             InvalidPlan::Plan(p) => RunError::Plan(p),
-            InvalidPlan::Watch(w) => RunError::Monitor(w),
+            InvalidPlan::Watch(w) => RunError::Monitor(w.to_string()),
         }
     }
 }

@@ -66,7 +66,7 @@ pub async fn start_monitoring(
             reply.sources.into_iter().map(Into::into).collect();
         let power: Vec<String> = sources
             .iter()
-            .filter(|s| s.available && s.source != tokengun_agent::monitor::SOURCE_PROCESS)
+            .filter(|s| s.available && s.source != tokengun_common::sources::SOURCE_PROCESS)
             .map(|s| format!("{} ({})", s.source, s.detail))
             .collect();
         let prefix = if many {
