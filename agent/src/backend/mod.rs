@@ -82,6 +82,7 @@ pub(crate) trait Framing: Default + Send {
 }
 
 impl Framing for LineSplitter {
+    #[inline]
     fn push(&mut self, bytes: &[u8], on_unit: impl FnMut(&[u8]) -> bool) -> Result<(), String> {
         LineSplitter::push(self, bytes, on_unit)
             .map(drop)
@@ -94,6 +95,7 @@ impl Framing for LineSplitter {
 }
 
 impl Framing for sse::SseDecoder {
+    #[inline]
     fn push(&mut self, bytes: &[u8], on_unit: impl FnMut(&[u8]) -> bool) -> Result<(), String> {
         sse::SseDecoder::push(self, bytes, on_unit)
             .map(drop)

@@ -67,6 +67,7 @@ impl Backend for Ollama {
 }
 
 impl UnitParser for Ollama {
+    #[inline]
     fn parse(api: Api, unit: &[u8], think: &mut InlineThink) -> Result<Chunk, String> {
         parse_line(api, unit, think)
     }

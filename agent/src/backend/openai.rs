@@ -68,6 +68,7 @@ impl Backend for OpenAi {
 }
 
 impl UnitParser for OpenAi {
+    #[inline]
     fn parse(api: Api, unit: &[u8], think: &mut InlineThink) -> Result<Chunk, String> {
         parse_event(api, unit, think)
     }
