@@ -593,9 +593,8 @@ fn on_chunk(
         if !f.done_reason.is_empty() {
             m.rec.done_reason = f.done_reason;
         }
-        if f.timings != ServerTimings::default() {
-            m.rec.server = f.timings;
-        }
+        // llama.cpp may spread its account over the finish event and the usage event.
+        m.rec.server.fill_from(&f.timings);
     }
     if c.done && stops_at_done && m.rec.counted_tokens_so_far() == 0 && m.rec.done_reason.is_empty()
     {

@@ -79,13 +79,50 @@ impl TokenSource {
     }
 }
 
-/// Server-side timings, when the API reports them (Ollama's final line), in nanoseconds.
+/// The server's own account of one request, where its API gives one: Ollama's final line,
+/// llama.cpp's `timings`, OpenAI-style `usage` details. Durations in nanoseconds; `None` when
+/// the server did not say.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerTimings {
+    /// Ollama `total_duration`.
     pub total_ns: Option<u64>,
+    /// Ollama `load_duration` (loading the model before this request's work).
     pub load_ns: Option<u64>,
+    /// Prefill: Ollama `prompt_eval_duration`, llama.cpp `timings.prompt_ms`.
     pub prompt_eval_ns: Option<u64>,
+    /// Decode: Ollama `eval_duration`, llama.cpp `timings.predicted_ms`.
     pub eval_ns: Option<u64>,
+    /// Prompt tokens the server evaluated (llama.cpp `timings.prompt_n`: cached ones excluded).
+    #[serde(default)]
+    pub prompt_eval_tokens: Option<u64>,
+    /// Prompt tokens reused from the server's cache (`usage.prompt_tokens_details.cached_tokens`,
+    /// llama.cpp `timings.cache_n`).
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+    /// Reasoning tokens by the server's count (`usage.completion_tokens_details.reasoning_tokens`).
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl ServerTimings {
+    /// Fills what `self` does not know from `other` (a stream may spread its account over two
+    /// events: llama.cpp's finish event and its usage event).
+    pub fn fill_from(&mut self, other: &ServerTimings) {
+        let pairs = [
+            (&mut self.total_ns, other.total_ns),
+            (&mut self.load_ns, other.load_ns),
+            (&mut self.prompt_eval_ns, other.prompt_eval_ns),
+            (&mut self.eval_ns, other.eval_ns),
+            (&mut self.prompt_eval_tokens, other.prompt_eval_tokens),
+            (&mut self.cached_tokens, other.cached_tokens),
+            (&mut self.reasoning_tokens, other.reasoning_tokens),
+        ];
+        for (mine, theirs) in pairs {
+            if theirs.is_some() {
+                *mine = theirs;
+            }
+        }
+    }
 }
 
 /// One content-bearing chunk of a stream: when it arrived and how many tokens it carried.
@@ -215,12 +252,16 @@ impl RequestRecord {
             .then(|| span_s(first, self.end_ns) / (self.output_tokens - 1) as f64)
     }
 
-    /// Inter-token latencies: one sample per gap between consecutive content chunks, seconds
-    /// (vLLM's ITL; a chunk carrying several tokens is one sample).
+    /// Inter-token latencies, seconds: per token, not per chunk. The gap before a chunk that
+    /// carried k tokens gives k samples of gap / k (vLLM's ITL). Where a server packs several
+    /// tokens into one event without saying how many, only its total count shows it (see
+    /// `stats::ServerAccount::tokens_per_chunk`).
     pub fn itl_s(&self) -> impl Iterator<Item = f64> + '_ {
-        self.timeline
-            .windows(2)
-            .map(|w| span_s(w[0].offset_ns, w[1].offset_ns))
+        self.timeline.windows(2).flat_map(|w| {
+            let k = w[1].tokens.max(1);
+            let gap = span_s(w[0].offset_ns, w[1].offset_ns) / f64::from(k);
+            std::iter::repeat_n(gap, k as usize)
+        })
     }
 
     /// Intended start -> dispatched, seconds: how late tokengun itself was.

@@ -54,6 +54,7 @@ fn record(id: u32, tokens: u32) -> RequestRecord {
             load_ns: Some(1_000_000),
             prompt_eval_ns: Some(14_000_000),
             eval_ns: Some(last_ns - first_ns),
+            ..Default::default()
         },
         done_reason: "stop".into(),
         timeline,

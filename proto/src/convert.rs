@@ -221,6 +221,9 @@ impl From<&dom::RequestRecord> for pb::RequestRecord {
             server_load_ns: r.server.load_ns,
             server_prompt_eval_ns: r.server.prompt_eval_ns,
             server_eval_ns: r.server.eval_ns,
+            server_prompt_eval_tokens: r.server.prompt_eval_tokens,
+            server_cached_tokens: r.server.cached_tokens,
+            server_reasoning_tokens: r.server.reasoning_tokens,
             done_reason: r.done_reason.clone(),
             chunk_offsets_ns: r.timeline.iter().map(|c| c.offset_ns).collect(),
             chunk_tokens: r.timeline.iter().map(|c| c.tokens).collect(),
@@ -280,6 +283,9 @@ impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
                 load_ns: r.server_load_ns,
                 prompt_eval_ns: r.server_prompt_eval_ns,
                 eval_ns: r.server_eval_ns,
+                prompt_eval_tokens: r.server_prompt_eval_tokens,
+                cached_tokens: r.server_cached_tokens,
+                reasoning_tokens: r.server_reasoning_tokens,
             },
             done_reason: r.done_reason,
             timeline: r
@@ -574,6 +580,9 @@ mod tests {
             prompt_tokens: None,
             server: dom::ServerTimings {
                 total_ns: Some(1),
+                cached_tokens: Some(3),
+                reasoning_tokens: Some(2),
+                prompt_eval_tokens: Some(5),
                 ..Default::default()
             },
             done_reason: String::new(),

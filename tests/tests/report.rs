@@ -85,6 +85,7 @@ async fn the_report_finds_the_knee_and_best_level_of_a_four_slot_server() {
     assert_eq!(
         names(&written),
         [
+            "breakdown.png",
             "errors.png",
             "per_request.png",
             "throughput.png",
@@ -102,6 +103,7 @@ async fn the_report_finds_the_knee_and_best_level_of_a_four_slot_server() {
     assert_eq!(
         names(&written),
         [
+            "breakdown.png",
             "efficiency.png",
             "errors.png",
             "frequency.png",

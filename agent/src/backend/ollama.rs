@@ -138,6 +138,9 @@ pub fn parse_line(api: Api, line: &[u8], think: &mut InlineThink) -> Result<Chun
                 load_ns: l.load_duration,
                 prompt_eval_ns: l.prompt_eval_duration,
                 eval_ns: l.eval_duration,
+                // Ollama counts only the prompt tokens it evaluated (a cached prefix is left out).
+                prompt_eval_tokens: l.prompt_eval_count,
+                ..Default::default()
             },
         }));
     }

@@ -100,6 +100,36 @@ struct Choice<'a> {
 struct Usage {
     completion_tokens: Option<u64>,
     prompt_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u64>,
+}
+
+/// llama.cpp's own account, on the last JSON event of every stream (milliseconds).
+#[derive(Deserialize)]
+struct Timings {
+    cache_n: Option<u64>,
+    prompt_n: Option<u64>,
+    prompt_ms: Option<f64>,
+    predicted_n: Option<u64>,
+    predicted_ms: Option<f64>,
+}
+
+/// Milliseconds (llama.cpp's float) to whole nanoseconds; a negative or absurd value is dropped.
+fn ms_to_ns(ms: Option<f64>) -> Option<u64> {
+    ms.filter(|m| m.is_finite() && *m >= 0.0 && *m < 1e12)
+        .map(|m| (m * 1e6).round() as u64)
 }
 
 #[derive(Deserialize)]
@@ -109,6 +139,8 @@ struct Event<'a> {
     choices: Option<Choice<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
+    #[serde(default)]
+    timings: Option<Timings>,
     /// `{"message": ...}` (OpenAI, llama.cpp) or a plain string (TGI).
     #[serde(default)]
     error: Option<serde_json::Value>,
@@ -197,12 +229,26 @@ pub fn parse_event(api: Api, data: &[u8], think: &mut InlineThink) -> Result<Chu
             fin.get_or_insert_with(Final::default).done_reason = reason.to_string();
         }
     }
+    if let Some(t) = e.timings {
+        let f = fin.get_or_insert_with(Final::default);
+        f.timings.prompt_eval_ns = ms_to_ns(t.prompt_ms);
+        f.timings.eval_ns = ms_to_ns(t.predicted_ms);
+        f.timings.prompt_eval_tokens = t.prompt_n;
+        f.timings.cached_tokens = t.cache_n;
+        // The server's count when it sent no usage (llama.cpp chat without include_usage).
+        f.output_tokens = t.predicted_n;
+    }
     if let Some(u) = e.usage {
         // Ollama's /v1/completions puts zero usage on every chunk; only real counts count.
         if u.completion_tokens.unwrap_or(0) > 0 || u.prompt_tokens.unwrap_or(0) > 0 {
             let f = fin.get_or_insert_with(Final::default);
-            f.output_tokens = u.completion_tokens;
+            f.output_tokens = u.completion_tokens.or(f.output_tokens);
             f.prompt_tokens = u.prompt_tokens;
+            if let Some(n) = u.prompt_tokens_details.and_then(|d| d.cached_tokens) {
+                f.timings.cached_tokens = Some(n);
+            }
+            f.timings.reasoning_tokens =
+                u.completion_tokens_details.and_then(|d| d.reasoning_tokens);
         }
     }
     c.fin = fin.map(Box::new);
@@ -231,6 +277,7 @@ pub fn parse_models(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
 mod tests {
     use super::*;
     use crate::backend::parser;
+    use tokengun_common::ServerTimings;
 
     /// The body of a recorded HTTP/1.1 response, chunked encoding undone.
     fn capture_body(name: &str) -> Vec<u8> {
@@ -307,7 +354,8 @@ mod tests {
                 16,
                 Some(16),
             ),
-            ("chat-stream-no-usage.http", Api::OpenaiChat, 9, None),
+            // No usage: the server's count comes from `timings.predicted_n`.
+            ("chat-stream-no-usage.http", Api::OpenaiChat, 9, Some(10)),
         ] {
             let body = capture_body(name);
             let whole = run(api, &[&body]);
@@ -321,6 +369,73 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The server's account over a whole stream, merged as the engine merges it.
+    fn account(chunks: &[Chunk]) -> (Option<u64>, Option<u64>, ServerTimings) {
+        let mut t = ServerTimings::default();
+        let (mut out, mut prompt) = (None, None);
+        for f in chunks.iter().filter_map(|c| c.fin.as_ref()) {
+            t.fill_from(&f.timings);
+            out = f.output_tokens.or(out);
+            prompt = f.prompt_tokens.or(prompt);
+        }
+        (out, prompt, t)
+    }
+
+    #[test]
+    fn llama_server_timings_and_usage_details_are_captured() {
+        let whole = run(
+            Api::OpenaiCompletions,
+            &[&capture_body("completions-stream-usage.http")],
+        );
+        let (out, prompt, t) = account(&whole);
+        assert_eq!((out, prompt), (Some(16), Some(4)));
+        assert_eq!(t.prompt_eval_ns, Some(19_095_000));
+        assert_eq!(t.eval_ns, Some(139_192_000));
+        assert_eq!((t.prompt_eval_tokens, t.cached_tokens), (Some(4), Some(0)));
+        assert_eq!(
+            (t.total_ns, t.load_ns, t.reasoning_tokens),
+            (None, None, None)
+        );
+
+        // Usage and timings ride on the `choices: []` event after the finish event.
+        let whole = run(Api::OpenaiChat, &[&capture_body("chat-stream-usage.http")]);
+        let (out, prompt, t) = account(&whole);
+        assert_eq!((out, prompt), (Some(10), Some(37)));
+        assert_eq!(
+            (t.prompt_eval_ns, t.eval_ns),
+            (Some(128_153_000), Some(88_072_000))
+        );
+
+        // No usage: timings on the finish event; 36 of 37 prompt tokens came from the cache.
+        let whole = run(
+            Api::OpenaiChat,
+            &[&capture_body("chat-stream-no-usage.http")],
+        );
+        let (out, prompt, t) = account(&whole);
+        assert_eq!((out, prompt), (Some(10), None));
+        assert_eq!((t.prompt_eval_tokens, t.cached_tokens), (Some(1), Some(36)));
+        assert_eq!(t.eval_ns, Some(79_709_000));
+    }
+
+    #[test]
+    fn openai_usage_details_give_cached_and_reasoning_tokens() {
+        let mut think = InlineThink::default();
+        let c = parse_event(
+            Api::OpenaiChat,
+            br#"{"choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920},"completion_tokens_details":{"reasoning_tokens":256}}}"#,
+            &mut think,
+        )
+        .unwrap();
+        let f = c.fin.unwrap();
+        assert_eq!((f.output_tokens, f.prompt_tokens), (Some(300), Some(2006)));
+        assert_eq!(f.timings.cached_tokens, Some(1920));
+        assert_eq!(f.timings.reasoning_tokens, Some(256));
+        // A negative or non-finite duration is dropped, never wrapped.
+        assert_eq!(ms_to_ns(Some(-1.0)), None);
+        assert_eq!(ms_to_ns(Some(f64::NAN)), None);
+        assert_eq!(ms_to_ns(Some(1.5)), Some(1_500_000));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! `cycles.csv`: one row per finished level. Each column is defined once, in [`HEAD`],
-//! [`LATENCIES`] x [`STATS`] and [`TAIL`], with how a [`CycleSummary`] writes it and how a cell
+//! [`LATENCIES`] x [`STATS`], [`TAIL`] and `cycles_server`'s columns, with how a [`CycleSummary`] writes it and how a cell
 //! reads back into one: the header, the writer and the reader all come from those lists.
 //!
 //! Reading back is lossy where the file is: `agents` holds only their count, energy only the
 //! totals (no per-device figures), server usage only CPU and memory.
 
 use super::csv_file::{CsvTable, csv_err, io_err, num, writer};
+use super::cycles_server::SERVER_ACCOUNT;
 use super::{CYCLES_CSV, OutputError, ReadError};
 use crate::monitor::{CycleEnergy, EnergyMethod, ServerUsage};
 use crate::stats::{CycleSummary, Percentiles, Slo};
@@ -16,10 +17,10 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 /// One column: its name, how a summary writes it, how a non-empty cell sets it back.
-struct Column {
-    name: &'static str,
-    write: fn(&CycleSummary) -> String,
-    read: fn(&mut CycleSummary, &str),
+pub(super) struct Column {
+    pub(super) name: &'static str,
+    pub(super) write: fn(&CycleSummary) -> String,
+    pub(super) read: fn(&mut CycleSummary, &str),
 }
 
 /// A latency distribution, written as one column per statistic: `<name>_<stat>_s`.
@@ -37,17 +38,17 @@ struct Stat {
 }
 
 /// `v` with `digits` decimals, empty when `None`.
-fn fixed(v: Option<f64>, digits: usize) -> String {
+pub(super) fn fixed(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}")).unwrap_or_default()
 }
 
 /// A count cell (rounded, never negative).
-fn count(v: &str) -> Option<u32> {
+pub(super) fn count(v: &str) -> Option<u32> {
     num(v).map(|x| x.max(0.0).round() as u32)
 }
 
 /// A cell of whole units (truncated, never negative).
-fn whole(v: &str) -> Option<u64> {
+pub(super) fn whole(v: &str) -> Option<u64> {
     num(v).map(|x| x.max(0.0) as u64)
 }
 
@@ -464,6 +465,7 @@ fn columns() -> impl Iterator<Item = Col> {
                 .flat_map(|l| STATS.iter().map(move |st| Col::Latency(l, st))),
         )
         .chain(TAIL.iter().map(Col::Plain))
+        .chain(SERVER_ACCOUNT.iter().map(Col::Plain))
 }
 
 /// Columns of `cycles.csv`, in order.
@@ -523,6 +525,7 @@ pub fn blank_summary() -> CycleSummary {
         loop_delay_p99_ms: None,
         loop_delay_max_ms: None,
         self_check: String::new(),
+        server_account: None,
     }
 }
 
@@ -648,13 +651,29 @@ mod tests {
         s.agent_cpu_s = Some(0.5);
         s.self_check = "ok".into();
         s.errors_by_kind = "timeout=1".into();
+        s.server_account = Some(crate::stats::ServerAccount {
+            token_checked: 2,
+            token_exact: 1,
+            token_end_token: 1,
+            token_mismatch: 0,
+            tokens_per_chunk: Some(1.05),
+            breakdown_requests: 2,
+            queue_s_mean: Some(0.2),
+            load_s_mean: Some(0.0),
+            prefill_s_mean: Some(0.1),
+            decode_s_mean: Some(1.5),
+            client_s_mean: Some(0.001),
+            model_loads: 1,
+            model_load_max_s: Some(4.1),
+            cached_tokens: Some(31),
+        });
         s
     }
 
     #[test]
     fn rows_match_the_header() {
         assert_eq!(cycles_header().len(), cycles_row(&summary()).len());
-        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33);
+        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14);
         assert_eq!(cycles_header()[17], "ttft_mean_s");
     }
 
@@ -676,6 +695,8 @@ mod tests {
             EnergyMethod::Counter
         );
         assert!(back[1].energy.is_none() && back[1].server.is_none());
+        assert_eq!(back[0].server_account, s.server_account);
+        assert_eq!(back[1].server_account, None);
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 mod csv_file;
 pub mod cycles;
+mod cycles_server;
 pub mod manifest;
 pub mod monitor_files;
 pub mod requests;

@@ -5,6 +5,7 @@
 use super::csv_file::{CsvTable, csv_err, io_err, writer};
 use super::{OutputError, REQUEST_SUMMARY_CSV, ReadError};
 use crate::record::{MIN_RATE_WINDOW_NS, OutcomeKind, RequestRecord};
+use crate::stats::{breakdown, token_agreement};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,21 @@ pub mod col {
     pub const SERVER_LOAD_DURATION: &str = "ServerLoadDuration";
     pub const SERVER_PROMPT_EVAL_DURATION: &str = "ServerPromptEvalDuration";
     pub const SERVER_EVAL_DURATION: &str = "ServerEvalDuration";
+    /// The server's token account (counts): prompt tokens it evaluated, reused from its cache,
+    /// and its reasoning tokens.
+    pub const SERVER_PROMPT_EVAL_TOKENS: &str = "ServerPromptEvalTokens";
+    pub const SERVER_CACHED_TOKENS: &str = "ServerCachedTokens";
+    pub const SERVER_REASONING_TOKENS: &str = "ServerReasoningTokens";
+    /// `exact`, `end-token` or `mismatch`: the server's output count against the stream's
+    /// (empty when unchecked).
+    pub const TOKEN_AGREEMENT: &str = "TokenAgreement";
+    /// Where the request's time went (seconds, summing to TotalDuration): see
+    /// `tokengun_common::stats::Breakdown`.
+    pub const QUEUE_TIME: &str = "QueueTime";
+    pub const LOAD_TIME: &str = "LoadTime";
+    pub const PREFILL_TIME: &str = "PrefillTime";
+    pub const DECODE_TIME: &str = "DecodeTime";
+    pub const CLIENT_TIME: &str = "ClientTime";
 }
 
 /// Columns of `request_summary.csv`: the study's eight, then tokengun's.
@@ -84,6 +100,15 @@ pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
     col::SERVER_LOAD_DURATION,
     col::SERVER_PROMPT_EVAL_DURATION,
     col::SERVER_EVAL_DURATION,
+    col::SERVER_PROMPT_EVAL_TOKENS,
+    col::SERVER_CACHED_TOKENS,
+    col::SERVER_REASONING_TOKENS,
+    col::TOKEN_AGREEMENT,
+    col::QUEUE_TIME,
+    col::LOAD_TIME,
+    col::PREFILL_TIME,
+    col::DECODE_TIME,
+    col::CLIENT_TIME,
 ];
 
 fn secs(ns: u64) -> String {
@@ -101,7 +126,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 /// One `request_summary.csv` row, in [`REQUEST_SUMMARY_HEADER`] order.
 pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
     let ns_s = |v: Option<u64>| v.map(secs).unwrap_or_default();
-    vec![
+    let mut row = vec![
         r.request_id.to_string(),
         opt_s(r.ttfb_s()),
         format!("{:.6}", r.total_s()),
@@ -141,7 +166,23 @@ pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
         ns_s(r.server.load_ns),
         ns_s(r.server.prompt_eval_ns),
         ns_s(r.server.eval_ns),
-    ]
+        opt(r.server.prompt_eval_tokens),
+        opt(r.server.cached_tokens),
+        opt(r.server.reasoning_tokens),
+        token_agreement(r).as_str().to_string(),
+    ];
+    let b = breakdown(r);
+    row.extend(
+        [
+            b.map(|b| b.queue_ns),
+            b.map(|b| b.load_ns),
+            b.map(|b| b.prefill_ns),
+            b.map(|b| b.decode_ns),
+            b.map(|b| b.client_ns),
+        ]
+        .map(ns_s),
+    );
+    row
 }
 
 /// `request_summary.csv`, written a row at a time as requests end (completion order).

@@ -1,7 +1,7 @@
 //! The mergeable per-cycle accumulator: counts, tokens, latency histograms, the load window's
 //! figures and peak concurrency, one per agent, merged into the cycle's.
 
-use super::{LatencyHistogram, Slo};
+use super::{LatencyHistogram, ServerTally, Slo, paid_model_load};
 use crate::record::{OutcomeKind, RequestRecord};
 use std::collections::BTreeMap;
 
@@ -27,6 +27,8 @@ pub struct CycleStats {
     pub tpot: LatencyHistogram,
     pub e2e: LatencyHistogram,
     pub send_lag: LatencyHistogram,
+    /// The server's own account: token agreement, timing breakdown, model loads.
+    pub server: ServerTally,
     /// (instant ns, +1 start / -1 end) for the peak-concurrency sweep line.
     edges: Vec<(u64, i32)>,
     /// Long levels: edges older than this (ns before the latest end seen) are folded into
@@ -110,6 +112,7 @@ impl CycleStats {
             self.fold();
         }
         self.send_lag.record_s(r.send_lag_s());
+        self.server.add(r);
         if r.outcome != OutcomeKind::Completed {
             *self
                 .errors
@@ -133,11 +136,15 @@ impl CycleStats {
             .sum::<u64>();
         self.prompt_tokens += r.prompt_tokens.unwrap_or(0);
         self.e2e.record_s(r.total_s());
-        if let Some(t) = r.ttft_s() {
-            self.ttft.record_s(t);
-        }
-        if let Some(t) = r.ttfa_s() {
-            self.ttfa.record_s(t);
+        // A request that paid a model load is reported apart (ServerAccount::model_loads): its
+        // first token measures the load, not the level.
+        if !paid_model_load(r) {
+            if let Some(t) = r.ttft_s() {
+                self.ttft.record_s(t);
+            }
+            if let Some(t) = r.ttfa_s() {
+                self.ttfa.record_s(t);
+            }
         }
         if let Some(t) = r.tpot_s() {
             self.tpot.record_s(t);
@@ -172,6 +179,7 @@ impl CycleStats {
         self.tpot.merge(&other.tpot);
         self.e2e.merge(&other.e2e);
         self.send_lag.merge(&other.send_lag);
+        self.server.merge(&other.server);
         self.edges.extend_from_slice(&other.edges);
         // Folded parts were folded at different horizons: the sum of their peaks bounds the
         // merged peak from above (exact when neither side folded).

@@ -103,6 +103,10 @@ pub struct CycleSummary {
     /// by `; `): its CPU near its cores, a late event loop, or a late schedule.
     #[serde(default)]
     pub self_check: String,
+    /// The server's own account of the level's requests, where its API gives one (absent
+    /// from runs before it, and for servers that say nothing about their work).
+    #[serde(default)]
+    pub server_account: Option<super::ServerAccount>,
 }
 
 /// One agent's part of a cycle run by several.
@@ -228,6 +232,7 @@ impl CycleSummary {
             loop_delay_p99_ms: None,
             loop_delay_max_ms: None,
             self_check: self_check_verdict(&[], schedule_valid, send_lag_p99_s),
+            server_account: s.server.account(),
         }
     }
 }

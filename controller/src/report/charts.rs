@@ -15,7 +15,7 @@
 use super::doc::Figure;
 use super::findings::{Findings, Knee};
 use super::load::{self, LevelRow, RunData, Series, Timeseries};
-use super::plot::{self, Bar, Line, Mark, XAxis};
+use super::plot::{self, Bar, Line, Mark, Stack, XAxis};
 use super::{ReportError, ReportOptions, TIMELINE_MAX_BARS};
 use tokengun_common::run_dir::REQUEST_SUMMARY_CSV;
 
@@ -37,6 +37,7 @@ pub const CHARTS: &[Chart] = &[
     throughput,
     per_request,
     ttft,
+    breakdown,
     errors,
     efficiency,
     |c| over_time(c, &POWER),
@@ -192,6 +193,53 @@ fn per_request(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
         "per_request.png",
         "Per-request tokens/s",
         "Each request's decode rate (tokens after the first ÷ streaming time): the mean, and the 10th percentile (the slowest tenth of requests stream slower); dashed: the SLO.",
+        png,
+    ))
+}
+
+/// Where a request's time went per level, by the server's own timings (mean seconds).
+fn breakdown(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
+    let rows: Vec<(&LevelRow, &tokengun_common::stats::ServerAccount)> = c
+        .levels()
+        .iter()
+        .filter_map(|l| {
+            l.server_account
+                .as_ref()
+                .filter(|a| a.breakdown_requests > 0)
+                .map(|a| (l, a))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(Drawn::Skipped);
+    }
+    let labels: Vec<String> = rows.iter().map(|(l, _)| l.label.clone()).collect();
+    type Part = fn(&tokengun_common::stats::ServerAccount) -> Option<f64>;
+    let parts: [(&str, Part, usize); 5] = [
+        ("queue (before the server started)", |a| a.queue_s_mean, 3),
+        ("model load", |a| a.load_s_mean, 4),
+        ("prefill", |a| a.prefill_s_mean, 1),
+        ("decode", |a| a.decode_s_mean, 0),
+        ("client (network, parse)", |a| a.client_s_mean, 7),
+    ];
+    let stacks: Vec<Stack> = parts
+        .iter()
+        .map(|(name, get, color)| Stack {
+            name: (*name).into(),
+            values: rows.iter().map(|(_, a)| get(a).unwrap_or(0.0)).collect(),
+            color: *color,
+        })
+        .collect();
+    let png = plot::stacked_bars(
+        "Where a request's time went (server timings)",
+        super::x_title(c.data),
+        "mean seconds per request",
+        &labels,
+        &stacks,
+    )?;
+    Ok(figure(
+        "breakdown.png",
+        "Time breakdown per level",
+        "Mean per completed request, from its intended start to its end: queue (TTFT minus the server's load and prefill: connect and waiting for a slot), model load, prefill and decode as the server timed them, and the client's remainder (network, parsing, the stream's end). The bottom three make up TTFT.",
         png,
     ))
 }

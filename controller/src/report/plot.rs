@@ -543,3 +543,68 @@ mod tests {
         assert!(dark > 500, "text and axes are drawn ({dark} px)");
     }
 }
+
+/// One layer of a stacked bar chart: a value per category (0 where absent).
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub name: String,
+    pub values: Vec<f64>,
+    /// Index into [`PALETTE`].
+    pub color: usize,
+}
+
+/// One bar per category (`labels`, in order), its layers stacked bottom-up in `stacks` order.
+pub fn stacked_bars(
+    title: &str,
+    x_title: &str,
+    y_title: &str,
+    labels: &[String],
+    stacks: &[Stack],
+) -> Result<Vec<u8>, ChartError> {
+    let n = labels.len().max(1);
+    let top = (0..n)
+        .map(|i| stacks.iter().filter_map(|s| s.values.get(i)).sum::<f64>())
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.35; // room for the legend
+    render(|root| {
+        let mut chart = plot(root, title, -0.5..n as f64 - 0.5, 0.0..top)?;
+        let fmt_x = |v: &f64| {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        let fmt_y = |v: &f64| fmt_num(*v);
+        mesh(&mut chart, x_title, y_title)
+            .x_labels(n)
+            .x_label_formatter(&fmt_x)
+            .y_label_formatter(&fmt_y)
+            .disable_x_mesh()
+            .draw()
+            .map_err(draw_err)?;
+        let mut base = vec![0.0; n];
+        for s in stacks {
+            let c = PALETTE[s.color % PALETTE.len()];
+            let rects: Vec<Rectangle<(f64, f64)>> = (0..n)
+                .filter_map(|i| {
+                    let v = s.values.get(i).copied().filter(|v| *v > 0.0)?;
+                    let (x, y0) = (i as f64, base[i]);
+                    base[i] += v;
+                    Some(Rectangle::new(
+                        [(x - 0.35, y0), (x + 0.35, y0 + v)],
+                        c.filled(),
+                    ))
+                })
+                .collect();
+            chart
+                .draw_series(rects)
+                .map_err(draw_err)?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], c.filled()));
+        }
+        legend(&mut chart)
+    })
+}

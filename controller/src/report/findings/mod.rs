@@ -24,6 +24,7 @@
 //!   marginal slope below `knee_fraction` × s0: from there on, adding concurrency stops paying.
 
 mod hints;
+mod server;
 mod statements;
 
 use super::load::LevelRow;
@@ -111,6 +112,9 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Statement, statements::knee_statement),
     (Section::Statement, statements::errors_statement),
     (Section::Statement, statements::efficiency_statement),
+    (Section::Statement, server::token_truth),
+    (Section::Statement, server::model_loads),
+    (Section::Hint, server::ttft_breakdown),
     (Section::Hint, hints::queueing),
     (Section::Hint, hints::waiting_past_the_knee),
     (Section::Hint, hints::shared_decode),
@@ -409,7 +413,57 @@ mod tests {
             .iter()
             .filter(|(s, _)| *s == Section::Statement)
             .count();
-        assert_eq!(statements, 4);
+        assert_eq!(statements, 6);
+    }
+
+    #[test]
+    fn the_servers_account_speaks_of_queue_loads_and_token_counts() {
+        use tokengun_common::stats::ServerAccount;
+        let mut levels = sweep(&[(1., 87.), (8., 170.)]);
+        levels[0].cycle.server_account = Some(ServerAccount {
+            token_checked: 1,
+            token_exact: 1,
+            breakdown_requests: 1,
+            queue_s_mean: Some(0.01),
+            prefill_s_mean: Some(0.1),
+            model_loads: 1,
+            model_load_max_s: Some(4.1),
+            ..ServerAccount::default()
+        });
+        levels[1].cycle.server_account = Some(ServerAccount {
+            token_checked: 8,
+            token_exact: 7,
+            token_end_token: 1,
+            breakdown_requests: 8,
+            queue_s_mean: Some(0.8),
+            prefill_s_mean: Some(0.2),
+            ..ServerAccount::default()
+        });
+        let f = compute(&levels, &FindingOptions::default(), false);
+        let all = [f.statements.clone(), f.hints.clone()].concat().join("\n");
+        for needle in [
+            "TTFT at concurrency 8 is 80% queue",
+            "add slots (llama.cpp -np, OLLAMA_NUM_PARALLEL)",
+            "1 request(s) paid a model load (the longest 4.1 s, at concurrency 1)",
+            "agrees with the tokens seen in the stream for all 9 requests it counted (1 of them count one more",
+        ] {
+            assert!(all.contains(needle), "lacks {needle:?}:\n{all}");
+        }
+
+        // A mismatch on a server that packs tokens into chunks says so.
+        levels[1].cycle.server_account = Some(ServerAccount {
+            token_checked: 8,
+            token_mismatch: 8,
+            tokens_per_chunk: Some(2.0),
+            ..ServerAccount::default()
+        });
+        let f = compute(&levels, &FindingOptions::default(), false);
+        let all = f.statements.join("\n");
+        assert!(
+            all.contains("for 8 of 9 requests the server's count is not the tokens seen")
+                && all.contains("up to 2 tokens per event"),
+            "{all}"
+        );
     }
 
     #[test]

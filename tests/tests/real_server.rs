@@ -1,0 +1,242 @@
+//! tokengun against a real llama.cpp `llama-server` (SmolLM2-135M), built offline by
+//! `scripts/real-server.sh build`: every request's token count is the server's own, the
+//! server's timings land in the records and the CSVs, the timing breakdown adds up, and the
+//! server's Prometheus counters agree with what tokengun recorded.
+//!
+//! The server and model are looked up in the script's cache (or `TOKENGUN_LLAMA_SERVER` /
+//! `TOKENGUN_LLAMA_MODEL`). Without them the test says how to build them and passes; under
+//! `CI=true` it fails instead (`.ci/run` builds them first).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokengun::report::{self, ReportOptions};
+use tokengun_common::Api;
+use tokengun_tests::{f, read_csv, run, run_config};
+
+/// The script's cache folder (scripts/real-server.sh).
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    std::env::var_os("TOKENGUN_REAL_SERVER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| base.join("tokengun/llama-server-11434"))
+}
+
+/// The built server and the model, or why not.
+fn server_and_model() -> Result<(PathBuf, PathBuf), String> {
+    let cache = cache_dir();
+    let server = std::env::var_os("TOKENGUN_LLAMA_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("bin/llama-server"));
+    let model = std::env::var_os("TOKENGUN_LLAMA_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("model/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    for p in [&server, &model] {
+        if !p.is_file() {
+            return Err(format!(
+                "{} is missing: run `scripts/real-server.sh build` once (10-12 min on 2 cores)",
+                p.display()
+            ));
+        }
+    }
+    Ok((server, model))
+}
+
+/// A running llama-server, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// `GET path` on 127.0.0.1:`port` over HTTP/1.0: (status, body); None when nothing answers.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_string()))
+}
+
+async fn start(server: &Path, model: &Path, slots: u32, dir: &Path) -> Server {
+    let port = free_port();
+    let log = dir.join("llama-server.log");
+    let lib_dir = server.parent().expect("the server's folder");
+    let child = Command::new(server)
+        .args(["-m", &model.to_string_lossy(), "--alias", "smollm2"])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["-c", "4096", "-np", &slots.to_string(), "-t", "2"])
+        .args(["--no-webui", "--metrics"])
+        .env("LD_LIBRARY_PATH", lib_dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("server log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
+    let s = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        log,
+    };
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        if get(port, "/health").is_some_and(|(code, _)| code == 200) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "llama-server did not answer /health with 200 within 60 s; its log:\n{}",
+        std::fs::read_to_string(&s.log).unwrap_or_default()
+    );
+}
+
+/// A counter of the server's Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the server's /metrics:\n{text}"))
+}
+
+/// Every request_summary.csv row of a run, with its level folder's name.
+fn request_rows(run_dir: &Path) -> Vec<(String, HashMap<String, String>)> {
+    let mut rows = Vec::new();
+    let mut stack = vec![run_dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("run folder").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "request_summary.csv") {
+                let level = d.file_name().unwrap().to_string_lossy().into_owned();
+                rows.extend(read_csv(&p).into_iter().map(|r| (level.clone(), r)));
+            }
+        }
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_llama_server_counts_timings_and_breakdown_agree() {
+    let (server, model) = match server_and_model() {
+        Ok(found) => found,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true needs the real server: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping the real-server test: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Two slots, so level 4 queues half its requests: the breakdown must show it.
+    let srv = start(&server, &model, 2, dir.path()).await;
+    let port: u16 = srv.url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut recorded_tokens = 0.0;
+    for (api, id) in [
+        (Api::OpenaiCompletions, "completions"),
+        (Api::OpenaiChat, "chat"),
+    ] {
+        let mut cfg = run_config(&srv.url, "smollm2", &[1, 4], dir.path());
+        cfg.api = Some(api);
+        cfg.run_id = Some(id.into());
+        cfg.options.max_tokens = Some(24);
+        // Every request runs to max_tokens (finish "length"), so counts must match exactly.
+        cfg.extra_body_json = r#"{"ignore_eos": true}"#.into();
+        cfg.request_timeout = Duration::from_secs(60);
+        let ran = run(cfg).await.unwrap_or_else(|e| {
+            panic!(
+                "run against the real server failed: {e}\nserver log:\n{}",
+                std::fs::read_to_string(&srv.log).unwrap_or_default()
+            )
+        });
+        assert_eq!(ran.cycles.len(), 2, "{id}");
+        for c in &ran.cycles {
+            assert_eq!(c.failed, 0, "{id} level {}: {}", c.level, c.errors_by_kind);
+            let a = c
+                .server_account
+                .unwrap_or_else(|| panic!("{id} level {}: no server account", c.level));
+            assert_eq!(a.token_checked, c.completed, "{id} level {}", c.level);
+            assert_eq!(a.token_exact, c.completed, "{id}: counts exact: {a:?}");
+            assert_eq!(a.tokens_per_chunk, Some(1.0), "{id}: a token per event");
+            assert_eq!(a.breakdown_requests, c.completed, "{id}");
+            assert!(a.prefill_s_mean.unwrap() > 0.0 && a.decode_s_mean.unwrap() > 0.0);
+            recorded_tokens += c.output_tokens as f64;
+        }
+        let (one, four) = (
+            ran.cycles[0].server_account.unwrap(),
+            ran.cycles[1].server_account.unwrap(),
+        );
+        assert!(
+            four.queue_s_mean.unwrap() > one.queue_s_mean.unwrap() + 0.05,
+            "{id}: level 4 on 2 slots must queue: {one:?} vs {four:?}"
+        );
+
+        let rows = request_rows(&ran.run_dir);
+        assert_eq!(rows.len(), 5, "{id}: 1 + 4 requests");
+        for (level, r) in &rows {
+            assert_eq!(r["Status"], "Completed", "{id} {level}: {r:?}");
+            assert_eq!(r["TokenCount"], "24", "{id} {level}");
+            assert_eq!(r["TokenSource"], "server");
+            assert_eq!(r["TokenAgreement"], "exact");
+            assert!(f(r, "ServerPromptEvalDuration") > 0.0 && f(r, "ServerEvalDuration") > 0.0);
+            assert!(f(r, "ServerPromptEvalTokens") >= 1.0);
+            let parts: f64 = [
+                "QueueTime",
+                "LoadTime",
+                "PrefillTime",
+                "DecodeTime",
+                "ClientTime",
+            ]
+            .iter()
+            .map(|c| f(r, c))
+            .sum();
+            assert!(
+                (parts - f(r, "TotalDuration")).abs() < 1e-5,
+                "{id} {level}: parts {parts} vs E2E {}",
+                f(r, "TotalDuration")
+            );
+        }
+
+        let written = report::report(&ran.run_dir, None, &ReportOptions::default()).unwrap();
+        assert!(
+            written.charts.iter().any(|c| c.ends_with("breakdown.png")),
+            "{id}: the report has the breakdown chart"
+        );
+        let md = std::fs::read_to_string(&written.markdown).unwrap();
+        assert!(
+            md.contains("the server's own count agrees with the tokens seen in the stream for all 5 requests"),
+            "{id}: report.md states the token agreement:\n{md}"
+        );
+    }
+    // The server's own counters: every token it generated is one tokengun recorded.
+    let (code, text) = get(port, "/metrics").expect("/metrics answers");
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&text, "llamacpp:tokens_predicted_total"),
+        recorded_tokens
+    );
+}
