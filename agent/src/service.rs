@@ -106,6 +106,7 @@ fn monitor_spec(
     Ok(MonitorSpec {
         watch_process: s.watch_process,
         target_url: s.target_url,
+        server_metrics_url: s.server_metrics_url,
         process_interval: interval(s.process_interval_ms, monitor::DEFAULT_PROCESS_INTERVAL)?,
         power_interval: interval(s.power_interval_ms, monitor::DEFAULT_POWER_INTERVAL)?,
         power: s.power,
@@ -359,7 +360,7 @@ impl pb::agent_server::Agent for AgentService {
         let spec = monitor_spec(req.into_inner().spec, &self.config.sys_root)?;
         let started = self
             .monitor
-            .start(spec, self.log.clone(), self.contact.clone())
+            .start(spec, self.log.clone(), self.contact.clone(), &self.client)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::StartMonitorReply {

@@ -473,6 +473,17 @@ impl From<&dom::MonitorBatch> for pb::MonitorBatch {
                     value: r.value,
                 })
                 .collect(),
+            server_metrics: m
+                .server_metrics
+                .iter()
+                .map(|r| pb::PowerReading {
+                    t_ns: r.t_ns,
+                    source: r.source.clone(),
+                    device: r.device.clone(),
+                    metric: r.metric.clone(),
+                    value: r.value,
+                })
+                .collect(),
             processes: m
                 .processes
                 .iter()
@@ -537,6 +548,17 @@ impl TryFrom<pb::MonitorBatch> for dom::MonitorBatch {
         Ok(dom::MonitorBatch {
             power: m
                 .power
+                .into_iter()
+                .map(|r| dom::PowerReading {
+                    t_ns: r.t_ns,
+                    source: r.source,
+                    device: r.device,
+                    metric: r.metric,
+                    value: r.value,
+                })
+                .collect(),
+            server_metrics: m
+                .server_metrics
                 .into_iter()
                 .map(|r| dom::PowerReading {
                     t_ns: r.t_ns,
@@ -732,6 +754,13 @@ mod tests {
                     mem_total_bytes: None,
                     load_avg_1m: None,
                     cpu_count: None,
+                }],
+                server_metrics: vec![dom::PowerReading {
+                    t_ns: 7,
+                    source: "prometheus".into(),
+                    device: "server".into(),
+                    metric: "llamacpp:requests_deferred".into(),
+                    value: 3.0,
                 }],
                 notes: vec!["open_fds of pid 812: permission denied".into()],
             })),

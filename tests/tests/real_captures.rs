@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokengun_common::Api;
-use tokengun_tests::{f, read_csv, run, run_config};
+use tokengun_tests::{f, read_csv, read_run_json, run, run_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -234,5 +234,17 @@ async fn replayed_llama_server_captures_reproduce_tokens_usage_and_timings() {
         check(case, &only_row(&ran.run_dir));
         let a = c.server_account.expect("a server account");
         assert_eq!(a.token_mismatch, 0, "{}: {a:?}", case.capture);
+        // The replayed server has no /metrics: said once in run.json, not an error.
+        let doc = read_run_json(&ran.run_dir);
+        let notes: Vec<&str> = doc["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.as_str())
+            .filter(|n| n.starts_with("server metrics: none"))
+            .collect();
+        assert_eq!(notes.len(), 1, "{:?}", doc["notes"]);
+        assert!(notes[0].contains("/metrics answered HTTP 404"), "{notes:?}");
+        assert!(!ran.run_dir.join("server_metrics.csv").exists());
     }
 }

@@ -139,6 +139,28 @@ fn request_rows(run_dir: &Path) -> Vec<(String, HashMap<String, String>)> {
     rows
 }
 
+/// server_metrics.csv holds the server's own gauges: at level 4 on 2 slots, 2 running and the
+/// rest deferred.
+fn check_server_metrics(run_dir: &Path, id: &str) {
+    let rows = read_csv(&run_dir.join("server_metrics.csv"));
+    let max = |metric: &str, cycle: &str| {
+        rows.iter()
+            .filter(|r| r["metric"] == metric && r["cycle"] == cycle)
+            .map(|r| f(r, "value"))
+            .fold(f64::NAN, f64::max)
+    };
+    assert_eq!(
+        max("llamacpp:requests_processing", "4"),
+        2.0,
+        "{id}: {rows:?}"
+    );
+    assert!(
+        max("llamacpp:requests_deferred", "4") >= 1.0,
+        "{id}: {rows:?}"
+    );
+    assert!(rows.iter().all(|r| r["source"] == "prometheus"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_llama_server_counts_timings_and_breakdown_agree() {
     let (server, model) = match server_and_model() {
@@ -167,6 +189,8 @@ async fn real_llama_server_counts_timings_and_breakdown_agree() {
         // Every request runs to max_tokens (finish "length"), so counts must match exactly.
         cfg.extra_body_json = r#"{"ignore_eos": true}"#.into();
         cfg.request_timeout = Duration::from_secs(60);
+        // Scrape the server's /metrics often enough to see a short level's queue.
+        cfg.monitor.process_interval = Duration::from_millis(100);
         let ran = run(cfg).await.unwrap_or_else(|e| {
             panic!(
                 "run against the real server failed: {e}\nserver log:\n{}",
@@ -221,6 +245,7 @@ async fn real_llama_server_counts_timings_and_breakdown_agree() {
             );
         }
 
+        check_server_metrics(&ran.run_dir, id);
         let written = report::report(&ran.run_dir, None, &ReportOptions::default()).unwrap();
         assert!(
             written.charts.iter().any(|c| c.ends_with("breakdown.png")),

@@ -21,6 +21,7 @@ pub mod nvml;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub mod powermetrics;
 pub mod process;
+pub mod prometheus;
 pub mod rapl;
 mod sysfs;
 
@@ -91,6 +92,8 @@ pub const POWER_SOURCES: &[(&str, Detect)] = &[
 pub struct MonitorSpec {
     pub watch_process: Vec<String>,
     pub target_url: String,
+    /// The server's Prometheus endpoint, scraped every `process_interval`; empty: none.
+    pub server_metrics_url: String,
     pub process_interval: Duration,
     pub power_interval: Duration,
     pub power: bool,
@@ -105,6 +108,7 @@ impl Default for MonitorSpec {
         Self {
             watch_process: Vec::new(),
             target_url: String::new(),
+            server_metrics_url: String::new(),
             process_interval: DEFAULT_PROCESS_INTERVAL,
             power_interval: DEFAULT_POWER_INTERVAL,
             power: true,
@@ -279,6 +283,18 @@ pub struct Started {
 struct Session {
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// Scraping the server's metrics, when a URL was given.
+    scrape: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Session {
+    async fn end(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+        if let Some(s) = self.scrape {
+            let _ = s.await;
+        }
+    }
 }
 
 /// The agent's one monitoring session (a new start replaces the old one).
@@ -294,11 +310,11 @@ impl Monitor {
         spec: MonitorSpec,
         log: Arc<RecordLog>,
         contact: Arc<Contact>,
+        client: &crate::http::HttpClient,
     ) -> Result<Started, MonitorError> {
         let mut guard = self.session.lock().await;
         if let Some(old) = guard.take() {
-            old.cancel.cancel();
-            let _ = old.task.await;
+            old.end().await;
         }
         let spec2 = spec.clone();
         // Process scans and source probes block: off the runtime the load runs on.
@@ -329,6 +345,16 @@ impl Monitor {
         let cancel = CancellationToken::new();
         // Unavailable sources are in `statuses` (and run.json); only surprises become notes.
         let first_notes = watch_notes;
+        let scrape = (!spec.server_metrics_url.is_empty()).then(|| {
+            tokio::spawn(prometheus::scrape_loop(prometheus::Scrape {
+                client: client.clone(),
+                url: spec.server_metrics_url.clone(),
+                interval: spec.process_interval.max(MIN_INTERVAL),
+                log: log.clone(),
+                contact: contact.clone(),
+                cancel: cancel.clone(),
+            }))
+        });
         let task = tokio::spawn(sample_loop(
             spec,
             sampler,
@@ -338,7 +364,11 @@ impl Monitor {
             contact,
             cancel.clone(),
         ));
-        *guard = Some(Session { cancel, task });
+        *guard = Some(Session {
+            cancel,
+            task,
+            scrape,
+        });
         Ok(Started {
             now_mono_ns: clock::mono_ns(),
             sources: statuses,
@@ -349,8 +379,7 @@ impl Monitor {
     /// Stops sampling once its last batch is logged.
     pub async fn stop(&self) {
         if let Some(s) = self.session.lock().await.take() {
-            s.cancel.cancel();
-            let _ = s.task.await;
+            s.end().await;
         }
     }
 }

@@ -69,6 +69,9 @@ pub struct ProcessReading {
 pub struct MonitorBatch {
     pub power: Vec<PowerReading>,
     pub processes: Vec<ProcessReading>,
+    /// The server's own metrics, scraped from its Prometheus endpoint: `source` is
+    /// `prometheus`, `device` is `server`, `metric` the metric's name (`llamacpp:requests_deferred`).
+    pub server_metrics: Vec<PowerReading>,
     /// Said once each: a figure or source that cannot be read, and why.
     pub notes: Vec<String>,
 }

@@ -37,6 +37,7 @@ pub use manifest::{
 };
 pub use monitor_files::{
     POWER_HEADER, PROCESSES_HEADER, PowerRow, ProcessRow, read_power, read_processes,
+    read_server_metrics,
 };
 pub use requests::{
     REQUEST_SUMMARY_HEADER, RequestRow, RequestSummaryCsv, THROUGHPUT_HEADER, read_request_summary,
@@ -58,6 +59,9 @@ pub const RECORDS_PB: &str = "records.pb";
 pub const POWER_CSV: &str = "power.csv";
 /// Process and machine readings.
 pub const PROCESSES_CSV: &str = "processes.csv";
+/// The server's own Prometheus metrics over the run (power.csv's columns: `source` is
+/// `prometheus`, `metric` the metric's name), when its endpoint answered.
+pub const SERVER_METRICS_CSV: &str = "server_metrics.csv";
 /// One level's (or one agent's part of a level's) requests.
 pub const REQUEST_SUMMARY_CSV: &str = "request_summary.csv";
 /// The `cycle` column of the monitor files while the idle baseline is measured.

@@ -106,12 +106,21 @@ pub struct ProcessRow {
 
 /// Reads `<run>/power.csv`; `Ok(None)` when the run has none (not monitored, or no power source).
 pub fn read_power(run: &Path) -> Result<Option<Vec<PowerRow>>, ReadError> {
+    read_readings(&run.join(POWER_CSV))
+}
+
+/// Reads `<run>/server_metrics.csv` (power.csv's columns); `Ok(None)` when the run has none
+/// (the server has no metrics endpoint, or the run predates them).
+pub fn read_server_metrics(run: &Path) -> Result<Option<Vec<PowerRow>>, ReadError> {
+    read_readings(&run.join(super::SERVER_METRICS_CSV))
+}
+
+fn read_readings(path: &Path) -> Result<Option<Vec<PowerRow>>, ReadError> {
     use power_col as c;
-    let path = run.join(POWER_CSV);
     if !path.is_file() {
         return Ok(None);
     }
-    let table = CsvTable::read(&path)?;
+    let table = CsvTable::read(path)?;
     Ok(Some(
         table
             .rows()

@@ -143,6 +143,12 @@ pub struct RunArgs {
     /// when a power source is found (0s = none) [default: 5s].
     #[arg(long, value_parser = duration_text)]
     pub baseline: Option<String>,
+    /// The server's Prometheus endpoint, scraped every --monitor-interval into
+    /// server_metrics.csv (queue depth, running requests, KV cache), or `off`
+    /// [default: <target>/metrics for OpenAI-compatible servers (a server without one is noted
+    /// once); none for Ollama, which has no such endpoint].
+    #[arg(long, value_name = "URL|off")]
+    pub server_metrics: Option<String>,
     /// Several agents: `total` divides each level among them (N/k each; rates too), `per-agent`
     /// gives each the whole level [default: total].
     #[arg(long, value_parser = ["total", "per-agent"])]
@@ -269,6 +275,7 @@ impl RunArgs {
             monitor_interval: self.monitor_interval.clone(),
             power_interval: self.power_interval.clone(),
             baseline: self.baseline.clone(),
+            server_metrics: self.server_metrics.clone(),
             split: self.split.clone(),
             on_agent_loss: self.on_agent_loss.clone(),
             reconnect_wait: self.reconnect_wait.clone(),

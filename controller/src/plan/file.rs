@@ -3,7 +3,7 @@
 
 use super::AgentAuth;
 use super::workload;
-use super::{Level, MonitorConfig, OnAgentLoss, RunConfig, Split};
+use super::{Level, MonitorConfig, OnAgentLoss, RunConfig, ServerMetrics, Split};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +74,8 @@ pub struct PlanFile {
     pub power_interval: Option<String>,
     /// Idle power measured before the sweep for this long (e.g. "5s"; "0s" = none).
     pub baseline: Option<String>,
+    /// The server's Prometheus endpoint to scrape: a URL, or "off" (default: `<target>/metrics`).
+    pub server_metrics: Option<String>,
     /// Several agents: `total` (a level divided among them) or `per-agent`.
     pub split: Option<String>,
     /// Several agents: `continue` or `stop` when one is lost.
@@ -235,6 +237,7 @@ impl PlanFile {
             monitor_interval,
             power_interval,
             baseline,
+            server_metrics,
             split,
             on_agent_loss,
             reconnect_wait,
@@ -380,6 +383,19 @@ impl PlanFile {
                 MonitorConfig::DEFAULT_POWER_INTERVAL,
             )?,
             baseline: duration("baseline", &self.baseline, MonitorConfig::DEFAULT_BASELINE)?,
+            server_metrics: match self.server_metrics.as_deref().map(str::trim) {
+                None | Some("") => ServerMetrics::AtTarget,
+                Some("off") => ServerMetrics::Off,
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                    ServerMetrics::Url(u.to_string())
+                }
+                Some(_) => {
+                    return Err(field(
+                        "server_metrics",
+                        "a URL (http://host:port/metrics) or \"off\"",
+                    ));
+                }
+            },
         };
         for (name, d) in [
             ("monitor_interval", monitor.process_interval),
@@ -676,6 +692,36 @@ mod tests {
         });
         assert_eq!(merged.prompts, None);
         assert_eq!(merged.compile(None).unwrap().prompts.len(), 1);
+    }
+
+    #[test]
+    fn server_metrics_default_to_the_target_except_for_ollama() {
+        let monitor = |v: Option<&str>| {
+            PlanFile {
+                server_metrics: v.map(str::to_string),
+                ..Default::default()
+            }
+            .compile(None)
+            .map(|c| c.monitor.server_metrics)
+        };
+        let at = monitor(None).unwrap();
+        assert_eq!(
+            at.url("http://h:8080/", Api::OpenaiChat),
+            "http://h:8080/metrics"
+        );
+        assert_eq!(at.url("http://h:11434", Api::OllamaGenerate), "");
+        let off = monitor(Some("off")).unwrap();
+        assert_eq!(off.url("http://h:8080", Api::OpenaiChat), "");
+        let other = monitor(Some("http://h:9090/metrics")).unwrap();
+        assert_eq!(
+            other.url("http://h:8080", Api::OllamaChat),
+            "http://h:9090/metrics"
+        );
+        let e = monitor(Some("h:9090")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--server-metrics ") && e.contains("\"off\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -160,6 +160,35 @@ pub struct MonitorConfig {
     pub power_interval: Duration,
     /// Idle power measured before the sweep (zero = none; only with a power source).
     pub baseline: Duration,
+    /// Which Prometheus endpoint of the server the agents scrape while they monitor.
+    #[serde(default)]
+    pub server_metrics: ServerMetrics,
+}
+
+/// The server's own metrics endpoint (`server_metrics.csv`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerMetrics {
+    /// `<target>/metrics` for OpenAI-compatible servers (llama.cpp with `--metrics`, vLLM,
+    /// SGLang, TGI); none for Ollama, which has no such endpoint.
+    #[default]
+    AtTarget,
+    /// Another URL.
+    Url(String),
+    /// Not scraped.
+    Off,
+}
+
+impl ServerMetrics {
+    /// The URL to scrape for a run against `target` speaking `api`, empty when none.
+    pub fn url(&self, target: &str, api: tokengun_common::Api) -> String {
+        match self {
+            ServerMetrics::AtTarget if api.family() == "ollama" => String::new(),
+            ServerMetrics::AtTarget => format!("{}/metrics", target.trim_end_matches('/')),
+            ServerMetrics::Url(u) => u.clone(),
+            ServerMetrics::Off => String::new(),
+        }
+    }
 }
 
 impl MonitorConfig {
@@ -176,6 +205,7 @@ impl Default for MonitorConfig {
             process_interval: Self::DEFAULT_PROCESS_INTERVAL,
             power_interval: Self::DEFAULT_POWER_INTERVAL,
             baseline: Self::DEFAULT_BASELINE,
+            server_metrics: ServerMetrics::AtTarget,
         }
     }
 }

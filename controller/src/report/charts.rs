@@ -44,6 +44,8 @@ pub const CHARTS: &[Chart] = &[
     |c| over_time(c, &FREQUENCY),
     |c| over_time(c, &SERVER_CPU),
     |c| over_time(c, &SERVER_MEMORY),
+    |c| over_time(c, &SERVER_QUEUE),
+    |c| over_time(c, &SERVER_KV),
     timeline,
 ];
 
@@ -350,6 +352,26 @@ const SERVER_CPU: OverTime = OverTime {
     chart_title: "Server and machine CPU",
     y_title: "CPU %",
     series: |s| &s.cpu_pct,
+    scale: 1.0,
+};
+
+const SERVER_QUEUE: OverTime = OverTime {
+    file: "server_queue.png",
+    title: "The server's queue over time",
+    caption: "Requests the server itself said it was running and holding back (its Prometheus metrics, server_metrics.csv), with the levels shaded.",
+    chart_title: "Server requests running and waiting",
+    y_title: "requests",
+    series: |s| &s.server_queue,
+    scale: 1.0,
+};
+
+const SERVER_KV: OverTime = OverTime {
+    file: "server_kv.png",
+    title: "The server's KV cache over time",
+    caption: "KV-cache use the server reported (its Prometheus metrics, server_metrics.csv), percent of the cache.",
+    chart_title: "Server KV-cache use",
+    y_title: "% of the KV cache",
+    series: |s| &s.server_kv_pct,
     scale: 1.0,
 };
 

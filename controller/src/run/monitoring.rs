@@ -33,6 +33,7 @@ pub async fn start_monitoring(
         } else {
             String::new()
         },
+        server_metrics_url: cfg.monitor.server_metrics.url(&up.target, api),
     };
     let mut sink = MonitorSink::new(dir.root());
     let mut info = MonitorInfo {

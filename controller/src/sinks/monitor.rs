@@ -1,4 +1,5 @@
-//! The controller's side of monitoring: writes `power.csv` and `processes.csv` as samples arrive,
+//! The controller's side of monitoring: writes `power.csv`, `processes.csv` and
+//! `server_metrics.csv` as samples arrive,
 //! keeps the series a cycle's energy and server figures are computed from, and the live figures.
 
 use crate::sinks::run_folder::OutDirError;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tokengun_common::monitor::{
     CycleEnergy, PowerSeries, ServerUsage, ServerUsageAcc, WindowEnergy, metric,
 };
-use tokengun_common::run_dir::{OutputError, POWER_CSV, PROCESSES_CSV};
+use tokengun_common::run_dir::{OutputError, POWER_CSV, PROCESSES_CSV, SERVER_METRICS_CSV};
 use tokengun_common::{MonitorBatch, ProcessRole};
 
 pub use crate::tui::MonitorSnapshot;
@@ -87,6 +88,8 @@ pub struct MonitorSink {
     label: String,
     power_csv: Option<Csv>,
     processes_csv: Option<Csv>,
+    /// Created with the first server metric reading.
+    server_metrics_csv: Option<Csv>,
     agents: Vec<AgentMon>,
     /// Notes not yet shown.
     pending_notes: Vec<String>,
@@ -104,6 +107,7 @@ impl MonitorSink {
             label: String::new(),
             power_csv: None,
             processes_csv: None,
+            server_metrics_csv: None,
             agents: Vec::new(),
             pending_notes: Vec::new(),
         }
@@ -150,12 +154,43 @@ impl MonitorSink {
         self.label = label.to_string();
     }
 
+    /// Appends agent `i`'s server metric readings to `server_metrics.csv` (made with the first).
+    fn write_server_metrics(
+        &mut self,
+        i: usize,
+        readings: &[tokengun_common::PowerReading],
+    ) -> Result<(), OutDirError> {
+        let a = &self.agents[i];
+        for r in readings.iter().filter(|r| r.t_ns >= a.origin_mono_ns) {
+            if self.server_metrics_csv.is_none() {
+                self.server_metrics_csv = Some(Csv::create(
+                    self.root.join(SERVER_METRICS_CSV),
+                    &POWER_HEADER,
+                )?);
+            }
+            if let Some(csv) = self.server_metrics_csv.as_mut() {
+                csv.row([
+                    format!("{:.3}", (r.t_ns - a.origin_mono_ns) as f64 / 1e9),
+                    self.label.clone(),
+                    a.label.clone(),
+                    r.source.clone(),
+                    r.device.clone(),
+                    r.metric.clone(),
+                    metric::unit(&r.metric).to_string(),
+                    format!("{}", r.value),
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes and keeps agent `i`'s batch; readings from before the run (an earlier session's)
     /// are dropped.
     pub fn take(&mut self, i: usize, b: MonitorBatch) -> Result<(), OutDirError> {
         if i >= self.agents.len() {
             return Ok(());
         }
+        self.write_server_metrics(i, &b.server_metrics)?;
         let many = self.agents.len() > 1;
         let a = &mut self.agents[i];
         let label = &self.label;
@@ -357,6 +392,9 @@ impl MonitorSink {
         if let Some(p) = self.processes_csv.as_mut() {
             p.flush()?;
         }
+        if let Some(p) = self.server_metrics_csv.as_mut() {
+            p.flush()?;
+        }
         Ok(())
     }
 }
@@ -435,6 +473,7 @@ mod tests {
             m.take(
                 a,
                 MonitorBatch {
+                    server_metrics: Vec::new(),
                     power: vec![
                         power((10 + i) * s, "power_w", 100.0),
                         power((10 + i) * s, "energy_j", 100.0 * i as f64),
@@ -491,6 +530,7 @@ mod tests {
         while t <= to + 2 * s {
             let w = 200.0 + ((i * 7919) % 300) as f64;
             let batch = MonitorBatch {
+                server_metrics: Vec::new(),
                 power: vec![
                     PowerReading {
                         t_ns: t,

@@ -115,6 +115,7 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Statement, server::token_truth),
     (Section::Statement, server::model_loads),
     (Section::Hint, server::ttft_breakdown),
+    (Section::Hint, server::server_waiting),
     (Section::Hint, hints::queueing),
     (Section::Hint, hints::waiting_past_the_knee),
     (Section::Hint, hints::shared_decode),
@@ -449,6 +450,16 @@ mod tests {
         ] {
             assert!(all.contains(needle), "lacks {needle:?}:\n{all}");
         }
+
+        levels[1].server_waiting_max = Some(4.0);
+        let f = compute(&levels, &FindingOptions::default(), false);
+        assert!(
+            f.hints.iter().any(|h| h.contains(
+                "requests waiting for a slot from concurrency 8 on: up to 4 at concurrency 8"
+            )),
+            "{:?}",
+            f.hints
+        );
 
         // A mismatch on a server that packs tokens into chunks says so.
         levels[1].cycle.server_account = Some(ServerAccount {

@@ -125,3 +125,22 @@ pub(super) fn token_truth(c: &Ctx<'_>) -> Option<String> {
         "Token counts differ: for {mismatch} of {checked} requests the server's count is not the tokens seen in the stream{end_note}.{why}"
     ))
 }
+
+/// The server's own metrics say requests waited: the highest level at which it held some back.
+pub(super) fn server_waiting(c: &Ctx<'_>) -> Option<String> {
+    let (l, n) = c
+        .whole
+        .iter()
+        .rev()
+        .find_map(|l| l.server_waiting_max.filter(|n| *n >= 1.0).map(|n| (*l, n)))?;
+    let first = c
+        .whole
+        .iter()
+        .find(|l| l.server_waiting_max.is_some_and(|n| n >= 1.0))
+        .map_or_else(|| c.name(l), |f| c.name(f));
+    Some(format!(
+        "The server's own metrics (server_metrics.csv) show requests waiting for a slot from {first} on: up to {} at {}. Requests beyond its slots queue inside the server, so their TTFT includes that wait.",
+        fmt_num(n),
+        c.name(l)
+    ))
+}

@@ -1,6 +1,6 @@
 //! Reads a run folder back, only through `tokengun_common::run_dir`, into the tables the report is
 //! built from: one module per file kind (run.json, cycles.csv, each level's request_summary.csv,
-//! power.csv, processes.csv).
+//! power.csv, processes.csv, server_metrics.csv).
 //!
 //! Tolerant by design: an old run, or one from before a column existed, still loads; a figure
 //! that is absent stays absent, and what is missing is said in `RunData::notes`.
@@ -10,6 +10,7 @@ mod manifest;
 mod power;
 mod processes;
 mod requests;
+mod server_metrics;
 
 pub use requests::max_overlap;
 
@@ -56,6 +57,9 @@ pub struct LevelRow {
     pub machine_mem_used_peak_frac: Option<f64>,
     /// Most requests streaming at once (first token to end), from request_summary.csv.
     pub max_streaming: Option<u32>,
+    /// Most requests the server itself said were waiting during the level (server_metrics.csv:
+    /// `llamacpp:requests_deferred`, `vllm:num_requests_waiting`, ...).
+    pub server_waiting_max: Option<f64>,
     /// The level's requests (empty when its request_summary.csv is missing).
     pub spans: Vec<RequestSpan>,
 }
@@ -71,6 +75,7 @@ impl Default for LevelRow {
             machine_cpu_count: None,
             machine_mem_used_peak_frac: None,
             max_streaming: None,
+            server_waiting_max: None,
             spans: Vec::new(),
         }
     }
@@ -134,6 +139,10 @@ pub struct Timeseries {
     pub freq_mhz: Vec<Series>,
     pub cpu_pct: Vec<Series>,
     pub rss_bytes: Vec<Series>,
+    /// The server's own gauges of requests running and waiting (server_metrics.csv).
+    pub server_queue: Vec<Series>,
+    /// The server's KV-cache use, percent (server_metrics.csv).
+    pub server_kv_pct: Vec<Series>,
     /// Each cycle's first and last elapsed second, by label (`baseline` included).
     pub cycle_spans: Vec<(String, f64, f64)>,
 }
@@ -260,6 +269,7 @@ pub fn load_run(dir: &Path) -> Result<RunData, ReportError> {
     )?;
     power::add(dir, &mut data)?;
     processes::add(dir, &mut data)?;
+    server_metrics::add(dir, &mut data)?;
     Ok(data)
 }
 
