@@ -104,8 +104,22 @@ pub(super) fn token_truth(c: &Ctx<'_>) -> Option<String> {
         String::new()
     };
     if mismatch == 0 {
+        let per_chunk = accounts
+            .iter()
+            .filter_map(|a| a.tokens_per_chunk)
+            .fold(0.0, f64::max);
+        let chunks = if per_chunk <= 0.0 {
+            String::new()
+        } else if per_chunk <= 1.0 + 1e-9 {
+            " Every streamed event carried one token.".to_string()
+        } else {
+            format!(
+                " Streamed events carried up to {} tokens each on average in a level.",
+                fmt_num(per_chunk)
+            )
+        };
         return Some(format!(
-            "Token counts: the server's own count agrees with the tokens seen in the stream for all {checked} requests it counted{end_note}."
+            "Token counts: the server's own count agrees with the tokens seen in the stream for all {checked} requests it counted{end_note}.{chunks}"
         ));
     }
     let per_chunk = accounts
