@@ -459,30 +459,43 @@ impl From<pb::SourceStatus> for dom::SourceStatus {
     }
 }
 
+/// A power, clock or server-metric reading: the same shape both ways.
+impl From<&dom::PowerReading> for pb::PowerReading {
+    fn from(r: &dom::PowerReading) -> Self {
+        pb::PowerReading {
+            t_ns: r.t_ns,
+            source: r.source.clone(),
+            device: r.device.clone(),
+            metric: r.metric.clone(),
+            value: r.value,
+        }
+    }
+}
+
+impl From<pb::PowerReading> for dom::PowerReading {
+    fn from(r: pb::PowerReading) -> Self {
+        dom::PowerReading {
+            t_ns: r.t_ns,
+            source: r.source,
+            device: r.device,
+            metric: r.metric,
+            value: r.value,
+        }
+    }
+}
+
 impl From<&dom::MonitorBatch> for pb::MonitorBatch {
     fn from(m: &dom::MonitorBatch) -> Self {
         pb::MonitorBatch {
             power: m
                 .power
                 .iter()
-                .map(|r| pb::PowerReading {
-                    t_ns: r.t_ns,
-                    source: r.source.clone(),
-                    device: r.device.clone(),
-                    metric: r.metric.clone(),
-                    value: r.value,
-                })
+                .map(pb::PowerReading::from)
                 .collect(),
             server_metrics: m
                 .server_metrics
                 .iter()
-                .map(|r| pb::PowerReading {
-                    t_ns: r.t_ns,
-                    source: r.source.clone(),
-                    device: r.device.clone(),
-                    metric: r.metric.clone(),
-                    value: r.value,
-                })
+                .map(pb::PowerReading::from)
                 .collect(),
             processes: m
                 .processes
@@ -549,24 +562,12 @@ impl TryFrom<pb::MonitorBatch> for dom::MonitorBatch {
             power: m
                 .power
                 .into_iter()
-                .map(|r| dom::PowerReading {
-                    t_ns: r.t_ns,
-                    source: r.source,
-                    device: r.device,
-                    metric: r.metric,
-                    value: r.value,
-                })
+                .map(dom::PowerReading::from)
                 .collect(),
             server_metrics: m
                 .server_metrics
                 .into_iter()
-                .map(|r| dom::PowerReading {
-                    t_ns: r.t_ns,
-                    source: r.source,
-                    device: r.device,
-                    metric: r.metric,
-                    value: r.value,
-                })
+                .map(dom::PowerReading::from)
                 .collect(),
             processes,
             notes: m.notes,

@@ -95,6 +95,21 @@ pub struct MonitorSink {
     pending_notes: Vec<String>,
 }
 
+/// A power.csv / server_metrics.csv row (`POWER_HEADER`) of agent `a`'s reading `r`, taken
+/// while cycle `label` ran.
+fn reading_row(r: &tokengun_common::PowerReading, a: &AgentMon, label: &str) -> [String; 8] {
+    [
+        format!("{:.3}", (r.t_ns - a.origin_mono_ns) as f64 / 1e9),
+        label.to_string(),
+        a.label.clone(),
+        r.source.clone(),
+        r.device.clone(),
+        r.metric.clone(),
+        metric::unit(&r.metric).to_string(),
+        format!("{}", r.value),
+    ]
+}
+
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
@@ -169,16 +184,7 @@ impl MonitorSink {
                 )?);
             }
             if let Some(csv) = self.server_metrics_csv.as_mut() {
-                csv.row([
-                    format!("{:.3}", (r.t_ns - a.origin_mono_ns) as f64 / 1e9),
-                    self.label.clone(),
-                    a.label.clone(),
-                    r.source.clone(),
-                    r.device.clone(),
-                    r.metric.clone(),
-                    metric::unit(&r.metric).to_string(),
-                    format!("{}", r.value),
-                ])?;
+                csv.row(reading_row(r, a, &self.label))?;
             }
         }
         Ok(())
@@ -202,16 +208,7 @@ impl MonitorSink {
         let elapsed = |t: u64| format!("{:.3}", (t - a.origin_mono_ns) as f64 / 1e9);
         for r in b.power.iter().filter(|r| r.t_ns >= a.origin_mono_ns) {
             if let Some(csv) = self.power_csv.as_mut() {
-                csv.row([
-                    elapsed(r.t_ns),
-                    label.clone(),
-                    a.label.clone(),
-                    r.source.clone(),
-                    r.device.clone(),
-                    r.metric.clone(),
-                    metric::unit(&r.metric).to_string(),
-                    format!("{}", r.value),
-                ])?;
+                csv.row(reading_row(r, a, label))?;
             }
             a.power.add(r);
             if r.metric == metric::POWER_W {
