@@ -487,11 +487,7 @@ impl From<pb::PowerReading> for dom::PowerReading {
 impl From<&dom::MonitorBatch> for pb::MonitorBatch {
     fn from(m: &dom::MonitorBatch) -> Self {
         pb::MonitorBatch {
-            power: m
-                .power
-                .iter()
-                .map(pb::PowerReading::from)
-                .collect(),
+            power: m.power.iter().map(pb::PowerReading::from).collect(),
             server_metrics: m
                 .server_metrics
                 .iter()
@@ -559,11 +555,7 @@ impl TryFrom<pb::MonitorBatch> for dom::MonitorBatch {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(dom::MonitorBatch {
-            power: m
-                .power
-                .into_iter()
-                .map(dom::PowerReading::from)
-                .collect(),
+            power: m.power.into_iter().map(dom::PowerReading::from).collect(),
             server_metrics: m
                 .server_metrics
                 .into_iter()

@@ -8,49 +8,30 @@ use crate::http::{HttpClient, get_small};
 use crate::log::RecordLog;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengun_common::monitor::server_metric::SERVER_METRICS;
 use tokengun_common::{MonitorBatch, PowerReading, RecordBody};
 use tokio_util::sync::CancellationToken;
 
 /// The `source` of every reading this module makes.
 pub const SOURCE_PROMETHEUS: &str = "prometheus";
 
-/// The metrics kept (the rest of an endpoint's text is skipped): queue depth, running requests,
-/// KV-cache use and token counters, as llama.cpp and vLLM name them.
-pub const KEPT: &[&str] = &[
-    "llamacpp:requests_processing",
-    "llamacpp:requests_deferred",
-    "llamacpp:kv_cache_usage_ratio",
-    "llamacpp:kv_cache_tokens",
-    "llamacpp:n_busy_slots_per_decode",
-    "llamacpp:prompt_tokens_total",
-    "llamacpp:tokens_predicted_total",
-    "vllm:num_requests_running",
-    "vllm:num_requests_waiting",
-    "vllm:gpu_cache_usage_perc",
-    "vllm:kv_cache_usage_perc",
-    "vllm:prompt_tokens_total",
-    "vllm:generation_tokens_total",
-    "sglang:num_running_reqs",
-    "sglang:num_queue_reqs",
-    "sglang:token_usage",
-    "tgi_queue_size",
-    "tgi_batch_current_size",
-];
-
 /// How long one scrape may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The kept metrics of a Prometheus text exposition, in [`KEPT`] order, each summed over its
-/// label sets (vLLM labels its gauges by model). Comments, other metrics and unparsable lines
-/// are skipped.
+/// The kept metrics ([`SERVER_METRICS`]) of a Prometheus text exposition, in that order, each
+/// summed over its label sets (vLLM labels its gauges by model). Comments, other metrics and
+/// unparsable lines are skipped.
 pub fn parse(text: &str) -> Vec<(&'static str, f64)> {
-    let mut sums: Vec<Option<f64>> = vec![None; KEPT.len()];
+    let mut sums: Vec<Option<f64>> = vec![None; SERVER_METRICS.len()];
     for line in text.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
-        let Some(i) = KEPT.iter().position(|k| *k == &line[..name_end]) else {
+        let Some(i) = SERVER_METRICS
+            .iter()
+            .position(|(k, _)| *k == &line[..name_end])
+        else {
             continue;
         };
         // The value follows the labels (which may hold spaces inside quotes).
@@ -69,9 +50,10 @@ pub fn parse(text: &str) -> Vec<(&'static str, f64)> {
             *sums[i].get_or_insert(0.0) += v;
         }
     }
-    KEPT.iter()
+    SERVER_METRICS
+        .iter()
         .zip(sums)
-        .filter_map(|(k, s)| s.map(|v| (*k, v)))
+        .filter_map(|((k, _), s)| s.map(|v| (*k, v)))
         .collect()
 }
 

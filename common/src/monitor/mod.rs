@@ -3,13 +3,15 @@
 //!
 //! `samples` holds what the sources read, `series` one metric over time, `power` every series of
 //! a run and a window's energy from them, `energy` the figures written per cycle, `usage` the
-//! server processes' figures over a window.
+//! server processes' figures over a window, `server_metric` the server metrics read from its
+//! Prometheus endpoint.
 
 mod energy;
 pub mod metric;
 mod power;
 mod samples;
 mod series;
+pub mod server_metric;
 mod usage;
 
 #[cfg(test)]
