@@ -42,6 +42,15 @@ pub fn f(row: &HashMap<String, String>, col: &str) -> f64 {
         .unwrap_or_else(|e| panic!("column {col} = {:?} is not a number: {e}", row[col]))
 }
 
+/// A request_summary.csv row's time breakdown (QueueTime … ClientTime) summed, seconds: equals
+/// its TotalDuration when the server reported its timings.
+pub fn breakdown_sum(row: &HashMap<String, String>) -> f64 {
+    tokengun_common::run_dir::requests::col::BREAKDOWN
+        .iter()
+        .map(|c| f(row, c))
+        .sum()
+}
+
 /// A burst-sweep configuration aimed at `target`, writing under `out`.
 pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunConfig {
     RunConfig {

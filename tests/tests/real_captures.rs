@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokengun_common::Api;
-use tokengun_tests::{f, read_csv, read_run_json, run, run_config};
+use tokengun_tests::{breakdown_sum, f, read_csv, read_run_json, run, run_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -194,16 +194,7 @@ fn check(case: &Case, r: &HashMap<String, String>) {
         "{name}: TTFT {ttft_ms} ms, the capture's first token at {} ms",
         case.first_token_ms
     );
-    let parts: f64 = [
-        "QueueTime",
-        "LoadTime",
-        "PrefillTime",
-        "DecodeTime",
-        "ClientTime",
-    ]
-    .iter()
-    .map(|k| f(r, k))
-    .sum();
+    let parts = breakdown_sum(r);
     assert!((parts - f(r, "TotalDuration")).abs() < 1e-5, "{name}");
 }
 

@@ -63,6 +63,14 @@ pub mod col {
     pub const PREFILL_TIME: &str = "PrefillTime";
     pub const DECODE_TIME: &str = "DecodeTime";
     pub const CLIENT_TIME: &str = "ClientTime";
+    /// The breakdown's five parts, in file order.
+    pub const BREAKDOWN: [&str; 5] = [
+        QUEUE_TIME,
+        LOAD_TIME,
+        PREFILL_TIME,
+        DECODE_TIME,
+        CLIENT_TIME,
+    ];
 }
 
 /// Columns of `request_summary.csv`: the study's eight, then tokengun's.
