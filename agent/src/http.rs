@@ -97,7 +97,15 @@ async fn get_once(
     let body = Limited::new(resp.into_body(), MAX_SMALL_BODY)
         .collect()
         .await
-        .map_err(|e| (unreachable(e.to_string()), Retry::Yes))?
+        .map_err(|e| {
+            // A body over the limit is the same body the second time.
+            let retry = if e.is::<http_body_util::LengthLimitError>() {
+                Retry::No
+            } else {
+                Retry::Yes
+            };
+            (unreachable(e.to_string()), retry)
+        })?
         .to_bytes();
     if !status.is_success() {
         return Err((
