@@ -7,6 +7,7 @@ use crate::http::{HttpClient, MAX_SMALL_BODY};
 use crate::live::{LiveEntry, LiveRequests, LiveSlot};
 use crate::log::RecordLog;
 use crate::stamp::ReadStamp;
+use crate::targets::Targets;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -40,7 +41,7 @@ pub struct CycleCounters {
 struct Shared {
     client: HttpClient,
     plan: CyclePlan,
-    uri: hyper::Uri,
+    targets: Targets,
     /// One ready request body per prompt of the workload.
     bodies: Vec<Bytes>,
     origin: Instant,
@@ -79,7 +80,7 @@ fn unix_now_ns() -> i64 {
 /// A cycle whose requests are built and ready to fire.
 pub struct PreparedCycle {
     plan: CyclePlan,
-    uri: hyper::Uri,
+    targets: Targets,
     bodies: Vec<Bytes>,
 }
 
@@ -87,25 +88,24 @@ impl PreparedCycle {
     /// Builds the request bodies every worker of the cycle will send (one per prompt), so the
     /// hot path only clones a reference-counted buffer.
     pub fn new(plan: CyclePlan) -> Result<Self, EngineError> {
-        let url = format!(
-            "{}{}",
-            plan.target_url.trim_end_matches('/'),
-            plan.api.path()
-        );
+        let targets = Targets::new(&plan, plan.api.path())
+            .map_err(|(url, reason)| EngineError::Request { url, reason })?;
+        let url = targets.uri(0).to_string();
         let bad = |reason: String| EngineError::Request {
             url: url.clone(),
             reason,
         };
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))?;
         let bodies = plan
             .prompts
             .iter()
             .map(|p| backend::request_body(&plan, p).map(Bytes::from))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Self { plan, uri, bodies })
+        Ok(Self {
+            plan,
+            targets,
+            bodies,
+        })
     }
 
     /// The plan this cycle runs.
@@ -251,7 +251,11 @@ pub async fn run_cycle(
     cancel: CancellationToken,
     drain: CancellationToken,
 ) -> CycleDone {
-    let PreparedCycle { plan, uri, bodies } = cycle;
+    let PreparedCycle {
+        plan,
+        targets,
+        bodies,
+    } = cycle;
     // tokengun's own cost over the cycle: CPU time of this process and the runtime's delay.
     let cpu_before_s = crate::selfcheck::process_cpu_s();
     let loop_probe = crate::selfcheck::LoopProbe::start();
@@ -265,7 +269,7 @@ pub async fn run_cycle(
     let shared = Arc::new(Shared {
         client,
         plan,
-        uri,
+        targets,
         bodies,
         origin,
         origin_mono_ns: crate::clock::at(origin.into_std()),
@@ -372,6 +376,7 @@ async fn run_request(
             cycle_id: s.plan.cycle_id,
             request_id,
             prompt_index: u32::try_from(prompt).unwrap_or(u32::MAX),
+            target_index: 0,
             dispatched_ns,
             intended_start_ns,
             // Overwritten when the request really goes out; stays here if it never does.
@@ -406,9 +411,12 @@ async fn run_request(
                 permit = c.acquire().await.ok();
             }
             m.rec.sent_ns = ns_since(s.origin, Instant::now());
+            let target = s.targets.choose(request_id, m.rec.sent_ns);
+            m.rec.target_index = u32::try_from(target).unwrap_or(u32::MAX);
+            let _in_flight = s.targets.enter(target);
             m.live.sent(m.rec.sent_ns);
             m.sent = true;
-            exchange(s, &mut m, prompt).await;
+            exchange(s, &mut m, prompt, target).await;
         } => {}
         () = s.cancel.cancelled() => m.fail(OutcomeKind::Aborted, "cycle aborted"),
         () = tokio::time::sleep_until(deadline) => m.fail(
@@ -436,8 +444,8 @@ async fn run_request(
 }
 
 /// Sends the request and reads the stream into `m` until it ends, fails or is done.
-async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize) {
-    let req = hyper::Request::post(s.uri.clone())
+async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize, target: usize) {
+    let req = hyper::Request::post(s.targets.uri(target).clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
             hyper::header::ACCEPT,
@@ -461,6 +469,8 @@ async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize) {
         Ok(r) => r,
         Err(e) => {
             let what = if e.is_connect() {
+                s.targets
+                    .refused(target, ns_since(s.origin, Instant::now()));
                 "cannot connect"
             } else {
                 "no response"

@@ -28,6 +28,7 @@ pub(crate) mod selfcheck;
 pub(crate) mod service;
 pub(crate) mod spool;
 pub(crate) mod stamp;
+pub(crate) mod targets;
 
 pub use allow::{AllowError, TargetPolicy};
 pub use auth::{Auth, AuthError, AuthFiles};

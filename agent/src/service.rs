@@ -232,9 +232,11 @@ impl pb::agent_server::Agent for AgentService {
             .ok_or_else(|| Status::invalid_argument("prepare without a plan"))?;
         let plan =
             CyclePlan::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        check_target(&self.config.targets, &plan.target_url)
-            .await
-            .map_err(allow_status)?;
+        for t in plan.targets() {
+            check_target(&self.config.targets, t)
+                .await
+                .map_err(allow_status)?;
+        }
         self.runner.prepare(plan).await.map_err(runner_status)?;
         Ok(Response::new(pb::PrepareReply {}))
     }

@@ -142,6 +142,9 @@ pub struct RequestRecord {
     pub request_id: u32,
     /// Which prompt of the plan's workload the request sent.
     pub prompt_index: u32,
+    /// Which of the cycle's targets (`CyclePlan::target_urls`, 0 = the first) it went to.
+    #[serde(default)]
+    pub target_index: u32,
     /// When the schedule meant the request to start; latencies count from here.
     pub intended_start_ns: u64,
     /// When tokengun's scheduler released it (late against `intended_start_ns` only if tokengun
@@ -390,6 +393,7 @@ mod tests {
             cycle_id: 1,
             request_id: 1,
             prompt_index: 0,
+            target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 1_000_000,
             sent_ns: 1_000_000,

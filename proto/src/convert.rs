@@ -89,6 +89,13 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
             }),
             request_timeout_ms: ms(p.request_timeout),
             extra_body_json: p.extra_body_json.clone(),
+            target_urls: p.target_urls.clone(),
+            target_policy: match p.target_policy {
+                dom::TargetPolicy::RoundRobin => pb::TargetPolicy::RoundRobin,
+                dom::TargetPolicy::LeastInFlight => pb::TargetPolicy::LeastInFlight,
+                dom::TargetPolicy::Pinned => pb::TargetPolicy::Pinned,
+            } as i32,
+            pinned_target: p.pinned_target,
         }
     }
 }
@@ -117,7 +124,21 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                 });
             }
         };
+        let target_policy = match pb::TargetPolicy::try_from(p.target_policy) {
+            Ok(pb::TargetPolicy::RoundRobin) => dom::TargetPolicy::RoundRobin,
+            Ok(pb::TargetPolicy::LeastInFlight) => dom::TargetPolicy::LeastInFlight,
+            Ok(pb::TargetPolicy::Pinned) => dom::TargetPolicy::Pinned,
+            Err(_) => {
+                return Err(ConvertError::UnknownEnum {
+                    field: "target_policy",
+                    value: p.target_policy,
+                });
+            }
+        };
         let plan = dom::CyclePlan {
+            target_urls: p.target_urls,
+            target_policy,
+            pinned_target: p.pinned_target,
             cycle_id: p.cycle_id,
             shape,
             concurrency: p.concurrency,
@@ -198,6 +219,7 @@ impl From<&dom::RequestRecord> for pb::RequestRecord {
             cycle_id: r.cycle_id,
             request_id: r.request_id,
             prompt_index: r.prompt_index,
+            target_index: r.target_index,
             intended_start_ns: r.intended_start_ns,
             dispatched_ns: r.dispatched_ns,
             sent_ns: r.sent_ns,
@@ -262,6 +284,7 @@ impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
             cycle_id: r.cycle_id,
             request_id: r.request_id,
             prompt_index: r.prompt_index,
+            target_index: r.target_index,
             intended_start_ns: r.intended_start_ns,
             dispatched_ns: r.dispatched_ns,
             sent_ns: r.sent_ns,
@@ -577,6 +600,7 @@ mod tests {
             cycle_id: 2,
             request_id: 5,
             prompt_index: 3,
+            target_index: 2,
             intended_start_ns: 1,
             dispatched_ns: 2,
             sent_ns: 2,
@@ -677,6 +701,9 @@ mod tests {
 
     fn plan() -> dom::CyclePlan {
         dom::CyclePlan {
+            target_urls: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+            target_policy: dom::TargetPolicy::Pinned,
+            pinned_target: Some(1),
             cycle_id: 1,
             shape: dom::LoadShape::Open,
             concurrency: 0,

@@ -6,7 +6,7 @@
 //! totals (no per-device figures), server usage only CPU and memory.
 
 use super::csv_file::{CsvTable, csv_err, io_err, num, writer};
-use super::cycles_server::SERVER_ACCOUNT;
+use super::cycles_server::{GROUP, SERVER_ACCOUNT};
 use super::{CYCLES_CSV, OutputError, ReadError};
 use crate::monitor::{CycleEnergy, EnergyMethod, ServerUsage};
 use crate::stats::{CycleSummary, Percentiles, Slo};
@@ -466,6 +466,7 @@ fn columns() -> impl Iterator<Item = Col> {
         )
         .chain(TAIL.iter().map(Col::Plain))
         .chain(SERVER_ACCOUNT.iter().map(Col::Plain))
+        .chain(GROUP.iter().map(Col::Plain))
 }
 
 /// Columns of `cycles.csv`, in order.
@@ -526,6 +527,11 @@ pub fn blank_summary() -> CycleSummary {
         loop_delay_max_ms: None,
         self_check: String::new(),
         server_account: None,
+        group: String::new(),
+        group_label: String::new(),
+        setting: String::new(),
+        instances: 0,
+        targets: Vec::new(),
     }
 }
 
@@ -667,13 +673,16 @@ mod tests {
             model_load_max_s: Some(4.1),
             cached_tokens: Some(31),
         });
+        s.group = "2-instances".into();
+        s.group_label = "m · 2 instances".into();
+        s.instances = 2;
         s
     }
 
     #[test]
     fn rows_match_the_header() {
         assert_eq!(cycles_header().len(), cycles_row(&summary()).len());
-        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14);
+        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14 + 5);
         assert_eq!(cycles_header()[17], "ttft_mean_s");
     }
 

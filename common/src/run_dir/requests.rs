@@ -63,6 +63,8 @@ pub mod col {
     pub const PREFILL_TIME: &str = "PrefillTime";
     pub const DECODE_TIME: &str = "DecodeTime";
     pub const CLIENT_TIME: &str = "ClientTime";
+    /// The server instance the request went to (its base URL).
+    pub const TARGET: &str = "Target";
     /// The breakdown's five parts, in file order.
     pub const BREAKDOWN: [&str; 5] = [
         QUEUE_TIME,
@@ -117,6 +119,7 @@ pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
     col::PREFILL_TIME,
     col::DECODE_TIME,
     col::CLIENT_TIME,
+    col::TARGET,
 ];
 
 fn secs(ns: u64) -> String {
@@ -131,8 +134,9 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
-/// One `request_summary.csv` row, in [`REQUEST_SUMMARY_HEADER`] order.
-pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
+/// One `request_summary.csv` row, in [`REQUEST_SUMMARY_HEADER`] order; `targets` are the
+/// cycle's targets (`CyclePlan::targets`), which `target_index` points into.
+pub fn request_summary_row(r: &RequestRecord, targets: &[String]) -> Vec<String> {
     let ns_s = |v: Option<u64>| v.map(secs).unwrap_or_default();
     let mut row = vec![
         r.request_id.to_string(),
@@ -190,6 +194,12 @@ pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
         ]
         .map(ns_s),
     );
+    row.push(
+        targets
+            .get(r.target_index as usize)
+            .cloned()
+            .unwrap_or_default(),
+    );
     row
 }
 
@@ -197,24 +207,27 @@ pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
 pub struct RequestSummaryCsv {
     path: PathBuf,
     w: csv::Writer<BufWriter<File>>,
+    targets: Vec<String>,
 }
 
 impl RequestSummaryCsv {
     /// Creates the file and writes its header.
-    pub fn create(path: &Path) -> Result<Self, OutputError> {
+    /// Creates the file of a level whose requests went to `targets` (in `target_index` order).
+    pub fn create(path: &Path, targets: Vec<String>) -> Result<Self, OutputError> {
         let mut w = writer(path)?;
         w.write_record(REQUEST_SUMMARY_HEADER)
             .map_err(csv_err(path))?;
         Ok(Self {
             path: path.to_path_buf(),
             w,
+            targets,
         })
     }
 
     /// Appends one request.
     pub fn append(&mut self, r: &RequestRecord) -> Result<(), OutputError> {
         self.w
-            .write_record(request_summary_row(r))
+            .write_record(request_summary_row(r, &self.targets))
             .map_err(csv_err(&self.path))
     }
 
@@ -226,7 +239,7 @@ impl RequestSummaryCsv {
 
 /// One request of `request_summary.csv` as a reader needs it (seconds from the cycle's origin;
 /// `None` where the cell is empty or the column absent).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestRow {
     pub request_id: u64,
     /// Its status was `Completed`.
@@ -238,6 +251,11 @@ pub struct RequestRow {
     pub sent_s: Option<f64>,
     pub first_token_s: Option<f64>,
     pub end_s: Option<f64>,
+    /// The server instance it went to (empty in files from before the column).
+    pub target: String,
+    /// Its TTFT, seconds.
+    pub ttft_s: Option<f64>,
+    pub output_tokens: u64,
 }
 
 /// Reads a level folder's `request_summary.csv`, in file order; `Ok(None)` when it has none.
@@ -259,6 +277,9 @@ pub fn read_request_summary(level_dir: &Path) -> Result<Option<Vec<RequestRow>>,
                 sent_s: c.num(col::SENT),
                 first_token_s: c.num(col::FIRST_TOKEN),
                 end_s: c.num(col::END),
+                target: c.get(col::TARGET).unwrap_or_default().to_string(),
+                ttft_s: c.num(col::TTFT),
+                output_tokens: c.num(col::TOKEN_COUNT).map_or(0, |v| v.max(0.0) as u64),
             })
             .collect(),
     ))
@@ -325,6 +346,7 @@ pub(crate) mod tests {
             cycle_id: 1,
             request_id: 7,
             prompt_index: 0,
+            target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 0,
             sent_ns: 0,
@@ -381,7 +403,7 @@ pub(crate) mod tests {
     fn summary_keeps_the_study_columns_first() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.csv");
-        let mut w = RequestSummaryCsv::create(&p).unwrap();
+        let mut w = RequestSummaryCsv::create(&p, vec![]).unwrap();
         w.append(&record()).unwrap();
         w.flush().unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
@@ -400,9 +422,13 @@ pub(crate) mod tests {
     #[test]
     fn summary_rows_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = RequestSummaryCsv::create(&dir.path().join(REQUEST_SUMMARY_CSV)).unwrap();
+        let targets = vec!["http://a:1".to_string(), "http://b:2".to_string()];
+        let mut w =
+            RequestSummaryCsv::create(&dir.path().join(REQUEST_SUMMARY_CSV), targets.clone())
+                .unwrap();
         let mut failed = record();
         failed.request_id = 8;
+        failed.target_index = 1;
         failed.outcome = OutcomeKind::Timeout;
         failed.first_token_ns = None;
         w.append(&record()).unwrap();
@@ -411,7 +437,7 @@ pub(crate) mod tests {
         let rows = read_request_summary(dir.path()).unwrap().unwrap();
         assert_eq!(
             REQUEST_SUMMARY_HEADER.len(),
-            request_summary_row(&record()).len()
+            request_summary_row(&record(), &targets).len()
         );
         assert_eq!(
             rows[0],
@@ -423,8 +449,12 @@ pub(crate) mod tests {
                 sent_s: Some(0.0),
                 first_token_s: Some(2.0),
                 end_s: Some(2.3),
+                target: "http://a:1".into(),
+                ttft_s: Some(2.0),
+                output_tokens: 3,
             }
         );
         assert!(!rows[1].completed && rows[1].first_token_s.is_none());
+        assert_eq!(rows[1].target, "http://b:2");
     }
 }

@@ -11,6 +11,7 @@ mod self_check;
 mod server;
 mod slo;
 mod summary;
+mod targets;
 
 #[cfg(test)]
 mod test_util;
@@ -26,3 +27,4 @@ pub use server::{
 };
 pub use slo::Slo;
 pub use summary::{AgentCycle, CycleInfo, CycleSummary};
+pub use targets::{TargetCycle, TargetTally, imbalance};

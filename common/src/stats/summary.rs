@@ -107,6 +107,22 @@ pub struct CycleSummary {
     /// from runs before it, and for servers that say nothing about their work).
     #[serde(default)]
     pub server_account: Option<super::ServerAccount>,
+    /// The group of a run of several (instance counts, server settings): its folder segment
+    /// below the model's, empty for a run of one group or from before groups.
+    #[serde(default)]
+    pub group: String,
+    /// The group for people (`llama3.2:1b · 2 instances`), empty for a run of one group.
+    #[serde(default)]
+    pub group_label: String,
+    /// The managed server's setting (`OLLAMA_NUM_PARALLEL=4`), empty without one.
+    #[serde(default)]
+    pub setting: String,
+    /// Server instances the level's load was spread over (0 in runs from before).
+    #[serde(default)]
+    pub instances: u32,
+    /// Several instances: each one's part (empty otherwise).
+    #[serde(default)]
+    pub targets: Vec<super::TargetCycle>,
 }
 
 /// One agent's part of a cycle run by several.
@@ -233,6 +249,11 @@ impl CycleSummary {
             loop_delay_max_ms: None,
             self_check: self_check_verdict(&[], schedule_valid, send_lag_p99_s),
             server_account: s.server.account(),
+            group: String::new(),
+            group_label: String::new(),
+            setting: String::new(),
+            instances: 0,
+            targets: Vec::new(),
         }
     }
 }

@@ -50,15 +50,30 @@ pub struct RunArgs {
     /// TOML plan file (see plans/); flags given here override its settings.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
-    /// Base URL of the inference server [default: http://127.0.0.1:11434].
-    #[arg(long)]
+    /// Base URL of the inference server [default: http://127.0.0.1:11434]; several instances as
+    /// URL1,URL2,... share each level's load (see --target-policy).
+    #[arg(long, value_name = "URL[,URL...]")]
     pub target: Option<String>,
+    /// Several targets: round-robin (request i to target i mod n), least-in-flight (to the
+    /// target with the fewest requests in flight), pinned (each agent to its own target)
+    /// [default: round-robin].
+    #[arg(long, value_parser = ["round-robin", "least-in-flight", "pinned"])]
+    pub target_policy: Option<String>,
+    /// Instance counts to sweep with the same levels, comma-separated (the first N targets),
+    /// e.g. 1,2 answers "does a second instance add throughput?" [default: all targets].
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',')]
+    pub instances: Vec<u32>,
+    /// Several models on Ollama: unload each (keep_alive 0) before the next loads, so two
+    /// models never share memory.
+    #[arg(long)]
+    pub unload_between_models: bool,
     /// The target's API: auto (Ollama if it answers /api/version, else openai-chat),
     /// ollama-generate, ollama-chat, openai-completions, openai-chat [default: auto].
     #[arg(long, value_parser = ["auto", "ollama-generate", "ollama-chat", "openai-completions", "openai-chat"])]
     pub api: Option<String>,
-    /// Model to load-test, as the server names it [default: deepseek-r1:7b].
-    #[arg(long)]
+    /// Model to load-test, as the server names it [default: deepseek-r1:7b]; several as a,b,c
+    /// are swept one after another (each loaded before its first measured level).
+    #[arg(long, value_name = "MODEL[,MODEL...]")]
     pub model: Option<String>,
     /// Prompt sent with every request [default: "What is the philosophical definition of time?"].
     #[arg(long)]
@@ -280,6 +295,12 @@ impl RunArgs {
             on_agent_loss: self.on_agent_loss.clone(),
             reconnect_wait: self.reconnect_wait.clone(),
             throughput_csv: self.no_throughput_csv.then_some(false),
+            models: None,
+            targets: None,
+            target_policy: self.target_policy.clone(),
+            instances: (!self.instances.is_empty()).then(|| self.instances.clone()),
+            unload_between_models: self.unload_between_models.then_some(true),
+            server: None,
         })
     }
 

@@ -4,7 +4,7 @@
 
 pub mod bringup;
 
-pub use bringup::{FleetError, bring_up, check_model, expand_agents, prepare_run};
+pub use bringup::{FleetError, bring_up, check_model, check_models, expand_agents, prepare_run};
 
 use crate::link::{AgentAuth, AgentInfo, AgentLink, ClockMap, LinkError};
 use std::time::Duration;

@@ -84,6 +84,19 @@ pub struct PlanFile {
     pub reconnect_wait: Option<String>,
     /// The study's per-request throughput CSVs (default true; records.pb has the timelines).
     pub throughput_csv: Option<bool>,
+    /// Several models, swept one after another (`model` may also be `a,b,c`).
+    pub models: Option<Vec<String>>,
+    /// Several server instances the load is spread over (`target` may also be `URL1,URL2`).
+    pub targets: Option<Vec<String>>,
+    /// `round-robin` (default), `least-in-flight`, or `pinned` (each agent to its own target).
+    pub target_policy: Option<String>,
+    /// Instance counts to sweep: the first N targets (e.g. [1, 2]).
+    pub instances: Option<Vec<u32>>,
+    /// Ollama: unload each model (`keep_alive: 0`) before the next one loads (default false).
+    pub unload_between_models: Option<bool>,
+    /// A server the plan starts, checks and stops per setting: refused for now (no agent
+    /// starts servers yet), with what to do instead.
+    pub server: Option<toml::Value>,
 }
 
 /// A plan file or flag combination that does not make a run; always names the field.
@@ -106,7 +119,7 @@ pub enum PlanFileError {
     Workload(#[from] workload::WorkloadError),
 }
 
-fn field(field: &'static str, message: impl Into<String>) -> PlanFileError {
+pub(super) fn field(field: &'static str, message: impl Into<String>) -> PlanFileError {
     PlanFileError::Field {
         field,
         message: message.into(),
@@ -198,6 +211,13 @@ impl PlanFile {
         if over.prompt.is_some() {
             self.prompts = None;
         }
+        // So does a model or target given as a flag over the file's lists.
+        if over.model.is_some() {
+            self.models = None;
+        }
+        if over.target.is_some() {
+            self.targets = None;
+        }
         macro_rules! pick {
             ($($f:ident),*) => { PlanFile { $($f: over.$f.or(self.$f)),* } };
         }
@@ -241,7 +261,13 @@ impl PlanFile {
             split,
             on_agent_loss,
             reconnect_wait,
-            throughput_csv
+            throughput_csv,
+            models,
+            targets,
+            target_policy,
+            instances,
+            unload_between_models,
+            server
         )
     }
 
@@ -268,17 +294,16 @@ impl PlanFile {
                 return Err(field("stop_on_error_rate", "a percentage from 0 to 100"));
             }
         }
-        let model = self.model_name();
-        if model.trim().is_empty() {
-            return Err(field("model", "empty"));
-        }
         let prompts = self.prompts(seed)?;
         let (options, extra_body_json) = self.request_options()?;
         let api = self.api()?;
         let slo = self.slo()?;
-        let target = self.target(sim.is_some())?;
+        let matrix = self.matrix(sim.is_some())?;
+        let target = matrix.targets[0].clone();
+        let model = matrix.models[0].clone();
         let agent_auth = self.agent_auth()?;
         Ok(RunConfig {
+            matrix,
             warnings: self.warnings(shape),
             target,
             api,
@@ -309,9 +334,10 @@ impl PlanFile {
             )?,
             throughput_csv: self.throughput_csv.unwrap_or(true),
             sim: sim.map(|mut s| {
-                let model = self.model_name();
-                if !s.models.contains(&model) {
-                    s.models.push(model);
+                for model in self.model_names() {
+                    if !s.models.contains(&model) {
+                        s.models.push(model);
+                    }
                 }
                 s
             }),
@@ -474,21 +500,52 @@ impl PlanFile {
         Ok(slo)
     }
 
-    /// The server's base URL, checked unless the simulator stands in for it.
-    fn target(&self, sim: bool) -> Result<String, PlanFileError> {
-        // `http://host:8000/v1` is how OpenAI SDKs are configured; tokengun adds the paths itself.
-        let target = self
-            .target
-            .clone()
-            .unwrap_or_else(|| defaults::TARGET.to_string())
-            .trim_end_matches('/')
-            .trim_end_matches("/v1")
-            .to_string();
-        if !sim {
-            tokengun_common::plan::parse_target(&target)
-                .map_err(|e| field("target", e.to_string()))?;
+    /// The models: `models`, else `model` split at commas, else the study's.
+    pub(super) fn model_names(&self) -> Vec<String> {
+        match &self.models {
+            Some(m) => m.iter().map(|s| s.trim().to_string()).collect(),
+            None => self
+                .model_name()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
         }
-        Ok(target)
+    }
+
+    /// The server's base URLs (`targets`, else `target` split at commas), each checked unless
+    /// the simulator stands in for them.
+    pub(super) fn target_urls(&self, sim: bool) -> Result<Vec<String>, PlanFileError> {
+        let given: Vec<String> = match &self.targets {
+            Some(t) => t.clone(),
+            None => self
+                .target
+                .clone()
+                .unwrap_or_else(|| defaults::TARGET.to_string())
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+        };
+        let mut out: Vec<String> = Vec::new();
+        for t in given {
+            // `http://host:8000/v1` is how OpenAI SDKs are configured; tokengun adds the paths.
+            let t = t
+                .trim()
+                .trim_end_matches('/')
+                .trim_end_matches("/v1")
+                .to_string();
+            if !sim {
+                tokengun_common::plan::parse_target(&t)
+                    .map_err(|e| field("target", e.to_string()))?;
+            }
+            if out.contains(&t) {
+                return Err(field("target", format!("{t} is listed twice")));
+            }
+            out.push(t);
+        }
+        if out.is_empty() {
+            return Err(field("target", "no target given"));
+        }
+        Ok(out)
     }
 
     /// The credentials for remote agents, with their files checked.

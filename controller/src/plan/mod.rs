@@ -4,10 +4,14 @@
 
 pub mod compile;
 pub mod file;
+pub mod matrix;
 pub mod workload;
 
-pub use compile::{InvalidPlan, Phase, cycle_plan, phases, share, validate, warmup_plan};
+pub use compile::{
+    InvalidPlan, Phase, PhaseKind, cycle_plan, phases, share, share_targets, validate, warmup_plan,
+};
 pub use file::{PlanFile, PlanFileError};
+pub use matrix::{Group, ManagedServer, Matrix, Setting, TargetPolicy};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,10 +79,15 @@ impl AgentAuth {
 /// Everything a run needs, compiled and validated from a plan file and flags.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunConfig {
+    /// The first target (every group's targets are in `matrix`).
     pub target: String,
     /// None: ask the agent to find out (Ollama, else OpenAI-style).
     pub api: Option<Api>,
+    /// The first model (every model is in `matrix`).
     pub model: String,
+    /// Models, instances and server settings swept (absent from runs before them: one each).
+    #[serde(default)]
+    pub matrix: Matrix,
     pub prompts: Vec<PromptSpec>,
     pub shape: LoadShape,
     pub levels: Vec<Level>,
@@ -188,6 +197,20 @@ impl ServerMetrics {
             ServerMetrics::Url(u) => u.clone(),
             ServerMetrics::Off => String::new(),
         }
+    }
+}
+
+impl RunConfig {
+    /// Every group of the run, in order (a plan from before the matrix is one group).
+    pub fn groups(&self) -> Vec<Group> {
+        let mut m = self.matrix.clone();
+        if m.models.is_empty() {
+            m.models = vec![self.model.clone()];
+        }
+        if m.targets.is_empty() {
+            m.targets = vec![self.target.clone()];
+        }
+        m.groups()
     }
 }
 

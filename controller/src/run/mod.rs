@@ -88,9 +88,8 @@ pub async fn run(
         r = fleet::prepare_run(&cfg, false) => r?,
         () = stop.cancelled() => return Err(RunError::Interrupted),
     };
-    if let Some(w) = fleet::check_model(&up, &cfg.model, &target_info).await? {
-        cfg.warnings.push(w);
-    }
+    let warnings = fleet::check_models(&up, &cfg, &target_info).await?;
+    cfg.warnings.extend(warnings);
     cfg.api = Some(target_info.api);
     let (dir, manifest) = manifest::begin(&cfg, &up, &target_info, console)?;
     sweep::Sweep::new(cfg, up, dir, manifest, console, stop)

@@ -6,8 +6,8 @@ use super::cycle::of_cycle;
 use super::sweep::{ResumeAt, Sweep};
 use super::{RunError, RunReport, now_rfc3339};
 use crate::fleet::{self, Fleet};
-use crate::plan::RunConfig;
 use crate::plan::compile::{WARMUP_CYCLE_ID, level_cycle_id};
+use crate::plan::{RunConfig, phases};
 use crate::sinks::console::Console;
 use crate::sinks::run_folder::{Manifest, RunDir, RunStatus};
 use std::path::Path;
@@ -29,6 +29,11 @@ struct Saved {
 /// Where the run broke off: the phase (after the warm-up, if it ran, and the cycles written)
 /// and its cycle id.
 fn broke_off_at(cfg: &RunConfig, manifest: &Manifest) -> (usize, u32, usize) {
+    if let Some(done) = manifest.phases_done {
+        let all = phases(cfg, &cfg.target);
+        let cycle_id = all.get(done).map_or(0, |p| p.plan.cycle_id);
+        return (done, cycle_id, all.len());
+    }
     let warmup_planned = !cfg.warmup.is_zero();
     let phase = usize::from(warmup_planned && manifest.warmup.is_some()) + manifest.cycles.len();
     let cycle_id = if warmup_planned && manifest.warmup.is_none() {

@@ -6,10 +6,10 @@ use super::monitoring::{finish_monitoring, measure_baseline, pump, start_monitor
 use super::{RunError, RunReport, now_rfc3339};
 use crate::aggregate::{CycleParts, CycleSink, MemberCycle, Sinks, summarize};
 use crate::fleet::Fleet;
-use crate::plan::{OnAgentLoss, Phase, RunConfig, phases, share};
+use crate::plan::{Group, OnAgentLoss, Phase, PhaseKind, RunConfig, phases, share, share_targets};
 use crate::sinks::console::{Console, monitor_line, self_check_line, summary_line};
 use crate::sinks::monitor::MonitorSink;
-use crate::sinks::run_folder::{Manifest, RunDir, RunStatus};
+use crate::sinks::run_folder::{LevelAt, Manifest, RunDir, RunStatus};
 use std::time::Duration;
 use tokengun_common::{Api, CycleSummary, Record};
 use tokio_util::sync::CancellationToken;
@@ -96,6 +96,8 @@ pub struct Sweep<'a> {
     stop: CancellationToken,
     monitor: Option<MonitorSink>,
     baseline_power_w: Option<f64>,
+    /// The run's groups, in order (`Phase::group` points into them).
+    groups: Vec<Group>,
 }
 
 impl<'a> Sweep<'a> {
@@ -110,6 +112,7 @@ impl<'a> Sweep<'a> {
         stop: CancellationToken,
     ) -> Self {
         Self {
+            groups: cfg.groups(),
             cfg,
             up,
             dir,
@@ -199,15 +202,35 @@ impl<'a> Sweep<'a> {
         if alive.is_empty() {
             return Ok(Step::Stop(Some("every agent was lost".into())));
         }
-        if phase.warmup {
-            self.console.warmup_start(&plan.describe());
-        } else {
-            self.console.cycle_start(
-                phase.level_index,
-                self.cfg.levels.len(),
-                &plan.describe(),
-                &self.cfg.model,
-            );
+        let group = &self.groups[phase.group.min(self.groups.len().saturating_sub(1))];
+        match phase.kind {
+            PhaseKind::Load => self.console.line(&format!(
+                "\n■ loading {} before its first level{}",
+                group.model,
+                if group.label.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", group.label)
+                }
+            )),
+            PhaseKind::Unload => self.console.line(&format!(
+                "\n■ unloading {} (keep_alive 0) before the next model",
+                plan.model
+            )),
+            PhaseKind::Warmup => self.console.warmup_start(&plan.describe()),
+            PhaseKind::Level => {
+                let title = if group.label.is_empty() {
+                    group.model.clone()
+                } else {
+                    group.label.clone()
+                };
+                self.console.cycle_start(
+                    phase.level_index,
+                    self.cfg.levels.len(),
+                    &plan.describe(),
+                    &title,
+                );
+            }
         }
         let mut parts = self.parts(phase, &alive)?;
         let fold_after =
@@ -266,6 +289,13 @@ impl<'a> Sweep<'a> {
     fn parts(&mut self, phase: &Phase, alive: &[usize]) -> Result<Vec<MemberCycle>, RunError> {
         let many = self.up.many();
         let api = self.api();
+        let group = &self.groups[phase.group.min(self.groups.len().saturating_sub(1))];
+        // A model's load or unload is one request per instance, from the first agent alone.
+        let alive = if matches!(phase.kind, PhaseKind::Load | PhaseKind::Unload) {
+            &alive[..alive.len().min(1)]
+        } else {
+            alive
+        };
         let mut parts = Vec::new();
         for (k, &i) in alive.iter().enumerate() {
             let l = share(phase.level, k, alive.len(), self.cfg.split);
@@ -275,15 +305,20 @@ impl<'a> Sweep<'a> {
             let mut p = phase.plan.clone();
             p.concurrency = l.concurrency;
             p.rate_per_s = l.rate_per_s.unwrap_or(0.0);
+            share_targets(&mut p, k);
             // The warm-up's requests are measured but not written: its figures go to run.json.
             let writer = if phase.warmup {
                 None
             } else {
-                let sub = many.then_some(self.up.members[i].label.as_str());
-                Some(
-                    self.dir
-                        .begin_cycle(api, &self.cfg.model, &phase.label, sub)?,
-                )
+                let targets: Vec<String> = p.targets().iter().map(|t| t.to_string()).collect();
+                Some(self.dir.begin_cycle(&LevelAt {
+                    api,
+                    model: &group.model,
+                    group: &group.variant,
+                    level: &phase.label,
+                    agent: many.then_some(self.up.members[i].label.as_str()),
+                    targets: &targets,
+                })?)
             };
             parts.push(MemberCycle::new(i, p, writer));
         }
@@ -366,8 +401,9 @@ impl<'a> Sweep<'a> {
         let gaps: u64 = parts.iter().map(|p| p.gaps).sum();
         let lost = parts.iter().any(|p| p.lost.is_some());
         let partial = lost || !aborted_by.is_empty() || gaps > 0 || self.stop.is_cancelled();
+        let group = self.groups[phase.group.min(self.groups.len().saturating_sub(1))].clone();
         let mut summary = summarize(&CycleParts {
-            model: &self.cfg.model,
+            model: &group.model,
             label: &phase.label,
             plan: &phase.plan,
             parts,
@@ -382,6 +418,11 @@ impl<'a> Sweep<'a> {
                     .collect()
             }),
         });
+        summary.group = group.variant.clone();
+        summary.group_label = group.label.clone();
+        summary.setting = group.setting_label.clone();
+        summary.instances = u32::try_from(phase.plan.targets().len()).unwrap_or(u32::MAX);
+        summary.targets = sink.targets.figures(summary.duration_s);
         let monitor_broke = self.monitor_figures(parts, &mut summary).await?;
         if gaps > 0 {
             self.manifest.notes.push(format!(
@@ -485,9 +526,16 @@ impl<'a> Sweep<'a> {
         parts: &mut [MemberCycle],
         sink: &CycleSink,
     ) -> Result<(), RunError> {
+        // Written with the cycle's results, so a resume never runs a finished phase again.
+        self.manifest.phases_done = Some(self.manifest.phases_done.unwrap_or(0) + 1);
         if phase.warmup {
             self.console.line(&format!("  {}", summary_line(&summary)));
-            self.manifest.warmup = Some(summary);
+            if phase.kind == PhaseKind::Load {
+                self.note_load(phase, &summary);
+            }
+            if phase.kind == PhaseKind::Warmup {
+                self.manifest.warmup = Some(summary);
+            }
             return Ok(());
         }
         for p in parts.iter_mut() {
@@ -514,6 +562,39 @@ impl<'a> Sweep<'a> {
         }
         self.manifest.cycles.push(summary);
         Ok(())
+    }
+
+    /// A group's model load: how long its load request took, and what the server said of it,
+    /// recorded apart from every level's TTFT.
+    fn note_load(&mut self, phase: &Phase, s: &CycleSummary) {
+        let load_s = s.e2e.max_s;
+        let server_s = s.server_account.as_ref().and_then(|a| a.model_load_max_s);
+        if let Some(g) = self.manifest.groups.get_mut(phase.group) {
+            g.load_s = load_s;
+            g.server_load_s = server_s;
+        }
+        if s.failed > 0 {
+            let note = format!(
+                "loading {} failed ({}); its levels run anyway and will show the errors",
+                phase.plan.model,
+                if s.errors_by_kind.is_empty() {
+                    "no answer"
+                } else {
+                    s.errors_by_kind.as_str()
+                }
+            );
+            self.console.line(&format!("  warning: {note}"));
+            self.manifest.notes.push(note);
+        } else if let Some(t) = load_s {
+            self.console.line(&format!(
+                "  {} ready after {:.2} s{}",
+                phase.plan.model,
+                t,
+                server_s.map_or(String::new(), |l| format!(
+                    " (the server reports {l:.2} s of model load)"
+                ))
+            ));
+        }
     }
 
     /// Stops the monitors, marks the run complete, partial or interrupted, and writes its

@@ -16,7 +16,7 @@ pub(super) fn add(
 ) -> Result<(), ReportError> {
     let mut missing = Vec::new();
     for level in levels {
-        match run_dir::find_level_dir(dir, family, model, &level.label) {
+        match run_dir::find_level_dir(dir, family, model, &level.group, &level.label) {
             Some(ld) => {
                 if let Some(rows) = run_dir::read_request_summary(&ld)? {
                     add_level(level, &rows);
@@ -124,6 +124,9 @@ mod tests {
             sent_s: None,
             first_token_s: Some(first),
             end_s: Some(first + 1.0),
+            target: String::new(),
+            ttft_s: Some(first),
+            output_tokens: 10,
         };
         let rows: Vec<RequestRow> = (0..10)
             .map(|i| row(i, true, 10.0 + i as f64, 0.1 * i as f64))
