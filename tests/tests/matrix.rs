@@ -6,17 +6,18 @@
 
 use std::time::Duration;
 use tokengun::plan::TargetPolicy;
+use tokengun::report::{ReportOptions, report};
 use tokengun_simulator::{SimConfig, SimHandle};
 use tokengun_tests::{read_csv, read_run_json, run, run_config};
 
-/// A simulator instance serving `a` (fast profile) and `b` (its own engine, the 1b profile),
-/// ten times faster, with a model load so the load step has something to measure.
+/// A simulator instance serving `a` (2 slots, a token every 2 ms) and `b` (its own engine, the
+/// 1b profile), at 0.4x, with a model load so the load step has something to measure.
 async fn instance() -> SimHandle {
-    let mut c = SimConfig::fixed(Duration::from_millis(30), Duration::from_millis(5), 12, 4);
+    let mut c = SimConfig::fixed(Duration::from_millis(30), Duration::from_millis(5), 40, 2);
     c.models = vec!["a".into()];
     c.engine.load_time = Duration::from_millis(400);
     c.add_model_profile("b", "1b").unwrap();
-    c.time_scale = 0.1;
+    c.time_scale = 0.4;
     SimHandle::start("127.0.0.1:0", c).await.unwrap()
 }
 
@@ -25,12 +26,12 @@ async fn two_models_on_one_and_two_instances_each_get_their_own_results() {
     let (s1, s2) = (instance().await, instance().await);
     let out = tempfile::tempdir().unwrap();
     let mut cfg = run_config(&s1.url(), "a", &[2, 4], out.path());
-    cfg.options.max_tokens = Some(12);
+    cfg.options.max_tokens = Some(40);
     cfg.matrix.models = vec!["a".into(), "b".into()];
     cfg.matrix.targets = vec![s1.url(), s2.url()];
     cfg.matrix.instances = vec![1, 2];
-    let report = run(cfg).await.unwrap();
-    let dir = &report.run_dir;
+    let ran = run(cfg).await.unwrap();
+    let dir = &ran.run_dir;
 
     // Model-major: a on 1 then 2 instances, then b; each group has both levels.
     let cycles = read_csv(&dir.join("cycles.csv"));
@@ -87,17 +88,50 @@ async fn two_models_on_one_and_two_instances_each_get_their_own_results() {
     // Every group reached a (model, instance) pair for the first time, so each loaded first.
     for g in groups {
         let load = g["load_s"].as_f64().unwrap();
-        assert!(load >= 0.035, "a 0.4 s load at 0.1x: {g}");
+        assert!(load >= 0.15, "a 0.4 s load at 0.4x: {g}");
     }
     for r in &cycles {
         let ttft_max: f64 = r["ttft_max_s"].parse().unwrap();
-        assert!(ttft_max < 0.035, "a model load leaked into a level: {r:?}");
+        assert!(ttft_max < 0.15, "a model load leaked into a level: {r:?}");
     }
     // Several instances: their figures in run.json, the imbalance in cycles.csv.
     let level = &run_json["cycles"][2];
     assert_eq!(level["targets"].as_array().unwrap().len(), 2);
     let imbalance: f64 = cycles[2]["target_imbalance"].parse().unwrap();
     assert!((imbalance - 1.0).abs() < 1e-9, "{imbalance}");
+
+    // The report compares the groups: who serves how many at the SLO, what a second instance
+    // added, the curves overlaid, each group's instances.
+    let written = report(dir, None, &ReportOptions::default()).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    for needle in [
+        "## Groups side by side",
+        "a · 1 instance serves",
+        "b · 2 instances serves",
+        "concurrent users at the SLO",
+        "a: 2 instances peak at",
+        "| level | instance | requests |",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
+    }
+    let charts: Vec<String> = written
+        .charts
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    // Two slots an instance: level 4 queues on one instance and not on two.
+    assert!(
+        md.contains("going to 2 adds throughput"),
+        "a second instance doubles the slots:\n{md}"
+    );
+    assert!(
+        charts.contains(&"groups_throughput.png".to_string()),
+        "{charts:?}"
+    );
+    assert!(
+        charts.contains(&"groups_ttft_p99.png".to_string()),
+        "{charts:?}"
+    );
 
     s1.stop(Duration::from_secs(1)).await;
     s2.stop(Duration::from_secs(1)).await;
@@ -152,10 +186,10 @@ async fn a_dead_instance_fails_its_own_requests_only_and_least_in_flight_routes_
     }];
     cfg.shape = tokengun_common::LoadShape::Closed;
     cfg.duration = Duration::from_millis(1500);
-    let report = run(cfg).await.unwrap();
+    let report_run = run(cfg).await.unwrap();
     killer.await.unwrap();
     let rows = read_csv(
-        &report
+        &report_run
             .run_dir
             .join("ollama/a/test_results_4/request_summary.csv"),
     );
@@ -173,6 +207,12 @@ async fn a_dead_instance_fails_its_own_requests_only_and_least_in_flight_routes_
     assert!(
         alive_ok > to_dead * 3,
         "least-in-flight passes over the refusing instance: {alive_ok} ok vs {to_dead} to the dead one"
+    );
+    let written = report(&report_run.run_dir, None, &ReportOptions::default()).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(
+        md.contains(&format!("{dead} failed")) && md.contains("the other instances failed none"),
+        "the report names the dead instance:\n{md}"
     );
     s1.stop(Duration::from_secs(1)).await;
     s3.stop(Duration::from_secs(1)).await;

@@ -10,6 +10,7 @@ pub mod charts;
 pub mod compare;
 pub mod doc;
 pub mod findings;
+pub mod groups;
 pub mod load;
 pub mod plot;
 pub mod util;
@@ -286,10 +287,18 @@ fn findings_blocks(data: &RunData, f: &Findings, o: &FindingOptions) -> Vec<Bloc
 
 /// Builds the report document of one run: findings, the table, and every chart the data allow.
 pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportError> {
+    let groups = groups::split(data);
+    if groups.len() > 1 {
+        return groups::groups_doc(data, &groups, opts);
+    }
     let f = findings::compute(&data.levels, &opts.findings, data.meta.is_rate_sweep());
     let mut blocks = findings_blocks(data, &f, &opts.findings);
     blocks.push(Block::Heading("Levels".into()));
     blocks.push(Block::Table(level_table(&data.levels)));
+    if let Some(t) = groups::instance_table(&data.levels) {
+        blocks.push(Block::Heading("Instances".into()));
+        blocks.push(Block::Table(t));
+    }
     blocks.push(Block::Heading("Charts".into()));
     let mut notes = data.notes.clone();
     let figures = charts::draw_all(&charts::ChartCtx::new(data, &f, opts), &mut notes)?;

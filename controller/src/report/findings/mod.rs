@@ -24,6 +24,7 @@
 //!   marginal slope below `knee_fraction` × s0: from there on, adding concurrency stops paying.
 
 mod hints;
+mod instances;
 mod server;
 mod statements;
 
@@ -125,6 +126,7 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Hint, hints::power_flat),
     (Section::Hint, hints::memory_climbing),
     (Section::Hint, hints::memory_pressure),
+    (Section::Hint, instances::imbalance),
 ];
 
 /// Every caution about a level, in the order each level's are listed.

@@ -12,7 +12,7 @@ mod processes;
 mod requests;
 mod server_metrics;
 
-pub use requests::max_overlap;
+pub use requests::{max_overlap, per_target};
 
 use super::ReportError;
 use std::collections::BTreeMap;
@@ -62,6 +62,19 @@ pub struct LevelRow {
     pub server_waiting_max: Option<f64>,
     /// The level's requests (empty when its request_summary.csv is missing).
     pub spans: Vec<RequestSpan>,
+    /// Several server instances: each one's part of the level (request_summary.csv's Target).
+    pub per_target: Vec<TargetRow>,
+}
+
+/// One server instance's part of a level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetRow {
+    pub target: String,
+    pub requests: u32,
+    pub failed: u32,
+    pub output_tokens: u64,
+    /// Median TTFT of its completed requests, seconds.
+    pub ttft_p50_s: Option<f64>,
 }
 
 impl Default for LevelRow {
@@ -77,6 +90,7 @@ impl Default for LevelRow {
             max_streaming: None,
             server_waiting_max: None,
             spans: Vec::new(),
+            per_target: Vec::new(),
         }
     }
 }
