@@ -20,6 +20,7 @@ pub(crate) mod fdlimit;
 pub(crate) mod http;
 pub(crate) mod live;
 pub(crate) mod log;
+pub(crate) mod managed;
 pub(crate) mod monitor;
 pub(crate) mod ndjson;
 pub(crate) mod notify;
@@ -74,6 +75,9 @@ pub struct AgentConfig {
     pub spool: Option<spool::SpoolConfig>,
     /// At shutdown, how long in-flight requests may finish before they are aborted.
     pub drain_timeout: Duration,
+    /// Server commands a plan may have this agent start (`--allow-server-command`); none by
+    /// default.
+    pub allowed_server_commands: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -93,6 +97,7 @@ impl Default for AgentConfig {
             auth: Auth::none(),
             spool: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            allowed_server_commands: Vec::new(),
         }
     }
 }

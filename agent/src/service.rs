@@ -37,6 +37,8 @@ pub struct AgentService {
     contact: Arc<Contact>,
     /// `power:<source>` for each power source found, probed at the first Hello.
     power_caps: tokio::sync::OnceCell<Vec<String>>,
+    /// The server process a plan had this agent start, if any.
+    managed: tokio::sync::Mutex<crate::managed::Managed>,
 }
 
 impl AgentService {
@@ -49,7 +51,6 @@ impl AgentService {
         stop: CancellationToken,
     ) -> Self {
         Self {
-            config,
             runner,
             log,
             client,
@@ -57,6 +58,10 @@ impl AgentService {
             monitor: Arc::default(),
             contact: Arc::default(),
             power_caps: tokio::sync::OnceCell::new(),
+            managed: tokio::sync::Mutex::new(crate::managed::Managed::new(
+                config.allowed_server_commands.clone(),
+            )),
+            config,
         }
     }
 }
@@ -392,5 +397,57 @@ impl pb::agent_server::Agent for AgentService {
         Ok(Response::new(pb::ClockProbeReply {
             agent_mono_ns: crate::clock::mono_ns(),
         }))
+    }
+
+    async fn start_server(
+        &self,
+        req: Request<pb::StartServerRequest>,
+    ) -> Result<Response<pb::StartServerReply>, Status> {
+        self.contact.touch();
+        let r = req.into_inner();
+        check_target(&self.config.targets, &r.health_url)
+            .await
+            .map_err(allow_status)?;
+        if !(1..=3_600_000).contains(&r.health_timeout_ms) {
+            return Err(Status::invalid_argument(
+                "health timeout must be from 1 ms to 1 h",
+            ));
+        }
+        let mut env: Vec<(String, String)> = r.env.into_iter().collect();
+        env.sort();
+        let spec = crate::managed::ServerSpec {
+            command: r.command,
+            args: r.args,
+            env,
+            health_url: r.health_url,
+            health_timeout: Duration::from_millis(r.health_timeout_ms),
+        };
+        let started = self
+            .managed
+            .lock()
+            .await
+            .start(&spec, &self.client)
+            .await
+            .map_err(|e| match e {
+                crate::managed::ManagedError::NotAllowed { .. } => {
+                    Status::permission_denied(e.to_string())
+                }
+                _ => Status::failed_precondition(e.to_string()),
+            })?;
+        Ok(Response::new(pb::StartServerReply {
+            pid: started.pid,
+            ready_ms: u64::try_from(started.ready.as_millis()).unwrap_or(u64::MAX),
+            health_body: started.health_body,
+        }))
+    }
+
+    async fn stop_server(
+        &self,
+        req: Request<pb::StopServerRequest>,
+    ) -> Result<Response<pb::StopServerReply>, Status> {
+        self.contact.touch();
+        let grace = Duration::from_millis(req.into_inner().grace_ms.min(600_000));
+        let (how, log_tail) = self.managed.lock().await.stop(grace).await;
+        Ok(Response::new(pb::StopServerReply { how, log_tail }))
     }
 }

@@ -133,6 +133,10 @@ pub struct TokenChunk {
     pub tokens: u32,
 }
 
+/// The error kind (in `errors_by_kind`) of a request Ollama refused because its scheduler's
+/// queue was full: HTTP 503 `server busy, please try again.  maximum pending requests exceeded`.
+pub const QUEUE_FULL_KIND: &str = "queue_full";
+
 /// Everything measured about one request. Offsets are ns from the cycle origin on the agent's
 /// monotonic clock; `None` means the moment never came.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +197,19 @@ fn span_s(from_ns: u64, to_ns: u64) -> f64 {
 }
 
 impl RequestRecord {
+    /// How its failure is counted in `errors_by_kind`: its outcome, except Ollama's full queue
+    /// (HTTP 503 `maximum pending requests exceeded`), counted apart as [`QUEUE_FULL_KIND`].
+    pub fn error_kind(&self) -> &'static str {
+        if self.outcome == OutcomeKind::HttpError
+            && self.status_code == Some(503)
+            && self.error.contains("maximum pending requests exceeded")
+        {
+            QUEUE_FULL_KIND
+        } else {
+            self.outcome.as_str()
+        }
+    }
+
     /// Sent -> first response byte, seconds.
     pub fn ttfb_s(&self) -> Option<f64> {
         self.first_byte_ns.map(|t| span_s(self.sent_ns, t))

@@ -112,6 +112,9 @@ pub struct SimConfig {
     /// Models with an engine of their own (`--model name=profile`): their own slots, timing,
     /// output lengths and load state. The other `models` share the engine above.
     pub model_profiles: Vec<ModelProfile>,
+    /// Share of each loaded model in GPU memory as `/api/ps` reports it (`size_vram` over
+    /// `size`); below 1 the model runs partly on the CPU.
+    pub vram_share: f64,
 }
 
 /// A model served by an engine of its own, from a named profile.
@@ -197,6 +200,7 @@ impl SimConfig {
             record_truth: false,
             version: format!("0.0.0-tokengun-sim-{}", env!("CARGO_PKG_VERSION")),
             model_profiles: Vec::new(),
+            vram_share: 1.0,
         }
     }
 
@@ -352,6 +356,11 @@ impl SimConfig {
         if self.models.iter().all(|m| m.trim().is_empty()) {
             return Err(crate::SimError::Config(
                 "the simulator needs at least one model name".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.vram_share) {
+            return Err(crate::SimError::Config(
+                "--vram-share is a share from 0 to 1".into(),
             ));
         }
         if !(self.time_scale.is_finite() && self.time_scale > 0.0) {

@@ -330,7 +330,7 @@ async fn ps(State(s): State<Arc<Sim>>) -> Response {
             let expires = std::time::SystemTime::now() + until.saturating_duration_since(now);
             Some(json!({"name": m, "model": m, "size": 6_654_289_920u64, "digest": DIGEST, "details": model_details(),
                    "expires_at": humantime::format_rfc3339_millis(expires).to_string(),
-                   "size_vram": 6_654_289_920u64, "context_length": 4096}))
+                   "size_vram": (6_654_289_920.0 * s.cfg().vram_share).round() as u64, "context_length": 4096}))
         })
         .collect();
     axum::Json(json!({ "models": models })).into_response()

@@ -217,3 +217,30 @@ async fn a_dead_instance_fails_its_own_requests_only_and_least_in_flight_routes_
     s1.stop(Duration::from_secs(1)).await;
     s3.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollamas_own_account_says_when_a_model_ran_partly_on_the_cpu() {
+    // A model 40% outside VRAM, as Ollama's /api/ps reports it.
+    let mut c = SimConfig::fixed(Duration::from_millis(20), Duration::from_millis(4), 60, 4);
+    c.models = vec!["m".into()];
+    c.vram_share = 0.6;
+    let sim = SimHandle::start("127.0.0.1:0", c).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&sim.url(), "m", &[1, 2, 4], out.path());
+    cfg.monitor.process_interval = Duration::from_millis(50);
+    cfg.monitor.baseline = Duration::ZERO;
+    let ran = run(cfg).await.unwrap();
+    let rows = read_csv(&ran.run_dir.join("server_metrics.csv"));
+    assert!(
+        rows.iter()
+            .any(|r| r["source"] == "ollama-ps" && r["metric"] == "cpu_share"),
+        "/api/ps reached server_metrics.csv"
+    );
+    let written = report(&ran.run_dir, None, &ReportOptions::default()).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(
+        md.contains("40% of a loaded model outside GPU memory"),
+        "{md}"
+    );
+    sim.stop(Duration::from_secs(1)).await;
+}

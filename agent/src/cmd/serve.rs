@@ -24,6 +24,11 @@ pub(super) struct ServeArgs {
     /// Listing any replaces the default [default: loopback, i.e. 127.0.0.0/8 and ::1].
     #[arg(long = "allow-target", value_name = "NET|HOST")]
     allow_target: Vec<String>,
+    /// A server program a plan's `[server]` may have this agent start, stop and restart per
+    /// setting (repeatable; the plan's command must match it exactly or resolve to the same
+    /// file), e.g. /usr/local/bin/ollama [default: none: plans that own a server are refused].
+    #[arg(long = "allow-server-command", value_name = "PATH")]
+    allow_server_command: Vec<String>,
     /// Most concurrent requests a cycle may ask of this agent.
     #[arg(long, default_value_t = 10_000)]
     max_concurrency: u32,
@@ -123,6 +128,7 @@ pub(super) async fn exec(args: ServeArgs) -> Result<(), CmdError> {
             ..SpoolConfig::new(&spool_dir)
         }),
         drain_timeout: args.drain_timeout,
+        allowed_server_commands: args.allow_server_command.clone(),
         ..defaults
     };
     // The spool first: a folder in use by another agent refuses before anything listens.

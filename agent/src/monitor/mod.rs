@@ -18,6 +18,7 @@ pub mod amdgpu;
 mod error;
 pub mod nvml;
 // Parsing powermetrics' output is plain Rust, tested on every platform; only macOS runs it.
+pub mod ollama_ps;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub mod powermetrics;
 pub mod process;

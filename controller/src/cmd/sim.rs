@@ -72,6 +72,10 @@ pub struct SimArgs {
     /// llama3.2:1b=1b`): its own slots, speed, lengths and load state.
     #[arg(long = "model", value_name = "NAME[=PROFILE]")]
     pub models: Vec<String>,
+    /// Share of each loaded model in GPU memory as /api/ps reports it (size_vram / size); below
+    /// 1 Ollama would be running it partly on the CPU.
+    #[arg(long, default_value_t = 1.0, value_name = "SHARE")]
+    pub vram_share: f64,
     /// Serve this many independent instances on consecutive ports from --listen's (each its
     /// own engines and queues, as several `ollama serve` would be).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -204,6 +208,7 @@ impl SimArgs {
             c.engine.jitter_sigma = j;
         }
         c.time_scale = self.time_scale;
+        c.vram_share = self.vram_share;
         c.seed = self.seed;
         c.record_truth = self.record_truth;
         c.faults = Faults {

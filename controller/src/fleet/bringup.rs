@@ -45,6 +45,8 @@ pub enum FleetError {
     AgentBusy { agent: String, cycle: u32 },
     #[error("no agent took part")]
     NoAgent,
+    #[error("the plan's server did not start for setting {setting}: {reason}")]
+    ServerStart { setting: String, reason: String },
 }
 
 /// The agents' addresses: each `--agent` as given, except a host name that resolves to several
@@ -148,9 +150,16 @@ pub async fn bring_up(cfg: &RunConfig) -> Result<Fleet, FleetError> {
     let mut plan: Vec<(String, Option<LocalAgent>)> = Vec::new();
     if addrs.is_empty() {
         // The user is the controller here: the in-process agent fires where it is told.
+        // The plan's own server command is the user's too: this agent may start it.
         let a = LocalAgent::start(AgentConfig {
             targets: TargetPolicy::Any,
             max_concurrency: tokengun_common::plan::MAX_LEVEL,
+            allowed_server_commands: cfg
+                .matrix
+                .server
+                .iter()
+                .map(|s| s.command.clone())
+                .collect(),
             ..AgentConfig::default()
         })
         .await?;
@@ -172,8 +181,15 @@ pub async fn bring_up(cfg: &RunConfig) -> Result<Fleet, FleetError> {
 pub async fn prepare_run(
     cfg: &RunConfig,
     resuming: bool,
+    setting: Option<usize>,
 ) -> Result<(Fleet, TargetInfo), FleetError> {
     let mut up = bring_up(cfg).await?;
+    // A plan that owns its server starts it (the setting the sweep begins with) before the
+    // target is checked.
+    if let (Some(server), Some(i)) = (&cfg.matrix.server, setting) {
+        let started = super::server::start_setting(&up, cfg, server, i).await?;
+        up.server = Some((i, started));
+    }
     let mut found: Option<TargetInfo> = None;
     for m in &mut up.members {
         let (state, cycle, last_seq) = m.link.status().await?;

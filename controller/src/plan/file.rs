@@ -94,9 +94,8 @@ pub struct PlanFile {
     pub instances: Option<Vec<u32>>,
     /// Ollama: unload each model (`keep_alive: 0`) before the next one loads (default false).
     pub unload_between_models: Option<bool>,
-    /// A server the plan starts, checks and stops per setting: refused for now (no agent
-    /// starts servers yet), with what to do instead.
-    pub server: Option<toml::Value>,
+    /// A server the plan starts, checks and stops per setting (lists in `env`/`args` sweep).
+    pub server: Option<super::server::ServerTable>,
 }
 
 /// A plan file or flag combination that does not make a run; always names the field.
@@ -752,7 +751,7 @@ mod tests {
     }
 
     #[test]
-    fn server_metrics_default_to_the_target_except_for_ollama() {
+    fn server_metrics_default_to_the_target_and_to_api_ps_for_ollama() {
         let monitor = |v: Option<&str>| {
             PlanFile {
                 server_metrics: v.map(str::to_string),
@@ -766,7 +765,11 @@ mod tests {
             at.url("http://h:8080/", Api::OpenaiChat),
             "http://h:8080/metrics"
         );
-        assert_eq!(at.url("http://h:11434", Api::OllamaGenerate), "");
+        // Ollama has no /metrics: its own account of what it has loaded stands in.
+        assert_eq!(
+            at.url("http://h:11434", Api::OllamaGenerate),
+            "http://h:11434/api/ps"
+        );
         let off = monitor(Some("off")).unwrap();
         assert_eq!(off.url("http://h:8080", Api::OpenaiChat), "");
         let other = monitor(Some("http://h:9090/metrics")).unwrap();

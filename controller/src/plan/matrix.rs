@@ -184,10 +184,22 @@ impl super::PlanFile {
                 ),
             ));
         }
-        if self.server.is_some() {
+        let server = self
+            .server
+            .as_ref()
+            .map(super::server::ServerTable::compile)
+            .transpose()
+            .map_err(|m| field("server", m))?;
+        if server.is_some() && sim {
             return Err(field(
                 "server",
-                "this tokengun cannot start servers yet: start each setting's server yourself and run one plan per setting, then `tokengun compare` the runs",
+                "a managed server and --sim both stand for the server: give one of them (the simulator can be the managed server: command = \"tokengun\", args = [\"sim\", ...])",
+            ));
+        }
+        if server.is_some() && targets.len() > 1 {
+            return Err(field(
+                "server",
+                "a managed server is one instance: give one --target (its address), or start the instances yourself",
             ));
         }
         Ok(Matrix {
@@ -195,7 +207,7 @@ impl super::PlanFile {
             targets,
             policy,
             instances,
-            server: None,
+            server,
             unload_between_models: self.unload_between_models.unwrap_or(false),
         })
     }

@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod file;
 pub mod matrix;
+pub mod server;
 pub mod workload;
 
 pub use compile::{
@@ -179,7 +180,8 @@ pub struct MonitorConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum ServerMetrics {
     /// `<target>/metrics` for OpenAI-compatible servers (llama.cpp with `--metrics`, vLLM,
-    /// SGLang, TGI); none for Ollama, which has no such endpoint.
+    /// SGLang, TGI); for Ollama, which has no such endpoint, `<target>/api/ps` (what it has
+    /// loaded, and how much of it on the CPU).
     #[default]
     AtTarget,
     /// Another URL.
@@ -192,7 +194,9 @@ impl ServerMetrics {
     /// The URL to scrape for a run against `target` speaking `api`, empty when none.
     pub fn url(&self, target: &str, api: tokengun_common::Api) -> String {
         match self {
-            ServerMetrics::AtTarget if api.family() == "ollama" => String::new(),
+            ServerMetrics::AtTarget if api.family() == "ollama" => {
+                format!("{}/api/ps", target.trim_end_matches('/'))
+            }
             ServerMetrics::AtTarget => format!("{}/metrics", target.trim_end_matches('/')),
             ServerMetrics::Url(u) => u.clone(),
             ServerMetrics::Off => String::new(),

@@ -62,7 +62,10 @@ pub async fn resume(
         return Err(bad("every level already has its results".into()));
     }
     cfg.monitor.enabled = false;
-    let (mut up, _) = fleet::prepare_run(&cfg, true).await?;
+    let setting = crate::plan::phases(&cfg, &cfg.target)
+        .get(phase)
+        .and_then(|p| cfg.groups().get(p.group).and_then(|g| g.setting));
+    let (mut up, _) = fleet::prepare_run(&cfg, true, setting).await?;
     let (mut started, heads) = rejoin(&mut up, &manifest, &stored, cycle_id)
         .await
         .map_err(bad)?;

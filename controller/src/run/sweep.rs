@@ -88,16 +88,16 @@ pub fn next_step(e: &CycleEnd) -> Step {
 
 /// A sweep in progress: the run's parts, all owned here for its length.
 pub struct Sweep<'a> {
-    cfg: RunConfig,
-    up: Fleet,
+    pub(super) cfg: RunConfig,
+    pub(super) up: Fleet,
     dir: RunDir,
-    manifest: Manifest,
-    console: &'a mut Console,
+    pub(super) manifest: Manifest,
+    pub(super) console: &'a mut Console,
     stop: CancellationToken,
     monitor: Option<MonitorSink>,
     baseline_power_w: Option<f64>,
     /// The run's groups, in order (`Phase::group` points into them).
-    groups: Vec<Group>,
+    pub(super) groups: Vec<Group>,
 }
 
 impl<'a> Sweep<'a> {
@@ -141,6 +141,10 @@ impl<'a> Sweep<'a> {
             .skip(first_phase)
         {
             if self.stop.is_cancelled() {
+                break;
+            }
+            if let Some(reason) = self.ensure_server(&phase).await {
+                broken = Some(reason);
                 break;
             }
             let taken_up = resume.take().filter(|r| r.started);
@@ -564,42 +568,16 @@ impl<'a> Sweep<'a> {
         Ok(())
     }
 
-    /// A group's model load: how long its load request took, and what the server said of it,
-    /// recorded apart from every level's TTFT.
-    fn note_load(&mut self, phase: &Phase, s: &CycleSummary) {
-        let load_s = s.e2e.max_s;
-        let server_s = s.server_account.as_ref().and_then(|a| a.model_load_max_s);
-        if let Some(g) = self.manifest.groups.get_mut(phase.group) {
-            g.load_s = load_s;
-            g.server_load_s = server_s;
-        }
-        if s.failed > 0 {
-            let note = format!(
-                "loading {} failed ({}); its levels run anyway and will show the errors",
-                phase.plan.model,
-                if s.errors_by_kind.is_empty() {
-                    "no answer"
-                } else {
-                    s.errors_by_kind.as_str()
-                }
-            );
-            self.console.line(&format!("  warning: {note}"));
-            self.manifest.notes.push(note);
-        } else if let Some(t) = load_s {
-            self.console.line(&format!(
-                "  {} ready after {:.2} s{}",
-                phase.plan.model,
-                t,
-                server_s.map_or(String::new(), |l| format!(
-                    " (the server reports {l:.2} s of model load)"
-                ))
-            ));
-        }
-    }
-
     /// Stops the monitors, marks the run complete, partial or interrupted, and writes its
     /// manifest and the sweep's table.
     async fn finish(mut self, broken: Option<String>) -> Result<RunReport, RunError> {
+        if let (Some(server), Some((i, _))) =
+            (self.cfg.matrix.server.clone(), self.up.server.take())
+        {
+            let how = crate::fleet::server::stop(&self.up, &server).await;
+            self.console.line(&format!("■ server stopped: {how}"));
+            self.record_server(i, |p| p.stopped = how.clone());
+        }
         if let Some(m) = self.monitor.as_mut() {
             finish_monitoring(&mut self.up, m).await;
             for n in m.drain_notes() {

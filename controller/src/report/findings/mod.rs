@@ -25,6 +25,7 @@
 
 mod hints;
 mod instances;
+mod ollama;
 mod server;
 mod statements;
 
@@ -115,6 +116,8 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Statement, statements::efficiency_statement),
     (Section::Statement, server::token_truth),
     (Section::Statement, server::model_loads),
+    (Section::Statement, ollama::reloads),
+    (Section::Statement, ollama::queue_full),
     (Section::Hint, server::ttft_breakdown),
     (Section::Hint, server::server_waiting),
     (Section::Hint, hints::queueing),
@@ -127,6 +130,7 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Hint, hints::memory_climbing),
     (Section::Hint, hints::memory_pressure),
     (Section::Hint, instances::imbalance),
+    (Section::Hint, ollama::cpu_offload),
 ];
 
 /// Every caution about a level, in the order each level's are listed.

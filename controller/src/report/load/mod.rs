@@ -7,6 +7,7 @@
 
 mod cycles;
 mod manifest;
+mod ollama_ps;
 mod power;
 mod processes;
 mod requests;
@@ -64,6 +65,11 @@ pub struct LevelRow {
     pub spans: Vec<RequestSpan>,
     /// Several server instances: each one's part of the level (request_summary.csv's Target).
     pub per_target: Vec<TargetRow>,
+    /// Ollama: the largest share of a loaded model outside GPU memory during the level, 0..1
+    /// (`/api/ps` size_vram against size).
+    pub cpu_share_max: Option<f64>,
+    /// Ollama: models that were unloaded and loaded again during the level.
+    pub reloaded_models: Vec<String>,
 }
 
 /// One server instance's part of a level.
@@ -91,6 +97,8 @@ impl Default for LevelRow {
             server_waiting_max: None,
             spans: Vec::new(),
             per_target: Vec::new(),
+            cpu_share_max: None,
+            reloaded_models: Vec::new(),
         }
     }
 }
