@@ -63,7 +63,8 @@ pub(super) struct ServeArgs {
     /// acknowledged. Writes reach the OS at once (a killed agent loses nothing); fsync is batched
     /// every 100 ms and at each cycle's end (a power loss can lose the last 100 ms). One agent
     /// per folder; it also keeps the agent's id (file agent-id) [default: $STATE_DIRECTORY under
-    /// systemd, else $XDG_STATE_HOME/tokengun-agent, else ~/.local/state/tokengun-agent].
+    /// systemd, else one folder per --listen address (e.g. 127.0.0.1-7411) under
+    /// $XDG_STATE_HOME/tokengun-agent, else under ~/.local/state/tokengun-agent].
     #[arg(long, value_name = "DIR")]
     spool_dir: Option<PathBuf>,
     /// How long unacknowledged records stay in the spool when no controller fetches them
@@ -92,7 +93,7 @@ pub(super) async fn exec(args: ServeArgs) -> Result<(), CmdError> {
     let Some(spool_dir) = args
         .spool_dir
         .clone()
-        .or_else(|| spool::default_dir(|k| std::env::var(k).ok()))
+        .or_else(|| spool::default_dir(|k| std::env::var(k).ok(), listen))
     else {
         return Err(CmdError::usage(
             "no folder for the record spool: pass --spool-dir DIR (neither $STATE_DIRECTORY, $XDG_STATE_HOME nor $HOME is set)",
@@ -136,6 +137,15 @@ pub(super) async fn exec(args: ServeArgs) -> Result<(), CmdError> {
             "cannot listen on {listen}: {e} (is another agent running? pick another --listen port)"
         ))
     })?;
+    if args.spool_dir.is_none()
+        && let Some(old) = spool::old_default_spool(&spool_dir)
+    {
+        tracing::warn!(
+            old = %old.display(),
+            "an older agent's spool is in the folder above this one (the default is now one folder per listen address): records it holds are replayed only by an agent started with --spool-dir {}",
+            old.display()
+        );
+    }
     tracing::info!(
         auth = %config.auth.describe(),
         targets = %config.targets.describe(),
