@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod compare;
+pub mod export;
 pub mod report;
 pub mod resume;
 pub mod run;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use agents::AgentsArgs;
 pub use compare::CompareArgs;
+pub use export::ExportArgs;
 pub use report::{FindingArgs, ReportArgs};
 pub use resume::ResumeArgs;
 pub use run::RunArgs;
@@ -54,6 +56,8 @@ pub enum Command {
     /// Take up a run whose controller was lost: its cycle is completed from records.pb and what
     /// the agents kept, then the sweep goes on (runs with remote agents only).
     Resume(ResumeArgs),
+    /// Every request of a run's records.pb, one line each (JSON Lines or CSV), for pandas & co.
+    Export(ExportArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code. `stop` is cancelled on Ctrl-C.
@@ -65,6 +69,7 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
         Command::Compare(args) => compare::exec(&args),
         Command::Agents(args) => agents::exec(&args).await,
         Command::Sim(args) => sim::exec(&args, stop).await,
+        Command::Export(args) => export::exec(&args),
     }
 }
 
