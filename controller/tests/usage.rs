@@ -219,3 +219,319 @@ fn export_of_a_folder_without_records_says_what_is_wrong() {
         "{err}"
     );
 }
+
+/// One strictly parsed sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// A strict reader of the Prometheus text format (0.0.4) as tokengun writes it: every sample's
+/// family has `# HELP` and `# TYPE` lines first, names and labels are well formed, values are
+/// numbers, and a histogram's buckets rise to its `+Inf` bucket, which equals its `_count`.
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut typed: std::collections::HashMap<String, String> = Default::default();
+    let mut samples = Vec::new();
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(name_ok(name), "{line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(
+            !line.is_empty() && !line.starts_with('#'),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|e| panic!("{line}: {e}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => {
+                let l = l.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                let labels = l
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                        assert!(name_ok(k), "{line}");
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (n, labels)
+            }
+            None => (series, Vec::new()),
+        };
+        assert!(name_ok(name), "{line}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            typed.contains_key(family),
+            "{name} has no # TYPE line before it"
+        );
+        samples.push((name.to_string(), labels, value));
+    }
+    // Histograms: buckets rise, +Inf = _count.
+    for (family, _) in typed.iter().filter(|(_, k)| *k == "histogram") {
+        let bucket = format!("{family}_bucket");
+        let mut by_level: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for (n, l, v) in &samples {
+            if *n == bucket {
+                let level = l.iter().find(|(k, _)| k == "level").unwrap().1.clone();
+                by_level.entry(level).or_default().push(*v);
+            }
+        }
+        for (level, counts) in by_level {
+            assert!(
+                counts.windows(2).all(|w| w[0] <= w[1]),
+                "{family} {level}: {counts:?}"
+            );
+            let count = samples
+                .iter()
+                .find(|(n, l, _)| {
+                    *n == format!("{family}_count") && l.iter().any(|(_, v)| *v == level)
+                })
+                .unwrap()
+                .2;
+            assert_eq!(counts.last().copied(), Some(count), "{family} {level}");
+        }
+    }
+    samples
+}
+
+/// GET http://addr/path over a plain TCP connection: (status line, body).
+fn http_get(addr: &str, path: &str, auth: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name && label.is_none_or(|(k, v)| l.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.2)
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // a plain thread reading the child's stdout, no runtime here
+fn metrics_are_scraped_over_http_while_a_run_goes_on() {
+    use std::io::BufRead;
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--sim",
+            "--no-tui",
+            "--no-report",
+            "--shape",
+            "closed",
+            "--levels",
+            "2",
+            "--duration",
+            "4s",
+            "--sim-ttft",
+            "20ms",
+            "--sim-token-delay",
+            "5ms",
+            "--sim-tokens",
+            "40",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--out",
+        ])
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let addr = loop {
+        let l = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+        if let Some(url) = l.strip_prefix("metrics: http://") {
+            break url.trim_end_matches("/metrics").to_string();
+        }
+    };
+    // Scrape until the level has finished requests and some in flight (bounded: 8 s).
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    let (during, body) = loop {
+        let (status, body) = http_get(&addr, "/metrics", None);
+        assert!(status.contains("200"), "{status}");
+        let s = parse_exposition(&body);
+        let finished = value(
+            &s,
+            "tokengun_requests_finished_total",
+            Some(("outcome", "completed")),
+        );
+        let in_flight = value(&s, "tokengun_requests_in_flight", None);
+        if finished.is_some_and(|f| f > 0.0) && in_flight.is_some_and(|n| n > 0.0) {
+            break (s, body);
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no running figures: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        value(&during, "tokengun_level_info", Some(("level", "2"))),
+        Some(1.0)
+    );
+    assert!(value(&during, "tokengun_ttft_seconds_count", Some(("level", "2"))).unwrap() > 0.0);
+    assert!(value(&during, "tokengun_itl_seconds_count", Some(("level", "2"))).unwrap() > 0.0);
+    // The in-process agent, by its loopback address.
+    assert_eq!(value(&during, "tokengun_agent_connected", None), Some(1.0));
+    assert!(value(&during, "tokengun_agent_last_record_age_seconds", None).unwrap() < 5.0);
+    assert!(value(&during, "tokengun_output_tokens_total", None).unwrap() >= 40.0);
+    let started = value(&during, "tokengun_requests_started_total", None).unwrap();
+    assert!(started >= value(&during, "tokengun_requests_finished_total", None).unwrap());
+    assert!(http_get(&addr, "/other", None).0.contains("404"));
+    // The example Grafana dashboard asks only for series tokengun serves.
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/tokengun-dashboard.json"),
+    )
+    .unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut asked = 0;
+    for (at, _) in dashboard.match_indices("tokengun_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        assert!(
+            body.contains(&format!("\n{name}")) || body.contains(&format!("# TYPE {name} ")),
+            "the dashboard asks for {name}"
+        );
+        asked += 1;
+    }
+    assert!(asked >= 10, "{asked}");
+    // After the run the endpoint is gone with the process.
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn metrics_beyond_loopback_need_a_token() {
+    let out = tokengun(&["run", "--sim", "--metrics-listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--metrics-token-file") && err.contains("--metrics-insecure-no-auth"),
+        "{err}"
+    );
+}
+
+fn agent_bin() -> PathBuf {
+    let path =
+        Path::new(BIN).with_file_name(format!("tokengun-agent{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "tokengun-agent", "--bin", "tokengun-agent"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot build tokengun-agent");
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn an_agent_serves_its_own_metrics() {
+    use std::io::BufRead;
+    let spool = tempfile::tempdir().unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut agent = Command::new(agent_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            &metrics,
+            "--spool-dir",
+        ])
+        .arg(spool.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    let before = parse_exposition(&http_get(&metrics, "/metrics", None).1);
+    assert_eq!(
+        value(&before, "tokengun_requests_started_total", None),
+        Some(0.0)
+    );
+    let (run, _keep) = run_sim(&["--agent", &addr, "--levels", "3", "--max-tokens", "5"]);
+    assert_eq!(read_cycles(&run).unwrap()[0].completed, 3);
+    let after = parse_exposition(&http_get(&metrics, "/metrics", None).1);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(
+        value(
+            &after,
+            "tokengun_requests_finished_total",
+            Some(("outcome", "completed"))
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&after, "tokengun_output_tokens_total", None),
+        Some(15.0)
+    );
+    let cycle = after
+        .iter()
+        .find(|(n, _, _)| n == "tokengun_ttft_seconds_count")
+        .unwrap();
+    assert!(
+        cycle.1[0].1.starts_with("cycle-") && cycle.2 == 3.0,
+        "{cycle:?}"
+    );
+}

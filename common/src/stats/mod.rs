@@ -13,7 +13,7 @@ mod slo;
 mod summary;
 
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 pub use cycle::{CycleStats, FOLD_EDGES};
 pub use histogram::{LatencyHistogram, Percentiles};

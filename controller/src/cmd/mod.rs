@@ -92,6 +92,43 @@ pub struct AgentAuthArgs {
     pub agent_token_file: Option<PathBuf>,
 }
 
+/// `--metrics-listen` and its access rules (`run`; the agent has the same flags).
+#[derive(Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve live Prometheus metrics at http://ADDR/metrics while the run goes on (e.g.
+    /// 127.0.0.1:9464). Anything but loopback needs --metrics-token-file or
+    /// --metrics-insecure-no-auth [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token scrapers must send (at least 16 characters) [default: none].
+    #[arg(long, value_name = "FILE", requires = "metrics_listen")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve a non-loopback --metrics-listen with no token: anyone who reaches it reads them.
+    #[arg(long, requires = "metrics_listen")]
+    pub metrics_insecure_no_auth: bool,
+}
+
+impl MetricsArgs {
+    /// Starts the endpoint when asked for (saying where it listens); it serves until `stop`.
+    pub async fn start(
+        &self,
+        stop: CancellationToken,
+    ) -> Result<Option<crate::sinks::metrics::MetricsOut>, String> {
+        let Some(listen) = self.metrics_listen else {
+            return Ok(None);
+        };
+        let (m, bound) = crate::sinks::metrics::start(
+            listen,
+            self.metrics_token_file.as_deref(),
+            self.metrics_insecure_no_auth,
+            stop,
+        )
+        .await?;
+        crate::sinks::console::write_stdout(&format!("metrics: http://{bound}/metrics\n"));
+        Ok(Some(crate::sinks::metrics::MetricsOut::new(m)))
+    }
+}
+
 fn duration_arg(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 150ms, 2s, 10m)"))
 }
