@@ -278,6 +278,14 @@ fn overlays(runs: &[RunData], labels: &[String]) -> Result<Vec<Figure>, ReportEr
             title: o.title.into(),
             caption: o.caption.into(),
             png: plot::line_chart(o.chart_title, &axis, o.y_title, &lines, &[], None)?,
+            data: Some(Box::new(super::interactive::lines(
+                o.chart_title,
+                &axis,
+                o.y_title,
+                &lines,
+                &[],
+                None,
+            ))),
         });
     }
     Ok(figs)

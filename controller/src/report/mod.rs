@@ -10,6 +10,7 @@ pub mod charts;
 pub mod compare;
 pub mod doc;
 pub mod findings;
+pub mod interactive;
 pub mod load;
 pub mod plot;
 pub mod util;
