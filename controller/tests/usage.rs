@@ -535,3 +535,91 @@ fn an_agent_serves_its_own_metrics() {
         "{cycle:?}"
     );
 }
+
+/// What bash's completion offers for the words typed so far, from the generated script.
+fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
+    let line = words.join(" ");
+    let program = format!(
+        "source {}; COMP_WORDS=({line}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; _tokengun tokengun \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display(),
+        words.len() - 1
+    );
+    let out = Command::new("bash")
+        .args(["-c", &program])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn completions_come_from_the_command_line_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = tokengun(&["completions", shell]);
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("export") && text.contains("metrics-listen"),
+            "{shell}"
+        );
+        std::fs::write(dir.path().join(shell), text).unwrap();
+    }
+    if Command::new("bash").arg("--version").output().is_ok() {
+        let script = dir.path().join("bash");
+        let subs = bash_completes(&script, &["tokengun", "ex"]);
+        assert_eq!(subs, ["export"], "{subs:?}");
+        let flags = bash_completes(&script, &["tokengun", "run", "--metrics-l"]);
+        assert_eq!(flags, ["--metrics-listen"], "{flags:?}");
+    }
+    assert_eq!(tokengun(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+#[test]
+fn the_man_pages_cover_every_command() {
+    let page = tokengun(&["man"]);
+    assert!(page.status.success());
+    let text = String::from_utf8(page.stdout).unwrap();
+    assert!(
+        text.contains(".TH tokengun 1") && text.contains("export"),
+        "{text:.300}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokengun(&["man", "--out", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for cmd in [
+        "run",
+        "sim",
+        "report",
+        "compare",
+        "agents",
+        "resume",
+        "export",
+        "completions",
+        "man",
+    ] {
+        let p = dir.path().join(format!("tokengun-{cmd}.1"));
+        let page = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(
+            page.contains(&format!(".TH tokengun-{cmd} 1")),
+            "{page:.200}"
+        );
+    }
+    let run = std::fs::read_to_string(dir.path().join("tokengun-run.1")).unwrap();
+    assert!(
+        run.contains("metrics\\-listen"),
+        "the run page documents its flags"
+    );
+}

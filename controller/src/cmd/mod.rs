@@ -10,7 +10,9 @@
 
 pub mod agents;
 pub mod compare;
+pub mod completions;
 pub mod export;
+pub mod man;
 pub mod report;
 pub mod resume;
 pub mod run;
@@ -23,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use agents::AgentsArgs;
 pub use compare::CompareArgs;
+pub use completions::CompletionsArgs;
 pub use export::ExportArgs;
+pub use man::ManArgs;
 pub use report::{FindingArgs, ReportArgs};
 pub use resume::ResumeArgs;
 pub use run::RunArgs;
@@ -58,6 +62,10 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Every request of a run's records.pb, one line each (JSON Lines or CSV), for pandas & co.
     Export(ExportArgs),
+    /// A shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// The man page (tokengun.1) on stdout, or every command's page into --out DIR.
+    Man(ManArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code. `stop` is cancelled on Ctrl-C.
@@ -70,6 +78,8 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
         Command::Agents(args) => agents::exec(&args).await,
         Command::Sim(args) => sim::exec(&args, stop).await,
         Command::Export(args) => export::exec(&args),
+        Command::Completions(args) => completions::exec(&args),
+        Command::Man(args) => man::exec(&args),
     }
 }
 
