@@ -640,3 +640,54 @@ fn the_man_pages_cover_every_command() {
         "the run page documents its flags"
     );
 }
+
+#[test]
+#[allow(clippy::disallowed_methods)] // a plain thread reading the child's stdout, no runtime here
+fn a_metrics_token_is_required_when_one_is_set() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-metrics-token-0123";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--sim",
+            "--no-tui",
+            "--no-report",
+            "--shape",
+            "closed",
+            "--levels",
+            "1",
+            "--duration",
+            "2s",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-token-file",
+        ])
+        .arg(&token_file)
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next().unwrap().unwrap();
+        if let Some(url) = l.strip_prefix("metrics: http://") {
+            break url.trim_end_matches("/metrics").to_string();
+        }
+    };
+    let none = http_get(&addr, "/metrics", None);
+    let wrong = http_get(&addr, "/metrics", Some("s3cret-metrics-token-0124"));
+    let right = http_get(&addr, "/metrics", Some(token));
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(child.wait().unwrap().success());
+    assert!(
+        none.0.contains("401") && wrong.0.contains("401"),
+        "{none:?} {wrong:?}"
+    );
+    assert!(right.0.contains("200"), "{right:?}");
+    parse_exposition(&right.1);
+}
