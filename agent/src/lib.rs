@@ -21,6 +21,7 @@ pub(crate) mod http;
 pub(crate) mod live;
 pub(crate) mod log;
 pub(crate) mod managed;
+pub(crate) mod metrics;
 pub(crate) mod monitor;
 pub(crate) mod ndjson;
 pub(crate) mod notify;

@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod file_error;
+pub mod metrics;
 pub mod models;
 pub mod monitor;
 pub mod plan;

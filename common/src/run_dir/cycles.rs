@@ -467,7 +467,15 @@ fn columns() -> impl Iterator<Item = Col> {
         .chain(TAIL.iter().map(Col::Plain))
         .chain(SERVER_ACCOUNT.iter().map(Col::Plain))
         .chain(GROUP.iter().map(Col::Plain))
+        .chain(RATES.iter().map(Col::Plain))
 }
+
+/// Columns about the per-request rates, after the server's account.
+const RATES: &[Column] = &[Column {
+    name: "unrated_requests",
+    write: |s| s.unrated_requests.to_string(),
+    read: |s, v| s.unrated_requests = count(v).unwrap_or(0),
+}];
 
 /// Columns of `cycles.csv`, in order.
 pub fn cycles_header() -> Vec<String> {
@@ -507,6 +515,7 @@ pub fn blank_summary() -> CycleSummary {
         tpot: none,
         e2e: none,
         mean_request_tokens_per_s: None,
+        unrated_requests: 0,
         goodput_requests: 0,
         goodput_requests_per_s: 0.0,
         slo: Slo::default(),
@@ -657,6 +666,7 @@ mod tests {
         s.agent_cpu_s = Some(0.5);
         s.self_check = "ok".into();
         s.errors_by_kind = "timeout=1".into();
+        s.unrated_requests = 1;
         s.server_account = Some(crate::stats::ServerAccount {
             token_checked: 2,
             token_exact: 1,
@@ -682,7 +692,7 @@ mod tests {
     #[test]
     fn rows_match_the_header() {
         assert_eq!(cycles_header().len(), cycles_row(&summary()).len());
-        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14 + 5);
+        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14 + 5 + 1);
         assert_eq!(cycles_header()[17], "ttft_mean_s");
     }
 

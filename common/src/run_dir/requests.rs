@@ -4,7 +4,7 @@
 
 use super::csv_file::{CsvTable, csv_err, io_err, writer};
 use super::{OutputError, REQUEST_SUMMARY_CSV, ReadError};
-use crate::record::{MIN_RATE_WINDOW_NS, OutcomeKind, RequestRecord};
+use crate::record::{OutcomeKind, RequestRecord, rate_measurable};
 use crate::stats::{breakdown, token_agreement};
 use std::fs::File;
 use std::io::BufWriter;
@@ -306,7 +306,8 @@ pub fn timestamp(origin_unix_ns: i64, offset_ns: u64) -> String {
 }
 
 /// Writes one request's token timeline. `Throughput` is tokens after the first chunk over the time
-/// since the first chunk, empty until [`MIN_RATE_WINDOW_NS`] has passed: never a division by ~0.
+/// since the first chunk, empty until that window measures a rate
+/// ([`crate::record::rate_measurable`]): never a division by ~0.
 pub fn write_throughput(
     path: &Path,
     r: &RequestRecord,
@@ -316,11 +317,11 @@ pub fn write_throughput(
     w.write_record(THROUGHPUT_HEADER).map_err(csv_err(path))?;
     let mut cumulative = 0u64;
     let first = r.timeline.first().copied();
-    for c in &r.timeline {
+    for (gaps, c) in r.timeline.iter().enumerate() {
         cumulative += u64::from(c.tokens);
         let rate = first.and_then(|f| {
             let dt_ns = c.offset_ns.saturating_sub(f.offset_ns);
-            (dt_ns >= MIN_RATE_WINDOW_NS)
+            rate_measurable(dt_ns, gaps)
                 .then(|| (cumulative - u64::from(f.tokens)) as f64 / (dt_ns as f64 / 1e9))
         });
         let row = [

@@ -14,7 +14,7 @@ mod summary;
 mod targets;
 
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 pub use cycle::{CycleStats, FOLD_EDGES};
 pub use histogram::{LatencyHistogram, Percentiles};

@@ -60,7 +60,11 @@ pub struct CycleSummary {
     pub e2e: Percentiles,
     /// Mean over completed requests of their decode rate (tokens/s).
     pub mean_request_tokens_per_s: Option<f64>,
-    /// Completed requests that met the SLO.
+    /// Completed requests with no measurable decode rate (one chunk, or chunks that came
+    /// together): left out of `mean_request_tokens_per_s`, and not failed for it by the SLO.
+    #[serde(default)]
+    pub unrated_requests: u32,
+    /// Completed requests that met the SLO (judged on the figures that were measured).
     pub goodput_requests: u32,
     /// goodput_requests / duration_s.
     pub goodput_requests_per_s: f64,
@@ -225,6 +229,7 @@ impl CycleSummary {
             tpot: s.tpot.percentiles(),
             e2e: s.e2e.percentiles(),
             mean_request_tokens_per_s: (s.rate_n > 0).then(|| s.rate_sum / f64::from(s.rate_n)),
+            unrated_requests: s.completed.saturating_sub(s.rate_n),
             goodput_requests: s.goodput,
             goodput_requests_per_s: per_s(f64::from(s.goodput)),
             slo: *slo,

@@ -220,6 +220,8 @@ pub struct RunArgs {
     /// console; the default when stdout is not a terminal.
     #[arg(long)]
     pub no_tui: bool,
+    #[command(flatten)]
+    pub metrics: super::MetricsArgs,
 }
 
 /// `--shape` values.
@@ -333,8 +335,19 @@ pub async fn exec(args: &RunArgs, stop: CancellationToken) -> u8 {
         }
     };
     let mut console = console_for(args.no_tui, args.quiet, &stop);
+    let metrics_stop = CancellationToken::new();
+    match args.metrics.start(metrics_stop.clone()).await {
+        Ok(Some(m)) => console = console.with_metrics(m),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
     let result = crate::run::run(cfg, &mut console, stop).await;
-    finish_run(console, result, args.no_report).await
+    let code = finish_run(console, result, args.no_report).await;
+    metrics_stop.cancel();
+    code
 }
 
 /// The end-of-run report: written from the files just closed; a failure is a warning, never a

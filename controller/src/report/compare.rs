@@ -291,6 +291,14 @@ pub(super) fn overlays(
             title: o.title.into(),
             caption: o.caption.into(),
             png: plot::line_chart(o.chart_title, &axis, o.y_title, &lines, &[], None)?,
+            data: Some(Box::new(super::interactive::lines(
+                o.chart_title,
+                &axis,
+                o.y_title,
+                &lines,
+                &[],
+                None,
+            ))),
         });
     }
     Ok(figs)

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod doc;
 pub mod findings;
 pub mod groups;
+pub mod interactive;
 pub mod load;
 pub mod plot;
 pub mod util;
