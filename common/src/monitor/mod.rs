@@ -6,8 +6,10 @@
 //! server processes' figures over a window, `server_metric` the server metrics read from its
 //! Prometheus endpoint.
 
+pub mod apple;
 mod energy;
 pub mod metric;
+pub mod pressure;
 mod power;
 mod samples;
 mod series;
