@@ -107,7 +107,11 @@ impl PowerChoice {
                     .filter(|s| !s.2.is_empty())
                     .map(|s| format!("{}: {}", s.0, s.2))
                     .collect();
-                format!("no power source (--power {}): {}", self.as_str(), why.join("; "))
+                format!(
+                    "no power source (--power {}): {}",
+                    self.as_str(),
+                    why.join("; ")
+                )
             }
             (u, Some(io)) if u.contains(&SOURCE_POWERMETRICS) => {
                 format!("power: {}: using {}", io.2, u.join(", "))
@@ -190,16 +194,33 @@ mod tests {
         let t = |sudo| Admit::Try { sudo };
         // auto: IOReport first; powermetrics only when IOReport failed and the agent is root.
         assert_eq!(C::Auto.admits(SOURCE_IOREPORT, false, false), t(false));
-        assert!(matches!(C::Auto.admits(SOURCE_POWERMETRICS, true, true), Admit::Skip(_)));
+        assert!(matches!(
+            C::Auto.admits(SOURCE_POWERMETRICS, true, true),
+            Admit::Skip(_)
+        ));
         assert_eq!(C::Auto.admits(SOURCE_POWERMETRICS, true, false), t(false));
-        assert!(matches!(C::Auto.admits(SOURCE_POWERMETRICS, false, false), Admit::Skip(w) if w.contains("root")));
+        assert!(
+            matches!(C::Auto.admits(SOURCE_POWERMETRICS, false, false), Admit::Skip(w) if w.contains("root"))
+        );
         // An explicit powermetrics may go through sudo -n; explicit choices leave the other out.
-        assert_eq!(C::Powermetrics.admits(SOURCE_POWERMETRICS, false, false), t(true));
-        assert!(matches!(C::Powermetrics.admits(SOURCE_IOREPORT, false, false), Admit::Skip(_)));
-        assert!(matches!(C::Ioreport.admits(SOURCE_POWERMETRICS, true, false), Admit::Skip(_)));
+        assert_eq!(
+            C::Powermetrics.admits(SOURCE_POWERMETRICS, false, false),
+            t(true)
+        );
+        assert!(matches!(
+            C::Powermetrics.admits(SOURCE_IOREPORT, false, false),
+            Admit::Skip(_)
+        ));
+        assert!(matches!(
+            C::Ioreport.admits(SOURCE_POWERMETRICS, true, false),
+            Admit::Skip(_)
+        ));
         // Other platforms' sources are not Apple's business, but none is none.
         assert_eq!(C::Ioreport.admits(SOURCE_NVML, false, false), t(false));
-        assert!(matches!(C::None.admits(SOURCE_RAPL, true, false), Admit::Skip(_)));
+        assert!(matches!(
+            C::None.admits(SOURCE_RAPL, true, false),
+            Admit::Skip(_)
+        ));
     }
 
     #[test]
@@ -212,7 +233,11 @@ mod tests {
         assert_eq!(s, format!("power: {dead}: using powermetrics"));
         let s = PowerChoice::Auto.summary(&[
             (SOURCE_IOREPORT, true, "Apple M2 Pro"),
-            (SOURCE_POWERMETRICS, false, "not used: IOReport reads the same counters"),
+            (
+                SOURCE_POWERMETRICS,
+                false,
+                "not used: IOReport reads the same counters",
+            ),
         ]);
         assert_eq!(s, "power: ioreport (--power auto)");
         let s = PowerChoice::Auto.summary(&[
@@ -222,7 +247,9 @@ mod tests {
         ]);
         assert_eq!(
             s,
-            format!("no power source (--power auto): ioreport: {dead}; powermetrics: not tried: root; nvml: Linux only")
+            format!(
+                "no power source (--power auto): ioreport: {dead}; powermetrics: not tried: root; nvml: Linux only"
+            )
         );
         assert!(!s.contains('\n'));
         assert_eq!(PowerChoice::None.summary(&[]), "power: none (--power none)");

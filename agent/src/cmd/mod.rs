@@ -58,6 +58,13 @@ impl CmdError {
     }
 }
 
+/// A `--power` value (clap's parser).
+fn power_choice(s: &str) -> Result<tokengun_common::sources::PowerChoice, String> {
+    tokengun_common::sources::PowerChoice::parse(s)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "--power needs a value: auto, ioreport, powermetrics or none".to_string())
+}
+
 /// Runs the parsed command line; says what went wrong on stderr and returns the exit status.
 pub async fn run(cli: Cli) -> ExitCode {
     let done = match cli.command {

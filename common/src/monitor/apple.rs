@@ -100,7 +100,9 @@ impl SocEnergy {
 pub enum AppleError {
     #[error("IOReport channel {channel:?} has unit {unit:?}, not mJ, uJ or nJ")]
     Unit { channel: String, unit: String },
-    #[error("IOReport channel {channel:?} went back by {value} over a window: the window is left out")]
+    #[error(
+        "IOReport channel {channel:?} went back by {value} over a window: the window is left out"
+    )]
     Negative { channel: String, value: i64 },
     #[error("IOReport window of 0 ns: no power can be had from it")]
     Elapsed,

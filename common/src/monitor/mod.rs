@@ -9,8 +9,8 @@
 pub mod apple;
 mod energy;
 pub mod metric;
-pub mod pressure;
 mod power;
+pub mod pressure;
 mod samples;
 mod series;
 pub mod server_metric;
@@ -21,6 +21,7 @@ mod test_util;
 
 pub use energy::{CycleEnergy, DeviceEnergy, EnergyMethod, NET_MIN_SHARE, WindowEnergy};
 pub use power::PowerSeries;
+pub use pressure::MachinePressure;
 pub use samples::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, SourceStatus};
 pub use series::{FOLD_POINTS, Series};
 pub use usage::{ServerUsage, ServerUsageAcc};

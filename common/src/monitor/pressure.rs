@@ -3,7 +3,7 @@
 //! Linux PSI (`/proc/pressure/memory`), swap from `/proc/meminfo`, and sysfs temperatures.
 
 /// The machine's pressure figures at one instant (each None where it cannot be read here).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MachinePressure {
     /// [`MEM_NORMAL`], [`MEM_WARN`] or [`MEM_CRITICAL`].
     pub mem_pressure: Option<u8>,

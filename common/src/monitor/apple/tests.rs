@@ -71,7 +71,10 @@ fn residency_gives_the_clock_powermetrics_reports() {
         let (states, freqs, freq_mhz, idle_ratio) = gpu_states(&doc);
         let c = residency_mhz(&states, &freqs).unwrap();
         // powermetrics' gpu.freq_hz (MHz) is the same residency-weighted mean.
-        assert!((c.mhz - freq_mhz).abs() < 0.5, "{name}: {c:?} vs {freq_mhz}");
+        assert!(
+            (c.mhz - freq_mhz).abs() < 0.5,
+            "{name}: {c:?} vs {freq_mhz}"
+        );
         assert!(
             (c.active_ratio - (1.0 - idle_ratio)).abs() < 1e-3,
             "{name}: {c:?} vs idle {idle_ratio}"
@@ -81,9 +84,16 @@ fn residency_gives_the_clock_powermetrics_reports() {
 
 #[test]
 fn residency_that_does_not_fit_the_table_is_no_clock() {
-    let s = |v: &[(&str, i64)]| v.iter().map(|(n, r)| (n.to_string(), *r)).collect::<Vec<_>>();
+    let s = |v: &[(&str, i64)]| {
+        v.iter()
+            .map(|(n, r)| (n.to_string(), *r))
+            .collect::<Vec<_>>()
+    };
     // Fewer states than frequencies: a different chip's table.
-    assert_eq!(residency_mhz(&s(&[("OFF", 5), ("P1", 5)]), &[400, 800]), None);
+    assert_eq!(
+        residency_mhz(&s(&[("OFF", 5), ("P1", 5)]), &[400, 800]),
+        None
+    );
     // Only OFF: no active states at all.
     assert_eq!(residency_mhz(&s(&[("OFF", 5)]), &[400]), None);
     assert_eq!(residency_mhz(&s(&[("OFF", 0), ("P1", 0)]), &[400]), None);
@@ -125,7 +135,10 @@ fn energy_deltas_over_the_measured_window_give_powermetrics_watts() {
         // DRAM has a metric of its own; per-core channels are not counted twice.
         let dram = get(metric::DRAM_POWER_W).unwrap();
         assert!((dram - 2.0 / (elapsed as f64 / 1e9)).abs() < 1e-9);
-        assert!(rs.iter().all(|r| r.source == "ioreport" && r.device == "soc"));
+        assert!(
+            rs.iter()
+                .all(|r| r.source == "ioreport" && r.device == "soc")
+        );
     }
 }
 
@@ -133,7 +146,10 @@ fn energy_deltas_over_the_measured_window_give_powermetrics_watts() {
 fn the_counter_is_exact_whatever_the_window_lengths() {
     let mut conv = SocReadings::default();
     let mut total = 0.0;
-    for (i, (ms, mj)) in [(250u64, 400i64), (261, 410), (1_007, 1_500)].iter().enumerate() {
+    for (i, (ms, mj)) in [(250u64, 400i64), (261, 410), (1_007, 1_500)]
+        .iter()
+        .enumerate()
+    {
         let w = SocWindow {
             elapsed_ns: ms * 1_000_000,
             energy: vec![ch("CPU Energy", "mJ", *mj), ch("GPU Energy", "mJ", 2 * mj)],
@@ -173,7 +189,10 @@ fn bad_windows_are_errors_not_zeros() {
     );
     let mut zero = SocWindow::default();
     zero.energy = vec![ch("CPU Energy", "mJ", 1)];
-    assert_eq!(conv.readings("ioreport", 1, &zero), Err(AppleError::Elapsed));
+    assert_eq!(
+        conv.readings("ioreport", 1, &zero),
+        Err(AppleError::Elapsed)
+    );
 }
 
 #[test]
@@ -188,7 +207,10 @@ fn a_counter_that_reads_zero_records_nothing_then_says_so() {
         assert_eq!(conv.readings("ioreport", u64::from(i), &w), Ok(vec![]));
     }
     let e = conv.readings("ioreport", 99, &w).unwrap_err();
-    assert_eq!(e.to_string(), "IOReport CPU energy counter reads 0 on this machine");
+    assert_eq!(
+        e.to_string(),
+        "IOReport CPU energy counter reads 0 on this machine"
+    );
 }
 
 #[test]
@@ -205,7 +227,10 @@ fn liveness_names_the_dead_counter() {
     assert_eq!(l.verdict(), Ok(()));
     l.add(&e(0.2, 0.0), Some(0.4));
     let v = l.verdict().unwrap_err();
-    assert_eq!(v.to_string(), "IOReport GPU energy counter reads 0 on this machine");
+    assert_eq!(
+        v.to_string(),
+        "IOReport GPU energy counter reads 0 on this machine"
+    );
     let mut l = Liveness::default();
     l.add(&e(0.0, 0.0), None);
     l.add(&e(0.0, 0.0), None);
@@ -223,7 +248,10 @@ fn liveness_names_the_dead_counter() {
 #[test]
 fn counters_across_a_wrap_and_a_reset() {
     assert_eq!(counter_delta(10, 25, None), Some(15));
-    assert_eq!(counter_delta(u64::from(u32::MAX) - 5, 4, Some(u64::from(u32::MAX))), Some(10));
+    assert_eq!(
+        counter_delta(u64::from(u32::MAX) - 5, 4, Some(u64::from(u32::MAX))),
+        Some(10)
+    );
     assert_eq!(counter_delta(30, 4, None), None);
     // A value above the wrap point is no wrap of that counter.
     assert_eq!(counter_delta(u64::MAX, 4, Some(u64::from(u32::MAX))), None);
