@@ -34,6 +34,8 @@ pub async fn start_monitoring(
             String::new()
         },
         server_metrics_url: cfg.monitor.server_metrics.url(&up.target, api),
+        // The agent's own --power (auto for the agent inside `tokengun run`).
+        power_choice: String::new(),
     };
     let mut sink = MonitorSink::new(dir.root());
     let mut info = MonitorInfo {

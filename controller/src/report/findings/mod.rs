@@ -24,6 +24,7 @@
 //!   marginal slope below `knee_fraction` × s0: from there on, adding concurrency stops paying.
 
 mod hints;
+pub mod pressure;
 mod server;
 mod statements;
 
@@ -114,6 +115,7 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Statement, statements::efficiency_statement),
     (Section::Statement, server::token_truth),
     (Section::Statement, server::model_loads),
+    (Section::Statement, pressure::server_energy),
     (Section::Hint, server::ttft_breakdown),
     (Section::Hint, server::server_waiting),
     (Section::Hint, hints::queueing),
@@ -125,6 +127,8 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Hint, hints::power_flat),
     (Section::Hint, hints::memory_climbing),
     (Section::Hint, hints::memory_pressure),
+    (Section::Hint, pressure::thermal),
+    (Section::Hint, pressure::memory),
 ];
 
 /// Every caution about a level, in the order each level's are listed.
@@ -414,7 +418,7 @@ mod tests {
             .iter()
             .filter(|(s, _)| *s == Section::Statement)
             .count();
-        assert_eq!(statements, 6);
+        assert_eq!(statements, 7);
     }
 
     #[test]
