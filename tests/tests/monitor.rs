@@ -214,6 +214,25 @@ fn check_power_csv(dir: &Path) {
 fn check_processes_csv(dir: &Path) {
     let procs = read_csv(&dir.join("processes.csv"));
     assert!(procs.iter().any(|r| r["role"] == "machine"));
+    // The machine's pressure figures come through the agent's gRPC stream into their columns:
+    // swap in use (from /proc/meminfo) on every Linux machine; PSI where the kernel has it.
+    #[cfg(target_os = "linux")]
+    {
+        let machine: Vec<_> = procs.iter().filter(|r| r["role"] == "machine").collect();
+        assert!(
+            machine
+                .iter()
+                .all(|r| r["swap_used_bytes"].parse::<u64>().is_ok()),
+            "{machine:?}"
+        );
+        if std::path::Path::new("/proc/pressure/memory").exists() {
+            assert!(
+                machine
+                    .iter()
+                    .all(|r| r["mem_pressure"].parse::<u8>().is_ok())
+            );
+        }
+    }
     let server: Vec<_> = procs.iter().filter(|r| r["role"] == "server").collect();
     assert!(!server.is_empty(), "the simulator's process is watched");
     assert!(

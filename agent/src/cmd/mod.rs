@@ -27,8 +27,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Make a private CA and certificates for agents and controllers (PEM files in --dir).
     Certs(certs::CertsArgs),
-    /// Say what each monitor source finds on this machine (server processes, powermetrics,
-    /// NVIDIA NVML, AMD hwmon, RAPL), or why it finds nothing; with --sample, read them for a while.
+    /// Say what each monitor source finds on this machine (server processes, Apple Silicon
+    /// IOReport and powermetrics, NVIDIA NVML, AMD hwmon, RAPL), which power source is used and
+    /// why, or why none; with --sample, read them for a while; --json for one JSON document.
     Probe(probe::ProbeArgs),
 }
 
