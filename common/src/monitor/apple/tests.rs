@@ -187,8 +187,10 @@ fn bad_windows_are_errors_not_zeros() {
         conv.readings("ioreport", 1, &w(vec![ch("PCPU0", "mJ", 3)])),
         Err(AppleError::NoChannels)
     );
-    let mut zero = SocWindow::default();
-    zero.energy = vec![ch("CPU Energy", "mJ", 1)];
+    let zero = SocWindow {
+        energy: vec![ch("CPU Energy", "mJ", 1)],
+        ..SocWindow::default()
+    };
     assert_eq!(
         conv.readings("ioreport", 1, &zero),
         Err(AppleError::Elapsed)
