@@ -67,7 +67,12 @@ fn probe_json_says_which_power_source_and_why() {
         assert_eq!(s["available"], false, "{s}");
         assert_eq!(s["detail"], "not used (--power none)", "{s}");
     }
-    assert!(doc["macos_type_checked_only"].as_array().unwrap().len() >= 1);
+    assert!(
+        !doc["macos_type_checked_only"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     // auto, off a Mac: the Apple sources say which platform they need; one line sums up.
     #[cfg(not(target_os = "macos"))]
     {

@@ -55,7 +55,10 @@ impl Stream {
                 };
                 // gpu_freqs[0] is the OFF state's entry (as macmon reads the table).
                 let freqs: Vec<u32> = soc.gpu_freqs.get(1..).unwrap_or_default().to_vec();
-                let mut smc = SMC::new().ok();
+                // The SMC's PSTR only where the chip has it: asked once, then every window.
+                let mut smc = SMC::new()
+                    .ok()
+                    .and_then(|mut s| s.read_float_val("PSTR").is_ok().then_some(s));
                 let hid = IOHIDSensors::new().ok();
                 let _ = ready_tx.send(Ok(format!(
                     "{} ({}): CPU, GPU, ANE, DRAM energy, GPU clock and residency{}",

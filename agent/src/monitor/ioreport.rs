@@ -72,14 +72,17 @@ impl super::PowerSource for IoReport {
             .stream
             .drain()
             .map_err(|e| MonitorError::device("IOReport", e))?;
+        // A window that cannot be read is left out (and said); the others still count.
+        let mut first_err = None;
         for (end, w) in windows {
             let t = crate::clock::at(end);
-            let rs = self
-                .conv
-                .readings(super::SOURCE_IOREPORT, t, &w)
-                .map_err(|e| MonitorError::Unavailable(e.to_string().into()))?;
-            out.extend(rs);
+            match self.conv.readings(super::SOURCE_IOREPORT, t, &w) {
+                Ok(rs) => out.extend(rs),
+                Err(e) => {
+                    first_err.get_or_insert(MonitorError::Unavailable(e.to_string().into()));
+                }
+            }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
 }

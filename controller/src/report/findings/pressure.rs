@@ -116,7 +116,7 @@ pub(super) fn server_energy(c: &Ctx<'_>) -> Option<String> {
         c.f.best
             .map(|i| &c.levels[i])
             .filter(with)
-            .or_else(|| c.whole.iter().copied().filter(with).last())?;
+            .or_else(|| c.whole.iter().copied().rfind(with))?;
     let share = l.server_power_share()?;
     let (top, top_w) = l
         .process_power_w
