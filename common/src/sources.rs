@@ -19,7 +19,8 @@ pub const SOURCE_PROCESS: &str = "process";
 
 /// `--power`: which Apple Silicon power source to use (other platforms' sources are used when
 /// found, except under `none`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PowerChoice {
     /// IOReport, else powermetrics when running as root, else none (saying why).
     #[default]

@@ -269,6 +269,33 @@ async fn without_power_sources_the_run_goes_on_and_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_none_from_the_controller_reaches_the_agent() {
+    // Fake RAPL and AMD power are there, and --power none (sent in the monitor spec) leaves
+    // them unread: no power.csv, every power source "not used", and the run says so in one line.
+    let sys = FakeSys::start();
+    let ran = Scenario::fixed("m:1b", 5, 1, 10, 4)
+        .agent(tokengun_agent::AgentConfig {
+            sys_root: sys.path(),
+            ..tokengun_agent::AgentConfig::default()
+        })
+        .levels(&[2])
+        .config(|c| c.monitor.power = Some(tokengun_common::sources::PowerChoice::None))
+        .run()
+        .await;
+    let m = ran.run_json();
+    for s in m["monitor"]["sources"].as_array().unwrap() {
+        if s["source"] != "process" {
+            assert_eq!(s["available"], false, "{s}");
+            assert_eq!(s["detail"], "not used (--power none)", "{s}");
+        }
+    }
+    assert!(!ran.run_dir().join("power.csv").exists());
+    let notes = m["notes"].to_string();
+    assert!(notes.contains("power: none (--power none)"), "{notes}");
+    ran.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_watch_pattern_is_refused_before_any_load() {
     let refused = Scenario::fixed("m:1b", 5, 1, 10, 4)
         .levels(&[2])
