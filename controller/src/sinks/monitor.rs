@@ -520,7 +520,8 @@ mod tests {
         assert_eq!(power_csv.lines().count(), 1 + 22);
         let procs = std::fs::read_to_string(dir.path().join("processes.csv")).unwrap();
         assert!(
-            procs.contains("\n0.000,8,a1,server,9,ollama,150.0,1000,,3,,,,\n"),
+            // The 7 columns after cpu_count (energy, pressure) are empty: not read here.
+            procs.contains("\n0.000,8,a1,server,9,ollama,150.0,1000,,3,,,,,,,,,,,\n"),
             "{procs}"
         );
     }
