@@ -285,3 +285,36 @@ fn process_energy_per_measured_interval() {
     p.retain(|pid| pid != 812);
     assert_eq!(p.update(812, 5 * s, 9).energy_j, Some(0.0));
 }
+
+#[test]
+fn ioreport_readings_give_a_cycles_energy_per_token_above_idle() {
+    use crate::monitor::{CycleEnergy, EnergyMethod, PowerSeries};
+    // 1 s windows: 5 W idle for 3 s, then 25 W for 4 s while 400 tokens came.
+    let mut conv = SocReadings::default();
+    let mut series = PowerSeries::default();
+    let s = 1_000_000_000u64;
+    for i in 1..=7u64 {
+        let mj = if i <= 3 { 5_000 } else { 25_000 };
+        let w = SocWindow {
+            elapsed_ns: s,
+            energy: vec![
+                ch("CPU Energy", "mJ", mj / 5),
+                ch("GPU Energy", "mJ", mj * 4 / 5),
+            ],
+            ..SocWindow::default()
+        };
+        for r in conv.readings("ioreport", i * s, &w).unwrap() {
+            series.add(&r);
+        }
+    }
+    let idle = series.window(s, 3 * s).unwrap();
+    assert!((idle.mean_power_w - 5.0).abs() < 1e-9, "{idle:?}");
+    let busy = series.window(3 * s, 7 * s).unwrap();
+    assert_eq!(busy.method, EnergyMethod::Counter);
+    assert!((busy.energy_j - 100.0).abs() < 1e-9, "{busy:?}");
+    let e = CycleEnergy::new(busy, 400, Some(idle.mean_power_w));
+    assert!((e.joules_per_token.unwrap() - 0.25).abs() < 1e-12);
+    // 100 J less 5 W x 4 s of idle: 80 J above idle, 0.2 J per token.
+    assert!((e.net_energy_j.unwrap() - 80.0).abs() < 1e-9);
+    assert!((e.net_joules_per_token.unwrap() - 0.2).abs() < 1e-12);
+}
