@@ -69,6 +69,8 @@ pub struct AgentConfig {
     /// Where the host's sysfs is mounted (`/sys`; elsewhere in a container): AMD and RAPL
     /// power are read under it.
     pub sys_root: std::path::PathBuf,
+    /// `--power`: the Apple Silicon power source when a controller names none.
+    pub power: tokengun_common::sources::PowerChoice,
     /// What a controller must present (TLS, client certificate, token).
     pub auth: Auth,
     /// Where records are spooled to disk before they are streamed (None: memory only, as the
@@ -95,6 +97,7 @@ impl Default for AgentConfig {
             targets: TargetPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             sys_root: std::path::PathBuf::from("/sys"),
+            power: tokengun_common::sources::PowerChoice::Auto,
             auth: Auth::none(),
             spool: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

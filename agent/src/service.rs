@@ -11,6 +11,7 @@ use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengun_common::sources::PowerChoice;
 use tokengun_common::{Api, CyclePlan};
 use tokengun_proto::{self as pb, convert};
 use tokio_util::sync::CancellationToken;
@@ -70,10 +71,12 @@ impl AgentService {
     /// `power:nvml`, `power:rapl`... for the power sources this machine has (probed once).
     async fn power_capabilities(&self) -> Vec<String> {
         let sys_root = self.config.sys_root.clone();
+        let power_choice = self.config.power;
         self.power_caps
             .get_or_init(|| async move {
                 let spec = MonitorSpec {
                     sys_root,
+                    power_choice,
                     ..MonitorSpec::default()
                 };
                 let probe = tokio::task::spawn_blocking(move || monitor::detect_power(&spec).0);
@@ -92,11 +95,11 @@ impl AgentService {
 }
 
 /// The wire's monitor spec, with defaults for unset intervals.
-fn monitor_spec(
-    s: Option<pb::MonitorSpec>,
-    sys_root: &std::path::Path,
-) -> Result<MonitorSpec, Status> {
+fn monitor_spec(s: Option<pb::MonitorSpec>, config: &AgentConfig) -> Result<MonitorSpec, Status> {
     let s = s.unwrap_or_default();
+    let power_choice = PowerChoice::parse(&s.power_choice)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .unwrap_or(config.power);
     let interval = |ms: u64, default: Duration| {
         if ms == 0 {
             Ok(default)
@@ -116,7 +119,9 @@ fn monitor_spec(
         power_interval: interval(s.power_interval_ms, monitor::DEFAULT_POWER_INTERVAL)?,
         power: s.power,
         server_hint: s.server_hint,
-        sys_root: sys_root.to_path_buf(),
+        sys_root: config.sys_root.clone(),
+        power_choice,
+        allow_sudo: false,
     })
 }
 
@@ -349,7 +354,7 @@ impl pb::agent_server::Agent for AgentService {
         req: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeReply>, Status> {
         self.contact.touch();
-        let spec = monitor_spec(req.into_inner().spec, &self.config.sys_root)?;
+        let spec = monitor_spec(req.into_inner().spec, &self.config)?;
         let (sources, watching) = tokio::task::spawn_blocking(move || monitor::probe(&spec))
             .await
             .map_err(|e| Status::internal(format!("probe failed: {e}")))?;
@@ -364,7 +369,7 @@ impl pb::agent_server::Agent for AgentService {
         req: Request<pb::StartMonitorRequest>,
     ) -> Result<Response<pb::StartMonitorReply>, Status> {
         self.contact.touch();
-        let spec = monitor_spec(req.into_inner().spec, &self.config.sys_root)?;
+        let spec = monitor_spec(req.into_inner().spec, &self.config)?;
         let started = self
             .monitor
             .start(spec, self.log.clone(), self.contact.clone(), &self.client)

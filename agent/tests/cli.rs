@@ -104,3 +104,73 @@ fn stop(c: &mut std::process::Child) -> String {
     }
     err
 }
+
+#[test]
+fn probe_json_says_which_power_source_and_why() {
+    let out = Command::new(BIN)
+        .args([
+            "probe",
+            "--json",
+            "--power",
+            "none",
+            "--target",
+            "http://10.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["power_choice"], "none");
+    assert_eq!(doc["power"], "power: none (--power none)");
+    let sources = doc["sources"].as_array().unwrap();
+    assert_eq!(sources[0]["source"], "process");
+    for s in &sources[1..] {
+        assert_eq!(s["available"], false, "{s}");
+        assert_eq!(s["detail"], "not used (--power none)", "{s}");
+    }
+    assert!(
+        !doc["macos_type_checked_only"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // auto, off a Mac: the Apple sources say which platform they need; one line sums up.
+    #[cfg(not(target_os = "macos"))]
+    {
+        let out = Command::new(BIN)
+            .args(["probe", "--json", "--target", "http://10.0.0.1:1"])
+            .output()
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for (i, name) in [(1, "ioreport"), (2, "powermetrics")] {
+            assert_eq!(doc["sources"][i]["source"], name);
+            assert_eq!(doc["sources"][i]["detail"], "macOS only");
+        }
+        let line = doc["power"].as_str().unwrap();
+        assert!(
+            line.contains("(--power auto)") && !line.contains('\n'),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn power_choices_other_than_the_four_are_refused() {
+    for sub in [&["probe"][..], &["serve", "--listen", "127.0.0.1:0"][..]] {
+        let out = Command::new(BIN)
+            .args(sub)
+            .args(["--power", "smc"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("use auto, ioreport, powermetrics or none"),
+            "{err}"
+        );
+    }
+}

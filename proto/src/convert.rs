@@ -536,6 +536,13 @@ impl From<&dom::MonitorBatch> for pb::MonitorBatch {
                     mem_total_bytes: p.mem_total_bytes,
                     load_avg_1m: p.load_avg_1m,
                     cpu_count: p.cpu_count,
+                    energy_j: p.energy_j,
+                    power_w: p.power_w,
+                    mem_pressure: p.pressure.mem_pressure.map(u32::from),
+                    mem_stall_pct: p.pressure.mem_stall_pct,
+                    swap_used_bytes: p.pressure.swap_used_bytes,
+                    thermal_pressure: p.pressure.thermal_pressure.map(u32::from),
+                    temp_c: p.pressure.temp_c,
                 })
                 .collect(),
             notes: m.notes.clone(),
@@ -574,6 +581,15 @@ impl TryFrom<pb::MonitorBatch> for dom::MonitorBatch {
                     mem_total_bytes: p.mem_total_bytes,
                     load_avg_1m: p.load_avg_1m,
                     cpu_count: p.cpu_count,
+                    energy_j: p.energy_j,
+                    power_w: p.power_w,
+                    pressure: dom::monitor::MachinePressure {
+                        mem_pressure: p.mem_pressure.and_then(|l| u8::try_from(l).ok()),
+                        mem_stall_pct: p.mem_stall_pct,
+                        swap_used_bytes: p.swap_used_bytes,
+                        thermal_pressure: p.thermal_pressure.and_then(|l| u8::try_from(l).ok()),
+                        temp_c: p.temp_c,
+                    },
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -774,6 +790,15 @@ mod tests {
                     mem_total_bytes: None,
                     load_avg_1m: None,
                     cpu_count: None,
+                    energy_j: Some(41.5),
+                    power_w: Some(12.25),
+                    pressure: dom::monitor::MachinePressure {
+                        mem_pressure: Some(1),
+                        mem_stall_pct: Some(12.5),
+                        swap_used_bytes: Some(1 << 20),
+                        thermal_pressure: Some(2),
+                        temp_c: Some(71.0),
+                    },
                 }],
                 server_metrics: vec![dom::PowerReading {
                     t_ns: 7,

@@ -581,3 +581,94 @@ fn check_screenshot(chromium: &Path, page: &Path, height: u32, charts: &[ChartBo
         );
     }
 }
+
+/// A Mac's monitor files over the run's real cycle times, in today's columns: IOReport's SoC
+/// power (40 W + 10 W a busy slot), the Ollama server and runner with their own energy
+/// counters (runner 8 W a busy slot, server 1.6 W), thermal pressure moderate from level 8 and
+/// heavy at 16, swap growing by 1 GiB during level 16.
+fn write_mac_monitor_files(run_dir: &Path) {
+    use tokengun_common::run_dir::{POWER_HEADER, PROCESSES_HEADER};
+    let cycles = read_csv(&run_dir.join("cycles.csv"));
+    let mut power = format!("{}\n", POWER_HEADER.join(","));
+    let mut procs = format!("{}\n", PROCESSES_HEADER.join(","));
+    let gib = 1024.0 * 1024.0 * 1024.0;
+    let (mut t, mut soc_j, mut runner_j, mut server_j) = (0.0, 0.0, 0.0, 0.0);
+    let dt = 0.1;
+    for c in &cycles {
+        let level = &c["level"];
+        let x: f64 = level.parse().unwrap();
+        let busy = x.min(f64::from(SLOTS));
+        let (thermal, swap_per_s) = match x as u32 {
+            0..=4 => (0, 0.0),
+            5..=8 => (1, 0.0),
+            _ => (2, gib / c["duration_s"].parse::<f64>().unwrap()),
+        };
+        let end = t + c["duration_s"].parse::<f64>().unwrap();
+        let mut swap = 0.5 * gib;
+        while t < end {
+            let w = 40.0 + 10.0 * busy;
+            soc_j += w * dt;
+            runner_j += 8.0 * busy * dt;
+            server_j += 1.6 * dt;
+            swap += swap_per_s * dt;
+            power.push_str(&format!(
+                "{t:.2},{level},a1,ioreport,soc,energy_j,J,{soc_j}\n"
+            ));
+            power.push_str(&format!("{t:.2},{level},a1,ioreport,soc,power_w,W,{w}\n"));
+            procs.push_str(&format!(
+                "{t:.2},{level},a1,server,4242,ollama,5.0,{},,,,,,,{server_j},1.6,,,,,\n",
+                gib
+            ));
+            procs.push_str(&format!(
+                "{t:.2},{level},a1,runner,4243,ollama,{},{},,,,,,,{runner_j},{},,,,,\n",
+                80.0 * busy,
+                4.0 * gib,
+                8.0 * busy
+            ));
+            procs.push_str(&format!(
+                "{t:.2},{level},a1,machine,,mac,20.0,{},,,,{},1.5,10,,,0,,{swap},{thermal},\n",
+                8.0 * gib,
+                16.0 * gib
+            ));
+            t += dt;
+        }
+        t += 0.3;
+    }
+    std::fs::write(run_dir.join("power.csv"), power).unwrap();
+    std::fs::write(run_dir.join("processes.csv"), procs).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_gives_the_servers_energy_and_marks_throttled_and_swapping_levels() {
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = four_slot_run(out.path()).await;
+    write_mac_monitor_files(&run_dir);
+    let data = report::load::load_run(&run_dir).unwrap();
+    let l4 = &data.levels[2];
+    assert_eq!(l4.label, "4");
+    // The runner's counter rose 32 W x its span; the report gives it per second.
+    let runner = l4
+        .process_power_w
+        .iter()
+        .find(|(n, _)| n == "runner ollama (4243)")
+        .unwrap()
+        .1;
+    assert!((runner - 32.0).abs() < 1e-6, "{:?}", l4.process_power_w);
+    assert_eq!(data.levels[3].thermal_pressure_max, Some(1.0));
+    assert!(data.levels[4].swap_growth_bytes.unwrap() > 0.9 * 1024.0 * 1024.0 * 1024.0);
+    let written = report::report(&run_dir, None, &ReportOptions::default()).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    for needle in [
+        // cycles.csv had no power columns: the level's power is power.csv's mean (80 W at 4);
+        // the server's processes 33.6 W of it.
+        "Energy by process: at concurrency 4 the server's processes drew 42% of the measured power (33.6 W of 80 W) (runner ollama (4243) 40% of it, 32 W)",
+        "Thermal pressure: concurrency 8, concurrency 16 ran throttled (thermal pressure heavy at concurrency 16)",
+        "Swapping: concurrency 16 ran short of memory (swap grew by up to ",
+        "## Server energy and machine pressure",
+        "| 8 (throttled) |",
+        "| 16 (throttled) (swapping) |",
+        "runner ollama (4243): 32 W",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
+    }
+}

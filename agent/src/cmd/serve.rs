@@ -63,6 +63,11 @@ pub(super) struct ServeArgs {
     /// power are read under it.
     #[arg(long, default_value = "/sys")]
     sys_root: PathBuf,
+    /// Apple Silicon power source when the controller names none: auto (IOReport without root,
+    /// else powermetrics when running as root, else none, saying why), ioreport, powermetrics
+    /// (as root or through sudo -n) or none. IOReport was type-checked, not run, by tokengun's CI.
+    #[arg(long, default_value = "auto", value_parser = super::power_choice)]
+    power: tokengun_common::sources::PowerChoice,
     /// Folder of the on-disk record spool: every record is written there before it is streamed,
     /// so a controller that reconnects, or an agent restarted after a crash, replays what was not
     /// acknowledged. Writes reach the OS at once (a killed agent loses nothing); fsync is batched
@@ -140,6 +145,7 @@ pub(super) async fn exec(args: ServeArgs) -> Result<(), CmdError> {
         targets,
         auth,
         sys_root: args.sys_root,
+        power: args.power,
         spool: Some(SpoolConfig {
             keep: args.spool_keep,
             ..SpoolConfig::new(&spool_dir)

@@ -151,9 +151,15 @@ pub struct RunArgs {
     /// Between samples of the server's processes and the machine [default: 1s].
     #[arg(long, value_parser = duration_text)]
     pub monitor_interval: Option<String>,
-    /// Between power/GPU samples (NVML, powermetrics, hwmon, RAPL) [default: 200ms].
+    /// Between power/GPU samples (NVML, IOReport, powermetrics, hwmon, RAPL) [default: 200ms].
     #[arg(long, value_parser = duration_text)]
     pub power_interval: Option<String>,
+    /// Apple Silicon power source of the agents: auto (IOReport without root, else powermetrics
+    /// when the agent runs as root, else none, saying why), ioreport, powermetrics (as root or
+    /// through sudo -n) or none [default: each agent's own --power; auto for the agent inside
+    /// `tokengun run`]. IOReport was type-checked for macOS in CI, not run there.
+    #[arg(long, value_name = "auto|ioreport|powermetrics|none")]
+    pub power: Option<String>,
     /// Idle power measured before the sweep, subtracted in the net energy figures; only taken
     /// when a power source is found (0s = none) [default: 5s].
     #[arg(long, value_parser = duration_text)]
@@ -291,6 +297,7 @@ impl RunArgs {
             watch_process: (!self.watch_process.is_empty()).then(|| self.watch_process.clone()),
             monitor_interval: self.monitor_interval.clone(),
             power_interval: self.power_interval.clone(),
+            power: self.power.clone(),
             baseline: self.baseline.clone(),
             server_metrics: self.server_metrics.clone(),
             split: self.split.clone(),

@@ -72,6 +72,9 @@ pub struct PlanFile {
     pub monitor_interval: Option<String>,
     /// Between power samples (e.g. "200ms").
     pub power_interval: Option<String>,
+    /// The agents' Apple Silicon power source: auto, ioreport, powermetrics or none (default:
+    /// each agent's own `--power`).
+    pub power: Option<String>,
     /// Idle power measured before the sweep for this long (e.g. "5s"; "0s" = none).
     pub baseline: Option<String>,
     /// The server's Prometheus endpoint to scrape: a URL, or "off" (default: `<target>/metrics`).
@@ -255,6 +258,7 @@ impl PlanFile {
             watch_process,
             monitor_interval,
             power_interval,
+            power,
             baseline,
             server_metrics,
             split,
@@ -408,6 +412,10 @@ impl PlanFile {
                 MonitorConfig::DEFAULT_POWER_INTERVAL,
             )?,
             baseline: duration("baseline", &self.baseline, MonitorConfig::DEFAULT_BASELINE)?,
+            power: tokengun_common::sources::PowerChoice::parse(
+                self.power.as_deref().unwrap_or(""),
+            )
+            .map_err(|_| field("power", "auto, ioreport, powermetrics or none"))?,
             server_metrics: match self.server_metrics.as_deref().map(str::trim) {
                 None | Some("") => ServerMetrics::AtTarget,
                 Some("off") => ServerMetrics::Off,

@@ -173,6 +173,9 @@ pub struct MonitorConfig {
     /// Which Prometheus endpoint of the server the agents scrape while they monitor.
     #[serde(default)]
     pub server_metrics: ServerMetrics,
+    /// `--power`: the agents' Apple Silicon power source (None: each agent's own `--power`).
+    #[serde(default)]
+    pub power: Option<tokengun_common::sources::PowerChoice>,
 }
 
 /// The server's own metrics endpoint (`server_metrics.csv`).
@@ -233,6 +236,7 @@ impl Default for MonitorConfig {
             power_interval: Self::DEFAULT_POWER_INTERVAL,
             baseline: Self::DEFAULT_BASELINE,
             server_metrics: ServerMetrics::AtTarget,
+            power: None,
         }
     }
 }

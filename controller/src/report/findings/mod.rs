@@ -26,6 +26,7 @@
 mod hints;
 mod instances;
 mod ollama;
+pub mod pressure;
 mod server;
 mod statements;
 
@@ -118,6 +119,7 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Statement, server::model_loads),
     (Section::Statement, ollama::reloads),
     (Section::Statement, ollama::queue_full),
+    (Section::Statement, pressure::server_energy),
     (Section::Hint, server::ttft_breakdown),
     (Section::Hint, server::server_waiting),
     (Section::Hint, hints::queueing),
@@ -131,6 +133,8 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Hint, hints::memory_pressure),
     (Section::Hint, instances::imbalance),
     (Section::Hint, ollama::cpu_offload),
+    (Section::Hint, pressure::thermal),
+    (Section::Hint, pressure::memory),
 ];
 
 /// Every caution about a level, in the order each level's are listed.
@@ -432,7 +436,7 @@ mod tests {
             .iter()
             .filter(|(s, _)| *s == Section::Statement)
             .count();
-        assert_eq!(statements, 6);
+        assert_eq!(statements, 7);
     }
 
     #[test]
