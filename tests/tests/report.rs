@@ -226,6 +226,7 @@ async fn compare_overlays_runs_with_their_findings_side_by_side() {
         "compare_throughput.png",
         "compare_per_request.png",
         "compare_ttft.png",
+        "compare_ttft_p99.png",
         "compare_errors.png",
     ] {
         assert!(cmp.join("charts").join(chart).is_file(), "{chart}");
@@ -277,7 +278,7 @@ async fn compare_overlays_runs_with_their_findings_side_by_side() {
     assert_eq!(mismatch.status.code(), Some(2));
 
     if let Some(chromium) = chromium() {
-        check_html_renders(&chromium, &cmp.join("compare.html"), 4);
+        check_html_renders(&chromium, &cmp.join("compare.html"), 5);
     }
 }
 

@@ -436,7 +436,7 @@ mod tests {
             .iter()
             .filter(|(s, _)| *s == Section::Statement)
             .count();
-        assert_eq!(statements, 7);
+        assert_eq!(statements, 9);
     }
 
     #[test]
