@@ -97,6 +97,11 @@ async fn each_setting_gets_its_own_server_and_the_report_compares_them() {
     let md = std::fs::read_to_string(&written.markdown).unwrap();
     assert!(md.contains("## Groups side by side"), "{md}");
     assert!(md.contains("OLLAMA_NUM_PARALLEL=4 serves"), "{md}");
+    assert!(
+        md.contains("m: OLLAMA_NUM_PARALLEL=4 peaks at")
+            && md.contains("with OLLAMA_NUM_PARALLEL=1"),
+        "the settings compared:\n{md}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,4 +137,82 @@ async fn an_agent_starts_only_the_commands_it_allows_and_a_dead_start_shows_its_
         e.contains("exit status: 7") && e.contains("model file not found"),
         "{e}"
     );
+}
+
+/// Two consecutive free loopback ports (`tokengun sim --instances 2` takes a port and the next).
+fn free_pair() -> u16 {
+    for _ in 0..50 {
+        let a = free_port();
+        if a < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", a + 1)).is_ok() {
+            return a;
+        }
+    }
+    panic!("no two consecutive free ports");
+}
+
+#[test]
+fn the_shipped_matrix_plan_runs_three_models_two_instance_counts_and_two_settings() {
+    // plans/matrix.toml as the README runs it, on free ports and twice as fast.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("plans/matrix.toml")).unwrap();
+    let p = free_pair();
+    let text = text
+        .replace("11500", &p.to_string())
+        .replace("11501", &(p + 1).to_string())
+        .replace("\"--time-scale\", \"0.1\"", "\"--time-scale\", \"0.05\"");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("matrix.toml");
+    std::fs::write(&plan, text).unwrap();
+    let out = std::process::Command::new(workspace_bin("tokengun"))
+        .args(["run", "--plan"])
+        .arg(&plan)
+        .args(["--no-tui", "--run-id", "m", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = dir.path().join("m");
+    let cycles = read_csv(&run_dir.join("cycles.csv"));
+    assert_eq!(cycles.len(), 3 * 2 * 2 * 4);
+    assert!(cycles.iter().all(|r| r["failed"] == "0"), "{cycles:?}");
+    let groups: std::collections::BTreeSet<&str> =
+        cycles.iter().map(|r| r["group_label"].as_str()).collect();
+    assert_eq!(groups.len(), 12);
+    assert!(groups.contains("llama3.2:1b · 2 instances · OLLAMA_NUM_PARALLEL=8"));
+    assert!(
+        run_dir
+            .join("ollama/qwen3-8b/2-instances_OLLAMA_NUM_PARALLEL-8/test_results_8/request_summary.csv")
+            .is_file()
+    );
+    // The console names each group over its rows, and the report compares all of them.
+    assert!(
+        stdout.contains("  ▸ qwen3:4b · 1 instance · OLLAMA_NUM_PARALLEL=2"),
+        "{stdout}"
+    );
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(
+        md.starts_with("# tokengun report: 12 groups (3 models × 2 instance counts × 2 settings)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("qwen3:8b (OLLAMA_NUM_PARALLEL=2): 2 instances peaks at"),
+        "{md}"
+    );
+    assert!(
+        md.contains("qwen3:8b: OLLAMA_NUM_PARALLEL=8 peaks at"),
+        "{md}"
+    );
+    // Each setting's server was started and stopped.
+    let run_json = read_run_json(&run_dir);
+    for g in run_json["groups"].as_array().unwrap() {
+        assert!(
+            g["server"]["stopped"].as_str().unwrap().contains("SIGTERM"),
+            "{g}"
+        );
+    }
 }

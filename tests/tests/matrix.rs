@@ -109,7 +109,7 @@ async fn two_models_on_one_and_two_instances_each_get_their_own_results() {
         "a · 1 instance serves",
         "b · 2 instances serves",
         "concurrent users at the SLO",
-        "a: 2 instances peak at",
+        "a: 2 instances peaks at",
         "| level | instance | requests |",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
@@ -121,7 +121,7 @@ async fn two_models_on_one_and_two_instances_each_get_their_own_results() {
         .collect();
     // Two slots an instance: level 4 queues on one instance and not on two.
     assert!(
-        md.contains("going to 2 adds throughput"),
+        md.contains("going to 2 instances adds throughput"),
         "a second instance doubles the slots:\n{md}"
     );
     assert!(

@@ -52,6 +52,19 @@ pub async fn start_setting(
             },
             other => other.into(),
         })?;
+    // One process may serve several targets (`tokengun sim --instances N`): each must answer.
+    let deadline = tokio::time::Instant::now() + server.health_timeout;
+    for t in cfg.matrix.targets.iter().skip(1) {
+        while let Err(e) = member.link.preflight(t, cfg.api).await {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(FleetError::ServerStart {
+                    setting: setting.label.clone(),
+                    reason: format!("{t} did not answer after the server started: {e}"),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
     let version = member
         .link
         .preflight(&up.target, cfg.api)

@@ -196,12 +196,15 @@ impl super::PlanFile {
                 "a managed server and --sim both stand for the server: give one of them (the simulator can be the managed server: command = \"tokengun\", args = [\"sim\", ...])",
             ));
         }
-        if server.is_some() && targets.len() > 1 {
-            return Err(field(
-                "server",
-                "a managed server is one instance: give one --target (its address), or start the instances yourself",
-            ));
-        }
+        // `tokengun` as the command is this very program (its simulator), wherever it is installed.
+        let server = server.map(|mut s| {
+            if s.command == "tokengun" {
+                if let Ok(me) = std::env::current_exe() {
+                    s.command = me.to_string_lossy().into_owned();
+                }
+            }
+            s
+        });
         Ok(Matrix {
             models,
             targets,

@@ -1,6 +1,7 @@
 //! A plan's `[server]` table: the server the plan starts, checks and stops for each setting.
 //! A value of `env`, or an element of `args`, given as a list is swept: every combination is
-//! one setting.
+//! one setting. The process may serve several targets (`tokengun sim --instances 2`); the
+//! agent waits for the first target to answer, and every target is checked before the load.
 //!
 //! ```toml
 //! [server]

@@ -16,6 +16,8 @@ pub struct GroupRun {
     /// The group's folder segment (instance count, setting).
     pub group: String,
     pub instances: u32,
+    /// The server setting (`OLLAMA_NUM_PARALLEL=4`), empty without a managed server.
+    pub setting: String,
     pub data: RunData,
 }
 
@@ -44,6 +46,7 @@ pub fn split(data: &RunData) -> Vec<GroupRun> {
                     model: l.model.clone(),
                     group: l.group.clone(),
                     instances: l.instances,
+                    setting: l.setting.clone(),
                     data: d,
                 });
                 out.len() - 1
@@ -78,12 +81,14 @@ pub fn serves_statements(groups: &[GroupRun], o: &FindingOptions, slo: &str) -> 
         .map(|g| match served_at_slo(&g.data.levels, o) {
             Some(i) => {
                 let l = &g.data.levels[i];
+                let top = g.data.levels.iter().all(|o| o.x <= l.x);
                 (
                     l.x,
                     format!(
-                        "{} serves {} {unit} at the SLO ({slo}): {} tokens/s in all, TTFT p50 {}, {}% of requests good",
+                        "{} serves {}{} {unit} at the SLO ({slo}): {} tokens/s in all, TTFT p50 {}, {}% of requests good",
                         g.label,
                         fmt_num(l.x),
+                        if top { " or more (its highest level)" } else { "" },
                         fmt_num(l.aggregate_tokens_per_s),
                         opt_s(l.ttft.p50_s),
                         fmt_num(l.good_share() * 100.0)
@@ -103,53 +108,116 @@ pub fn serves_statements(groups: &[GroupRun], o: &FindingOptions, slo: &str) -> 
     said.into_iter().map(|(_, s)| s).collect()
 }
 
-/// "Does a second instance add throughput?": for each model swept over instance counts, the
-/// peak aggregate tokens/s at each count against the fewest.
+/// A group's peak aggregate tokens/s.
+fn peak(g: &GroupRun) -> Option<f64> {
+    g.data
+        .levels
+        .iter()
+        .map(|l| l.aggregate_tokens_per_s)
+        .reduce(f64::max)
+}
+
+/// What going from `from` to `to` did to the peak throughput, in words.
+fn verdict(gain_pct: f64, more_instances: bool) -> &'static str {
+    if gain_pct >= 10.0 {
+        "adds throughput"
+    } else if gain_pct > -10.0 && more_instances {
+        "adds nothing worth having (the box, not the server, is the limit)"
+    } else if gain_pct > -10.0 {
+        "changes little"
+    } else if more_instances {
+        "costs throughput (the instances compete for the same hardware)"
+    } else {
+        "costs throughput"
+    }
+}
+
+/// "Does a second instance add throughput?" and "what does this setting do?": for groups that
+/// differ in one dimension only (instance count, or server setting), each one's peak aggregate
+/// tokens/s against the first of them.
 pub fn instance_statements(groups: &[GroupRun]) -> Vec<String> {
     let mut out = Vec::new();
-    let mut models: Vec<&str> = groups.iter().map(|g| g.model.as_str()).collect();
-    models.dedup();
-    for m in models {
-        let mut by_count: Vec<(u32, f64)> = groups
-            .iter()
-            .filter(|g| g.model == m && g.instances > 0)
-            .filter_map(|g| {
-                let peak = g
-                    .data
-                    .levels
-                    .iter()
-                    .map(|l| l.aggregate_tokens_per_s)
-                    .reduce(f64::max)?;
-                Some((g.instances, peak))
-            })
-            .collect();
-        by_count.sort_by_key(|c| c.0);
-        by_count.dedup_by_key(|c| c.0);
-        let Some(&(n0, p0)) = by_count.first() else {
+    // Instance counts, per model and setting.
+    let mut done: Vec<(&str, &str)> = Vec::new();
+    for g in groups {
+        let key = (g.model.as_str(), g.setting.as_str());
+        if done.contains(&key) {
             continue;
-        };
-        for &(n, p) in by_count.iter().skip(1) {
-            if p0 <= 0.0 {
-                continue;
-            }
-            let gain = (p / p0 - 1.0) * 100.0;
-            let verdict = if gain >= 10.0 {
-                "adds throughput"
-            } else if gain > -10.0 {
-                "adds nothing worth having (the box, not the server, is the limit)"
-            } else {
-                "costs throughput (the instances compete for the same hardware)"
-            };
-            out.push(format!(
-                "{m}: {n} instances peak at {} tokens/s against {} with {n0} ({}{}%): going to {n} {verdict}",
-                fmt_num(p),
-                fmt_num(p0),
-                if gain >= 0.0 { "+" } else { "" },
-                fmt_num(gain)
-            ));
         }
+        done.push(key);
+        let mut same: Vec<&GroupRun> = groups
+            .iter()
+            .filter(|h| (h.model.as_str(), h.setting.as_str()) == key && h.instances > 0)
+            .collect();
+        same.sort_by_key(|h| h.instances);
+        same.dedup_by_key(|h| h.instances);
+        compare_along(
+            &same,
+            |h| format!("{} instances", h.instances),
+            true,
+            &mut out,
+        );
+    }
+    // Settings, per model and instance count.
+    let mut done: Vec<(&str, u32)> = Vec::new();
+    for g in groups.iter().filter(|g| !g.setting.is_empty()) {
+        let key = (g.model.as_str(), g.instances);
+        if done.contains(&key) {
+            continue;
+        }
+        done.push(key);
+        let same: Vec<&GroupRun> = groups
+            .iter()
+            .filter(|h| (h.model.as_str(), h.instances) == key)
+            .collect();
+        compare_along(&same, |h| h.setting.clone(), false, &mut out);
     }
     out
+}
+
+/// One sentence per group of `same` after the first: its peak against the first's.
+fn compare_along(
+    same: &[&GroupRun],
+    name: impl Fn(&GroupRun) -> String,
+    instances: bool,
+    out: &mut Vec<String>,
+) {
+    let Some(first) = same.first() else {
+        return;
+    };
+    let Some(p0) = peak(first).filter(|p| *p > 0.0) else {
+        return;
+    };
+    let context = if instances {
+        first.setting.clone()
+    } else if first.instances > 1 {
+        format!("{} instances", first.instances)
+    } else {
+        String::new()
+    };
+    for g in &same[1..] {
+        let Some(p) = peak(g) else {
+            continue;
+        };
+        let gain = (p / p0 - 1.0) * 100.0;
+        out.push(format!(
+            "{}{}: {} peaks at {} tokens/s against {} with {} ({}{}%): going to {} {}",
+            first.model,
+            if context.is_empty() {
+                String::new()
+            } else {
+                format!(" ({context})")
+            },
+            name(g),
+            fmt_num(p),
+            fmt_num(p0),
+            name(first),
+            if gain >= 0.0 { "+" } else { "" },
+            fmt_num(gain),
+            name(g),
+            verdict(gain, instances)
+        ));
+    }
 }
 
 /// The report of a run of several groups.
@@ -197,8 +265,27 @@ pub fn groups_doc(
     );
     blocks.push(Block::Heading("Notes".into()));
     blocks.push(Block::List(notes));
+    let count = |f: fn(&GroupRun) -> String| {
+        let mut v: Vec<String> = groups.iter().map(f).collect();
+        v.sort();
+        v.dedup();
+        v.len()
+    };
+    let dims: Vec<String> = [
+        (count(|g| g.model.clone()), "models"),
+        (count(|g| g.instances.to_string()), "instance counts"),
+        (count(|g| g.setting.clone()), "settings"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 1)
+    .map(|(n, w)| format!("{n} {w}"))
+    .collect();
     Ok(Doc {
-        title: format!("tokengun report: {}", labels.join(" vs ")),
+        title: format!(
+            "tokengun report: {} groups ({})",
+            groups.len(),
+            dims.join(" × ")
+        ),
         subtitle: format!(
             "run {} · {} groups · x: {}",
             data.meta.run_id,
@@ -291,7 +378,10 @@ mod tests {
         assert_eq!(g.len(), 2);
         assert_eq!((g[0].label.as_str(), g[0].data.levels.len()), ("7b", 2));
         let s = serves_statements(&g, &FindingOptions::default(), "the SLO");
-        assert!(s[0].starts_with("1b serves 4 concurrent users"), "{s:?}");
+        assert!(
+            s[0].starts_with("1b serves 4 or more (its highest level) concurrent users"),
+            "{s:?}"
+        );
         assert!(s[1].starts_with("7b serves 1 concurrent users"), "{s:?}");
         // One group: the run as it is.
         let one = RunData {
@@ -319,5 +409,25 @@ mod tests {
             "{s:?}"
         );
         assert!(s[1].contains("adds nothing"), "{s:?}");
+    }
+
+    #[test]
+    fn settings_are_compared_per_model_and_instance_count() {
+        let mut levels = vec![
+            level("m", "np1", 1, 4.0, 100.0, 10),
+            level("m", "np4", 1, 4.0, 300.0, 10),
+        ];
+        levels[0].cycle.setting = "OLLAMA_NUM_PARALLEL=1".into();
+        levels[1].cycle.setting = "OLLAMA_NUM_PARALLEL=4".into();
+        let s = instance_statements(&split(&RunData {
+            levels,
+            ..RunData::default()
+        }));
+        assert_eq!(
+            s,
+            [
+                "m: OLLAMA_NUM_PARALLEL=4 peaks at 300 tokens/s against 100 with OLLAMA_NUM_PARALLEL=1 (+200%): going to OLLAMA_NUM_PARALLEL=4 adds throughput"
+            ]
+        );
     }
 }

@@ -355,7 +355,13 @@ impl Console {
             "\nSweep summary\n  | LEVEL | REQS | FAILED | AGG TOK/S | REQ/S | TTFT p50 | TTFT p99 | ITL p50 | TOK/S/REQ | GOOD |\n  |-------|------|--------|-----------|-------|----------|----------|---------|-----------|------|\n",
         );
         let s = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.3}s"));
+        let mut group: Option<&str> = None;
         for c in summaries {
+            // A run of several groups: each group's rows under its name.
+            if !c.group_label.is_empty() && group != Some(c.group_label.as_str()) {
+                group = Some(c.group_label.as_str());
+                t.push_str(&format!("  ▸ {}\n", c.group_label));
+            }
             t.push_str(&format!(
                 "  | {:>5} | {:>4} | {:>6} | {:>9.1} | {:>5.2} | {:>8} | {:>8} | {:>7} | {:>9} | {:>4} |{}{}\n",
                 c.level,
