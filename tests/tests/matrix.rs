@@ -244,3 +244,34 @@ async fn ollamas_own_account_says_when_a_model_ran_partly_on_the_cpu() {
     );
     sim.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_agents_in_their_own_processes_each_load_their_own_instance() {
+    let (s1, s2) = (instance().await, instance().await);
+    let (a1, a2) = (
+        tokengun_tests::AgentProc::spawn(),
+        tokengun_tests::AgentProc::spawn(),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = run_config(&s1.url(), "a", &[4], out.path());
+    cfg.options.max_tokens = Some(40);
+    cfg.monitor.enabled = false;
+    cfg.agents = vec![a1.addr.clone(), a2.addr.clone()];
+    cfg.matrix.models = vec!["a".into()];
+    cfg.matrix.targets = vec![s1.url(), s2.url()];
+    cfg.matrix.policy = TargetPolicy::Pinned;
+    let ran = run(cfg).await.unwrap();
+    for (agent, target) in [("agent1", s1.url()), ("agent2", s2.url())] {
+        let rows = read_csv(&ran.run_dir.join(format!(
+            "ollama/a/test_results_4/{agent}/request_summary.csv"
+        )));
+        assert_eq!(rows.len(), 2, "{agent}: half of level 4");
+        assert!(
+            rows.iter()
+                .all(|r| r["Target"] == target && r["Status"] == "Completed"),
+            "{agent} sends only to its own instance: {rows:?}"
+        );
+    }
+    s1.stop(Duration::from_secs(1)).await;
+    s2.stop(Duration::from_secs(1)).await;
+}
