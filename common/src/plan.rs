@@ -178,6 +178,19 @@ pub struct PromptSpec {
     /// A JSON object merged into this prompt's request body (after the plan's own), or empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub extra_body_json: String,
+    /// The chat messages (a JSON array of `{"role", "content"}`) chat APIs send instead of `text`
+    /// as one user message; empty for a plain prompt. `text` then holds them flattened, for the
+    /// completion APIs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub messages_json: String,
+    /// Prompt tokens this prompt was made to have (exact with a tokenizer, else estimated), to
+    /// check against the server's count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u32>,
+    /// Ask the server to generate exactly `max_tokens` (`ignore_eos`, `min_tokens` where the API
+    /// has them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_output: bool,
 }
 
 impl PromptSpec {
@@ -187,7 +200,15 @@ impl PromptSpec {
             text: text.into(),
             max_tokens: None,
             extra_body_json: String::new(),
+            messages_json: String::new(),
+            input_tokens: None,
+            force_output: false,
         }
+    }
+
+    /// Bytes this prompt holds (what it costs in a plan sent to an agent).
+    pub fn size_bytes(&self) -> usize {
+        self.text.len() + self.extra_body_json.len() + self.messages_json.len()
     }
 }
 

@@ -78,6 +78,9 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
                     text: q.text.clone(),
                     extra_body_json: q.extra_body_json.clone(),
                     max_tokens: q.max_tokens,
+                    messages_json: q.messages_json.clone(),
+                    input_tokens: q.input_tokens,
+                    force_output: q.force_output,
                 })
                 .collect(),
             options: Some(pb::RequestOptions {
@@ -135,6 +138,9 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                     text: q.text,
                     max_tokens: q.max_tokens,
                     extra_body_json: q.extra_body_json,
+                    messages_json: q.messages_json,
+                    input_tokens: q.input_tokens,
+                    force_output: q.force_output,
                 })
                 .collect(),
             options: p
@@ -691,6 +697,9 @@ mod tests {
                 text: "p".into(),
                 max_tokens: Some(3),
                 extra_body_json: r#"{"options":{"temperature":0}}"#.into(),
+                messages_json: r#"[{"role":"user","content":"p"}]"#.into(),
+                input_tokens: Some(7),
+                force_output: true,
             }],
             request_timeout: Duration::from_secs(1),
             options: dom::RequestOptions {

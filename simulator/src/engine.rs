@@ -111,6 +111,9 @@ pub struct GenRequest {
     pub prompt_text: String,
     /// `num_predict` / `max_tokens`, when the client capped the output.
     pub max_tokens: Option<u32>,
+    /// `ignore_eos` (vLLM, llama.cpp): the generation runs to `max_tokens` whatever the model's
+    /// own length.
+    pub ignore_eos: bool,
     pub cache_prompt: bool,
     pub client_id: Option<String>,
 }
@@ -275,7 +278,11 @@ impl Engine {
                 min + (len_rng.next_u64() % u64::from(max - min + 1)) as u32
             }
         };
-        let tokens = req.max_tokens.map_or(full, |m| m.min(full));
+        let tokens = match req.max_tokens {
+            Some(m) if req.ignore_eos => m,
+            Some(m) => m.min(full),
+            None => full,
+        };
         let prompt_tokens = estimate_tokens(&req.prompt_text);
         let r = self.reserve(req, admitted, prompt_tokens);
         let f = &self.cfg.faults;
@@ -300,7 +307,7 @@ impl Engine {
             index,
             rng,
             tokens,
-            length_capped: tokens < full,
+            length_capped: tokens < full || (req.ignore_eos && req.max_tokens.is_some()),
             prompt_tokens,
             cached_tokens: r.cached_tokens,
             arrived,

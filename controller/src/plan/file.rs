@@ -427,10 +427,7 @@ impl PlanFile {
                     .unwrap_or_else(|| defaults::PROMPT.to_string()),
             )],
         };
-        let workload_bytes: usize = prompts
-            .iter()
-            .map(|p| p.text.len() + p.extra_body_json.len())
-            .sum();
+        let workload_bytes: usize = prompts.iter().map(PromptSpec::size_bytes).sum();
         if workload_bytes > MAX_WORKLOAD_BYTES {
             return Err(field(
                 if self.prompts.is_some() {

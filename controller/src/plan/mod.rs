@@ -3,6 +3,7 @@
 //! ([`compile`]), all checked before anything is sent.
 
 pub mod compile;
+pub mod datasets;
 pub mod file;
 pub mod workload;
 
