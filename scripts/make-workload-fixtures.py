@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the small workload fixtures of tests/fixtures/workloads/ (nothing downloaded): a
-ShareGPT-format sample, a chat JSONL file, a Mooncake-format trace and the same arrivals as CSV.
+byte-level BPE tokenizer.json (tests/fixtures/tokenizers/tiny-bpe), a ShareGPT-format sample, a chat JSONL file, a Mooncake-format trace and the same arrivals as CSV.
 Deterministic: the same files every time. Run from the repository root."""
 
 import json
@@ -10,7 +10,8 @@ from pathlib import Path
 OUT = Path("tests/fixtures/workloads")
 WORDS = ("time river memory signal garden theory engine winter language number city light "
          "question pattern ocean history machine forest music silence bridge orbit harvest "
-         "mirror").split()
+         "mirror water house paper world stone green story table north south field market "
+         "money night morning letter school window family animal power voice").split()
 TOPICS = ["tides", "compilers", "bread", "volcanoes", "chess openings", "jazz harmony",
           "glaciers", "prime numbers", "bees", "lighthouses", "rust lifetimes", "sourdough"]
 
@@ -33,8 +34,60 @@ def sharegpt(rng):
     return records
 
 
+def bytes_to_unicode():
+    """GPT-2's byte-level alphabet: each byte as a printable character."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer.json (the format of GPT-2's, SmolLM2's, Llama 3's) whose merges
+    make each word of WORDS one token, with a space before it ("Ġword") and without: every
+    byte is in the vocabulary, so any text encodes. The space-led merges rank first, so no merge
+    of a bare word applies inside one."""
+    alphabet = bytes_to_unicode()
+    vocab = {}
+    for b in range(256):
+        vocab.setdefault(alphabet[b], len(vocab))
+    merges = []
+    for lead in ("Ġ", ""):
+        for w in sorted(set(WORDS)):
+            chars = list(lead + w) if lead else list(w)
+            cur = chars[0]
+            for c in chars[1:]:
+                pair = [cur, c]
+                if pair not in merges:
+                    merges.append(pair)
+                cur += c
+                vocab.setdefault(cur, len(vocab))
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                          "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                    "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": merges},
+    }
+
+
 def main():
     rng = random.Random(17)
+    tok = Path("tests/fixtures/tokenizers/tiny-bpe")
+    tok.mkdir(parents=True, exist_ok=True)
+    (tok / "tokenizer.json").write_text(json.dumps(tiny_tokenizer(), ensure_ascii=False) + "\n")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "sharegpt-sample.json").write_text(json.dumps(sharegpt(rng), indent=1) + "\n")
     with open(OUT / "chat.jsonl", "w") as f:

@@ -17,7 +17,7 @@ use tokengun_common::schedule::{Arrivals, prompt_index};
 use tokengun_common::transport::root_cause;
 use tokengun_common::{
     AgentSelfCheck, CycleDone, CyclePlan, LIVE_REQUESTS_MAX, LoadShape, OutcomeKind, Progress,
-    RecordBody, RequestRecord, ServerTimings, TokenChunk, TokenSource,
+    RecordBody, RequestRecord, RequestWorkload, ServerTimings, TokenChunk, TokenSource,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -372,6 +372,10 @@ async fn run_request(
             cycle_id: s.plan.cycle_id,
             request_id,
             prompt_index: u32::try_from(prompt).unwrap_or(u32::MAX),
+            workload: RequestWorkload {
+                intended_prompt_tokens: s.plan.prompts.get(prompt).and_then(|p| p.input_tokens),
+                ..RequestWorkload::default()
+            },
             dispatched_ns,
             intended_start_ns,
             // Overwritten when the request really goes out; stays here if it never does.

@@ -19,7 +19,7 @@ pub use monitor::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, Sourc
 pub use plan::{Api, Arrival, CyclePlan, LoadShape, PlanError, PromptSpec, RequestOptions};
 pub use record::{
     AgentSelfCheck, CycleDone, LIVE_REQUESTS_MAX, LivePhase, LiveRequest, OutcomeKind, Progress,
-    Record, RecordBody, RequestRecord, ServerTimings, TokenChunk, TokenSource,
+    Record, RecordBody, RequestRecord, RequestWorkload, ServerTimings, TokenChunk, TokenSource,
 };
 pub use stats::{CycleInfo, CycleStats, CycleSummary, Percentiles, Slo};
 

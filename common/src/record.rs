@@ -133,6 +133,17 @@ pub struct TokenChunk {
     pub tokens: u32,
 }
 
+/// What the workload meant a request to be (all absent for a plain prompt).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestWorkload {
+    /// Prompt tokens the prompt was made to have (exact with a tokenizer, else estimated).
+    pub intended_prompt_tokens: Option<u32>,
+    /// The conversation the request belongs to (1-based within its cycle; 0: none).
+    pub conversation: u32,
+    /// Its turn in the conversation (1-based; 0: not a conversation).
+    pub turn: u32,
+}
+
 /// Everything measured about one request. Offsets are ns from the cycle origin on the agent's
 /// monotonic clock; `None` means the moment never came.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +153,9 @@ pub struct RequestRecord {
     pub request_id: u32,
     /// Which prompt of the plan's workload the request sent.
     pub prompt_index: u32,
+    /// Where the request sits in its workload: intended prompt tokens, conversation and turn.
+    #[serde(default)]
+    pub workload: RequestWorkload,
     /// When the schedule meant the request to start; latencies count from here.
     pub intended_start_ns: u64,
     /// When tokengun's scheduler released it (late against `intended_start_ns` only if tokengun
@@ -390,6 +404,7 @@ mod tests {
             cycle_id: 1,
             request_id: 1,
             prompt_index: 0,
+            workload: Default::default(),
             intended_start_ns: 0,
             dispatched_ns: 1_000_000,
             sent_ns: 1_000_000,

@@ -310,6 +310,7 @@ mod tests {
             cycle_id,
             request_id: id,
             prompt_index: 0,
+            workload: Default::default(),
             intended_start_ns: 0,
             dispatched_ns: 1_000_000,
             sent_ns: 1_000_000,

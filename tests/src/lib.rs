@@ -61,6 +61,7 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         prompts: vec![PromptSpec::plain(
             "What is the philosophical definition of time?",
         )],
+        workload: Default::default(),
         shape: LoadShape::Burst,
         levels: levels
             .iter()

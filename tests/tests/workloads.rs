@@ -4,8 +4,11 @@
 //! chat JSONL file.
 
 use std::path::PathBuf;
+use tokengun::plan::PlanFile;
+use tokengun::plan::synth::WorkloadPlan;
 use tokengun::plan::workload;
 use tokengun_common::Api;
+use tokengun_common::run_dir::WorkloadInfo;
 use tokengun_tests::{Scenario, f};
 
 fn fixture(name: &str) -> PathBuf {
@@ -78,5 +81,79 @@ async fn a_chat_jsonl_file_runs_on_the_completions_api_flattened() {
         let est = tokengun_simulator::engine::estimate_tokens(&p.text);
         assert_eq!(f(&r, "PromptTokens") as u64, est, "{r:?}");
     }
+    ran.stop().await;
+}
+
+fn tiny_tokenizer() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/tokenizers/tiny-bpe/tokenizer.json")
+}
+
+/// The prompts and workload description a `[workload]` table compiles to.
+fn compiled(w: WorkloadPlan, api: Api) -> (Vec<tokengun_common::PromptSpec>, WorkloadInfo) {
+    let cfg = PlanFile {
+        workload: Some(w),
+        api: Some(api.as_str().into()),
+        ..PlanFile::default()
+    }
+    .compile(None)
+    .unwrap();
+    (cfg.prompts, cfg.workload)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_input_lengths_and_forced_outputs_reach_the_server() {
+    let (prompts, info) = compiled(
+        WorkloadPlan {
+            tokenizer: Some(tiny_tokenizer()),
+            input_tokens: Some("uniform:40-80".into()),
+            output_tokens: Some("12".into()),
+            count: Some(8),
+            ..Default::default()
+        },
+        Api::OpenaiCompletions,
+    );
+    assert_eq!(info.input_lengths, "exact");
+    // The simulator would stop after 5 tokens; ignore_eos makes it run to the 12 asked for.
+    let ran = Scenario::fixed("m:1b", 5, 1, 5, 16)
+        .levels(&[8])
+        .config(move |c| {
+            c.api = Some(Api::OpenaiCompletions);
+            c.prompts = prompts;
+            c.workload = info;
+        })
+        .run()
+        .await;
+    let rows = ran.requests(8);
+    for r in &rows {
+        assert_eq!(r["TokenCount"], "12", "{r:?}");
+        let meant = f(r, "IntendedPromptTokens");
+        assert!((40.0..=80.0).contains(&meant), "{r:?}");
+        // The simulator counts 4 characters a token, not by the tokenizer: a real difference
+        // the report states.
+        assert!(f(r, "PromptTokens") > 0.0);
+    }
+    let m = ran.run_json();
+    assert_eq!(m["workload"]["input_lengths"], "exact");
+    assert_eq!(m["workload"]["prompts"], 8);
+    let w = tokengun::report::load::load_run(ran.run_dir()).unwrap();
+    let doc = tokengun::report::run_report(&w, &Default::default()).unwrap();
+    let text: Vec<String> = doc
+        .blocks
+        .iter()
+        .filter_map(|b| match b {
+            tokengun::report::doc::Block::Para(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        text.iter()
+            .any(|p| p.contains("exact by") && p.contains("ignore_eos")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|p| p.starts_with("Prompt lengths over 8 requests")),
+        "{text:?}"
+    );
     ran.stop().await;
 }

@@ -63,6 +63,11 @@ pub mod col {
     pub const PREFILL_TIME: &str = "PrefillTime";
     pub const DECODE_TIME: &str = "DecodeTime";
     pub const CLIENT_TIME: &str = "ClientTime";
+    /// What the workload meant: the prompt's intended tokens, the conversation and the turn
+    /// (empty when not made to a length / not a conversation).
+    pub const INTENDED_PROMPT_TOKENS: &str = "IntendedPromptTokens";
+    pub const CONVERSATION: &str = "Conversation";
+    pub const TURN: &str = "Turn";
     /// The breakdown's five parts, in file order.
     pub const BREAKDOWN: [&str; 5] = [
         QUEUE_TIME,
@@ -117,6 +122,9 @@ pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
     col::PREFILL_TIME,
     col::DECODE_TIME,
     col::CLIENT_TIME,
+    col::INTENDED_PROMPT_TOKENS,
+    col::CONVERSATION,
+    col::TURN,
 ];
 
 fn secs(ns: u64) -> String {
@@ -190,6 +198,12 @@ pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
         ]
         .map(ns_s),
     );
+    let w = &r.workload;
+    row.extend([
+        opt(w.intended_prompt_tokens),
+        opt((w.conversation > 0).then_some(w.conversation)),
+        opt((w.turn > 0).then_some(w.turn)),
+    ]);
     row
 }
 
@@ -226,7 +240,7 @@ impl RequestSummaryCsv {
 
 /// One request of `request_summary.csv` as a reader needs it (seconds from the cycle's origin;
 /// `None` where the cell is empty or the column absent).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RequestRow {
     pub request_id: u64,
     /// Its status was `Completed`.
@@ -238,6 +252,13 @@ pub struct RequestRow {
     pub sent_s: Option<f64>,
     pub first_token_s: Option<f64>,
     pub end_s: Option<f64>,
+    /// Time to first token, seconds from the intended start.
+    pub ttft_s: Option<f64>,
+    /// The server's prompt count, and what the workload meant (absent in older files).
+    pub prompt_tokens: Option<f64>,
+    pub intended_prompt_tokens: Option<f64>,
+    pub server_cached_tokens: Option<f64>,
+    pub turn: Option<f64>,
 }
 
 /// Reads a level folder's `request_summary.csv`, in file order; `Ok(None)` when it has none.
@@ -259,6 +280,11 @@ pub fn read_request_summary(level_dir: &Path) -> Result<Option<Vec<RequestRow>>,
                 sent_s: c.num(col::SENT),
                 first_token_s: c.num(col::FIRST_TOKEN),
                 end_s: c.num(col::END),
+                ttft_s: c.num(col::TTFT),
+                prompt_tokens: c.num(col::PROMPT_TOKENS),
+                intended_prompt_tokens: c.num(col::INTENDED_PROMPT_TOKENS),
+                server_cached_tokens: c.num(col::SERVER_CACHED_TOKENS),
+                turn: c.num(col::TURN),
             })
             .collect(),
     ))
@@ -325,6 +351,7 @@ pub(crate) mod tests {
             cycle_id: 1,
             request_id: 7,
             prompt_index: 0,
+            workload: Default::default(),
             intended_start_ns: 0,
             dispatched_ns: 0,
             sent_ns: 0,

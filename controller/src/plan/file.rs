@@ -84,6 +84,8 @@ pub struct PlanFile {
     pub reconnect_wait: Option<String>,
     /// The study's per-request throughput CSVs (default true; records.pb has the timelines).
     pub throughput_csv: Option<bool>,
+    /// `[workload]`: token lengths, output lengths, shared prefixes (see `plan::synth`).
+    pub workload: Option<super::synth::WorkloadPlan>,
 }
 
 /// A plan file or flag combination that does not make a run; always names the field.
@@ -104,6 +106,8 @@ pub enum PlanFileError {
     },
     #[error(transparent)]
     Workload(#[from] workload::WorkloadError),
+    #[error(transparent)]
+    Synth(#[from] super::synth::SynthError),
 }
 
 fn field(field: &'static str, message: impl Into<String>) -> PlanFileError {
@@ -176,7 +180,10 @@ impl PlanFile {
                 plan.prompts = Some(dir.join(p).to_string_lossy().into_owned());
             }
         }
-        // So are certificate and token files.
+        // So are certificate and token files, and a tokenizer.
+        if let (Some(w), Some(dir)) = (plan.workload.as_mut(), path.parent()) {
+            w.resolve_beside(dir);
+        }
         if let Some(dir) = path.parent() {
             for f in [
                 &mut plan.agent_ca,
@@ -198,8 +205,9 @@ impl PlanFile {
         if over.prompt.is_some() {
             self.prompts = None;
         }
+        let workload = super::synth::WorkloadPlan::overlay(self.workload.take(), over.workload);
         macro_rules! pick {
-            ($($f:ident),*) => { PlanFile { $($f: over.$f.or(self.$f)),* } };
+            ($($f:ident),*) => { PlanFile { workload, $($f: over.$f.or(self.$f)),* } };
         }
         pick!(
             target,
@@ -272,7 +280,7 @@ impl PlanFile {
         if model.trim().is_empty() {
             return Err(field("model", "empty"));
         }
-        let prompts = self.prompts(seed)?;
+        let (prompts, workload) = self.prompts(seed)?;
         let (options, extra_body_json) = self.request_options()?;
         let api = self.api()?;
         let slo = self.slo()?;
@@ -285,6 +293,7 @@ impl PlanFile {
             options,
             model,
             prompts,
+            workload,
             shape,
             levels,
             duration: duration_v,
@@ -418,15 +427,16 @@ impl PlanFile {
     }
 
     /// The workload: the prompts source, or the one prompt (the study's by default).
-    fn prompts(&self, seed: u64) -> Result<Vec<PromptSpec>, PlanFileError> {
-        let prompts: Vec<PromptSpec> = match &self.prompts {
-            Some(source) => workload::load(source, seed)?,
-            None => vec![PromptSpec::plain(
-                self.prompt
-                    .clone()
-                    .unwrap_or_else(|| defaults::PROMPT.to_string()),
-            )],
+    fn prompts(
+        &self,
+        seed: u64,
+    ) -> Result<(Vec<PromptSpec>, tokengun_common::run_dir::WorkloadInfo), PlanFileError> {
+        let base = super::synth::Base {
+            prompts: self.prompts.as_deref(),
+            prompt: self.prompt.as_deref(),
+            default_prompt: defaults::PROMPT,
         };
+        let (prompts, info) = super::synth::compile(&base, self.workload.as_ref(), seed)?;
         let workload_bytes: usize = prompts.iter().map(PromptSpec::size_bytes).sum();
         if workload_bytes > MAX_WORKLOAD_BYTES {
             return Err(field(
@@ -440,7 +450,7 @@ impl PlanFile {
                 ),
             ));
         }
-        Ok(prompts)
+        Ok((prompts, info))
     }
 
     /// The API named, or None for `auto` (the agent finds out).

@@ -5,6 +5,8 @@
 pub mod compile;
 pub mod datasets;
 pub mod file;
+pub mod synth;
+pub mod tokens;
 pub mod workload;
 
 pub use compile::{InvalidPlan, Phase, cycle_plan, phases, share, validate, warmup_plan};
@@ -81,6 +83,9 @@ pub struct RunConfig {
     pub api: Option<Api>,
     pub model: String,
     pub prompts: Vec<PromptSpec>,
+    /// What the prompts are (source, lengths exact or not), for run.json and the report.
+    #[serde(default)]
+    pub workload: tokengun_common::run_dir::WorkloadInfo,
     pub shape: LoadShape,
     pub levels: Vec<Level>,
     /// Closed/open: how long each level keeps starting requests.

@@ -36,6 +36,31 @@ pub enum WorkloadError {
 
 /// Where prompts come from: `builtin`, `synthetic:WORDS`, or a file path.
 pub fn load(source: &str, seed: u64) -> Result<Vec<PromptSpec>, WorkloadError> {
+    load_with_format(source, seed).map(|(_, p)| p)
+}
+
+/// [`load`], with the file's format in words (empty for `builtin` and `synthetic:`).
+pub fn load_with_format(
+    source: &str,
+    seed: u64,
+) -> Result<(String, Vec<PromptSpec>), WorkloadError> {
+    if source == "builtin" || source.starts_with("synthetic:") {
+        return load_named(source, seed).map(|p| (String::new(), p));
+    }
+    let text = std::fs::read_to_string(Path::new(source)).map_err(|e| WorkloadError::Read {
+        path: source.to_string(),
+        source: e,
+    })?;
+    let (format, records) = super::datasets::parse(source, &text)?;
+    drop(text);
+    if records.is_empty() {
+        return Err(WorkloadError::Empty(source.to_string()));
+    }
+    let prompts = records.into_iter().map(|r| r.prompt).collect();
+    Ok((format.as_str().to_string(), prompts))
+}
+
+fn load_named(source: &str, seed: u64) -> Result<Vec<PromptSpec>, WorkloadError> {
     if source == "builtin" {
         return Ok(parse_lines(BUILTIN_VARIED));
     }

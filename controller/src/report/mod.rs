@@ -13,6 +13,7 @@ pub mod findings;
 pub mod load;
 pub mod plot;
 pub mod util;
+pub mod workload;
 
 use doc::{Block, Doc, Table};
 use findings::{FindingOptions, Findings};
@@ -290,6 +291,7 @@ pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportErr
     let mut blocks = findings_blocks(data, &f, &opts.findings);
     blocks.push(Block::Heading("Levels".into()));
     blocks.push(Block::Table(level_table(&data.levels)));
+    blocks.extend(workload::blocks(data));
     blocks.push(Block::Heading("Charts".into()));
     let mut notes = data.notes.clone();
     let figures = charts::draw_all(&charts::ChartCtx::new(data, &f, opts), &mut notes)?;

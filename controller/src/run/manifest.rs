@@ -81,6 +81,7 @@ fn manifest(cfg: &RunConfig, up: &Fleet, target_info: &TargetInfo, run_id: Strin
             })
             .collect(),
         split: up.many().then(|| cfg.split.as_str().to_string()),
+        workload: Some(cfg.workload.clone()),
         monitor: None,
         warmup: None,
         cycles: Vec::new(),

@@ -62,6 +62,8 @@ pub struct LevelRow {
     pub server_waiting_max: Option<f64>,
     /// The level's requests (empty when its request_summary.csv is missing).
     pub spans: Vec<RequestSpan>,
+    /// Prompt tokens meant, counted by the server, cached; TTFT by conversation turn.
+    pub prompt: crate::report::workload::PromptFigures,
 }
 
 impl Default for LevelRow {
@@ -77,6 +79,7 @@ impl Default for LevelRow {
             max_streaming: None,
             server_waiting_max: None,
             spans: Vec::new(),
+            prompt: Default::default(),
         }
     }
 }
@@ -161,6 +164,8 @@ pub struct RunMeta {
     pub server_version: String,
     pub slo: Slo,
     pub stop_reason: Option<String>,
+    /// What the workload was (run.json's `workload`, absent in older runs).
+    pub workload: Option<tokengun_common::run_dir::WorkloadInfo>,
 }
 
 impl RunMeta {

@@ -41,6 +41,7 @@ fn add_level(level: &mut LevelRow, rows: &[RequestRow]) {
         .filter_map(|r| r.tokens_per_s)
         .collect();
     level.spans = rows.iter().filter_map(span).collect();
+    level.prompt = crate::report::workload::PromptFigures::from_rows(rows);
     // By intended start, then by first token: a burst's queue shows as a staircase.
     level.spans.sort_by(|a, b| {
         a.intended_s
@@ -124,6 +125,7 @@ mod tests {
             sent_s: None,
             first_token_s: Some(first),
             end_s: Some(first + 1.0),
+            ..RequestRow::default()
         };
         let rows: Vec<RequestRow> = (0..10)
             .map(|i| row(i, true, 10.0 + i as f64, 0.1 * i as f64))

@@ -1,0 +1,51 @@
+//! `tokengun run`'s workload flags (the `[workload]` plan table): token lengths by a local
+//! tokenizer, output lengths, shared prefixes.
+
+use crate::plan::synth::WorkloadPlan;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Flags that make or shape the prompts; each overrides its `[workload]` key.
+#[derive(Args, Debug, Default, Clone)]
+pub struct WorkloadArgs {
+    /// A local Hugging Face tokenizer.json: prompt lengths are counted, and made, exactly by it
+    /// [default: none, lengths approximate at 4 characters a token].
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// Synthetic prompts of this many input tokens: N, uniform:MIN-MAX, normal:MEAN,SD or
+    /// lognormal:MEDIAN,SIGMA (seeded); instead of --prompt/--prompts.
+    #[arg(long, value_name = "DIST")]
+    pub input_tokens: Option<String>,
+    /// Output tokens each request asks for (same forms), with ignore_eos/min_tokens where the
+    /// API has them, so outputs run to their length.
+    #[arg(long, value_name = "DIST")]
+    pub output_tokens: Option<String>,
+    /// How many synthetic prompts --input-tokens makes [default: 64].
+    #[arg(long, value_name = "N")]
+    pub prompt_count: Option<u32>,
+    /// A system prompt of this many tokens put before the prompts (prefix caching).
+    #[arg(long, value_name = "TOKENS")]
+    pub shared_prefix_tokens: Option<u32>,
+    /// The share of prompts (0-1] that carry the shared prefix [default: 1].
+    #[arg(long, value_name = "SHARE")]
+    pub shared_prefix_fraction: Option<f64>,
+    /// Distinct shared prefixes, prompt i taking prefix i mod G [default: 1].
+    #[arg(long, value_name = "G")]
+    pub shared_prefix_groups: Option<u32>,
+}
+
+impl WorkloadArgs {
+    /// The `[workload]` settings given as flags, None when none was.
+    pub fn as_plan(&self) -> Option<WorkloadPlan> {
+        let w = WorkloadPlan {
+            tokenizer: self.tokenizer.clone(),
+            input_tokens: self.input_tokens.clone(),
+            output_tokens: self.output_tokens.clone(),
+            count: self.prompt_count,
+            shared_prefix_tokens: self.shared_prefix_tokens,
+            shared_prefix_fraction: self.shared_prefix_fraction,
+            shared_prefix_groups: self.shared_prefix_groups,
+        };
+        (w != WorkloadPlan::default()).then_some(w)
+    }
+}

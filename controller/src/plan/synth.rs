@@ -1,0 +1,363 @@
+//! The `[workload]` plan table (and its flags): prompts made to token lengths, output lengths asked
+//! for, a system prompt shared by some or all prompts, all compiled into the plan's prompts before
+//! the first level, with a [`WorkloadInfo`] that says what the lengths mean.
+
+use super::tokens::{self, LengthDist, TokenError, Tokenizer};
+use super::workload::{self, WorkloadError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use tokengun_common::PromptSpec;
+use tokengun_common::run_dir::WorkloadInfo;
+use tokengun_common::schedule::SplitMix64;
+
+/// Synthetic prompts made for `input_tokens` unless `count` says.
+pub const DEFAULT_COUNT: u32 = 64;
+/// Most synthetic prompts.
+pub const MAX_COUNT: u32 = 100_000;
+
+/// `[workload]`: how prompts are made or shaped. Flags: `--tokenizer`, `--input-tokens`,
+/// `--output-tokens`, `--prompt-count`, `--shared-prefix-tokens`, ...
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadPlan {
+    /// A Hugging Face tokenizer.json: lengths are exact by it.
+    pub tokenizer: Option<PathBuf>,
+    /// Synthetic prompts of this many tokens: `N`, `uniform:MIN-MAX`, `normal:MEAN,SD`,
+    /// `lognormal:MEDIAN,SIGMA`.
+    pub input_tokens: Option<String>,
+    /// Each prompt asks for this many output tokens (same forms), run to length where the API can.
+    pub output_tokens: Option<String>,
+    /// How many synthetic prompts (default 64).
+    pub count: Option<u32>,
+    /// A system prompt of this many tokens put before prompts.
+    pub shared_prefix_tokens: Option<u32>,
+    /// The share (0..1] of prompts that carry it (default 1).
+    pub shared_prefix_fraction: Option<f64>,
+    /// Distinct prefixes, prompt i taking prefix i mod G (default 1).
+    pub shared_prefix_groups: Option<u32>,
+}
+
+impl WorkloadPlan {
+    /// `over`'s settings over `base`'s, key by key.
+    pub fn overlay(base: Option<Self>, over: Option<Self>) -> Option<Self> {
+        let (b, o) = match (base, over) {
+            (None, o) => return o,
+            (b, None) => return b,
+            (Some(b), Some(o)) => (b, o),
+        };
+        Some(Self {
+            tokenizer: o.tokenizer.or(b.tokenizer),
+            input_tokens: o.input_tokens.or(b.input_tokens),
+            output_tokens: o.output_tokens.or(b.output_tokens),
+            count: o.count.or(b.count),
+            shared_prefix_tokens: o.shared_prefix_tokens.or(b.shared_prefix_tokens),
+            shared_prefix_fraction: o.shared_prefix_fraction.or(b.shared_prefix_fraction),
+            shared_prefix_groups: o.shared_prefix_groups.or(b.shared_prefix_groups),
+        })
+    }
+
+    /// Relative paths in a plan file are found beside it.
+    pub fn resolve_beside(&mut self, dir: &std::path::Path) {
+        if let Some(p) = self.tokenizer.as_mut().filter(|p| p.is_relative()) {
+            *p = dir.join(&*p);
+        }
+    }
+}
+
+/// A `[workload]` setting that does not make prompts.
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error("--{flag} (plan key `workload.{key}`): {message}", flag = key.replace('_', "-"))]
+    Key { key: &'static str, message: String },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+}
+
+fn key(key: &'static str, message: impl Into<String>) -> SynthError {
+    SynthError::Key {
+        key,
+        message: message.into(),
+    }
+}
+
+fn dist(name: &'static str, v: Option<&String>) -> Result<Option<LengthDist>, SynthError> {
+    v.map(|s| LengthDist::parse(s).map_err(|e| key(name, e.to_string())))
+        .transpose()
+}
+
+/// Where the base prompts come from: a `prompts` source, one `prompt`, or neither (the default).
+pub struct Base<'a> {
+    pub prompts: Option<&'a str>,
+    pub prompt: Option<&'a str>,
+    pub default_prompt: &'a str,
+}
+
+/// The plan's prompts and what they are: the base prompts, or synthetic ones of the lengths asked
+/// for, each counted by the tokenizer when there is one, with the output lengths and shared
+/// prefix applied.
+pub fn compile(
+    base: &Base<'_>,
+    plan: Option<&WorkloadPlan>,
+    seed: u64,
+) -> Result<(Vec<PromptSpec>, WorkloadInfo), SynthError> {
+    let empty = WorkloadPlan::default();
+    let w = plan.unwrap_or(&empty);
+    let tokenizer = w.tokenizer.as_deref().map(Tokenizer::load).transpose()?;
+    let input = dist("input_tokens", w.input_tokens.as_ref())?;
+    let output = dist("output_tokens", w.output_tokens.as_ref())?;
+    let mut rng = SplitMix64::new(seed ^ 0x5eed_70c3);
+    let mut info = WorkloadInfo {
+        tokenizer: tokenizer.as_ref().map(|t| t.path().to_string()),
+        input_tokens: w.input_tokens.clone(),
+        output_tokens: w.output_tokens.clone(),
+        ..WorkloadInfo::default()
+    };
+    let mut prompts = match input {
+        Some(d) => {
+            if base.prompts.is_some() || base.prompt.is_some() {
+                return Err(key(
+                    "input_tokens",
+                    "makes synthetic prompts: drop --prompts / --prompt, or drop it",
+                ));
+            }
+            info.source = "tokens".into();
+            let count = w.count.unwrap_or(DEFAULT_COUNT);
+            if !(1..=MAX_COUNT).contains(&count) {
+                return Err(key("count", format!("from 1 to {MAX_COUNT}")));
+            }
+            (0..count)
+                .map(|_| made(tokenizer.as_ref(), d.sample(&mut rng), &mut rng))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        None => {
+            if w.count.is_some() {
+                return Err(key(
+                    "count",
+                    "applies to input_tokens (synthetic prompts) only",
+                ));
+            }
+            let (source, format, prompts) = match (base.prompts, base.prompt) {
+                (Some(src), _) => {
+                    let (format, p) = workload::load_with_format(src, seed)?;
+                    (src.to_string(), format, p)
+                }
+                (None, p) => (
+                    "prompt".into(),
+                    String::new(),
+                    vec![PromptSpec::plain(p.unwrap_or(base.default_prompt))],
+                ),
+            };
+            info.source = source;
+            info.format = format;
+            prompts
+        }
+    };
+    if let Some(p) = w.shared_prefix_tokens {
+        info.shared_prefix = Some(shared_prefix(
+            w,
+            p,
+            tokenizer.as_ref(),
+            &mut rng,
+            &mut prompts,
+        )?);
+    } else if w.shared_prefix_fraction.is_some() || w.shared_prefix_groups.is_some() {
+        return Err(key(
+            "shared_prefix_tokens",
+            "needed with shared_prefix_fraction / shared_prefix_groups: how long is the prefix?",
+        ));
+    }
+    if let Some(t) = &tokenizer {
+        for p in &mut prompts {
+            p.input_tokens = Some(u32::try_from(t.count(&p.text)?).unwrap_or(u32::MAX));
+        }
+    }
+    if let Some(d) = output {
+        for p in &mut prompts {
+            p.max_tokens = Some(d.sample(&mut rng));
+            p.force_output = true;
+        }
+    }
+    info.input_lengths = if tokenizer.is_some() {
+        "exact"
+    } else if prompts.iter().all(|p| p.input_tokens.is_some()) {
+        "approximate"
+    } else {
+        "unknown"
+    }
+    .into();
+    let counted: Vec<f64> = prompts
+        .iter()
+        .filter_map(|p| p.input_tokens.map(f64::from))
+        .collect();
+    info.input_tokens_mean =
+        (!counted.is_empty()).then(|| counted.iter().sum::<f64>() / counted.len() as f64);
+    info.prompts = prompts.len();
+    info.bytes = prompts.iter().map(PromptSpec::size_bytes).sum();
+    Ok((prompts, info))
+}
+
+/// One synthetic prompt of `n` tokens: exact by the tokenizer, else about `n`.
+fn made(t: Option<&Tokenizer>, n: u32, rng: &mut SplitMix64) -> Result<PromptSpec, SynthError> {
+    let exact = match t {
+        Some(t) => t.exact(n, rng)?,
+        None => None,
+    };
+    let text = exact.unwrap_or_else(|| tokens::approximate(n, rng));
+    Ok(PromptSpec {
+        input_tokens: Some(n),
+        ..PromptSpec::plain(text)
+    })
+}
+
+/// Puts a system prompt of `p` tokens before the share of prompts the plan says (prefix `i mod
+/// G` for prompt `i`); returns how it is shared, in words.
+fn shared_prefix(
+    w: &WorkloadPlan,
+    p: u32,
+    t: Option<&Tokenizer>,
+    rng: &mut SplitMix64,
+    prompts: &mut [PromptSpec],
+) -> Result<String, SynthError> {
+    if !(1..=tokens::MAX_TOKENS).contains(&p) {
+        return Err(key(
+            "shared_prefix_tokens",
+            format!("from 1 to {}", tokens::MAX_TOKENS),
+        ));
+    }
+    let fraction = w.shared_prefix_fraction.unwrap_or(1.0);
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        return Err(key("shared_prefix_fraction", "a share above 0, at most 1"));
+    }
+    let groups = w.shared_prefix_groups.unwrap_or(1);
+    if groups == 0 || groups > 10_000 {
+        return Err(key("shared_prefix_groups", "from 1 to 10000"));
+    }
+    let prefixes = (0..groups)
+        .map(|_| made(t, p, rng).map(|s| s.text))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The first ceil(fraction x n) prompts (the seeded choice mixes them across requests).
+    let carrying = ((fraction * prompts.len() as f64).ceil() as usize).min(prompts.len());
+    for (i, q) in prompts.iter_mut().take(carrying).enumerate() {
+        let prefix = &prefixes[i % prefixes.len()];
+        let mut messages: Vec<serde_json::Value> = if q.messages_json.is_empty() {
+            vec![serde_json::json!({"role": "user", "content": q.text})]
+        } else {
+            serde_json::from_str(&q.messages_json).unwrap_or_default()
+        };
+        messages.insert(0, serde_json::json!({"role": "system", "content": prefix}));
+        q.messages_json = serde_json::Value::Array(messages).to_string();
+        q.text = format!("{prefix}\n\n{}", q.text);
+        q.input_tokens = q.input_tokens.map(|n| n + p);
+    }
+    let share = if carrying == prompts.len() {
+        "all prompts".to_string()
+    } else {
+        format!("{carrying} of {} prompts", prompts.len())
+    };
+    Ok(format!(
+        "{p} tokens, {groups} prefix{}, {share}",
+        if groups == 1 { "" } else { "es" }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/tokenizers/tiny-bpe/tokenizer.json")
+    }
+
+    const BASE: Base<'static> = Base {
+        prompts: None,
+        prompt: None,
+        default_prompt: "hi",
+    };
+
+    #[test]
+    fn synthetic_prompts_have_exact_lengths_with_a_tokenizer() {
+        let w = WorkloadPlan {
+            tokenizer: Some(tiny()),
+            input_tokens: Some("uniform:20-60".into()),
+            output_tokens: Some("16".into()),
+            count: Some(10),
+            ..Default::default()
+        };
+        let (p, info) = compile(&BASE, Some(&w), 1).unwrap();
+        assert_eq!(p.len(), 10);
+        assert_eq!(info.input_lengths, "exact");
+        let t = Tokenizer::load(&tiny()).unwrap();
+        for q in &p {
+            let n = q.input_tokens.unwrap();
+            assert!((20..=60).contains(&n));
+            assert_eq!(t.count(&q.text).unwrap(), n as usize);
+            assert_eq!((q.max_tokens, q.force_output), (Some(16), true));
+        }
+        assert_eq!(compile(&BASE, Some(&w), 1).unwrap().0, p, "seeded");
+        let (_, approx) = compile(
+            &BASE,
+            Some(&WorkloadPlan {
+                tokenizer: None,
+                ..w
+            }),
+            1,
+        )
+        .unwrap();
+        assert_eq!(approx.input_lengths, "approximate");
+    }
+
+    #[test]
+    fn a_shared_prefix_goes_before_the_share_asked_for() {
+        let w = WorkloadPlan {
+            tokenizer: Some(tiny()),
+            input_tokens: Some("10".into()),
+            count: Some(8),
+            shared_prefix_tokens: Some(100),
+            shared_prefix_fraction: Some(0.5),
+            shared_prefix_groups: Some(2),
+            ..Default::default()
+        };
+        let (p, info) = compile(&BASE, Some(&w), 2).unwrap();
+        assert_eq!(
+            info.shared_prefix.as_deref(),
+            Some("100 tokens, 2 prefixes, 4 of 8 prompts")
+        );
+        let sys = |q: &PromptSpec| {
+            let m: serde_json::Value = serde_json::from_str(&q.messages_json).ok()?;
+            m[0]["content"].as_str().map(str::to_string)
+        };
+        assert_eq!(sys(&p[0]), sys(&p[2]));
+        assert_ne!(sys(&p[0]), sys(&p[1]));
+        assert!(p[4].messages_json.is_empty());
+        // Counted whole: prefix, separator and prompt.
+        assert!(p[0].input_tokens.unwrap() >= 110);
+    }
+
+    #[test]
+    fn contradictions_are_refused_naming_the_key() {
+        let w = WorkloadPlan {
+            input_tokens: Some("10".into()),
+            ..Default::default()
+        };
+        let b = Base {
+            prompts: Some("builtin"),
+            ..BASE
+        };
+        let e = compile(&b, Some(&w), 0).unwrap_err().to_string();
+        assert!(e.contains("--input-tokens"), "{e}");
+        let w = WorkloadPlan {
+            shared_prefix_groups: Some(3),
+            ..Default::default()
+        };
+        let e = compile(&BASE, Some(&w), 0).unwrap_err().to_string();
+        assert!(e.contains("shared-prefix-tokens"), "{e}");
+        let w = WorkloadPlan {
+            input_tokens: Some("lognormal:1,x".into()),
+            ..Default::default()
+        };
+        assert!(compile(&BASE, Some(&w), 0).is_err());
+    }
+}
