@@ -24,6 +24,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod conversation;
+
 /// How often a running cycle reports progress.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -34,6 +36,27 @@ pub struct CycleCounters {
     pub tokens: AtomicU64,
     pub completed: AtomicU32,
     pub failed: AtomicU32,
+    /// Conversations begun (conversation plans only).
+    pub conversations: AtomicU32,
+}
+
+/// What one request sends: its prompt, the body, and its place in a conversation.
+pub(crate) struct Selected {
+    pub prompt: usize,
+    pub body: Bytes,
+    /// 1-based; 0 when not a conversation.
+    pub conversation: u32,
+    pub turn: u32,
+    /// Keep the answer's text (a later turn sends it back).
+    pub keep_answer: bool,
+}
+
+/// How one request ended, for whatever comes after it.
+pub(crate) struct Fired {
+    pub ended: Instant,
+    pub failed: bool,
+    /// The answer text, when it was kept.
+    pub answer: String,
 }
 
 /// What every request of a cycle shares.
@@ -128,23 +151,59 @@ impl Shared {
         self.counters.started.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The prompt request `request_id` sends (chosen by the seed) and its ready body.
+    fn select(&self, request_id: u32, trace_prompt: Option<usize>) -> Selected {
+        let prompt = trace_prompt
+            .filter(|p| *p < self.bodies.len())
+            .unwrap_or_else(|| prompt_index(self.plan.seed, request_id, self.bodies.len()));
+        Selected {
+            prompt,
+            body: self.bodies[prompt].clone(),
+            conversation: 0,
+            turn: 0,
+            keep_answer: false,
+        }
+    }
+
+    /// One unit of the cycle's load from `intended_at`: a request, or a whole conversation when
+    /// the plan has turns; returns when it ended.
+    async fn unit(
+        &self,
+        intended_at: Instant,
+        cap: Option<&Semaphore>,
+        trace_prompt: Option<usize>,
+    ) -> Instant {
+        if self.plan.workload.is_conversation() {
+            return conversation::converse(self, intended_at, cap).await;
+        }
+        let id = self.next_request_id();
+        let sel = self.select(id, trace_prompt);
+        self.fire(id, intended_at, cap, sel).await.ended
+    }
+
     /// Runs one request and logs its record; returns when the request ended.
     async fn fire(
         &self,
         request_id: u32,
         intended_at: Instant,
         cap: Option<&Semaphore>,
-    ) -> Instant {
-        let rec = run_request(self, request_id, intended_at, cap).await;
+        sel: Selected,
+    ) -> Fired {
+        let (rec, answer) = run_request(self, request_id, intended_at, cap, sel).await;
         let ended = self.origin + Duration::from_nanos(rec.end_ns);
         let c = &self.counters;
-        if rec.outcome.is_failure() {
+        let failed = rec.outcome.is_failure();
+        if failed {
             c.failed.fetch_add(1, Ordering::Relaxed);
         } else {
             c.completed.fetch_add(1, Ordering::Relaxed);
         }
         self.log.append(RecordBody::Request(Box::new(rec)));
-        ended
+        Fired {
+            ended,
+            failed,
+            answer,
+        }
     }
 
     fn progress(&self) -> Progress {
@@ -189,9 +248,8 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
         LoadShape::Burst => {
             for _ in 0..plan.concurrency {
                 let s = shared.clone();
-                let id = s.next_request_id();
                 workers.spawn(async move {
-                    s.fire(id, s.origin, None).await;
+                    s.unit(s.origin, None, None).await;
                 });
             }
         }
@@ -207,8 +265,7 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
                             s.cut_short.store(true, Ordering::Relaxed);
                             break;
                         }
-                        let id = s.next_request_id();
-                        intended = s.fire(id, intended, None).await;
+                        intended = s.unit(intended, None, None).await;
                     }
                 });
             }
@@ -218,7 +275,21 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
         LoadShape::Open => {
             let cap =
                 (plan.concurrency > 0).then(|| Arc::new(Semaphore::new(plan.concurrency as usize)));
-            for at in Arrivals::new(plan.arrival, plan.rate_per_s, plan.duration, plan.seed) {
+            let trace = &plan.workload;
+            let arrivals: Box<dyn Iterator<Item = (Duration, Option<usize>)> + Send> =
+                if trace.trace_at_ms.is_empty() {
+                    Box::new(
+                        Arrivals::new(plan.arrival, plan.rate_per_s, plan.duration, plan.seed)
+                            .map(|at| (at, None)),
+                    )
+                } else {
+                    // A trace's arrivals, each with its own prompt, replace the rate's schedule.
+                    Box::new(trace.trace_at_ms.iter().enumerate().map(|(i, ms)| {
+                        let p = trace.trace_prompt.get(i).map(|p| *p as usize);
+                        (Duration::from_millis(*ms), p)
+                    }))
+                };
+            for (at, trace_prompt) in arrivals {
                 let intended = shared.origin + at;
                 tokio::select! {
                     () = tokio::time::sleep_until(intended) => {}
@@ -229,9 +300,8 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
                 }
                 let s = shared.clone();
                 let cap = cap.clone();
-                let id = s.next_request_id();
                 workers.spawn(async move {
-                    s.fire(id, intended, cap.as_deref()).await;
+                    s.unit(intended, cap.as_deref(), trace_prompt).await;
                 });
                 lost += reap(workers);
             }
@@ -342,6 +412,9 @@ struct Measure<'a> {
     done: bool,
     /// The request left the client-side queue and went to the server.
     sent: bool,
+    /// Keep the answer's text, and the text kept.
+    keep_answer: bool,
+    answer: String,
 }
 
 impl Measure<'_> {
@@ -360,10 +433,11 @@ async fn run_request(
     request_id: u32,
     intended_at: Instant,
     cap: Option<&Semaphore>,
-) -> RequestRecord {
+    sel: Selected,
+) -> (RequestRecord, String) {
     let dispatched = Instant::now();
     let deadline = intended_at + s.plan.request_timeout;
-    let prompt = prompt_index(s.plan.seed, request_id, s.bodies.len());
+    let prompt = sel.prompt;
     let intended_start_ns = ns_since(s.origin, intended_at);
     let dispatched_ns = ns_since(s.origin, dispatched);
     let mut m = Measure {
@@ -373,8 +447,15 @@ async fn run_request(
             request_id,
             prompt_index: u32::try_from(prompt).unwrap_or(u32::MAX),
             workload: RequestWorkload {
-                intended_prompt_tokens: s.plan.prompts.get(prompt).and_then(|p| p.input_tokens),
-                ..RequestWorkload::default()
+                // A later turn's prompt is longer than the prompt's own: not said.
+                intended_prompt_tokens: s
+                    .plan
+                    .prompts
+                    .get(prompt)
+                    .and_then(|p| p.input_tokens)
+                    .filter(|_| sel.turn <= 1),
+                conversation: sel.conversation,
+                turn: sel.turn,
             },
             dispatched_ns,
             intended_start_ns,
@@ -400,6 +481,8 @@ async fn run_request(
         },
         done: false,
         sent: false,
+        keep_answer: sel.keep_answer,
+        answer: String::new(),
     };
     // Held until the end is stamped, so the next request cannot appear to overlap this one.
     let mut permit = None;
@@ -412,7 +495,7 @@ async fn run_request(
             m.rec.sent_ns = ns_since(s.origin, Instant::now());
             m.live.sent(m.rec.sent_ns);
             m.sent = true;
-            exchange(s, &mut m, prompt).await;
+            exchange(s, &mut m, sel.body).await;
         } => {}
         () = s.cancel.cancelled() => m.fail(OutcomeKind::Aborted, "cycle aborted"),
         () = tokio::time::sleep_until(deadline) => m.fail(
@@ -436,11 +519,11 @@ async fn run_request(
         r.outcome = OutcomeKind::Truncated;
         r.error = "the stream ended before the server said it was done".into();
     }
-    m.rec
+    (m.rec, m.answer)
 }
 
 /// Sends the request and reads the stream into `m` until it ends, fails or is done.
-async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize) {
+async fn exchange(s: &Shared, m: &mut Measure<'_>, body: Bytes) {
     let req = hyper::Request::post(s.uri.clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
@@ -456,7 +539,7 @@ async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize) {
             "x-tokengun-request",
             format!("{}-{}", s.plan.cycle_id, m.rec.request_id),
         )
-        .body(Full::new(s.bodies[prompt].clone()));
+        .body(Full::new(body));
     let req = match req {
         Ok(r) => r,
         Err(e) => return m.fail(OutcomeKind::ConnectError, e.to_string()),
@@ -508,15 +591,28 @@ async fn read_error_body(body: Incoming) -> String {
     }
 }
 
-async fn read_stream(
+async fn read_stream(s: &Shared, m: &mut Measure<'_>, body: Incoming, stamp: Option<&ReadStamp>) {
+    let backend = backend::backend(s.plan.api);
+    let stops_at_done = backend.stops_at_done();
+    let mut parser = backend.parser(s.plan.api);
+    if m.keep_answer {
+        parser.keep_answer();
+    }
+    read_frames(s, m, body, stamp, parser.as_mut(), stops_at_done).await;
+    if m.keep_answer {
+        m.answer = parser.take_answer();
+    }
+}
+
+/// Reads the stream's frames into `m` through `parser` until it ends, fails or is done.
+async fn read_frames(
     s: &Shared,
     m: &mut Measure<'_>,
     mut body: Incoming,
     stamp: Option<&ReadStamp>,
+    parser: &mut dyn backend::StreamParser,
+    stops_at_done: bool,
 ) {
-    let backend = backend::backend(s.plan.api);
-    let stops_at_done = backend.stops_at_done();
-    let mut parser = backend.parser(s.plan.api);
     // The units of one read; reused, so a request allocates it once.
     let mut chunks: Vec<Chunk> = Vec::new();
     loop {

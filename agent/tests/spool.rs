@@ -76,6 +76,7 @@ fn plan(url: &str, concurrency: u32, duration: Duration) -> CyclePlan {
         request_timeout: Duration::from_secs(60),
         options: RequestOptions::default(),
         extra_body_json: String::new(),
+        workload: Default::default(),
     }
 }
 

@@ -16,7 +16,9 @@ pub mod stats;
 pub mod transport;
 
 pub use monitor::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, SourceStatus};
-pub use plan::{Api, Arrival, CyclePlan, LoadShape, PlanError, PromptSpec, RequestOptions};
+pub use plan::{
+    Api, Arrival, CyclePlan, CycleWorkload, LoadShape, PlanError, PromptSpec, RequestOptions,
+};
 pub use record::{
     AgentSelfCheck, CycleDone, LIVE_REQUESTS_MAX, LivePhase, LiveRequest, OutcomeKind, Progress,
     Record, RecordBody, RequestRecord, RequestWorkload, ServerTimings, TokenChunk, TokenSource,

@@ -302,6 +302,7 @@ mod tests {
             request_timeout: Duration::from_secs(60),
             options: RequestOptions::default(),
             extra_body_json: String::new(),
+            workload: Default::default(),
         }
     }
 

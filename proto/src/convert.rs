@@ -81,6 +81,7 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
                     messages_json: q.messages_json.clone(),
                     input_tokens: q.input_tokens,
                     force_output: q.force_output,
+                    later_turns: q.later_turns.clone(),
                 })
                 .collect(),
             options: Some(pb::RequestOptions {
@@ -92,6 +93,11 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
             }),
             request_timeout_ms: ms(p.request_timeout),
             extra_body_json: p.extra_body_json.clone(),
+            conversation_turns: p.workload.turns,
+            think_time_ms: ms(p.workload.think_time),
+            think_exponential: p.workload.think_exponential,
+            trace_at_ms: p.workload.trace_at_ms.clone(),
+            trace_prompt: p.workload.trace_prompt.clone(),
         }
     }
 }
@@ -141,6 +147,7 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                     messages_json: q.messages_json,
                     input_tokens: q.input_tokens,
                     force_output: q.force_output,
+                    later_turns: q.later_turns,
                 })
                 .collect(),
             options: p
@@ -155,6 +162,13 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                 .unwrap_or_default(),
             request_timeout: Duration::from_millis(p.request_timeout_ms),
             extra_body_json: p.extra_body_json,
+            workload: dom::CycleWorkload {
+                turns: p.conversation_turns,
+                think_time: Duration::from_millis(p.think_time_ms),
+                think_exponential: p.think_exponential,
+                trace_at_ms: p.trace_at_ms,
+                trace_prompt: p.trace_prompt,
+            },
         };
         plan.validate()
             .map_err(|e| ConvertError::Invalid(e.to_string()))?;
@@ -713,6 +727,7 @@ mod tests {
                 messages_json: r#"[{"role":"user","content":"p"}]"#.into(),
                 input_tokens: Some(7),
                 force_output: true,
+                later_turns: vec!["next".into()],
             }],
             request_timeout: Duration::from_secs(1),
             options: dom::RequestOptions {

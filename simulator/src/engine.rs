@@ -97,6 +97,8 @@ struct State {
     /// Hashes of prompts still in a slot's cache (a set for lookups, a queue for eviction).
     cached: HashSet<u64>,
     cache_order: VecDeque<u64>,
+    /// Prompt prefixes in whole blocks (shared system prompts, earlier turns).
+    prefix: crate::prefix_cache::PrefixCache,
     /// Slots handed back, lowest first, and the next never-used slot.
     free_slots: BinaryHeap<Reverse<u32>>,
     next_slot: u32,
@@ -176,6 +178,7 @@ impl Engine {
                 running: 0,
                 cached: HashSet::new(),
                 cache_order: VecDeque::new(),
+                prefix: Default::default(),
                 free_slots: BinaryHeap::new(),
                 next_slot: 0,
             }),
@@ -392,8 +395,14 @@ impl Engine {
                 .is_none_or(|t| admitted.duration_since(t) > self.scale(e.keep_alive));
         s.running += 1;
         let h = hash(&req.prompt_text);
+        // Blocks of prompt kept per slot's worth of cache, as the whole-prompt cache keeps one
+        // prompt per slot.
+        let blocks = (e.slots as usize).min(CACHE_MAX) * 256;
+        let prefix = s.prefix.lookup_insert(&req.prompt_text, blocks);
         let cached = if req.cache_prompt && s.cached.contains(&h) {
             prompt_tokens.saturating_sub(1)
+        } else if req.cache_prompt {
+            prefix.min(prompt_tokens.saturating_sub(1))
         } else {
             0
         };

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod prefix_cache;
 pub mod wire;
 
 pub use config::{EngineModel, Faults, Flavor, MemoryFailures, OutputLen, PROFILES, SimConfig};

@@ -62,6 +62,7 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
             "What is the philosophical definition of time?",
         )],
         workload: Default::default(),
+        cycle_workload: Default::default(),
         shape: LoadShape::Burst,
         levels: levels
             .iter()

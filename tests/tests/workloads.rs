@@ -157,3 +157,118 @@ async fn exact_input_lengths_and_forced_outputs_reach_the_server() {
     );
     ran.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_send_their_history_and_later_turns_hit_the_prefix_cache() {
+    let (prompts, info) = compiled(
+        WorkloadPlan {
+            input_tokens: Some("400".into()),
+            count: Some(4),
+            turns: Some(3),
+            think_time: Some("20ms".into()),
+            ..Default::default()
+        },
+        Api::OpenaiChat,
+    );
+    assert_eq!(
+        info.conversation.as_deref(),
+        Some("3 turns, think time 20ms fixed")
+    );
+    let cycle = tokengun::plan::synth::cycle_workload(Some(&WorkloadPlan {
+        turns: Some(3),
+        think_time: Some("20ms".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+    // 1 ms of prefill a token: 400 uncached tokens cost 0.4 s before the first token.
+    let ran = Scenario::fixed("m:1b", 5, 1, 8, 16)
+        .sim(|s| {
+            s.engine.prefill_per_token = std::time::Duration::from_millis(1);
+            s.flavor = tokengun_simulator::config::Flavor::LlamaCpp;
+        })
+        .levels(&[3])
+        .config(move |c| {
+            c.api = Some(Api::OpenaiChat);
+            c.prompts = prompts;
+            c.workload = info;
+            c.cycle_workload = cycle;
+        })
+        .run()
+        .await;
+    let rows = ran.requests(3);
+    assert_eq!(rows.len(), 9, "3 conversations of 3 turns");
+    let c = &ran.cycles()[0];
+    assert_eq!(c["requests"], "9");
+    let mut by_turn = std::collections::BTreeMap::<u32, Vec<f64>>::new();
+    for r in &rows {
+        assert_eq!(r["Status"], "Completed", "{r:?}");
+        let turn = f(r, "Turn") as u32;
+        assert!((1..=3).contains(&(f(r, "Conversation") as u32)), "{r:?}");
+        by_turn.entry(turn).or_default().push(f(r, "TTFT"));
+        if turn > 1 {
+            // The history (turn 1 and the answer) came back from the cache.
+            assert!(f(r, "ServerCachedTokens") >= 384.0, "{r:?}");
+            assert!(r["IntendedPromptTokens"].is_empty(), "{r:?}");
+            // The turn waited for the previous answer and the think time.
+        } else {
+            assert_eq!(r["IntendedPromptTokens"], "400");
+        }
+    }
+    // An uncached first turn prefills its 400 tokens (0.4 s); later turns reuse the history
+    // (two conversations may draw the same prompt: the second's first turn is cached too).
+    let worst_later = by_turn[&2]
+        .iter()
+        .chain(&by_turn[&3])
+        .copied()
+        .fold(0.0, f64::max);
+    let worst_first = by_turn[&1].iter().copied().fold(0.0, f64::max);
+    assert!(
+        worst_first > 0.35 && worst_later < 0.2,
+        "cached later turns start sooner: {by_turn:?}"
+    );
+    let data = tokengun::report::load::load_run(ran.run_dir()).unwrap();
+    let doc = tokengun::report::run_report(&data, &Default::default()).unwrap();
+    let turn_table = doc.blocks.iter().any(|b| match b {
+        tokengun::report::doc::Block::Table(t) => t.headers.iter().any(|h| h.starts_with("Turn 3")),
+        _ => false,
+    });
+    assert!(turn_table, "the report shows TTFT by turn");
+    ran.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_system_prompt_is_served_from_the_prefix_cache() {
+    let (prompts, info) = compiled(
+        WorkloadPlan {
+            tokenizer: Some(tiny_tokenizer()),
+            input_tokens: Some("20".into()),
+            count: Some(8),
+            shared_prefix_tokens: Some(300),
+            ..Default::default()
+        },
+        Api::OpenaiChat,
+    );
+    assert_eq!(
+        info.shared_prefix.as_deref(),
+        Some("300 tokens, 1 prefix, all prompts")
+    );
+    let ran = Scenario::fixed("m:1b", 5, 1, 4, 1)
+        .sim(|s| s.flavor = tokengun_simulator::config::Flavor::LlamaCpp)
+        .levels(&[8])
+        .config(move |c| {
+            c.api = Some(Api::OpenaiChat);
+            c.prompts = prompts;
+            c.workload = info;
+        })
+        .run()
+        .await;
+    let rows = ran.requests(8);
+    // One slot: requests run one after another, and every one after the first finds the
+    // system prompt cached.
+    let hits = rows
+        .iter()
+        .filter(|r| f(r, "ServerCachedTokens") >= 256.0)
+        .count();
+    assert!(hits >= 7, "{rows:?}");
+    ran.stop().await;
+}

@@ -70,6 +70,13 @@ pub(crate) trait StreamParser: Send {
 
     /// Bytes of a unit the stream never finished.
     fn leftover(&self) -> usize;
+
+    /// Keeps the answer text from here on (a conversation's next turn sends it back); off by
+    /// default, so a plain request allocates nothing for it.
+    fn keep_answer(&mut self);
+
+    /// The answer text kept since [`StreamParser::keep_answer`].
+    fn take_answer(&mut self) -> String;
 }
 
 /// How a stream is cut into units: NDJSON lines, SSE events.
@@ -154,6 +161,14 @@ impl<F: Framing, P: UnitParser> StreamParser for Framed<F, P> {
     fn leftover(&self) -> usize {
         self.framing.pending()
     }
+
+    fn keep_answer(&mut self) {
+        self.think.kept.get_or_insert_with(String::new);
+    }
+
+    fn take_answer(&mut self) -> String {
+        self.think.kept.take().unwrap_or_default()
+    }
 }
 
 /// What one unit of a stream (an NDJSON line, an SSE event) said.
@@ -188,6 +203,9 @@ impl Chunk {
                 self.reasoning_tokens += 1;
             } else {
                 self.answer_tokens += 1;
+                if let Some(kept) = &mut think.kept {
+                    kept.push_str(text);
+                }
             }
         }
     }
@@ -276,6 +294,8 @@ pub fn error_text(body: &[u8]) -> String {
 #[derive(Debug, Default)]
 pub struct InlineThink {
     inside: bool,
+    /// The answer text so far, when a conversation keeps it.
+    kept: Option<String>,
 }
 
 impl InlineThink {
@@ -317,6 +337,7 @@ mod tests {
                 ..Default::default()
             },
             extra_body_json: r#"{"options":{"top_k":5}}"#.into(),
+            workload: Default::default(),
         }
     }
 

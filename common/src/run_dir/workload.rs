@@ -32,6 +32,9 @@ pub struct WorkloadInfo {
     /// Shared system prompt: its tokens and how it is shared (`all`, `50%`, `4 groups`).
     #[serde(default)]
     pub shared_prefix: Option<String>,
+    /// Conversations: turns and think time, in words.
+    #[serde(default)]
+    pub conversation: Option<String>,
     /// Intended prompt tokens, mean over the prompts that say.
     #[serde(default)]
     pub input_tokens_mean: Option<f64>,

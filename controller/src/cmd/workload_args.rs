@@ -32,6 +32,16 @@ pub struct WorkloadArgs {
     /// Distinct shared prefixes, prompt i taking prefix i mod G [default: 1].
     #[arg(long, value_name = "G")]
     pub shared_prefix_groups: Option<u32>,
+    /// Turns per conversation: each sends its history and the answers it got; a level then
+    /// counts conversations [default: none, independent requests].
+    #[arg(long, value_name = "K")]
+    pub turns: Option<u32>,
+    /// Between an answer and the conversation's next turn, e.g. 2s [default: 0s].
+    #[arg(long, value_name = "DURATION")]
+    pub think_time: Option<String>,
+    /// Think times exponential around --think-time (seeded) instead of fixed.
+    #[arg(long)]
+    pub think_exponential: bool,
 }
 
 impl WorkloadArgs {
@@ -45,6 +55,9 @@ impl WorkloadArgs {
             shared_prefix_tokens: self.shared_prefix_tokens,
             shared_prefix_fraction: self.shared_prefix_fraction,
             shared_prefix_groups: self.shared_prefix_groups,
+            turns: self.turns,
+            think_time: self.think_time.clone(),
+            think: self.think_exponential.then(|| "exponential".to_string()),
         };
         (w != WorkloadPlan::default()).then_some(w)
     }

@@ -62,6 +62,7 @@ pub fn cycle_plan(
         request_timeout: cfg.request_timeout,
         options: cfg.options.clone(),
         extra_body_json: cfg.extra_body_json.clone(),
+        workload: cfg.cycle_workload.clone(),
     }
 }
 

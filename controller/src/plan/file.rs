@@ -294,6 +294,7 @@ impl PlanFile {
             model,
             prompts,
             workload,
+            cycle_workload: super::synth::cycle_workload(self.workload.as_ref())?,
             shape,
             levels,
             duration: duration_v,

@@ -86,6 +86,9 @@ pub struct RunConfig {
     /// What the prompts are (source, lengths exact or not), for run.json and the report.
     #[serde(default)]
     pub workload: tokengun_common::run_dir::WorkloadInfo,
+    /// What each cycle's plan carries for the workload: conversations, a trace's arrivals.
+    #[serde(default)]
+    pub cycle_workload: tokengun_common::CycleWorkload,
     pub shape: LoadShape,
     pub levels: Vec<Level>,
     /// Closed/open: how long each level keeps starting requests.

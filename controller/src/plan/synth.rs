@@ -6,9 +6,9 @@ use super::tokens::{self, LengthDist, TokenError, Tokenizer};
 use super::workload::{self, WorkloadError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use tokengun_common::PromptSpec;
 use tokengun_common::run_dir::WorkloadInfo;
 use tokengun_common::schedule::SplitMix64;
+use tokengun_common::{CycleWorkload, PromptSpec};
 
 /// Synthetic prompts made for `input_tokens` unless `count` says.
 pub const DEFAULT_COUNT: u32 = 64;
@@ -35,6 +35,12 @@ pub struct WorkloadPlan {
     pub shared_prefix_fraction: Option<f64>,
     /// Distinct prefixes, prompt i taking prefix i mod G (default 1).
     pub shared_prefix_groups: Option<u32>,
+    /// Turns per conversation (a level then counts conversations).
+    pub turns: Option<u32>,
+    /// Between an answer and the next turn (e.g. "2s"; default 0s).
+    pub think_time: Option<String>,
+    /// `fixed` (default) or `exponential` think times around `think_time`.
+    pub think: Option<String>,
 }
 
 impl WorkloadPlan {
@@ -53,6 +59,9 @@ impl WorkloadPlan {
             shared_prefix_tokens: o.shared_prefix_tokens.or(b.shared_prefix_tokens),
             shared_prefix_fraction: o.shared_prefix_fraction.or(b.shared_prefix_fraction),
             shared_prefix_groups: o.shared_prefix_groups.or(b.shared_prefix_groups),
+            turns: o.turns.or(b.turns),
+            think_time: o.think_time.or(b.think_time),
+            think: o.think.or(b.think),
         })
     }
 
@@ -193,9 +202,63 @@ pub fn compile(
         .collect();
     info.input_tokens_mean =
         (!counted.is_empty()).then(|| counted.iter().sum::<f64>() / counted.len() as f64);
+    info.conversation = conversation_words(w)?;
     info.prompts = prompts.len();
     info.bytes = prompts.iter().map(PromptSpec::size_bytes).sum();
     Ok((prompts, info))
+}
+
+/// The cycles' conversation settings from `[workload]`.
+pub fn cycle_workload(w: Option<&WorkloadPlan>) -> Result<CycleWorkload, SynthError> {
+    let Some(w) = w else {
+        return Ok(CycleWorkload::default());
+    };
+    let turns = w.turns.unwrap_or(0);
+    if turns > 1000 {
+        return Err(key("turns", "at most 1000 turns a conversation"));
+    }
+    let think_time = match &w.think_time {
+        None => std::time::Duration::ZERO,
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            key(
+                "think_time",
+                format!("{t:?} is not a duration ({e}); e.g. 2s"),
+            )
+        })?,
+    };
+    let think_exponential = match w.think.as_deref() {
+        None | Some("fixed") => false,
+        Some("exponential") => true,
+        Some(o) => return Err(key("think", format!("{o:?}: use fixed or exponential"))),
+    };
+    if turns <= 1 && (w.think_time.is_some() || w.think.is_some()) {
+        return Err(key(
+            "turns",
+            "think_time / think apply to conversations: give turns = 2 or more",
+        ));
+    }
+    Ok(CycleWorkload {
+        turns,
+        think_time,
+        think_exponential,
+        ..CycleWorkload::default()
+    })
+}
+
+fn conversation_words(w: &WorkloadPlan) -> Result<Option<String>, SynthError> {
+    let c = cycle_workload(Some(w))?;
+    Ok(c.is_conversation().then(|| {
+        format!(
+            "{} turns, think time {} {}",
+            c.turns,
+            humantime::format_duration(c.think_time),
+            if c.think_exponential {
+                "exponential"
+            } else {
+                "fixed"
+            }
+        )
+    }))
 }
 
 /// One synthetic prompt of `n` tokens: exact by the tokenizer, else about `n`.

@@ -56,7 +56,13 @@ pub fn load_with_format(
     if records.is_empty() {
         return Err(WorkloadError::Empty(source.to_string()));
     }
-    let prompts = records.into_iter().map(|r| r.prompt).collect();
+    let prompts = records
+        .into_iter()
+        .map(|r| PromptSpec {
+            later_turns: r.later_turns,
+            ..r.prompt
+        })
+        .collect();
     Ok((format.as_str().to_string(), prompts))
 }
 
