@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokengun_common::schedule::{Arrivals, prompt_index};
+use tokengun_common::schedule::prompt_index;
 use tokengun_common::transport::root_cause;
 use tokengun_common::{
     AgentSelfCheck, CycleDone, CyclePlan, LIVE_REQUESTS_MAX, LoadShape, OutcomeKind, Progress,
@@ -25,6 +25,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod conversation;
+mod units;
+
+use units::{Fired, Selected, reap};
 
 /// How often a running cycle reports progress.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -38,25 +41,6 @@ pub struct CycleCounters {
     pub failed: AtomicU32,
     /// Conversations begun (conversation plans only).
     pub conversations: AtomicU32,
-}
-
-/// What one request sends: its prompt, the body, and its place in a conversation.
-pub(crate) struct Selected {
-    pub prompt: usize,
-    pub body: Bytes,
-    /// 1-based; 0 when not a conversation.
-    pub conversation: u32,
-    pub turn: u32,
-    /// Keep the answer's text (a later turn sends it back).
-    pub keep_answer: bool,
-}
-
-/// How one request ended, for whatever comes after it.
-pub(crate) struct Fired {
-    pub ended: Instant,
-    pub failed: bool,
-    /// The answer text, when it was kept.
-    pub answer: String,
 }
 
 /// What every request of a cycle shares.
@@ -225,17 +209,6 @@ impl Shared {
     }
 }
 
-/// Joins every finished worker; returns how many panicked (they wrote no record).
-fn reap(workers: &mut JoinSet<()>) -> u32 {
-    let mut lost = 0;
-    while let Some(r) = workers.try_join_next() {
-        if r.is_err() {
-            lost += 1;
-        }
-    }
-    lost
-}
-
 /// Releases the cycle's requests as its shape says, into `workers`; returns workers lost to a
 /// panic while it ran (finished ones are reaped as it goes, so a long open loop holds no memory
 /// for requests already recorded).
@@ -275,21 +248,7 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
         LoadShape::Open => {
             let cap =
                 (plan.concurrency > 0).then(|| Arc::new(Semaphore::new(plan.concurrency as usize)));
-            let trace = &plan.workload;
-            let arrivals: Box<dyn Iterator<Item = (Duration, Option<usize>)> + Send> =
-                if trace.trace_at_ms.is_empty() {
-                    Box::new(
-                        Arrivals::new(plan.arrival, plan.rate_per_s, plan.duration, plan.seed)
-                            .map(|at| (at, None)),
-                    )
-                } else {
-                    // A trace's arrivals, each with its own prompt, replace the rate's schedule.
-                    Box::new(trace.trace_at_ms.iter().enumerate().map(|(i, ms)| {
-                        let p = trace.trace_prompt.get(i).map(|p| *p as usize);
-                        (Duration::from_millis(*ms), p)
-                    }))
-                };
-            for (at, trace_prompt) in arrivals {
+            for (at, trace_prompt) in units::arrivals(plan) {
                 let intended = shared.origin + at;
                 tokio::select! {
                     () = tokio::time::sleep_until(intended) => {}
