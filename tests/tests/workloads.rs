@@ -272,3 +272,66 @@ async fn a_shared_system_prompt_is_served_from_the_prefix_cache() {
     assert!(hits >= 7, "{rows:?}");
     ran.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mooncake_trace_replays_at_its_own_instants() {
+    let cfg = PlanFile {
+        api: Some("openai-chat".into()),
+        workload: Some(WorkloadPlan {
+            trace: Some(fixture("mooncake-trace.jsonl")),
+            time_scale: Some(0.5),
+            ..Default::default()
+        }),
+        ..PlanFile::default()
+    }
+    .compile(None)
+    .unwrap();
+    let at = cfg.cycle_workload.trace_at_ms.clone();
+    assert_eq!(at.len(), 40);
+    let prompts = cfg.prompts.clone();
+    let label = cfg.levels[0].label();
+    let ran = Scenario::fixed("m:1b", 5, 1, 4, 64)
+        .sim(|s| s.flavor = tokengun_simulator::config::Flavor::LlamaCpp)
+        .config(move |c| {
+            c.api = cfg.api;
+            c.shape = cfg.shape;
+            c.levels = cfg.levels;
+            c.duration = cfg.duration;
+            c.prompts = cfg.prompts;
+            c.workload = cfg.workload;
+            c.cycle_workload = cfg.cycle_workload;
+        })
+        .run()
+        .await;
+    let rows = ran.requests(&label);
+    assert_eq!(rows.len(), 40);
+    for r in &rows {
+        let i = f(r, "PromptIndex") as usize;
+        // Request i of the trace starts at its (scaled) timestamp, asks for its output length.
+        assert!(
+            (f(r, "IntendedStart") * 1e3 - at[i] as f64).abs() < 0.01,
+            "{r:?}"
+        );
+        assert_eq!(
+            f(r, "TokenCount") as u32,
+            prompts[i].max_tokens.unwrap(),
+            "{r:?}"
+        );
+        assert_eq!(
+            f(r, "IntendedPromptTokens") as u32,
+            prompts[i].input_tokens.unwrap()
+        );
+    }
+    // Requests naming hash block 0 share its 512 tokens: some found them cached.
+    assert!(rows.iter().any(|r| f(r, "ServerCachedTokens") >= 256.0));
+    let c = &ran.cycles()[0];
+    assert_eq!(c["schedule_valid"], "true", "{c:?}");
+    let m = ran.run_json();
+    assert!(
+        m["workload"]["trace"]
+            .as_str()
+            .unwrap()
+            .starts_with("40 requests")
+    );
+    ran.stop().await;
+}

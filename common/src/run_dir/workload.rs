@@ -32,6 +32,9 @@ pub struct WorkloadInfo {
     /// Shared system prompt: its tokens and how it is shared (`all`, `50%`, `4 groups`).
     #[serde(default)]
     pub shared_prefix: Option<String>,
+    /// Trace replay: requests, span and time scale, in words.
+    #[serde(default)]
+    pub trace: Option<String>,
     /// Conversations: turns and think time, in words.
     #[serde(default)]
     pub conversation: Option<String>,

@@ -42,6 +42,13 @@ pub struct WorkloadArgs {
     /// Think times exponential around --think-time (seeded) instead of fixed.
     #[arg(long)]
     pub think_exponential: bool,
+    /// Replay a trace: Mooncake JSONL (timestamp ms, input_length, output_length, hash_ids) or
+    /// CSV (timestamp,input_tokens,output_tokens), as one open-loop level.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Trace offsets multiplied by this: 2 replays twice as slow, 0.5 twice as fast [default: 1].
+    #[arg(long, value_name = "FACTOR")]
+    pub time_scale: Option<f64>,
 }
 
 impl WorkloadArgs {
@@ -58,6 +65,8 @@ impl WorkloadArgs {
             turns: self.turns,
             think_time: self.think_time.clone(),
             think: self.think_exponential.then(|| "exponential".to_string()),
+            trace: self.trace.clone(),
+            time_scale: self.time_scale,
         };
         (w != WorkloadPlan::default()).then_some(w)
     }

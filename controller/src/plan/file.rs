@@ -280,13 +280,13 @@ impl PlanFile {
         if model.trim().is_empty() {
             return Err(field("model", "empty"));
         }
-        let (prompts, workload) = self.prompts(seed)?;
+        let (prompts, workload, cycle_workload) = self.prompts(seed)?;
         let (options, extra_body_json) = self.request_options()?;
         let api = self.api()?;
         let slo = self.slo()?;
         let target = self.target(sim.is_some())?;
         let agent_auth = self.agent_auth()?;
-        Ok(RunConfig {
+        let cfg = RunConfig {
             warnings: self.warnings(shape),
             target,
             api,
@@ -294,7 +294,7 @@ impl PlanFile {
             model,
             prompts,
             workload,
-            cycle_workload: super::synth::cycle_workload(self.workload.as_ref())?,
+            cycle_workload,
             shape,
             levels,
             duration: duration_v,
@@ -325,7 +325,11 @@ impl PlanFile {
                 }
                 s
             }),
-        })
+        };
+        Ok(super::trace::replay_level(
+            cfg,
+            self.shape.is_some() || self.levels.is_some(),
+        )?)
     }
 
     /// The model asked for, or the study's.
@@ -431,13 +435,20 @@ impl PlanFile {
     fn prompts(
         &self,
         seed: u64,
-    ) -> Result<(Vec<PromptSpec>, tokengun_common::run_dir::WorkloadInfo), PlanFileError> {
+    ) -> Result<
+        (
+            Vec<PromptSpec>,
+            tokengun_common::run_dir::WorkloadInfo,
+            tokengun_common::CycleWorkload,
+        ),
+        PlanFileError,
+    > {
         let base = super::synth::Base {
             prompts: self.prompts.as_deref(),
             prompt: self.prompt.as_deref(),
             default_prompt: defaults::PROMPT,
         };
-        let (prompts, info) = super::synth::compile(&base, self.workload.as_ref(), seed)?;
+        let (prompts, info, cycle) = super::synth::compile(&base, self.workload.as_ref(), seed)?;
         let workload_bytes: usize = prompts.iter().map(PromptSpec::size_bytes).sum();
         if workload_bytes > MAX_WORKLOAD_BYTES {
             return Err(field(
@@ -451,7 +462,7 @@ impl PlanFile {
                 ),
             ));
         }
-        Ok((prompts, info))
+        Ok((prompts, info, cycle))
     }
 
     /// The API named, or None for `auto` (the agent finds out).

@@ -7,6 +7,7 @@ pub mod datasets;
 pub mod file;
 pub mod synth;
 pub mod tokens;
+pub mod trace;
 pub mod workload;
 
 pub use compile::{InvalidPlan, Phase, cycle_plan, phases, share, validate, warmup_plan};

@@ -41,6 +41,10 @@ pub struct WorkloadPlan {
     pub think_time: Option<String>,
     /// `fixed` (default) or `exponential` think times around `think_time`.
     pub think: Option<String>,
+    /// Replay this trace (Mooncake JSONL or CSV) as one open-loop level.
+    pub trace: Option<PathBuf>,
+    /// Trace offsets multiplied by this (2 = twice as slow, 0.5 = twice as fast; default 1).
+    pub time_scale: Option<f64>,
 }
 
 impl WorkloadPlan {
@@ -62,13 +66,17 @@ impl WorkloadPlan {
             turns: o.turns.or(b.turns),
             think_time: o.think_time.or(b.think_time),
             think: o.think.or(b.think),
+            trace: o.trace.or(b.trace),
+            time_scale: o.time_scale.or(b.time_scale),
         })
     }
 
     /// Relative paths in a plan file are found beside it.
     pub fn resolve_beside(&mut self, dir: &std::path::Path) {
-        if let Some(p) = self.tokenizer.as_mut().filter(|p| p.is_relative()) {
-            *p = dir.join(&*p);
+        for p in [&mut self.tokenizer, &mut self.trace] {
+            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                *p = dir.join(&*p);
+            }
         }
     }
 }
@@ -82,9 +90,11 @@ pub enum SynthError {
     Token(#[from] TokenError),
     #[error(transparent)]
     Workload(#[from] WorkloadError),
+    #[error(transparent)]
+    Trace(#[from] super::trace::TraceError),
 }
 
-fn key(key: &'static str, message: impl Into<String>) -> SynthError {
+pub(super) fn key(key: &'static str, message: impl Into<String>) -> SynthError {
     SynthError::Key {
         key,
         message: message.into(),
@@ -103,17 +113,86 @@ pub struct Base<'a> {
     pub default_prompt: &'a str,
 }
 
-/// The plan's prompts and what they are: the base prompts, or synthetic ones of the lengths asked
-/// for, each counted by the tokenizer when there is one, with the output lengths and shared
-/// prefix applied.
+/// The plan's prompts, what they are, and what each cycle carries for them: the base prompts, or
+/// synthetic ones of the lengths asked for, or a trace's, each counted by the tokenizer when
+/// there is one, with the output lengths and shared prefix applied.
 pub fn compile(
     base: &Base<'_>,
     plan: Option<&WorkloadPlan>,
     seed: u64,
-) -> Result<(Vec<PromptSpec>, WorkloadInfo), SynthError> {
+) -> Result<(Vec<PromptSpec>, WorkloadInfo, CycleWorkload), SynthError> {
     let empty = WorkloadPlan::default();
     let w = plan.unwrap_or(&empty);
     let tokenizer = w.tokenizer.as_deref().map(Tokenizer::load).transpose()?;
+    let mut cycle = cycle_workload(Some(w))?;
+    if let Some(path) = &w.trace {
+        let given = [
+            (
+                base.prompts.is_some() || base.prompt.is_some(),
+                "--prompts / --prompt",
+            ),
+            (
+                w.input_tokens.is_some() || w.count.is_some(),
+                "--input-tokens",
+            ),
+            (
+                w.output_tokens.is_some(),
+                "--output-tokens (the trace gives them)",
+            ),
+            (
+                w.shared_prefix_tokens.is_some(),
+                "--shared-prefix-tokens (hash_ids share)",
+            ),
+            (cycle.is_conversation(), "--turns"),
+        ];
+        if let Some((_, what)) = given.iter().find(|(g, _)| *g) {
+            return Err(key(
+                "trace",
+                format!("a trace gives every request's lengths: drop {what}"),
+            ));
+        }
+        let scale = w.time_scale.unwrap_or(1.0);
+        if !(scale.is_finite() && scale > 0.0 && scale <= 1000.0) {
+            return Err(key("time_scale", "a factor above 0, at most 1000"));
+        }
+        let r = super::trace::load(path, scale, tokenizer.as_ref(), seed)?;
+        let n = r.prompts.len();
+        cycle.trace_prompt = (0..n)
+            .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
+        cycle.trace_at_ms = r.at_ms;
+        let span_ms = cycle.trace_at_ms.last().copied().unwrap_or(0);
+        let info = WorkloadInfo {
+            source: path.display().to_string(),
+            format: r.format.into(),
+            prompts: n,
+            bytes: r.prompts.iter().map(PromptSpec::size_bytes).sum(),
+            tokenizer: tokenizer.as_ref().map(|t| t.path().to_string()),
+            input_lengths: if tokenizer.is_some() {
+                "exact"
+            } else {
+                "approximate"
+            }
+            .into(),
+            output_tokens: Some("the trace's".into()),
+            trace: Some(format!(
+                "{n} requests over {:.1} s, time scale {scale}",
+                span_ms as f64 / 1e3
+            )),
+            input_tokens_mean: Some(
+                r.prompts
+                    .iter()
+                    .filter_map(|p| p.input_tokens)
+                    .map(f64::from)
+                    .sum::<f64>()
+                    / n as f64,
+            ),
+            ..WorkloadInfo::default()
+        };
+        return Ok((r.prompts, info, cycle));
+    } else if w.time_scale.is_some() {
+        return Err(key("time_scale", "applies to --trace only"));
+    }
     let input = dist("input_tokens", w.input_tokens.as_ref())?;
     let output = dist("output_tokens", w.output_tokens.as_ref())?;
     let mut rng = SplitMix64::new(seed ^ 0x5eed_70c3);
@@ -205,7 +284,7 @@ pub fn compile(
     info.conversation = conversation_words(w)?;
     info.prompts = prompts.len();
     info.bytes = prompts.iter().map(PromptSpec::size_bytes).sum();
-    Ok((prompts, info))
+    Ok((prompts, info, cycle))
 }
 
 /// The cycles' conversation settings from `[workload]`.
@@ -349,7 +428,7 @@ mod tests {
             count: Some(10),
             ..Default::default()
         };
-        let (p, info) = compile(&BASE, Some(&w), 1).unwrap();
+        let (p, info, _) = compile(&BASE, Some(&w), 1).unwrap();
         assert_eq!(p.len(), 10);
         assert_eq!(info.input_lengths, "exact");
         let t = Tokenizer::load(&tiny()).unwrap();
@@ -360,7 +439,7 @@ mod tests {
             assert_eq!((q.max_tokens, q.force_output), (Some(16), true));
         }
         assert_eq!(compile(&BASE, Some(&w), 1).unwrap().0, p, "seeded");
-        let (_, approx) = compile(
+        let (_, approx, _) = compile(
             &BASE,
             Some(&WorkloadPlan {
                 tokenizer: None,
@@ -383,7 +462,7 @@ mod tests {
             shared_prefix_groups: Some(2),
             ..Default::default()
         };
-        let (p, info) = compile(&BASE, Some(&w), 2).unwrap();
+        let (p, info, _) = compile(&BASE, Some(&w), 2).unwrap();
         assert_eq!(
             info.shared_prefix.as_deref(),
             Some("100 tokens, 2 prefixes, 4 of 8 prompts")

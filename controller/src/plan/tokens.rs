@@ -159,6 +159,35 @@ pub fn approximate(n: u32, rng: &mut SplitMix64) -> String {
     text
 }
 
+/// A block of `n` tokens drawn from `seed`, made so that the first `m` tokens of it are
+/// [`prefix_of`] it: one pool word a token with a tokenizer, 4 characters a token without.
+pub fn block_text(t: Option<&Tokenizer>, n: u32, seed: u64) -> String {
+    let mut rng = SplitMix64::new(seed);
+    match t {
+        Some(t) => {
+            let mut parts: Vec<&str> = Vec::with_capacity(n as usize);
+            parts.push(t.first.as_str());
+            while parts.len() < n as usize {
+                parts.push(t.words[(rng.next_u64() % t.words.len() as u64) as usize].as_str());
+            }
+            join(&parts)
+        }
+        None => approximate(n, &mut rng),
+    }
+}
+
+/// The first `n` tokens of a [`block_text`].
+pub fn prefix_of(t: Option<&Tokenizer>, block: &str, n: u32) -> String {
+    match t {
+        Some(_) => block
+            .split(' ')
+            .take(n as usize)
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => block.chars().take(n as usize * 4).collect(),
+    }
+}
+
 /// How token lengths are spread.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LengthDist {

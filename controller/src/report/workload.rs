@@ -98,6 +98,29 @@ fn what(data: &RunData) -> Option<String> {
     if let Some(m) = w.input_tokens_mean {
         s.push_str(&format!(" Mean prompt: {} tokens.", fmt_num(m)));
     }
+    if let Some(t) = &w.trace {
+        s.push_str(&format!(" Trace replay: {t}"));
+        let lag = data
+            .levels
+            .first()
+            .map(|l| (l.send_lag_p99_s, l.schedule_valid));
+        match lag {
+            Some((Some(p99), true)) => s.push_str(&format!(
+                "; tokengun kept up with it (p99 send lag {} ms).",
+                fmt_num(p99 * 1e3)
+            )),
+            Some((Some(p99), false)) => s.push_str(&format!(
+                "; tokengun FELL BEHIND it (p99 send lag {} ms): its latencies still count from the trace's instants, but the load it meant was not all delivered on time.",
+                fmt_num(p99 * 1e3)
+            )),
+            _ => s.push('.'),
+        }
+    }
+    if let Some(c) = &w.conversation {
+        s.push_str(&format!(
+            " Conversations: {c}; a level counts conversations."
+        ));
+    }
     if let Some(p) = &w.shared_prefix {
         s.push_str(&format!(" Shared system prompt: {p}."));
     }
