@@ -63,6 +63,7 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         )],
         workload: Default::default(),
         cycle_workload: Default::default(),
+        search: None,
         shape: LoadShape::Burst,
         levels: levels
             .iter()

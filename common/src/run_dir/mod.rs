@@ -29,6 +29,7 @@ mod cycles_server;
 pub mod manifest;
 pub mod monitor_files;
 pub mod requests;
+pub mod search;
 pub mod workload;
 
 pub use csv_file::{OutputError, ReadError, write_atomic};
@@ -44,6 +45,7 @@ pub use requests::{
     REQUEST_SUMMARY_HEADER, RequestRow, RequestSummaryCsv, THROUGHPUT_HEADER, read_request_summary,
     request_summary_row, timestamp, write_throughput,
 };
+pub use search::{SearchProbe, SearchRecord};
 pub use workload::WorkloadInfo;
 
 use crate::{Api, path_safe};

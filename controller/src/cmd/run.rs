@@ -283,6 +283,7 @@ impl RunArgs {
             reconnect_wait: self.reconnect_wait.clone(),
             throughput_csv: self.no_throughput_csv.then_some(false),
             workload: self.workload.as_plan(),
+            search: self.workload.search_plan(),
         })
     }
 

@@ -49,9 +49,46 @@ pub struct WorkloadArgs {
     /// Trace offsets multiplied by this: 2 replays twice as slow, 0.5 twice as fast [default: 1].
     #[arg(long, value_name = "FACTOR")]
     pub time_scale: Option<f64>,
+    /// Find the highest concurrency (closed/burst) or rate (open) meeting the SLO, by bracketing
+    /// then bisection, instead of running --levels: `slo`.
+    #[arg(long, value_name = "MODE", value_parser = ["slo"])]
+    pub search: Option<String>,
+    /// The search's first level [default: 1].
+    #[arg(long, value_name = "LEVEL")]
+    pub search_start: Option<f64>,
+    /// The search's lowest level [default: 1; 0.1 req/s for rates].
+    #[arg(long, value_name = "LEVEL")]
+    pub search_min: Option<f64>,
+    /// The search's highest level [default: 1024; 1000 req/s for rates].
+    #[arg(long, value_name = "LEVEL")]
+    pub search_max: Option<f64>,
+    /// The search's SLO includes TTFT p99 at most this, e.g. 2s [default: not included].
+    #[arg(long, value_name = "DURATION")]
+    pub search_ttft_p99: Option<String>,
+    /// Share of a level's requests that must meet --slo-tokens-per-s/--slo-ttft [default: 0.95].
+    #[arg(long, value_name = "SHARE")]
+    pub search_good_share: Option<f64>,
+    /// Runs the answer needs, all meeting the SLO [default: 2].
+    #[arg(long, value_name = "N")]
+    pub search_repeats: Option<u32>,
 }
 
 impl WorkloadArgs {
+    /// The `[search]` settings given as flags, None when none was.
+    pub fn search_plan(&self) -> Option<crate::plan::search_keys::SearchPlan> {
+        let s = crate::plan::search_keys::SearchPlan {
+            mode: self.search.clone(),
+            start: self.search_start,
+            min: self.search_min,
+            max: self.search_max,
+            ttft_p99: self.search_ttft_p99.clone(),
+            good_share: self.search_good_share,
+            repeats: self.search_repeats,
+            ..Default::default()
+        };
+        (s != crate::plan::search_keys::SearchPlan::default()).then_some(s)
+    }
+
     /// The `[workload]` settings given as flags, None when none was.
     pub fn as_plan(&self) -> Option<WorkloadPlan> {
         let w = WorkloadPlan {

@@ -86,6 +86,8 @@ pub struct PlanFile {
     pub throughput_csv: Option<bool>,
     /// `[workload]`: token lengths, output lengths, shared prefixes (see `plan::synth`).
     pub workload: Option<super::synth::WorkloadPlan>,
+    /// `[search]`: the highest level meeting the SLO (see `plan::search_keys`).
+    pub search: Option<super::search_keys::SearchPlan>,
 }
 
 /// A plan file or flag combination that does not make a run; always names the field.
@@ -206,8 +208,9 @@ impl PlanFile {
             self.prompts = None;
         }
         let workload = super::synth::WorkloadPlan::overlay(self.workload.take(), over.workload);
+        let search = super::search_keys::SearchPlan::overlay(self.search.take(), over.search);
         macro_rules! pick {
-            ($($f:ident),*) => { PlanFile { workload, $($f: over.$f.or(self.$f)),* } };
+            ($($f:ident),*) => { PlanFile { workload, search, $($f: over.$f.or(self.$f)),* } };
         }
         pick!(
             target,
@@ -295,6 +298,7 @@ impl PlanFile {
             prompts,
             workload,
             cycle_workload,
+            search: super::search_keys::compile(self.search.as_ref(), shape)?,
             shape,
             levels,
             duration: duration_v,

@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod datasets;
 pub mod file;
+pub mod search_keys;
 pub mod synth;
 pub mod tokens;
 pub mod trace;
@@ -90,6 +91,9 @@ pub struct RunConfig {
     /// What each cycle's plan carries for the workload: conversations, a trace's arrivals.
     #[serde(default)]
     pub cycle_workload: tokengun_common::CycleWorkload,
+    /// `--search slo`: the levels are found, not listed (None: the levels as given).
+    #[serde(default)]
+    pub search: Option<crate::run::search::SearchSpec>,
     pub shape: LoadShape,
     pub levels: Vec<Level>,
     /// Closed/open: how long each level keeps starting requests.

@@ -291,6 +291,7 @@ pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportErr
     let mut blocks = findings_blocks(data, &f, &opts.findings);
     blocks.push(Block::Heading("Levels".into()));
     blocks.push(Block::Table(level_table(&data.levels)));
+    blocks.extend(workload::search_blocks(data));
     blocks.extend(workload::blocks(data));
     blocks.push(Block::Heading("Charts".into()));
     let mut notes = data.notes.clone();

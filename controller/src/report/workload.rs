@@ -184,6 +184,58 @@ fn length_check(data: &RunData) -> Option<String> {
     ))
 }
 
+/// The SLO search's heading, answer with its bracket, and every probe in order.
+pub fn search_blocks(data: &RunData) -> Vec<Block> {
+    let Some(s) = &data.meta.search else {
+        return Vec::new();
+    };
+    let answer = match (s.answer, s.failed_above) {
+        (Some(a), Some(f)) => format!(
+            "The highest level meeting the SLO is {}: the boundary lies between {} and {} (the answer met it in every run, the level above failed).",
+            fmt_num(a),
+            fmt_num(a),
+            fmt_num(f)
+        ),
+        (Some(a), None) => format!(
+            "Every level up to the search's ceiling, {}, met the SLO: the boundary is above it.",
+            fmt_num(a)
+        ),
+        (None, Some(f)) => format!("No level met the SLO, not even {}.", fmt_num(f)),
+        (None, None) => "The search ended before an answer.".into(),
+    };
+    let rows = s
+        .probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            vec![
+                (i + 1).to_string(),
+                p.label.clone(),
+                if p.met { "met" } else { "failed" }.into(),
+                fmt_num(p.goodput_requests_per_s),
+                p.why.clone(),
+            ]
+        })
+        .collect();
+    vec![
+        Block::Heading("SLO search".into()),
+        Block::Para(format!(
+            "SLO: {}. {answer} Search ended: {}.",
+            s.slo, s.reason
+        )),
+        Block::Table(Table {
+            headers: vec![
+                "Probe".into(),
+                "Level".into(),
+                "SLO".into(),
+                "Goodput (req/s)".into(),
+                "Why not".into(),
+            ],
+            rows,
+        }),
+    ]
+}
+
 /// The Workload heading and its blocks; nothing for a run with no workload to say.
 pub fn blocks(data: &RunData) -> Vec<Block> {
     let mut out = Vec::new();

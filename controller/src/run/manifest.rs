@@ -81,7 +81,9 @@ fn manifest(cfg: &RunConfig, up: &Fleet, target_info: &TargetInfo, run_id: Strin
             })
             .collect(),
         split: up.many().then(|| cfg.split.as_str().to_string()),
-        workload: Some(cfg.workload.clone()),
+        // A configuration built in code, not compiled from a plan, says nothing of its workload.
+        workload: (!cfg.workload.source.is_empty()).then(|| cfg.workload.clone()),
+        search: None,
         monitor: None,
         warmup: None,
         cycles: Vec::new(),

@@ -166,6 +166,8 @@ pub struct RunMeta {
     pub stop_reason: Option<String>,
     /// What the workload was (run.json's `workload`, absent in older runs).
     pub workload: Option<tokengun_common::run_dir::WorkloadInfo>,
+    /// An SLO search's probes and answer (run.json's `search`).
+    pub search: Option<tokengun_common::run_dir::SearchRecord>,
 }
 
 impl RunMeta {

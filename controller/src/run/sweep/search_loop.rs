@@ -1,0 +1,142 @@
+//! The sweep of an SLO search: the warm-up if any, then the levels [`next_probe`] asks for, one
+//! at a time, each judged by [`meets`] as it ends; the probes and the answer go to run.json.
+
+use super::{Step, Sweep};
+use crate::plan::{Level, Phase, cycle_plan, phases};
+use crate::run::search::{Next, Probe, SearchSpec, meets, next_probe};
+use crate::run::{RunError, RunReport};
+use tokengun_common::run_dir::{SearchProbe, SearchRecord};
+
+impl Sweep<'_> {
+    /// Runs the search to its answer (or until stopped), then closes the run.
+    pub(super) async fn search(mut self, spec: SearchSpec) -> Result<RunReport, RunError> {
+        let mut broken = None;
+        if let Some(w) = phases(&self.cfg, &self.up.target)
+            .into_iter()
+            .find(|p| p.warmup)
+        {
+            if let Step::Stop(r) = self.phase(&w, None).await? {
+                return self.finish(r).await;
+            }
+        }
+        let mut probes: Vec<Probe> = Vec::new();
+        let mut record = SearchRecord {
+            slo: slo_words(&spec, &self.cfg.slo),
+            probes: Vec::new(),
+            answer: None,
+            failed_above: None,
+            reason: "stopped before an answer".into(),
+        };
+        let rate = self.cfg.shape.is_rate();
+        let cap = self.cfg.levels.first().map_or(0, |l| l.concurrency);
+        for index in 0.. {
+            let x = match next_probe(&spec, &probes) {
+                Next::Probe(x) => x,
+                Next::Done(a) => {
+                    record.answer = a.level;
+                    record.failed_above = a.failed_above;
+                    record.reason = a.reason;
+                    break;
+                }
+            };
+            if self.stop.is_cancelled() {
+                break;
+            }
+            let level = if rate {
+                Level {
+                    concurrency: cap,
+                    rate_per_s: Some(x),
+                }
+            } else {
+                Level {
+                    concurrency: x as u32,
+                    rate_per_s: None,
+                }
+            };
+            let runs = probes.iter().filter(|p| p.x == x).count();
+            let label = if runs == 0 {
+                level.label()
+            } else {
+                format!("{}-rep{}", level.label(), runs + 1)
+            };
+            let cycle_id = crate::plan::compile::level_cycle_id(index);
+            let plan = cycle_plan(
+                &self.cfg,
+                &self.up.target,
+                cycle_id,
+                level,
+                self.cfg.shape,
+                self.cfg.duration,
+            );
+            self.manifest.levels.push(label.clone());
+            let phase = Phase {
+                level,
+                plan,
+                warmup: false,
+                level_index: index,
+                label: label.clone(),
+            };
+            if let Step::Stop(r) = self.phase(&phase, None).await? {
+                broken = r;
+                break;
+            }
+            let Some(summary) = self.manifest.cycles.last() else {
+                break;
+            };
+            let (met, why) = meets(&spec, summary);
+            self.console.line(&format!(
+                "  search: {label} {} the SLO{}",
+                if met { "met" } else { "did not meet" },
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({why})")
+                }
+            ));
+            record.probes.push(SearchProbe {
+                label,
+                x,
+                met,
+                why: why.clone(),
+                goodput_requests_per_s: summary.goodput_requests_per_s,
+            });
+            probes.push(Probe { x, met, why });
+        }
+        let answer = match (record.answer, record.failed_above) {
+            (Some(a), Some(f)) => format!("{a} (the boundary lies between {a} and {f})"),
+            (Some(a), None) => format!("{a} (the highest level probed; the boundary may be above)"),
+            (None, Some(f)) => format!("none (even {f} failed)"),
+            (None, None) => "none".into(),
+        };
+        self.console.line(&format!(
+            "\n■ search: highest level meeting the SLO: {answer}; {}",
+            record.reason
+        ));
+        self.manifest.search = Some(record);
+        self.finish(broken).await
+    }
+}
+
+/// The SLO searched for, in words.
+fn slo_words(spec: &SearchSpec, slo: &tokengun_common::Slo) -> String {
+    let mut per = vec![format!("at least {} tokens/s", slo.tokens_per_s)];
+    if let Some(t) = slo.ttft_s {
+        per.push(format!("TTFT at most {t} s"));
+    }
+    if let Some(t) = slo.e2e_s {
+        per.push(format!("end-to-end at most {t} s"));
+    }
+    let mut s = format!(
+        "at least {:.0}% of requests meeting the per-request SLO ({})",
+        spec.min_good_share * 100.0,
+        per.join(", ")
+    );
+    if let Some(t) = spec.ttft_p99_max_s {
+        s.push_str(&format!(", TTFT p99 at most {t} s"));
+    }
+    s.push_str(&format!(
+        ", at most {:.1}% errors",
+        spec.max_error_rate * 100.0
+    ));
+    s
+}
