@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod datasets;
 pub mod file;
+pub mod search;
 pub mod search_keys;
 pub mod synth;
 pub mod tokens;
@@ -93,7 +94,7 @@ pub struct RunConfig {
     pub cycle_workload: tokengun_common::CycleWorkload,
     /// `--search slo`: the levels are found, not listed (None: the levels as given).
     #[serde(default)]
-    pub search: Option<crate::run::search::SearchSpec>,
+    pub search: Option<crate::plan::search::SearchSpec>,
     pub shape: LoadShape,
     pub levels: Vec<Level>,
     /// Closed/open: how long each level keeps starting requests.

@@ -1,7 +1,7 @@
 //! The `[search]` plan table and its flags (`--search slo`, `--search-start`, `--search-max`,
 //! `--search-ttft-p99`, ...), compiled into the [`SearchSpec`] the sweep follows.
 
-use crate::run::search::SearchSpec;
+use crate::plan::search::SearchSpec;
 use serde::{Deserialize, Serialize};
 use tokengun_common::LoadShape;
 use tokengun_common::plan::{MAX_LEVEL, MAX_RATE_PER_S};

@@ -7,7 +7,6 @@ pub mod cycle;
 pub mod manifest;
 pub mod monitoring;
 pub mod resume;
-pub mod search;
 pub mod sweep;
 
 pub use resume::resume;

@@ -2,8 +2,8 @@
 //! at a time, each judged by [`meets`] as it ends; the probes and the answer go to run.json.
 
 use super::{Step, Sweep};
+use crate::plan::search::{Next, Probe, SearchSpec, meets, next_probe};
 use crate::plan::{Level, Phase, cycle_plan, phases};
-use crate::run::search::{Next, Probe, SearchSpec, meets, next_probe};
 use crate::run::{RunError, RunReport};
 use tokengun_common::run_dir::{SearchProbe, SearchRecord};
 
