@@ -736,6 +736,13 @@ mod tests {
                 ..Default::default()
             },
             extra_body_json: String::new(),
+            workload: dom::CycleWorkload {
+                turns: 3,
+                think_time: Duration::from_millis(250),
+                think_exponential: true,
+                trace_at_ms: vec![0, 40],
+                trace_prompt: vec![0, 0],
+            },
         }
     }
 

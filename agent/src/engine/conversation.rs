@@ -59,11 +59,10 @@ pub(super) async fn converse(s: &Shared, start: Instant, cap: Option<&Semaphore>
         if fired.failed || turn == turns {
             break;
         }
-        let next = base
-            .later_turns
-            .get(turn as usize - 1)
-            .map_or_else(|| FOLLOW_UPS[(turn as usize - 1) % FOLLOW_UPS.len()], |t| t)
-            .to_string();
+        let next = base.later_turns.get(turn as usize - 1).map_or_else(
+            || FOLLOW_UPS[(turn as usize - 1) % FOLLOW_UPS.len()].to_string(),
+            String::clone,
+        );
         if let Value::Array(m) = &mut history {
             m.push(json!({"role": "assistant", "content": fired.answer}));
             m.push(json!({"role": "user", "content": next}));

@@ -351,7 +351,11 @@ pub(crate) mod tests {
             cycle_id: 1,
             request_id: 7,
             prompt_index: 0,
-            workload: Default::default(),
+            workload: crate::record::RequestWorkload {
+                intended_prompt_tokens: Some(10),
+                conversation: 2,
+                turn: 3,
+            },
             intended_start_ns: 0,
             dispatched_ns: 0,
             sent_ns: 0,
@@ -450,6 +454,11 @@ pub(crate) mod tests {
                 sent_s: Some(0.0),
                 first_token_s: Some(2.0),
                 end_s: Some(2.3),
+                ttft_s: Some(2.0),
+                prompt_tokens: Some(12.0),
+                intended_prompt_tokens: Some(10.0),
+                server_cached_tokens: None,
+                turn: Some(3.0),
             }
         );
         assert!(!rows[1].completed && rows[1].first_token_s.is_none());

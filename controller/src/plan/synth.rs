@@ -124,72 +124,9 @@ pub fn compile(
     let empty = WorkloadPlan::default();
     let w = plan.unwrap_or(&empty);
     let tokenizer = w.tokenizer.as_deref().map(Tokenizer::load).transpose()?;
-    let mut cycle = cycle_workload(Some(w))?;
+    let cycle = cycle_workload(Some(w))?;
     if let Some(path) = &w.trace {
-        let given = [
-            (
-                base.prompts.is_some() || base.prompt.is_some(),
-                "--prompts / --prompt",
-            ),
-            (
-                w.input_tokens.is_some() || w.count.is_some(),
-                "--input-tokens",
-            ),
-            (
-                w.output_tokens.is_some(),
-                "--output-tokens (the trace gives them)",
-            ),
-            (
-                w.shared_prefix_tokens.is_some(),
-                "--shared-prefix-tokens (hash_ids share)",
-            ),
-            (cycle.is_conversation(), "--turns"),
-        ];
-        if let Some((_, what)) = given.iter().find(|(g, _)| *g) {
-            return Err(key(
-                "trace",
-                format!("a trace gives every request's lengths: drop {what}"),
-            ));
-        }
-        let scale = w.time_scale.unwrap_or(1.0);
-        if !(scale.is_finite() && scale > 0.0 && scale <= 1000.0) {
-            return Err(key("time_scale", "a factor above 0, at most 1000"));
-        }
-        let r = super::trace::load(path, scale, tokenizer.as_ref(), seed)?;
-        let n = r.prompts.len();
-        cycle.trace_prompt = (0..n)
-            .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
-            .collect();
-        cycle.trace_at_ms = r.at_ms;
-        let span_ms = cycle.trace_at_ms.last().copied().unwrap_or(0);
-        let info = WorkloadInfo {
-            source: path.display().to_string(),
-            format: r.format.into(),
-            prompts: n,
-            bytes: r.prompts.iter().map(PromptSpec::size_bytes).sum(),
-            tokenizer: tokenizer.as_ref().map(|t| t.path().to_string()),
-            input_lengths: if tokenizer.is_some() {
-                "exact"
-            } else {
-                "approximate"
-            }
-            .into(),
-            output_tokens: Some("the trace's".into()),
-            trace: Some(format!(
-                "{n} requests over {:.1} s, time scale {scale}",
-                span_ms as f64 / 1e3
-            )),
-            input_tokens_mean: Some(
-                r.prompts
-                    .iter()
-                    .filter_map(|p| p.input_tokens)
-                    .map(f64::from)
-                    .sum::<f64>()
-                    / n as f64,
-            ),
-            ..WorkloadInfo::default()
-        };
-        return Ok((r.prompts, info, cycle));
+        return from_trace(base, w, path, tokenizer.as_ref(), cycle, seed);
     } else if w.time_scale.is_some() {
         return Err(key("time_scale", "applies to --trace only"));
     }
@@ -267,7 +204,14 @@ pub fn compile(
             p.force_output = true;
         }
     }
-    info.input_lengths = if tokenizer.is_some() {
+    describe(&mut info, &prompts, tokenizer.is_some());
+    info.conversation = conversation_words(w)?;
+    Ok((prompts, info, cycle))
+}
+
+/// Fills in what the prompts are: how many, their bytes, what their lengths mean.
+fn describe(info: &mut WorkloadInfo, prompts: &[PromptSpec], exact: bool) {
+    info.input_lengths = if exact {
         "exact"
     } else if prompts.iter().all(|p| p.input_tokens.is_some()) {
         "approximate"
@@ -281,10 +225,83 @@ pub fn compile(
         .collect();
     info.input_tokens_mean =
         (!counted.is_empty()).then(|| counted.iter().sum::<f64>() / counted.len() as f64);
-    info.conversation = conversation_words(w)?;
     info.prompts = prompts.len();
     info.bytes = prompts.iter().map(PromptSpec::size_bytes).sum();
-    Ok((prompts, info, cycle))
+}
+
+/// A trace's prompts (one per request) and arrivals; nothing else may set the lengths.
+fn from_trace(
+    base: &Base<'_>,
+    w: &WorkloadPlan,
+    path: &std::path::Path,
+    tokenizer: Option<&Tokenizer>,
+    mut cycle: CycleWorkload,
+    seed: u64,
+) -> Result<(Vec<PromptSpec>, WorkloadInfo, CycleWorkload), SynthError> {
+    let given = [
+        (
+            base.prompts.is_some() || base.prompt.is_some(),
+            "--prompts / --prompt",
+        ),
+        (
+            w.input_tokens.is_some() || w.count.is_some(),
+            "--input-tokens",
+        ),
+        (
+            w.output_tokens.is_some(),
+            "--output-tokens (the trace gives them)",
+        ),
+        (
+            w.shared_prefix_tokens.is_some(),
+            "--shared-prefix-tokens (hash_ids share)",
+        ),
+        (cycle.is_conversation(), "--turns"),
+    ];
+    if let Some((_, what)) = given.iter().find(|(g, _)| *g) {
+        return Err(key(
+            "trace",
+            format!("a trace gives every request's lengths: drop {what}"),
+        ));
+    }
+    let scale = w.time_scale.unwrap_or(1.0);
+    if !(scale.is_finite() && scale > 0.0 && scale <= 1000.0) {
+        return Err(key("time_scale", "a factor above 0, at most 1000"));
+    }
+    let r = super::trace::load(path, scale, tokenizer, seed)?;
+    let n = r.prompts.len();
+    cycle.trace_prompt = (0..n)
+        .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+        .collect();
+    cycle.trace_at_ms = r.at_ms;
+    let span_ms = cycle.trace_at_ms.last().copied().unwrap_or(0);
+    let info = WorkloadInfo {
+        source: path.display().to_string(),
+        format: r.format.into(),
+        prompts: n,
+        bytes: r.prompts.iter().map(PromptSpec::size_bytes).sum(),
+        tokenizer: tokenizer.map(|t| t.path().to_string()),
+        input_lengths: if tokenizer.is_some() {
+            "exact"
+        } else {
+            "approximate"
+        }
+        .into(),
+        output_tokens: Some("the trace's".into()),
+        trace: Some(format!(
+            "{n} requests over {:.1} s, time scale {scale}",
+            span_ms as f64 / 1e3
+        )),
+        input_tokens_mean: Some(
+            r.prompts
+                .iter()
+                .filter_map(|p| p.input_tokens)
+                .map(f64::from)
+                .sum::<f64>()
+                / n as f64,
+        ),
+        ..WorkloadInfo::default()
+    };
+    Ok((r.prompts, info, cycle))
 }
 
 /// The cycles' conversation settings from `[workload]`.

@@ -69,6 +69,54 @@ fn positive(v: &serde_json::Value, key: &str) -> Result<u32, String> {
         })
 }
 
+/// One Mooncake JSONL line; the error says what is wrong with it.
+fn mooncake_row(line: &str) -> Result<Row, String> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
+    let timestamp_ms = v
+        .get("timestamp")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or("needs \"timestamp\": whole ms")?;
+    let hash_ids = match v.get("hash_ids") {
+        None => Vec::new(),
+        Some(h) => h
+            .as_array()
+            .and_then(|a| a.iter().map(serde_json::Value::as_u64).collect())
+            .ok_or("\"hash_ids\" must be an array of whole numbers")?,
+    };
+    Ok(Row {
+        timestamp_ms,
+        input_tokens: positive(&v, "input_length")?,
+        output_tokens: positive(&v, "output_length")?,
+        hash_ids,
+    })
+}
+
+/// One CSV line `timestamp,input_tokens,output_tokens`.
+fn csv_row(line: &str) -> Result<Row, String> {
+    let f: Vec<&str> = line.split(',').map(str::trim).collect();
+    if f.len() != 3 {
+        return Err(format!("{} fields; expected 3", f.len()));
+    }
+    let num = |j: usize, name: &str| {
+        f[j].parse::<u64>()
+            .map_err(|_| format!("{name} must be a whole number, in column {}", j + 1))
+    };
+    let tokens = |j: usize, name: &str| {
+        num(j, name).and_then(|n| {
+            u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=tokens::MAX_TOKENS).contains(n))
+                .ok_or_else(|| format!("{name} must be from 1 to {}", tokens::MAX_TOKENS))
+        })
+    };
+    Ok(Row {
+        timestamp_ms: num(0, "timestamp")?,
+        input_tokens: tokens(1, "input_tokens")?,
+        output_tokens: tokens(2, "output_tokens")?,
+        hash_ids: Vec::new(),
+    })
+}
+
 /// Parses a trace's text (Mooncake JSONL, or CSV with a header).
 pub fn parse(path: &str, text: &str) -> Result<(&'static str, Vec<Row>), TraceError> {
     let bad = |line: usize, reason: String| TraceError::Line {
@@ -103,63 +151,11 @@ pub fn parse(path: &str, text: &str) -> Result<(&'static str, Vec<Row>), TraceEr
             });
         }
         let row = if jsonl {
-            let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| bad(i + 1, format!("not JSON ({e})")))?;
-            let timestamp_ms = v
-                .get("timestamp")
-                .and_then(serde_json::Value::as_u64)
-                .ok_or_else(|| bad(i + 1, "needs \"timestamp\": whole ms".into()))?;
-            let hash_ids = match v.get("hash_ids") {
-                None => Vec::new(),
-                Some(h) => h
-                    .as_array()
-                    .and_then(|a| a.iter().map(serde_json::Value::as_u64).collect())
-                    .ok_or_else(|| {
-                        bad(
-                            i + 1,
-                            "\"hash_ids\" must be an array of whole numbers".into(),
-                        )
-                    })?,
-            };
-            Row {
-                timestamp_ms,
-                input_tokens: positive(&v, "input_length").map_err(|r| bad(i + 1, r))?,
-                output_tokens: positive(&v, "output_length").map_err(|r| bad(i + 1, r))?,
-                hash_ids,
-            }
+            mooncake_row(line)
         } else {
-            let f: Vec<&str> = line.split(',').map(str::trim).collect();
-            let num = |j: usize, name: &str| {
-                f.get(j).and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
-                    bad(
-                        i + 1,
-                        format!("{name} must be a whole number, in column {}", j + 1),
-                    )
-                })
-            };
-            if f.len() != 3 {
-                return Err(bad(i + 1, format!("{} fields; expected 3", f.len())));
-            }
-            let tokens = |j: usize, name: &str| {
-                num(j, name).and_then(|n| {
-                    u32::try_from(n)
-                        .ok()
-                        .filter(|n| (1..=tokens::MAX_TOKENS).contains(n))
-                        .ok_or_else(|| {
-                            bad(
-                                i + 1,
-                                format!("{name} must be from 1 to {}", tokens::MAX_TOKENS),
-                            )
-                        })
-                })
-            };
-            Row {
-                timestamp_ms: num(0, "timestamp")?,
-                input_tokens: tokens(1, "input_tokens")?,
-                output_tokens: tokens(2, "output_tokens")?,
-                hash_ids: Vec::new(),
-            }
-        };
+            csv_row(line)
+        }
+        .map_err(|r| bad(i + 1, r))?;
         if let Some(prev) = rows.last().map(|r: &Row| r.timestamp_ms) {
             if row.timestamp_ms < prev {
                 return Err(bad(

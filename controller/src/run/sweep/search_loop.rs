@@ -27,8 +27,6 @@ impl Sweep<'_> {
             failed_above: None,
             reason: "stopped before an answer".into(),
         };
-        let rate = self.cfg.shape.is_rate();
-        let cap = self.cfg.levels.first().map_or(0, |l| l.concurrency);
         for index in 0.. {
             let x = match next_probe(&spec, &probes) {
                 Next::Probe(x) => x,
@@ -42,40 +40,10 @@ impl Sweep<'_> {
             if self.stop.is_cancelled() {
                 break;
             }
-            let level = if rate {
-                Level {
-                    concurrency: cap,
-                    rate_per_s: Some(x),
-                }
-            } else {
-                Level {
-                    concurrency: x as u32,
-                    rate_per_s: None,
-                }
-            };
             let runs = probes.iter().filter(|p| p.x == x).count();
-            let label = if runs == 0 {
-                level.label()
-            } else {
-                format!("{}-rep{}", level.label(), runs + 1)
-            };
-            let cycle_id = crate::plan::compile::level_cycle_id(index);
-            let plan = cycle_plan(
-                &self.cfg,
-                &self.up.target,
-                cycle_id,
-                level,
-                self.cfg.shape,
-                self.cfg.duration,
-            );
+            let phase = self.probe_phase(index, x, runs);
+            let label = phase.label.clone();
             self.manifest.levels.push(label.clone());
-            let phase = Phase {
-                level,
-                plan,
-                warmup: false,
-                level_index: index,
-                label: label.clone(),
-            };
             if let Step::Stop(r) = self.phase(&phase, None).await? {
                 broken = r;
                 break;
@@ -102,18 +70,60 @@ impl Sweep<'_> {
             });
             probes.push(Probe { x, met, why });
         }
-        let answer = match (record.answer, record.failed_above) {
-            (Some(a), Some(f)) => format!("{a} (the boundary lies between {a} and {f})"),
-            (Some(a), None) => format!("{a} (the highest level probed; the boundary may be above)"),
-            (None, Some(f)) => format!("none (even {f} failed)"),
-            (None, None) => "none".into(),
-        };
+        let answer = answer_words(&record);
         self.console.line(&format!(
             "\n■ search: highest level meeting the SLO: {answer}; {}",
             record.reason
         ));
         self.manifest.search = Some(record);
         self.finish(broken).await
+    }
+}
+
+impl Sweep<'_> {
+    /// The phase of probe `index` at level `x`, its `runs`-th repetition after the first.
+    fn probe_phase(&self, index: usize, x: f64, runs: usize) -> Phase {
+        let level = if self.cfg.shape.is_rate() {
+            Level {
+                concurrency: self.cfg.levels.first().map_or(0, |l| l.concurrency),
+                rate_per_s: Some(x),
+            }
+        } else {
+            Level {
+                concurrency: x as u32,
+                rate_per_s: None,
+            }
+        };
+        let label = if runs == 0 {
+            level.label()
+        } else {
+            format!("{}-rep{}", level.label(), runs + 1)
+        };
+        let plan = cycle_plan(
+            &self.cfg,
+            &self.up.target,
+            crate::plan::compile::level_cycle_id(index),
+            level,
+            self.cfg.shape,
+            self.cfg.duration,
+        );
+        Phase {
+            level,
+            plan,
+            warmup: false,
+            level_index: index,
+            label,
+        }
+    }
+}
+
+/// The answer and its bracket, in words.
+fn answer_words(r: &SearchRecord) -> String {
+    match (r.answer, r.failed_above) {
+        (Some(a), Some(f)) => format!("{a} (the boundary lies between {a} and {f})"),
+        (Some(a), None) => format!("{a} (the highest level probed; the boundary may be above)"),
+        (None, Some(f)) => format!("none (even {f} failed)"),
+        (None, None) => "none".into(),
     }
 }
 
