@@ -193,7 +193,10 @@ pub fn compile(
             "needed with shared_prefix_fraction / shared_prefix_groups: how long is the prefix?",
         ));
     }
-    if let Some(t) = &tokenizer {
+    // Synthetic prompts were made to their count already; prompts from a file, or with a prefix
+    // put before them, are counted whole.
+    let counted = input.is_some() && w.shared_prefix_tokens.is_none();
+    if let Some(t) = tokenizer.as_ref().filter(|_| !counted) {
         for p in &mut prompts {
             p.input_tokens = Some(u32::try_from(t.count(&p.text)?).unwrap_or(u32::MAX));
         }
