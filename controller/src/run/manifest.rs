@@ -136,6 +136,25 @@ fn announce(
             }
         ));
     }
+    let w = &cfg.workload;
+    if !w.source.is_empty() && w.source != "prompt" {
+        console.line(&format!(
+            "workload: {} prompt(s) from {}, {} bytes, lengths {}{}{}",
+            w.prompts,
+            w.source,
+            w.bytes,
+            w.input_lengths,
+            w.conversation
+                .as_deref()
+                .map_or_else(String::new, |c| format!(" · conversations: {c}")),
+            w.trace
+                .as_deref()
+                .map_or_else(String::new, |t| format!(" · trace: {t}")),
+        ));
+    }
+    if cfg.search.is_some() {
+        console.line("search: the levels above are not run; the SLO search picks each next level");
+    }
 }
 
 fn ms_f(d: Duration) -> f64 {
