@@ -7,6 +7,7 @@ use crate::http::{HttpClient, MAX_SMALL_BODY};
 use crate::live::{LiveEntry, LiveRequests, LiveSlot};
 use crate::log::RecordLog;
 use crate::stamp::ReadStamp;
+use crate::targets::Targets;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -25,7 +26,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod conversation;
+mod prepared;
 mod units;
+
+pub use prepared::{EngineError, PreparedCycle};
 
 use units::{Fired, Selected, reap};
 
@@ -47,7 +51,7 @@ pub struct CycleCounters {
 struct Shared {
     client: HttpClient,
     plan: CyclePlan,
-    uri: hyper::Uri,
+    targets: Targets,
     /// One ready request body per prompt of the workload.
     bodies: Vec<Bytes>,
     origin: Instant,
@@ -65,13 +69,6 @@ struct Shared {
     log: Arc<RecordLog>,
 }
 
-/// A cycle could not even begin (the plan was unusable on this agent).
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("cannot build a request for {url}: {reason}")]
-    Request { url: String, reason: String },
-}
-
 fn ns_since(origin: Instant, t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
 }
@@ -81,44 +78,6 @@ fn unix_now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// A cycle whose requests are built and ready to fire.
-pub struct PreparedCycle {
-    plan: CyclePlan,
-    uri: hyper::Uri,
-    bodies: Vec<Bytes>,
-}
-
-impl PreparedCycle {
-    /// Builds the request bodies every worker of the cycle will send (one per prompt), so the
-    /// hot path only clones a reference-counted buffer.
-    pub fn new(plan: CyclePlan) -> Result<Self, EngineError> {
-        let url = format!(
-            "{}{}",
-            plan.target_url.trim_end_matches('/'),
-            plan.api.path()
-        );
-        let bad = |reason: String| EngineError::Request {
-            url: url.clone(),
-            reason,
-        };
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| bad(e.to_string()))?;
-        let bodies = plan
-            .prompts
-            .iter()
-            .map(|p| backend::request_body(&plan, p).map(Bytes::from))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(e.to_string()))?;
-        Ok(Self { plan, uri, bodies })
-    }
-
-    /// The plan this cycle runs.
-    pub fn plan(&self) -> &CyclePlan {
-        &self.plan
-    }
 }
 
 impl Shared {
@@ -280,7 +239,11 @@ pub async fn run_cycle(
     cancel: CancellationToken,
     drain: CancellationToken,
 ) -> CycleDone {
-    let PreparedCycle { plan, uri, bodies } = cycle;
+    let PreparedCycle {
+        plan,
+        targets,
+        bodies,
+    } = cycle;
     // tokengun's own cost over the cycle: CPU time of this process and the runtime's delay.
     let cpu_before_s = crate::selfcheck::process_cpu_s();
     let loop_probe = crate::selfcheck::LoopProbe::start();
@@ -294,7 +257,7 @@ pub async fn run_cycle(
     let shared = Arc::new(Shared {
         client,
         plan,
-        uri,
+        targets,
         bodies,
         origin,
         origin_mono_ns: crate::clock::at(origin.into_std()),
@@ -416,6 +379,7 @@ async fn run_request(
                 conversation: sel.conversation,
                 turn: sel.turn,
             },
+            target_index: 0,
             dispatched_ns,
             intended_start_ns,
             // Overwritten when the request really goes out; stays here if it never does.
@@ -452,9 +416,17 @@ async fn run_request(
                 permit = c.acquire().await.ok();
             }
             m.rec.sent_ns = ns_since(s.origin, Instant::now());
+            // A conversation's turns stay on one instance (its prefix cache holds the history).
+            let target = if sel.conversation > 0 {
+                s.targets.choose_sticky(sel.conversation)
+            } else {
+                s.targets.choose(request_id, m.rec.sent_ns)
+            };
+            m.rec.target_index = u32::try_from(target).unwrap_or(u32::MAX);
+            let _in_flight = s.targets.enter(target);
             m.live.sent(m.rec.sent_ns);
             m.sent = true;
-            exchange(s, &mut m, sel.body).await;
+            exchange(s, &mut m, sel.body, target).await;
         } => {}
         () = s.cancel.cancelled() => m.fail(OutcomeKind::Aborted, "cycle aborted"),
         () = tokio::time::sleep_until(deadline) => m.fail(
@@ -482,8 +454,8 @@ async fn run_request(
 }
 
 /// Sends the request and reads the stream into `m` until it ends, fails or is done.
-async fn exchange(s: &Shared, m: &mut Measure<'_>, body: Bytes) {
-    let req = hyper::Request::post(s.uri.clone())
+async fn exchange(s: &Shared, m: &mut Measure<'_>, body: Bytes, target: usize) {
+    let req = hyper::Request::post(s.targets.uri(target).clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
             hyper::header::ACCEPT,
@@ -507,6 +479,8 @@ async fn exchange(s: &Shared, m: &mut Measure<'_>, body: Bytes) {
         Ok(r) => r,
         Err(e) => {
             let what = if e.is_connect() {
+                s.targets
+                    .refused(target, ns_since(s.origin, Instant::now()));
                 "cannot connect"
             } else {
                 "no response"

@@ -20,6 +20,8 @@ pub(crate) mod fdlimit;
 pub(crate) mod http;
 pub(crate) mod live;
 pub(crate) mod log;
+pub(crate) mod managed;
+pub(crate) mod metrics;
 pub(crate) mod monitor;
 pub(crate) mod ndjson;
 pub(crate) mod notify;
@@ -28,6 +30,7 @@ pub(crate) mod selfcheck;
 pub(crate) mod service;
 pub(crate) mod spool;
 pub(crate) mod stamp;
+pub(crate) mod targets;
 
 pub use allow::{AllowError, TargetPolicy};
 pub use auth::{Auth, AuthError, AuthFiles};
@@ -66,6 +69,8 @@ pub struct AgentConfig {
     /// Where the host's sysfs is mounted (`/sys`; elsewhere in a container): AMD and RAPL
     /// power are read under it.
     pub sys_root: std::path::PathBuf,
+    /// `--power`: the Apple Silicon power source when a controller names none.
+    pub power: tokengun_common::sources::PowerChoice,
     /// What a controller must present (TLS, client certificate, token).
     pub auth: Auth,
     /// Where records are spooled to disk before they are streamed (None: memory only, as the
@@ -73,6 +78,9 @@ pub struct AgentConfig {
     pub spool: Option<spool::SpoolConfig>,
     /// At shutdown, how long in-flight requests may finish before they are aborted.
     pub drain_timeout: Duration,
+    /// Server commands a plan may have this agent start (`--allow-server-command`); none by
+    /// default.
+    pub allowed_server_commands: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -89,9 +97,11 @@ impl Default for AgentConfig {
             targets: TargetPolicy::default(),
             connect_timeout: Duration::from_secs(10),
             sys_root: std::path::PathBuf::from("/sys"),
+            power: tokengun_common::sources::PowerChoice::Auto,
             auth: Auth::none(),
             spool: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            allowed_server_commands: Vec::new(),
         }
     }
 }

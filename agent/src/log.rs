@@ -340,6 +340,7 @@ mod tests {
             request_id,
             prompt_index: 0,
             workload: Default::default(),
+            target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 1,
             sent_ns: 1,
@@ -585,22 +586,32 @@ mod tests {
                     .map(|(_, v)| (*v).to_string())
             }
         };
+        let listen: std::net::SocketAddr = "127.0.0.1:7411".parse().unwrap();
         let all = env(&[
             ("STATE_DIRECTORY", "/var/lib/tokengun-agent:/x"),
             ("XDG_STATE_HOME", "/s"),
             ("HOME", "/h"),
         ]);
         assert_eq!(
-            default_dir(all).unwrap(),
+            default_dir(all, listen).unwrap(),
             Path::new("/var/lib/tokengun-agent")
         );
         let xdg = env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")]);
-        assert_eq!(default_dir(xdg).unwrap(), Path::new("/s/tokengun-agent"));
+        assert_eq!(
+            default_dir(xdg, listen).unwrap(),
+            Path::new("/s/tokengun-agent/127.0.0.1-7411")
+        );
         let home = env(&[("HOME", "/h")]);
         assert_eq!(
-            default_dir(home).unwrap(),
-            Path::new("/h/.local/state/tokengun-agent")
+            default_dir(home, listen).unwrap(),
+            Path::new("/h/.local/state/tokengun-agent/127.0.0.1-7411")
         );
-        assert!(default_dir(env(&[])).is_none());
+        // Another listen address, another folder; IPv6 without colons in the name.
+        let v6: std::net::SocketAddr = "[::1]:7412".parse().unwrap();
+        assert_eq!(
+            default_dir(home, v6).unwrap(),
+            Path::new("/h/.local/state/tokengun-agent/__1-7412")
+        );
+        assert!(default_dir(env(&[]), listen).is_none());
     }
 }

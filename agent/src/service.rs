@@ -11,6 +11,7 @@ use futures_util::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengun_common::sources::PowerChoice;
 use tokengun_common::{Api, CyclePlan};
 use tokengun_proto::{self as pb, convert};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,8 @@ pub struct AgentService {
     contact: Arc<Contact>,
     /// `power:<source>` for each power source found, probed at the first Hello.
     power_caps: tokio::sync::OnceCell<Vec<String>>,
+    /// The server process a plan had this agent start, if any.
+    managed: tokio::sync::Mutex<crate::managed::Managed>,
 }
 
 impl AgentService {
@@ -49,7 +52,6 @@ impl AgentService {
         stop: CancellationToken,
     ) -> Self {
         Self {
-            config,
             runner,
             log,
             client,
@@ -57,6 +59,10 @@ impl AgentService {
             monitor: Arc::default(),
             contact: Arc::default(),
             power_caps: tokio::sync::OnceCell::new(),
+            managed: tokio::sync::Mutex::new(crate::managed::Managed::new(
+                config.allowed_server_commands.clone(),
+            )),
+            config,
         }
     }
 }
@@ -65,10 +71,12 @@ impl AgentService {
     /// `power:nvml`, `power:rapl`... for the power sources this machine has (probed once).
     async fn power_capabilities(&self) -> Vec<String> {
         let sys_root = self.config.sys_root.clone();
+        let power_choice = self.config.power;
         self.power_caps
             .get_or_init(|| async move {
                 let spec = MonitorSpec {
                     sys_root,
+                    power_choice,
                     ..MonitorSpec::default()
                 };
                 let probe = tokio::task::spawn_blocking(move || monitor::detect_power(&spec).0);
@@ -87,11 +95,11 @@ impl AgentService {
 }
 
 /// The wire's monitor spec, with defaults for unset intervals.
-fn monitor_spec(
-    s: Option<pb::MonitorSpec>,
-    sys_root: &std::path::Path,
-) -> Result<MonitorSpec, Status> {
+fn monitor_spec(s: Option<pb::MonitorSpec>, config: &AgentConfig) -> Result<MonitorSpec, Status> {
     let s = s.unwrap_or_default();
+    let power_choice = PowerChoice::parse(&s.power_choice)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .unwrap_or(config.power);
     let interval = |ms: u64, default: Duration| {
         if ms == 0 {
             Ok(default)
@@ -111,7 +119,9 @@ fn monitor_spec(
         power_interval: interval(s.power_interval_ms, monitor::DEFAULT_POWER_INTERVAL)?,
         power: s.power,
         server_hint: s.server_hint,
-        sys_root: sys_root.to_path_buf(),
+        sys_root: config.sys_root.clone(),
+        power_choice,
+        allow_sudo: false,
     })
 }
 
@@ -232,9 +242,11 @@ impl pb::agent_server::Agent for AgentService {
             .ok_or_else(|| Status::invalid_argument("prepare without a plan"))?;
         let plan =
             CyclePlan::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        check_target(&self.config.targets, &plan.target_url)
-            .await
-            .map_err(allow_status)?;
+        for t in plan.targets() {
+            check_target(&self.config.targets, t)
+                .await
+                .map_err(allow_status)?;
+        }
         self.runner.prepare(plan).await.map_err(runner_status)?;
         Ok(Response::new(pb::PrepareReply {}))
     }
@@ -342,7 +354,7 @@ impl pb::agent_server::Agent for AgentService {
         req: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeReply>, Status> {
         self.contact.touch();
-        let spec = monitor_spec(req.into_inner().spec, &self.config.sys_root)?;
+        let spec = monitor_spec(req.into_inner().spec, &self.config)?;
         let (sources, watching) = tokio::task::spawn_blocking(move || monitor::probe(&spec))
             .await
             .map_err(|e| Status::internal(format!("probe failed: {e}")))?;
@@ -357,7 +369,7 @@ impl pb::agent_server::Agent for AgentService {
         req: Request<pb::StartMonitorRequest>,
     ) -> Result<Response<pb::StartMonitorReply>, Status> {
         self.contact.touch();
-        let spec = monitor_spec(req.into_inner().spec, &self.config.sys_root)?;
+        let spec = monitor_spec(req.into_inner().spec, &self.config)?;
         let started = self
             .monitor
             .start(spec, self.log.clone(), self.contact.clone(), &self.client)
@@ -390,5 +402,57 @@ impl pb::agent_server::Agent for AgentService {
         Ok(Response::new(pb::ClockProbeReply {
             agent_mono_ns: crate::clock::mono_ns(),
         }))
+    }
+
+    async fn start_server(
+        &self,
+        req: Request<pb::StartServerRequest>,
+    ) -> Result<Response<pb::StartServerReply>, Status> {
+        self.contact.touch();
+        let r = req.into_inner();
+        check_target(&self.config.targets, &r.health_url)
+            .await
+            .map_err(allow_status)?;
+        if !(1..=3_600_000).contains(&r.health_timeout_ms) {
+            return Err(Status::invalid_argument(
+                "health timeout must be from 1 ms to 1 h",
+            ));
+        }
+        let mut env: Vec<(String, String)> = r.env.into_iter().collect();
+        env.sort();
+        let spec = crate::managed::ServerSpec {
+            command: r.command,
+            args: r.args,
+            env,
+            health_url: r.health_url,
+            health_timeout: Duration::from_millis(r.health_timeout_ms),
+        };
+        let started = self
+            .managed
+            .lock()
+            .await
+            .start(&spec, &self.client)
+            .await
+            .map_err(|e| match e {
+                crate::managed::ManagedError::NotAllowed { .. } => {
+                    Status::permission_denied(e.to_string())
+                }
+                _ => Status::failed_precondition(e.to_string()),
+            })?;
+        Ok(Response::new(pb::StartServerReply {
+            pid: started.pid,
+            ready_ms: u64::try_from(started.ready.as_millis()).unwrap_or(u64::MAX),
+            health_body: started.health_body,
+        }))
+    }
+
+    async fn stop_server(
+        &self,
+        req: Request<pb::StopServerRequest>,
+    ) -> Result<Response<pb::StopServerReply>, Status> {
+        self.contact.touch();
+        let grace = Duration::from_millis(req.into_inner().grace_ms.min(600_000));
+        let (how, log_tail) = self.managed.lock().await.stop(grace).await;
+        Ok(Response::new(pb::StopServerReply { how, log_tail }))
     }
 }

@@ -627,15 +627,33 @@ pub fn agent_id(dir: &Path, fallback: &str) -> Result<String, SpoolError> {
 }
 
 /// The spool folder when `--spool-dir` is not given: `$STATE_DIRECTORY` (set by systemd's
-/// `StateDirectory=`; its first entry), else `$XDG_STATE_HOME/tokengun-agent`, else
-/// `~/.local/state/tokengun-agent`; None when not even `$HOME` is set.
-pub fn default_dir(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+/// `StateDirectory=`, one per unit; its first entry), else a folder per listen address (so two
+/// agents on one host each have their own) under `$XDG_STATE_HOME/tokengun-agent`, else under
+/// `~/.local/state/tokengun-agent`: `127.0.0.1-7411` for `127.0.0.1:7411`, `__1-7411` for
+/// `[::1]:7411`. None when not even `$HOME` is set.
+pub fn default_dir(
+    env: impl Fn(&str) -> Option<String>,
+    listen: std::net::SocketAddr,
+) -> Option<PathBuf> {
     let set = |k: &str| env(k).filter(|v| !v.is_empty());
     if let Some(s) = set("STATE_DIRECTORY") {
         return s.split(':').next().map(PathBuf::from);
     }
-    if let Some(x) = set("XDG_STATE_HOME") {
-        return Some(Path::new(&x).join("tokengun-agent"));
-    }
-    set("HOME").map(|h| Path::new(&h).join(".local/state/tokengun-agent"))
+    let base = match set("XDG_STATE_HOME") {
+        Some(x) => Path::new(&x).join("tokengun-agent"),
+        None => Path::new(&set("HOME")?).join(".local/state/tokengun-agent"),
+    };
+    let name = format!(
+        "{}-{}",
+        listen.ip().to_string().replace(':', "_"),
+        listen.port()
+    );
+    Some(base.join(name))
+}
+
+/// Whether `dir` holds a spool of the layout before per-address folders (its `agent-id` right
+/// in the base folder), which an agent on the new default path no longer reads.
+pub fn old_default_spool(per_address: &Path) -> Option<PathBuf> {
+    let base = per_address.parent()?;
+    base.join("agent-id").is_file().then(|| base.to_path_buf())
 }

@@ -62,6 +62,9 @@ async fn agent_id(c: &mut AgentClient<Channel>) -> String {
 /// A closed loop of `concurrency` long streaming requests for `duration`.
 fn plan(url: &str, concurrency: u32, duration: Duration) -> CyclePlan {
     CyclePlan {
+        target_urls: Vec::new(),
+        target_policy: Default::default(),
+        pinned_target: None,
         cycle_id: 1,
         shape: LoadShape::Closed,
         concurrency,

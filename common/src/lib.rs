@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod file_error;
+pub mod metrics;
 pub mod models;
 pub mod monitor;
 pub mod plan;
@@ -18,6 +19,7 @@ pub mod transport;
 pub use monitor::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, SourceStatus};
 pub use plan::{
     Api, Arrival, CyclePlan, CycleWorkload, LoadShape, PlanError, PromptSpec, RequestOptions,
+    TargetPolicy,
 };
 pub use record::{
     AgentSelfCheck, CycleDone, LIVE_REQUESTS_MAX, LivePhase, LiveRequest, OutcomeKind, Progress,

@@ -219,6 +219,39 @@ impl PromptSpec {
     }
 }
 
+/// How a cycle's requests are spread over several targets (server instances).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetPolicy {
+    /// Request i goes to target i mod n.
+    #[default]
+    RoundRobin,
+    /// Each request goes to the target with the fewest of this agent's requests in flight (a
+    /// target that refused a connection in the last second is passed over while others answer).
+    LeastInFlight,
+    /// Each agent sends all of its requests to one target (`CyclePlan::pinned_target`).
+    Pinned,
+}
+
+impl TargetPolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "round-robin" => Some(Self::RoundRobin),
+            "least-in-flight" => Some(Self::LeastInFlight),
+            "pinned" => Some(Self::Pinned),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round-robin",
+            Self::LeastInFlight => "least-in-flight",
+            Self::Pinned => "pinned",
+        }
+    }
+}
+
 /// One cycle as sent to an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CyclePlan {
@@ -252,6 +285,14 @@ pub struct CyclePlan {
     /// Conversations and trace replay (all empty: independent requests on the shape's schedule).
     #[serde(default)]
     pub workload: CycleWorkload,
+    /// Every server instance of the cycle, `target_url` first; empty = `target_url` alone.
+    #[serde(default)]
+    pub target_urls: Vec<String>,
+    #[serde(default)]
+    pub target_policy: TargetPolicy,
+    /// `Pinned`: the one target (index into `target_urls`) this agent sends to.
+    #[serde(default)]
+    pub pinned_target: Option<u32>,
 }
 
 /// What a cycle's workload adds to its shape: conversations of several turns, or a trace's
@@ -281,6 +322,17 @@ impl CycleWorkload {
     }
 }
 
+impl CyclePlan {
+    /// Every target of the cycle, `target_url` first.
+    pub fn targets(&self) -> Vec<&str> {
+        if self.target_urls.is_empty() {
+            vec![self.target_url.as_str()]
+        } else {
+            self.target_urls.iter().map(String::as_str).collect()
+        }
+    }
+}
+
 /// Why a plan was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
@@ -294,6 +346,8 @@ pub enum PlanError {
     ZeroTimeout,
     #[error("the target URL {0:?} is not an http:// URL with a host (e.g. http://127.0.0.1:11434)")]
     Target(String),
+    #[error("pinned target {index} is not one of the cycle's {count} targets")]
+    Pinned { index: u32, count: usize },
     #[error("extra request JSON must be a JSON object: {0}")]
     ExtraBody(String),
     #[error("rate {0} is not a positive number of requests per second (at most 1000000)")]
@@ -379,6 +433,17 @@ impl CyclePlan {
             return Err(PlanError::ZeroTimeout);
         }
         parse_target(&self.target_url)?;
+        for t in &self.target_urls {
+            parse_target(t)?;
+        }
+        if let Some(k) = self.pinned_target {
+            if k as usize >= self.targets().len() {
+                return Err(PlanError::Pinned {
+                    index: k,
+                    count: self.targets().len(),
+                });
+            }
+        }
         check_extra_body(&self.extra_body_json).map_err(PlanError::ExtraBody)?;
         if self.prompts.is_empty() {
             return Err(PlanError::NoPrompts);

@@ -143,6 +143,9 @@ pub struct RequestWorkload {
     /// Its turn in the conversation (1-based; 0: not a conversation).
     pub turn: u32,
 }
+/// The error kind (in `errors_by_kind`) of a request Ollama refused because its scheduler's
+/// queue was full: HTTP 503 `server busy, please try again.  maximum pending requests exceeded`.
+pub const QUEUE_FULL_KIND: &str = "queue_full";
 
 /// Everything measured about one request. Offsets are ns from the cycle origin on the agent's
 /// monotonic clock; `None` means the moment never came.
@@ -156,6 +159,9 @@ pub struct RequestRecord {
     /// Where the request sits in its workload: intended prompt tokens, conversation and turn.
     #[serde(default)]
     pub workload: RequestWorkload,
+    /// Which of the cycle's targets (`CyclePlan::target_urls`, 0 = the first) it went to.
+    #[serde(default)]
+    pub target_index: u32,
     /// When the schedule meant the request to start; latencies count from here.
     pub intended_start_ns: u64,
     /// When tokengun's scheduler released it (late against `intended_start_ns` only if tokengun
@@ -194,16 +200,42 @@ pub struct RequestRecord {
 
 const NS_PER_S: f64 = 1e9;
 
-/// A token rate needs at least this much time since the first chunk: chunks read off the socket
+/// A token rate over a window this long is always taken: chunks read off the socket
 /// microseconds apart (queued in one TCP segment) would otherwise give rates in the tens of
 /// thousands, the study's division by almost zero.
 pub const MIN_RATE_WINDOW_NS: u64 = 50_000_000;
+
+/// A shorter window (a short answer: `max_tokens = 8` streams in tens of ms) still gives a rate
+/// when its chunks are on average at least this far apart: they were read one by one as the
+/// server sent them, not off one TCP segment.
+pub const MIN_CHUNK_GAP_NS: u64 = 1_000_000;
+
+/// Whether `gaps` chunk gaps over `window_ns` measure a rate (see [`MIN_RATE_WINDOW_NS`] and
+/// [`MIN_CHUNK_GAP_NS`]): at least one gap, and a window of 50 ms or of 1 ms per gap.
+pub fn rate_measurable(window_ns: u64, gaps: usize) -> bool {
+    gaps >= 1
+        && (window_ns >= MIN_RATE_WINDOW_NS
+            || window_ns >= MIN_CHUNK_GAP_NS.saturating_mul(gaps as u64))
+}
 
 fn span_s(from_ns: u64, to_ns: u64) -> f64 {
     to_ns.saturating_sub(from_ns) as f64 / NS_PER_S
 }
 
 impl RequestRecord {
+    /// How its failure is counted in `errors_by_kind`: its outcome, except Ollama's full queue
+    /// (HTTP 503 `maximum pending requests exceeded`), counted apart as [`QUEUE_FULL_KIND`].
+    pub fn error_kind(&self) -> &'static str {
+        if self.outcome == OutcomeKind::HttpError
+            && self.status_code == Some(503)
+            && self.error.contains("maximum pending requests exceeded")
+        {
+            QUEUE_FULL_KIND
+        } else {
+            self.outcome.as_str()
+        }
+    }
+
     /// Sent -> first response byte, seconds.
     pub fn ttfb_s(&self) -> Option<f64> {
         self.first_byte_ns.map(|t| span_s(self.sent_ns, t))
@@ -245,12 +277,14 @@ impl RequestRecord {
         }
     }
 
-    /// Decode rate: tokens after the first chunk over first -> last token, tokens/s.
-    /// `None` when first and last chunk are less than [`MIN_RATE_WINDOW_NS`] apart.
+    /// Decode rate: tokens after the first chunk over first -> last chunk, tokens/s. `None`
+    /// (not measurable) with fewer than two chunks, or when the chunks came too close together
+    /// to time ([`rate_measurable`]: under 50 ms and under 1 ms per gap on average).
     pub fn tokens_per_s(&self) -> Option<f64> {
         let first = self.timeline.first()?;
         let last = self.timeline.last()?;
-        if last.offset_ns.saturating_sub(first.offset_ns) < MIN_RATE_WINDOW_NS {
+        let window_ns = last.offset_ns.saturating_sub(first.offset_ns);
+        if !rate_measurable(window_ns, self.timeline.len() - 1) {
             return None;
         }
         let dt = span_s(first.offset_ns, last.offset_ns);
@@ -405,6 +439,7 @@ mod tests {
             request_id: 1,
             prompt_index: 0,
             workload: Default::default(),
+            target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 1_000_000,
             sent_ns: 1_000_000,
@@ -455,8 +490,28 @@ mod tests {
         assert_eq!(rec(&[(5, 1), (5, 1)]).tokens_per_s(), None);
         // Chunks microseconds apart give no rate rather than an absurd one.
         assert_eq!(
-            rec(&[(0, 1), (16_000, 1), (49_000_000, 1)]).tokens_per_s(),
+            rec(&[(0, 1), (16_000, 1), (40_000, 1)]).tokens_per_s(),
             None
+        );
+        assert_eq!(
+            rec(&[(0, 1), (1_999_999, 1), (1_999_999, 1)]).tokens_per_s(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_short_answer_has_its_rate() {
+        // max_tokens = 8 at 5 ms a token: 35 ms from first to last, under the 50 ms window.
+        let chunks: Vec<(u64, u32)> = (0..8).map(|i| (100_000_000 + i * 5_000_000, 1)).collect();
+        let r = rec(&chunks);
+        assert!((r.tokens_per_s().unwrap() - 200.0).abs() < 1e-9);
+        // Two chunks 2 ms apart: one gap of 2 ms, 500 tokens/s.
+        assert!((rec(&[(0, 1), (2_000_000, 1)]).tokens_per_s().unwrap() - 500.0).abs() < 1e-9);
+        // One chunk 49 ms after two that came together: measured (24.5 ms a gap on average).
+        assert!(
+            rec(&[(0, 1), (16_000, 1), (49_000_000, 1)])
+                .tokens_per_s()
+                .is_some()
         );
     }
 }

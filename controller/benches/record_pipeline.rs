@@ -34,6 +34,7 @@ fn record(id: u32, tokens: u32) -> RequestRecord {
         request_id: id,
         prompt_index: id % 5,
         workload: Default::default(),
+        target_index: 0,
         intended_start_ns: start_ns,
         dispatched_ns: start_ns + 3_000,
         sent_ns: start_ns + 9_000,
@@ -155,7 +156,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for run_n in 1..=3 {
         let run = RunDir::create(tmp.path(), &format!("bench-{run_n}"), false)?;
         let t0 = Instant::now();
-        let mut w = run.begin_cycle(Api::OllamaGenerate, "bench", "1", None)?;
+        let mut w = run.begin_cycle(&tokengun::sinks::run_folder::LevelAt {
+            api: Api::OllamaGenerate,
+            model: "bench",
+            group: "",
+            level: "1",
+            agent: None,
+            targets: &[],
+        })?;
         w.set_origin(1_795_804_970_000_000_000);
         for r in &records {
             w.record(r)?;

@@ -5,7 +5,7 @@
 use crate::link::ClockMap;
 use crate::sinks::console::Console;
 use crate::sinks::run_folder::{CycleWriter, OutDirError};
-use tokengun_common::stats::AgentCycle;
+use tokengun_common::stats::{AgentCycle, TargetTally};
 use tokengun_common::{
     CycleDone, CycleInfo, CyclePlan, CycleStats, CycleSummary, OutcomeKind, Progress, RecordBody,
     RequestRecord, Slo, TokenChunk,
@@ -156,6 +156,8 @@ impl MemberCycle {
 /// (from raw records, never from per-agent percentiles) and (bounded) the console's table rows.
 pub struct CycleSink {
     pub stats: CycleStats,
+    /// Each target's part, when the cycle spread over several.
+    pub targets: TargetTally,
     slo: Slo,
     /// Table rows without their timelines.
     pub table: Vec<RequestRecord>,
@@ -168,6 +170,7 @@ impl CycleSink {
     /// level stays small.
     pub fn new(plan: &CyclePlan, slo: Slo, fold_after: std::time::Duration) -> Self {
         Self {
+            targets: TargetTally::new(plan.targets().iter().map(|t| t.to_string()).collect()),
             stats: CycleStats::with_window(plan.shape.window_ns(plan.duration))
                 .fold_after(fold_after),
             slo,
@@ -179,6 +182,7 @@ impl CycleSink {
 
     pub fn take(&mut self, mut r: RequestRecord) {
         self.stats.add(&r, &self.slo);
+        self.targets.add(&r);
         if self.keep_all_rows || self.table.len() <= crate::sinks::console::TABLE_MAX_ROWS {
             // The table needs the rate: keep the first chunk, one holding the tokens between, and
             // the last (tokens_per_s spans first to last), not the whole timeline.
@@ -288,6 +292,9 @@ mod tests {
 
     fn plan(shape: LoadShape, concurrency: u32) -> CyclePlan {
         CyclePlan {
+            target_urls: Vec::new(),
+            target_policy: Default::default(),
+            pinned_target: None,
             cycle_id: 2,
             shape,
             concurrency,
@@ -312,6 +319,7 @@ mod tests {
             request_id: id,
             prompt_index: 0,
             workload: Default::default(),
+            target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 1_000_000,
             sent_ns: 1_000_000,

@@ -505,6 +505,35 @@ impl AgentLink {
             .map(|r| (r.state, r.cycle_id, r.last_seq))
     }
 
+    /// Has the agent start a server process and wait (`timeout` and a little more) until it
+    /// answers its health URL.
+    pub async fn start_server(
+        &self,
+        req: pb::StartServerRequest,
+        timeout: Duration,
+    ) -> Result<pb::StartServerReply, LinkError> {
+        let mut c = self.client.clone();
+        self.call(
+            "StartServer",
+            timeout + Duration::from_secs(15),
+            c.start_server(req),
+        )
+        .await
+    }
+
+    /// Has the agent stop its server process (SIGTERM, SIGKILL after `grace`).
+    pub async fn stop_server(&self, grace: Duration) -> Result<pb::StopServerReply, LinkError> {
+        let mut c = self.client.clone();
+        self.call(
+            "StopServer",
+            grace + Duration::from_secs(15),
+            c.stop_server(pb::StopServerRequest {
+                grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            }),
+        )
+        .await
+    }
+
     /// What each monitor source finds on the agent's machine (samples nothing).
     pub async fn probe(&self, spec: pb::MonitorSpec) -> Result<pb::ProbeReply, LinkError> {
         let mut c = self.client.clone();

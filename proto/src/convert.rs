@@ -98,6 +98,13 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
             think_exponential: p.workload.think_exponential,
             trace_at_ms: p.workload.trace_at_ms.clone(),
             trace_prompt: p.workload.trace_prompt.clone(),
+            target_urls: p.target_urls.clone(),
+            target_policy: match p.target_policy {
+                dom::TargetPolicy::RoundRobin => pb::TargetPolicy::RoundRobin,
+                dom::TargetPolicy::LeastInFlight => pb::TargetPolicy::LeastInFlight,
+                dom::TargetPolicy::Pinned => pb::TargetPolicy::Pinned,
+            } as i32,
+            pinned_target: p.pinned_target,
         }
     }
 }
@@ -126,7 +133,21 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                 });
             }
         };
+        let target_policy = match pb::TargetPolicy::try_from(p.target_policy) {
+            Ok(pb::TargetPolicy::RoundRobin) => dom::TargetPolicy::RoundRobin,
+            Ok(pb::TargetPolicy::LeastInFlight) => dom::TargetPolicy::LeastInFlight,
+            Ok(pb::TargetPolicy::Pinned) => dom::TargetPolicy::Pinned,
+            Err(_) => {
+                return Err(ConvertError::UnknownEnum {
+                    field: "target_policy",
+                    value: p.target_policy,
+                });
+            }
+        };
         let plan = dom::CyclePlan {
+            target_urls: p.target_urls,
+            target_policy,
+            pinned_target: p.pinned_target,
             cycle_id: p.cycle_id,
             shape,
             concurrency: p.concurrency,
@@ -221,6 +242,7 @@ impl From<&dom::RequestRecord> for pb::RequestRecord {
             intended_prompt_tokens: r.workload.intended_prompt_tokens,
             conversation: r.workload.conversation,
             turn: r.workload.turn,
+            target_index: r.target_index,
             intended_start_ns: r.intended_start_ns,
             dispatched_ns: r.dispatched_ns,
             sent_ns: r.sent_ns,
@@ -290,6 +312,7 @@ impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
                 conversation: r.conversation,
                 turn: r.turn,
             },
+            target_index: r.target_index,
             intended_start_ns: r.intended_start_ns,
             dispatched_ns: r.dispatched_ns,
             sent_ns: r.sent_ns,
@@ -541,6 +564,13 @@ impl From<&dom::MonitorBatch> for pb::MonitorBatch {
                     mem_total_bytes: p.mem_total_bytes,
                     load_avg_1m: p.load_avg_1m,
                     cpu_count: p.cpu_count,
+                    energy_j: p.energy_j,
+                    power_w: p.power_w,
+                    mem_pressure: p.pressure.mem_pressure.map(u32::from),
+                    mem_stall_pct: p.pressure.mem_stall_pct,
+                    swap_used_bytes: p.pressure.swap_used_bytes,
+                    thermal_pressure: p.pressure.thermal_pressure.map(u32::from),
+                    temp_c: p.pressure.temp_c,
                 })
                 .collect(),
             notes: m.notes.clone(),
@@ -579,6 +609,15 @@ impl TryFrom<pb::MonitorBatch> for dom::MonitorBatch {
                     mem_total_bytes: p.mem_total_bytes,
                     load_avg_1m: p.load_avg_1m,
                     cpu_count: p.cpu_count,
+                    energy_j: p.energy_j,
+                    power_w: p.power_w,
+                    pressure: dom::monitor::MachinePressure {
+                        mem_pressure: p.mem_pressure.and_then(|l| u8::try_from(l).ok()),
+                        mem_stall_pct: p.mem_stall_pct,
+                        swap_used_bytes: p.swap_used_bytes,
+                        thermal_pressure: p.thermal_pressure.and_then(|l| u8::try_from(l).ok()),
+                        temp_c: p.temp_c,
+                    },
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -610,6 +649,7 @@ mod tests {
                 conversation: 2,
                 turn: 3,
             },
+            target_index: 2,
             intended_start_ns: 1,
             dispatched_ns: 2,
             sent_ns: 2,
@@ -710,6 +750,9 @@ mod tests {
 
     fn plan() -> dom::CyclePlan {
         dom::CyclePlan {
+            target_urls: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+            target_policy: dom::TargetPolicy::Pinned,
+            pinned_target: Some(1),
             cycle_id: 1,
             shape: dom::LoadShape::Open,
             concurrency: 0,
@@ -791,6 +834,15 @@ mod tests {
                     mem_total_bytes: None,
                     load_avg_1m: None,
                     cpu_count: None,
+                    energy_j: Some(41.5),
+                    power_w: Some(12.25),
+                    pressure: dom::monitor::MachinePressure {
+                        mem_pressure: Some(1),
+                        mem_stall_pct: Some(12.5),
+                        swap_used_bytes: Some(1 << 20),
+                        thermal_pressure: Some(2),
+                        temp_c: Some(71.0),
+                    },
                 }],
                 server_metrics: vec![dom::PowerReading {
                     t_ns: 7,

@@ -109,7 +109,27 @@ pub struct SimConfig {
     pub record_truth: bool,
     /// What `/api/version` reports.
     pub version: String,
+    /// Models with an engine of their own (`--model name=profile`): their own slots, timing,
+    /// output lengths and load state. The other `models` share the engine above.
+    pub model_profiles: Vec<ModelProfile>,
+    /// Share of each loaded model in GPU memory as `/api/ps` reports it (`size_vram` over
+    /// `size`); below 1 the model runs partly on the CPU.
+    pub vram_share: f64,
 }
+
+/// A model served by an engine of its own, from a named profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelProfile {
+    pub model: String,
+    /// The profile's name (for `/api/ps` and messages).
+    pub profile: String,
+    pub engine: EngineModel,
+    pub output: OutputLen,
+}
+
+/// The environment variable Ollama reads for its parallel slots per model; the simulator
+/// honours it the same way (its slots, unless `--slots` says otherwise).
+pub const NUM_PARALLEL_ENV: &str = "OLLAMA_NUM_PARALLEL";
 
 /// The named profiles and where their numbers come from.
 pub const PROFILES: &[(&str, &str)] = &[
@@ -124,6 +144,10 @@ pub const PROFILES: &[(&str, &str)] = &[
     (
         "llama-server",
         "llama.cpp llama-server with SmolLM2-135M on 2 CPU cores, as measured in shared/reference/llama-server-calibration.md: 8 slots, step 5.9 + 4.3 ms x batch, prefill 9 + 3.3 ms per prompt token stalling every stream, headers when a slot takes the request, 128 tokens, jitter sigma 0.12",
+    ),
+    (
+        "1b",
+        "a 1B model (llama3.2:1b) on the study's MacBook: ~140 tok/s alone (step 7 + 0.8 ms x batch), 12 slots, 60 ms prefill, 0.8 s load, 300-600 output tokens; lighter and faster than study",
     ),
     (
         "firehose",
@@ -175,6 +199,8 @@ impl SimConfig {
             time_scale: 1.0,
             record_truth: false,
             version: format!("0.0.0-tokengun-sim-{}", env!("CARGO_PKG_VERSION")),
+            model_profiles: Vec::new(),
+            vram_share: 1.0,
         }
     }
 
@@ -230,6 +256,25 @@ impl SimConfig {
                 version: "b0-unknown".to_string(),
                 ..base
             },
+            "1b" => Self {
+                models: vec!["llama3.2:1b".to_string()],
+                engine: EngineModel {
+                    slots: 12,
+                    queue_limit: None,
+                    load_queue_limit: Some(512),
+                    step_base: ms(7.0),
+                    step_per_seq: ms(0.8),
+                    prefill_base: ms(60.0),
+                    prefill_per_token: ms(0.5),
+                    prefill_stalls: true,
+                    load_time: ms(800.0),
+                    keep_alive: Duration::from_secs(300),
+                    jitter_sigma: 0.05,
+                    memory_failures: None,
+                },
+                output: OutputLen::Uniform { min: 300, max: 600 },
+                ..base
+            },
             "firehose" => Self {
                 engine: EngineModel {
                     slots: 100_000,
@@ -244,9 +289,66 @@ impl SimConfig {
         })
     }
 
+    /// Adds `model` served by an engine of its own with profile `profile`'s timing and lengths.
+    pub fn add_model_profile(&mut self, model: &str, profile: &str) -> Result<(), crate::SimError> {
+        let p = Self::profile(profile).ok_or_else(|| {
+            let names: Vec<&str> = PROFILES.iter().map(|p| p.0).collect();
+            crate::SimError::Config(format!(
+                "unknown profile {profile:?} for model {model:?}; choose one of {}",
+                names.join(", ")
+            ))
+        })?;
+        if !self.models.iter().any(|m| m == model) {
+            self.models.push(model.to_string());
+        }
+        self.model_profiles.retain(|m| m.model != model);
+        self.model_profiles.push(ModelProfile {
+            model: model.to_string(),
+            profile: profile.to_string(),
+            engine: p.engine,
+            output: p.output,
+        });
+        Ok(())
+    }
+
+    /// Sets every engine's slots (the base one and each model's own), as Ollama's
+    /// `OLLAMA_NUM_PARALLEL` does per model.
+    pub fn set_slots(&mut self, slots: u32) {
+        self.engine.slots = slots;
+        for m in &mut self.model_profiles {
+            m.engine.slots = slots;
+        }
+    }
+
+    /// The slots `OLLAMA_NUM_PARALLEL` asks for, read from `value` (the variable's text).
+    pub fn parallel_from_env(value: Option<&str>) -> Result<Option<u32>, crate::SimError> {
+        let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        match v.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(crate::SimError::Config(format!(
+                "{NUM_PARALLEL_ENV}={v:?} is not a positive number of parallel requests"
+            ))),
+        }
+    }
+
+    /// The configuration of the engine that serves `model` alone (its own profile's engine and
+    /// lengths), or None when it shares the base engine.
+    pub fn own_engine(&self, model: &str) -> Option<Self> {
+        let p = self.model_profiles.iter().find(|p| p.model == model)?;
+        Some(Self {
+            models: vec![model.to_string()],
+            engine: p.engine.clone(),
+            output: p.output,
+            model_profiles: Vec::new(),
+            ..self.clone()
+        })
+    }
+
     /// Checks the configuration before any port is bound.
     pub fn validate(&self) -> Result<(), crate::SimError> {
-        if self.engine.slots == 0 {
+        if self.engine.slots == 0 || self.model_profiles.iter().any(|m| m.engine.slots == 0) {
             return Err(crate::SimError::Config(
                 "the simulator needs at least one slot (--slots)".into(),
             ));
@@ -254,6 +356,11 @@ impl SimConfig {
         if self.models.iter().all(|m| m.trim().is_empty()) {
             return Err(crate::SimError::Config(
                 "the simulator needs at least one model name".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.vram_share) {
+            return Err(crate::SimError::Config(
+                "--vram-share is a share from 0 to 1".into(),
             ));
         }
         if !(self.time_scale.is_finite() && self.time_scale > 0.0) {

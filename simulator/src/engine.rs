@@ -91,8 +91,11 @@ pub struct Engine {
 }
 
 struct State {
-    /// When the last request ended, or None before the model was ever loaded.
+    /// When the last request ended, or None before the model was ever loaded (or once it was
+    /// unloaded).
     last_idle: Option<Instant>,
+    /// A request asked for the model to be unloaded when the server goes idle.
+    unload_when_idle: bool,
     running: u32,
     /// Hashes of prompts still in a slot's cache (a set for lookups, a queue for eviction).
     cached: HashSet<u64>,
@@ -118,6 +121,8 @@ pub struct GenRequest {
     pub ignore_eos: bool,
     pub cache_prompt: bool,
     pub client_id: Option<String>,
+    /// Ollama's `keep_alive: 0`: the model is unloaded once this request ends.
+    pub unload_after: bool,
 }
 
 /// A request that holds a slot; dropping it frees the slot.
@@ -175,6 +180,7 @@ impl Engine {
             stalls: Mutex::new(VecDeque::new()),
             state: Mutex::new(State {
                 last_idle: None,
+                unload_when_idle: false,
                 running: 0,
                 cached: HashSet::new(),
                 cache_order: VecDeque::new(),
@@ -201,6 +207,18 @@ impl Engine {
     /// Ground truth recorded so far (empty unless `record_truth`).
     pub fn truth(&self) -> Vec<Truth> {
         self.truth.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Until when the model stays loaded (`now + keep_alive` while requests run), or None when
+    /// it is not loaded: never used, idle past `keep_alive`, or unloaded (`/api/ps`).
+    pub fn loaded_until(&self, now: Instant) -> Option<Instant> {
+        let keep = self.scale(self.cfg.engine.keep_alive);
+        let s = self.lock();
+        if s.running > 0 {
+            return Some(now + keep);
+        }
+        let until = s.last_idle? + keep;
+        (until > now).then_some(until)
     }
 
     /// Requests decoding right now.
@@ -394,6 +412,7 @@ impl Engine {
             && s.last_idle
                 .is_none_or(|t| admitted.duration_since(t) > self.scale(e.keep_alive));
         s.running += 1;
+        s.unload_when_idle |= req.unload_after;
         let h = hash(&req.prompt_text);
         // Blocks of prompt kept per slot's worth of cache, as the whole-prompt cache keeps one
         // prompt per slot.
@@ -538,7 +557,7 @@ impl Drop for Admission {
             s.free_slots.push(Reverse(self.slot));
             s.running = s.running.saturating_sub(1);
             if s.running == 0 {
-                s.last_idle = Some(Instant::now());
+                s.last_idle = (!std::mem::take(&mut s.unload_when_idle)).then(Instant::now);
             }
         }
         if let Some(t) = self.truth.take() {

@@ -8,9 +8,13 @@
 pub mod config;
 pub mod engine;
 pub mod prefix_cache;
+mod request;
 pub mod wire;
 
-pub use config::{EngineModel, Faults, Flavor, MemoryFailures, OutputLen, PROFILES, SimConfig};
+pub use config::{
+    EngineModel, Faults, Flavor, MemoryFailures, ModelProfile, NUM_PARALLEL_ENV, OutputLen,
+    PROFILES, SimConfig,
+};
 pub use engine::{Engine, QUEUE_FULL_TEXT, Truth};
 
 use axum::Router;
@@ -19,7 +23,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use engine::{Admission, GenRequest, Refusal};
+use engine::{Admission, Refusal};
+use request::parse_request;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,8 +59,48 @@ fn word(i: u32) -> &'static str {
     WORDS[i as usize % WORDS.len()]
 }
 
+/// The simulated server: the engine the models share, and one engine for each model with a
+/// profile of its own (its own slots, timing and load state).
+pub struct Sim {
+    base: Arc<Engine>,
+    own: Vec<(String, Arc<Engine>)>,
+}
+
+impl Sim {
+    /// A server for `cfg` (checked first).
+    pub fn new(cfg: SimConfig) -> Result<Arc<Self>, SimError> {
+        cfg.validate()?;
+        let own = cfg
+            .model_profiles
+            .iter()
+            .filter_map(|p| Some((p.model.clone(), Engine::new(cfg.own_engine(&p.model)?))))
+            .collect();
+        Ok(Arc::new(Self {
+            base: Engine::new(cfg),
+            own,
+        }))
+    }
+
+    /// The whole server's configuration (every model, the flavor, the version).
+    pub fn cfg(&self) -> &SimConfig {
+        &self.base.cfg
+    }
+
+    /// The engine that serves `model`.
+    pub fn engine_for(&self, model: &str) -> &Arc<Engine> {
+        self.own
+            .iter()
+            .find(|(m, _)| m == model)
+            .map_or(&self.base, |(_, e)| e)
+    }
+
+    fn engines(&self) -> impl Iterator<Item = &Arc<Engine>> {
+        std::iter::once(&self.base).chain(self.own.iter().map(|(_, e)| e))
+    }
+}
+
 /// Builds the simulator's routes over `engine`.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub fn router(engine: Arc<Sim>) -> Router {
     let r = Router::new()
         .route("/v1/models", get(openai_models))
         .route(
@@ -66,12 +111,12 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/v1/chat/completions",
             post(|s, h, b| generate(s, h, b, Endpoint::OpenAiChat)),
         );
-    let r = if engine.cfg.record_truth {
+    let r = if engine.cfg().record_truth {
         r.route("/tokengun/truth", get(truth))
     } else {
         r
     };
-    let r = match engine.cfg.flavor {
+    let r = match engine.cfg().flavor {
         Flavor::Ollama => r
             .route("/", get(|| async { "Ollama is running" }))
             .route("/api/version", get(version))
@@ -106,7 +151,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
 
 /// The ground truth as JSON (only with `record_truth`): what was sent and when, with the engine's
 /// epoch on the machine's monotonic clock so a client in another process can compare instants.
-async fn truth(State(e): State<Arc<Engine>>) -> Response {
+async fn truth(State(s): State<Arc<Sim>>) -> Response {
+    let e = &s.base;
     let body = TruthExport {
         epoch_monotonic_ns: monotonic_ns(e.epoch.into_std()),
         requests: e.truth(),
@@ -155,10 +201,9 @@ pub fn monotonic_ns(at: std::time::Instant) -> u64 {
 /// Serves on an already-bound listener until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    engine: Arc<Engine>,
+    engine: Arc<Sim>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SimError> {
-    engine.cfg.validate()?;
     axum::serve(listener, router(engine))
         .with_graceful_shutdown(shutdown)
         .await
@@ -168,7 +213,7 @@ pub async fn serve(
 /// A simulator running in the background; dropping it stops it.
 pub struct SimHandle {
     addr: SocketAddr,
-    engine: Arc<Engine>,
+    engine: Arc<Sim>,
     /// Dropping the handle stops the server at once.
     server: ServerTask<SimError>,
 }
@@ -176,7 +221,7 @@ pub struct SimHandle {
 impl SimHandle {
     /// Binds `addr` (use port 0 for a free one) and starts serving.
     pub async fn start(addr: &str, config: SimConfig) -> Result<Self, SimError> {
-        config.validate()?;
+        let engine = Sim::new(config)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| SimError::Bind {
@@ -184,7 +229,6 @@ impl SimHandle {
                 source,
             })?;
         let local = listener.local_addr().map_err(SimError::Serve)?;
-        let engine = Engine::new(config);
         let served = engine.clone();
         Ok(Self {
             addr: local,
@@ -205,17 +249,22 @@ impl SimHandle {
 
     /// What the server really did, per request (needs `record_truth`).
     pub fn decoding(&self) -> u32 {
-        self.engine.decoding()
+        self.engine.engines().map(|e| e.decoding()).sum()
     }
 
-    /// Ground truth recorded so far (empty unless `record_truth`).
+    /// Ground truth recorded so far by the shared engine (empty unless `record_truth`).
     pub fn truth(&self) -> Vec<Truth> {
-        self.engine.truth()
+        self.engine.base.truth()
     }
 
-    /// The engine's epoch: `Truth` instants count from it.
+    /// The shared engine's epoch: `Truth` instants count from it.
     pub fn epoch(&self) -> Instant {
-        self.engine.epoch
+        self.engine.base.epoch
+    }
+
+    /// The engine that serves `model` (for tests that look at one model's state).
+    pub fn engine_for(&self, model: &str) -> Arc<Engine> {
+        self.engine.engine_for(model).clone()
     }
 
     /// Stops accepting, lets open streams end, and waits (at most `grace`).
@@ -242,8 +291,8 @@ fn error_response(endpoint: Endpoint, flavor: Flavor, status: StatusCode, msg: &
         .into_response()
 }
 
-async fn version(State(e): State<Arc<Engine>>) -> Response {
-    axum::Json(json!({ "version": e.cfg.version })).into_response()
+async fn version(State(s): State<Arc<Sim>>) -> Response {
+    axum::Json(json!({ "version": s.cfg().version })).into_response()
 }
 
 fn model_details() -> Value {
@@ -253,7 +302,8 @@ fn model_details() -> Value {
 
 const DIGEST: &str = "0a8c266910232fd3291e71e5ba1e058cc5af9d411192cf88b6d30e92b6e73163";
 
-async fn tags(State(e): State<Arc<Engine>>) -> Response {
+async fn tags(State(s): State<Arc<Sim>>) -> Response {
+    let e = &s.base;
     let models: Vec<_> = e
         .cfg
         .models
@@ -269,22 +319,26 @@ async fn tags(State(e): State<Arc<Engine>>) -> Response {
     axum::Json(json!({ "models": models })).into_response()
 }
 
-async fn ps(State(e): State<Arc<Engine>>) -> Response {
-    let models: Vec<_> = e
-        .cfg
+/// `/api/ps`: the models loaded now (used and not idle past their keep-alive, nor unloaded).
+async fn ps(State(s): State<Arc<Sim>>) -> Response {
+    let now = Instant::now();
+    let models: Vec<_> = s
+        .cfg()
         .models
         .iter()
-        .map(|m| {
-            let expires = std::time::SystemTime::now() + e.cfg.engine.keep_alive;
-            json!({"name": m, "model": m, "size": 6_654_289_920u64, "digest": DIGEST, "details": model_details(),
+        .filter_map(|m| {
+            let until = s.engine_for(m).loaded_until(now)?;
+            let expires = std::time::SystemTime::now() + until.saturating_duration_since(now);
+            Some(json!({"name": m, "model": m, "size": 6_654_289_920u64, "digest": DIGEST, "details": model_details(),
                    "expires_at": humantime::format_rfc3339_millis(expires).to_string(),
-                   "size_vram": 6_654_289_920u64, "context_length": 4096})
+                   "size_vram": (6_654_289_920.0 * s.cfg().vram_share).round() as u64, "context_length": 4096}))
         })
         .collect();
     axum::Json(json!({ "models": models })).into_response()
 }
 
-async fn show(State(e): State<Arc<Engine>>, body: Bytes) -> Response {
+async fn show(State(s): State<Arc<Sim>>, body: Bytes) -> Response {
+    let e = &s.base;
     let name = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
         v.get("model")
             .or_else(|| v.get("name"))
@@ -315,7 +369,8 @@ async fn show(State(e): State<Arc<Engine>>, body: Bytes) -> Response {
     .into_response()
 }
 
-async fn openai_models(State(e): State<Arc<Engine>>) -> Response {
+async fn openai_models(State(s): State<Arc<Sim>>) -> Response {
+    let e = &s.base;
     let data: Vec<_> = e
         .cfg
         .models
@@ -338,85 +393,6 @@ async fn openai_models(State(e): State<Arc<Engine>>) -> Response {
         return llama_headers(axum::Json(v).into_response());
     }
     axum::Json(v).into_response()
-}
-
-/// What a generate-like request asked for.
-struct Parsed {
-    model: String,
-    stream: bool,
-    include_usage: bool,
-    req: GenRequest,
-}
-
-fn parse_request(
-    endpoint: Endpoint,
-    body: &[u8],
-    headers: &HeaderMap,
-) -> Result<Parsed, (StatusCode, String)> {
-    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
-    if body.is_empty() {
-        return Err(bad("missing request body".into()));
-    }
-    let v: Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-    let model = v
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if model.is_empty() {
-        return Err(bad("model is required".into()));
-    }
-    let prompt_text = match endpoint {
-        Endpoint::OllamaGenerate | Endpoint::OpenAiCompletions => match v.get("prompt") {
-            Some(Value::String(s)) => s.clone(),
-            None if endpoint == Endpoint::OllamaGenerate => String::new(),
-            _ => return Err(bad("\"prompt\" must be a string".into())),
-        },
-        Endpoint::OllamaChat | Endpoint::OpenAiChat => match v.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => m
-                .iter()
-                .filter_map(|x| x.get("content").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            _ => return Err(bad("[] is too short - 'messages'".into())),
-        },
-    };
-    let (stream, max_tokens) = match endpoint {
-        Endpoint::OllamaGenerate | Endpoint::OllamaChat => (
-            v.get("stream").and_then(Value::as_bool).unwrap_or(true),
-            v.pointer("/options/num_predict").and_then(Value::as_i64),
-        ),
-        _ => (
-            v.get("stream").and_then(Value::as_bool).unwrap_or(false),
-            v.get("max_tokens").and_then(Value::as_i64),
-        ),
-    };
-    Ok(Parsed {
-        model,
-        stream,
-        include_usage: v
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        req: GenRequest {
-            prompt_text,
-            max_tokens: max_tokens
-                .filter(|n| *n > 0)
-                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-            ignore_eos: v
-                .get("ignore_eos")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            cache_prompt: v
-                .get("cache_prompt")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            client_id: headers
-                .get("x-tokengun-request")
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string),
-        },
-    })
 }
 
 /// One generation being streamed.
@@ -517,12 +493,12 @@ impl Generation {
 }
 
 async fn generate(
-    State(e): State<Arc<Engine>>,
+    State(s): State<Arc<Sim>>,
     headers: HeaderMap,
     body: Bytes,
     endpoint: Endpoint,
 ) -> Response {
-    let flavor = e.cfg.flavor;
+    let flavor = s.cfg().flavor;
     let finish = |r: Response| {
         if flavor == Flavor::LlamaCpp {
             llama_headers(r)
@@ -534,6 +510,7 @@ async fn generate(
         Ok(p) => p,
         Err((status, msg)) => return finish(error_response(endpoint, flavor, status, &msg)),
     };
+    let e = s.engine_for(&p.model);
     // llama.cpp serves its one model under any name; Ollama knows only what it has.
     let model = match flavor {
         Flavor::Ollama if !e.cfg.models.contains(&p.model) => {

@@ -447,6 +447,9 @@ async fn main() {
         .await
         .unwrap();
     let plan = CyclePlan {
+        target_urls: Vec::new(),
+        target_policy: Default::default(),
+        pinned_target: None,
         cycle_id: 1,
         shape: load.shape,
         concurrency: if args.open { 0 } else { args.streams },

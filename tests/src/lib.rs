@@ -91,6 +91,7 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         throughput_csv: true,
         warnings: Vec::new(),
         agent_auth: Default::default(),
+        matrix: Default::default(),
     }
 }
 

@@ -137,6 +137,56 @@ fn launchd_plist_parses_and_runs_the_agent_as_root() {
     flags_are_known("tokengun-agent", "serve", &args[2..], "the launchd plist");
 }
 
+#[test]
+fn launchd_user_agent_parses_and_runs_the_agent_without_root() {
+    let file = deploy("launchd/dev.tokengun.agent.user.plist");
+    let Some(python) = checker("python3", None) else {
+        return;
+    };
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import json, plistlib, sys; print(json.dumps(plistlib.load(open(sys.argv[1], 'rb'))))",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "plistlib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plist: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plist["Label"], "dev.tokengun.agent.user");
+    // A LaunchAgent runs as the user who loads it: no UserName, and nothing under a root path.
+    assert!(plist.get("UserName").is_none(), "{plist}");
+    let args: Vec<String> = plist["ProgramArguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(args[0].ends_with("/tokengun-agent") && args[1] == "serve");
+    let power = args.iter().position(|a| a == "--power").unwrap();
+    assert_eq!(
+        args[power + 1],
+        "auto",
+        "IOReport first, no powermetrics without root"
+    );
+    for path in args.iter().filter(|a| a.starts_with('/')) {
+        assert!(
+            path.starts_with("/Users/"),
+            "{path} is not the user's to write"
+        );
+    }
+    flags_are_known(
+        "tokengun-agent",
+        "serve",
+        &args[2..],
+        "the launchd user plist",
+    );
+}
+
 /// The `args:` lists of a manifest (block sequences of scalars).
 fn yaml_args(text: &str) -> Vec<Vec<String>> {
     let mut all = Vec::new();

@@ -36,6 +36,9 @@ async fn progress_lists_in_flight_requests_capped_with_a_count_of_the_rest() {
         .unwrap();
     link.hello(false).await.unwrap();
     let plan = CyclePlan {
+        target_urls: Vec::new(),
+        target_policy: Default::default(),
+        pinned_target: None,
         cycle_id: 1,
         shape: LoadShape::Burst,
         concurrency: REQUESTS,

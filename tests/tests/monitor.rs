@@ -214,6 +214,25 @@ fn check_power_csv(dir: &Path) {
 fn check_processes_csv(dir: &Path) {
     let procs = read_csv(&dir.join("processes.csv"));
     assert!(procs.iter().any(|r| r["role"] == "machine"));
+    // The machine's pressure figures come through the agent's gRPC stream into their columns:
+    // swap in use (from /proc/meminfo) on every Linux machine; PSI where the kernel has it.
+    #[cfg(target_os = "linux")]
+    {
+        let machine: Vec<_> = procs.iter().filter(|r| r["role"] == "machine").collect();
+        assert!(
+            machine
+                .iter()
+                .all(|r| r["swap_used_bytes"].parse::<u64>().is_ok()),
+            "{machine:?}"
+        );
+        if std::path::Path::new("/proc/pressure/memory").exists() {
+            assert!(
+                machine
+                    .iter()
+                    .all(|r| r["mem_pressure"].parse::<u8>().is_ok())
+            );
+        }
+    }
     let server: Vec<_> = procs.iter().filter(|r| r["role"] == "server").collect();
     assert!(!server.is_empty(), "the simulator's process is watched");
     assert!(
@@ -246,6 +265,33 @@ async fn without_power_sources_the_run_goes_on_and_says_why() {
     let row = &ran.cycles()[0];
     assert_eq!(row["energy_j"], "", "no figure rather than a zero");
     assert_eq!(row["tokens_per_joule"], "");
+    ran.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_none_from_the_controller_reaches_the_agent() {
+    // Fake RAPL and AMD power are there, and --power none (sent in the monitor spec) leaves
+    // them unread: no power.csv, every power source "not used", and the run says so in one line.
+    let sys = FakeSys::start();
+    let ran = Scenario::fixed("m:1b", 5, 1, 10, 4)
+        .agent(tokengun_agent::AgentConfig {
+            sys_root: sys.path(),
+            ..tokengun_agent::AgentConfig::default()
+        })
+        .levels(&[2])
+        .config(|c| c.monitor.power = Some(tokengun_common::sources::PowerChoice::None))
+        .run()
+        .await;
+    let m = ran.run_json();
+    for s in m["monitor"]["sources"].as_array().unwrap() {
+        if s["source"] != "process" {
+            assert_eq!(s["available"], false, "{s}");
+            assert_eq!(s["detail"], "not used (--power none)", "{s}");
+        }
+    }
+    assert!(!ran.run_dir().join("power.csv").exists());
+    let notes = m["notes"].to_string();
+    assert!(notes.contains("power: none (--power none)"), "{notes}");
     ran.stop().await;
 }
 

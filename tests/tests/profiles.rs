@@ -134,7 +134,7 @@ async fn study_profile_lands_near_the_study() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_queue_answers_503_counted_as_errors() {
+async fn a_full_queue_answers_503_counted_as_errors_apart_from_others() {
     let mut cfg = SimConfig::fixed(Duration::from_millis(30), Duration::from_millis(5), 200, 1);
     cfg.engine.queue_limit = Some(2);
     let ran = Scenario::new(cfg)
@@ -144,7 +144,7 @@ async fn a_full_queue_answers_503_counted_as_errors() {
         .await;
     let c = &ran.cycles()[0];
     assert_eq!(c["completed"], "3", "one running and two waiting");
-    assert_eq!(c["errors_by_kind"], "http_error=3");
+    assert_eq!(c["errors_by_kind"], "queue_full=3");
     let rows = ran.requests(6);
     let busy: Vec<_> = rows.iter().filter(|r| r["StatusCode"] == "503").collect();
     assert_eq!(busy.len(), 3);

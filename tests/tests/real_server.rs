@@ -256,3 +256,70 @@ async fn real_llama_server_counts_timings_and_breakdown_agree() {
         recorded_tokens
     );
 }
+
+/// A plan that owns a real llama-server: the agent starts it with `-np 1`, then `-np 4`, checks
+/// each healthy (llama.cpp answers 503 while it loads the model), stops it with SIGTERM, and
+/// the slots setting shows in the queueing of a burst of four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_starts_a_real_llama_server_per_setting() {
+    let (server, model) = match server_and_model() {
+        Ok(found) => found,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true needs the real server: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping the managed real-server test: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let plan = format!(
+        r#"target = "http://127.0.0.1:{port}"
+api = "openai-completions"
+model = "smollm2"
+levels = [4]
+max_tokens = 16
+extra_json = '{{"ignore_eos": true}}'
+monitor = false
+run_id = "managed"
+out = "{out}"
+[server]
+command = "{server}"
+args = ["-m", "{model}", "--alias", "smollm2", "--host", "127.0.0.1", "--port", "{port}",
+        "-c", "2048", "-t", "2", "--no-webui", "-np", ["1", "4"]]
+health_timeout = "60s"
+"#,
+        out = dir.path().display(),
+        server = server.display(),
+        model = model.display()
+    );
+    let path = dir.path().join("plan.toml");
+    std::fs::write(&path, plan).unwrap();
+    let cfg = tokengun::plan::PlanFile::load(&path)
+        .unwrap()
+        .compile(None)
+        .unwrap();
+    let ran = run(cfg).await.unwrap();
+    let cycles = read_csv(&ran.run_dir.join("cycles.csv"));
+    let settings: Vec<&str> = cycles.iter().map(|r| r["setting"].as_str()).collect();
+    assert_eq!(settings, ["-np 1", "-np 4"]);
+    assert!(cycles.iter().all(|r| r["failed"] == "0"), "{cycles:?}");
+    // One slot serves the burst one by one: its last first token waits for three answers.
+    assert!(
+        f(&cycles[0], "ttft_p99_s") > 2.0 * f(&cycles[1], "ttft_p99_s"),
+        "-np 1 {} vs -np 4 {}",
+        cycles[0]["ttft_p99_s"],
+        cycles[1]["ttft_p99_s"]
+    );
+    let run_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ran.run_dir.join("run.json")).unwrap())
+            .unwrap();
+    for g in run_json["groups"].as_array().unwrap() {
+        let s = &g["server"];
+        assert_eq!(s["command"], server.to_string_lossy().as_ref());
+        assert!(s["stopped"].as_str().unwrap().contains("SIGTERM"), "{s}");
+        assert!(s["ready_s"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    assert!(get(port, "/health").is_none(), "the server was stopped");
+}

@@ -1,6 +1,7 @@
 //! The report and compare on runs produced by the real simulator: the findings match what the
 //! profile implies (a server with 4 slots saturates at 4), power and process files add their
-//! sections, and the HTML renders every chart in headless Chromium (desktop and phone widths).
+//! sections, and the HTML report draws every chart interactively in headless Chromium (no
+//! errors, nothing fetched, desktop and phone widths).
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)]
 
@@ -225,6 +226,7 @@ async fn compare_overlays_runs_with_their_findings_side_by_side() {
         "compare_throughput.png",
         "compare_per_request.png",
         "compare_ttft.png",
+        "compare_ttft_p99.png",
         "compare_errors.png",
     ] {
         assert!(cmp.join("charts").join(chart).is_file(), "{chart}");
@@ -276,7 +278,7 @@ async fn compare_overlays_runs_with_their_findings_side_by_side() {
     assert_eq!(mismatch.status.code(), Some(2));
 
     if let Some(chromium) = chromium() {
-        check_html_renders(&chromium, &cmp.join("compare.html"), 4);
+        check_html_renders(&chromium, &cmp.join("compare.html"), 5);
     }
 }
 
@@ -296,33 +298,71 @@ fn chromium() -> Option<PathBuf> {
     None
 }
 
-/// Marks each image's load state and rendered box once the page has loaded.
+/// Put first in `<head>`: records every error the page meets (script errors, failed loads of
+/// any element, console.error and console.warn, unhandled rejections) before the report's code
+/// runs.
+const WATCH: &str = r#"<script>
+window.tgErrors = [];
+window.addEventListener('error', function (e) {
+  tgErrors.push(e.message || ('failed to load ' + ((e.target && (e.target.src || e.target.href)) || '?')));
+}, true);
+window.addEventListener('unhandledrejection', function (e) { tgErrors.push('unhandled rejection: ' + e.reason); });
+['error', 'warn'].forEach(function (k) {
+  var orig = console[k];
+  console[k] = function () {
+    tgErrors.push('console.' + k + ': ' + Array.prototype.join.call(arguments, ' '));
+    orig.apply(console, arguments);
+  };
+});
+</script>"#;
+
+/// Put last in `<body>`: once the page has loaded, writes each figure's chart (a canvas, its
+/// size and how many of its pixels are drawn) and box, the page's size, how many resources it
+/// fetched, and the errors seen.
 const PROBE: &str = r#"<script>
-function tgProbe() {
+window.addEventListener('load', function () {
   var rows = [];
-  document.querySelectorAll('img').forEach(function (i) {
-    var r = i.getBoundingClientRect();
-    rows.push([i.complete ? 1 : 0, i.naturalWidth, i.naturalHeight, Math.round(r.left),
+  document.querySelectorAll('figure.chart').forEach(function (f) {
+    var c = f.querySelector('canvas');
+    var ink = 0;
+    if (c && c.width > 0 && c.height > 0) {
+      var px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (var i = 3; i < px.length; i += 4) if (px[i] > 0) ink++;
+    }
+    var r = f.getBoundingClientRect();
+    rows.push([c ? 1 : 0, c ? c.width : 0, c ? c.height : 0, ink, Math.round(r.left),
       Math.round(r.top + window.scrollY), Math.round(r.width), Math.round(r.height)].join(','));
   });
   var p = document.createElement('pre');
   p.id = 'tg-probe';
   p.textContent = 'PROBE ' + window.innerWidth + ' ' + document.documentElement.scrollWidth + ' ' +
-    document.documentElement.scrollHeight + '\n' + rows.join('\n') + '\nEND';
+    document.documentElement.scrollHeight + ' ' + performance.getEntriesByType('resource').length +
+    '\n' + rows.join('\n') + '\nERRORS ' + JSON.stringify(window.tgErrors) + '\nEND';
   document.body.appendChild(p);
-}
-if (document.readyState === 'complete') { tgProbe(); } else { window.addEventListener('load', tgProbe); }
+});
 </script>"#;
 
-/// An image as the browser laid it out.
+/// A figure's chart as the browser drew and laid it out.
 #[derive(Debug)]
-struct ImgBox {
-    loaded: bool,
-    natural: (u32, u32),
+struct ChartBox {
+    canvas: bool,
+    canvas_px: (u32, u32),
+    inked_px: u32,
     left: u32,
     top: u32,
     width: u32,
     height: u32,
+}
+
+/// What the probe saw of a page.
+#[derive(Debug)]
+struct Seen {
+    viewport_w: u32,
+    scroll_w: u32,
+    height: u32,
+    fetched: u32,
+    charts: Vec<ChartBox>,
+    errors: Vec<String>,
 }
 
 /// Runs Chromium headless with the given extra arguments, bounded in time; returns stdout.
@@ -363,8 +403,8 @@ fn run_chromium(chromium: &Path, extra: &[String]) -> String {
     std::fs::read_to_string(out.path()).unwrap()
 }
 
-/// Loads `page` at `width` and returns (viewport width, scroll width, page height, images).
-fn probe(chromium: &Path, page: &Path, width: u32) -> (u32, u32, u32, Vec<ImgBox>) {
+/// Loads `page` at `width` and returns what the probe saw.
+fn probe(chromium: &Path, page: &Path, width: u32) -> Seen {
     let dom = run_chromium(
         chromium,
         &[
@@ -378,7 +418,7 @@ fn probe(chromium: &Path, page: &Path, width: u32) -> (u32, u32, u32, Vec<ImgBox
         .find("<pre id=\"tg-probe\">PROBE ")
         .map(|i| i + "<pre id=\"tg-probe\">".len())
         .unwrap_or_else(|| panic!("no probe output in the DOM: {dom:.500}"));
-    let text = &dom[start..dom[start..].find("END").map_or(dom.len(), |e| start + e)];
+    let text = &dom[start..dom[start..].find("\nEND").map_or(dom.len(), |e| start + e)];
     let mut lines = text.lines();
     let head: Vec<u32> = lines
         .next()
@@ -387,75 +427,119 @@ fn probe(chromium: &Path, page: &Path, width: u32) -> (u32, u32, u32, Vec<ImgBox
         .skip(1)
         .map(|v| v.parse().unwrap())
         .collect();
-    let imgs = lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: Vec<i64> = l.split(',').map(|x| x.trim().parse().unwrap()).collect();
-            let u = |i: usize| u32::try_from(v[i].max(0)).unwrap();
-            ImgBox {
-                loaded: v[0] == 1,
-                natural: (u(1), u(2)),
-                left: u(3),
-                top: u(4),
-                width: u(5),
-                height: u(6),
-            }
-        })
-        .collect();
-    (head[0], head[1], head[2], imgs)
+    let mut charts = Vec::new();
+    let mut errors = Vec::new();
+    for l in lines.filter(|l| !l.trim().is_empty()) {
+        if let Some(json) = l.strip_prefix("ERRORS ") {
+            // The DOM dump escapes the pre's text as HTML.
+            let json = json
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&");
+            errors = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            continue;
+        }
+        let v: Vec<i64> = l.split(',').map(|x| x.trim().parse().unwrap()).collect();
+        let u = |i: usize| u32::try_from(v[i].max(0)).unwrap();
+        charts.push(ChartBox {
+            canvas: v[0] == 1,
+            canvas_px: (u(1), u(2)),
+            inked_px: u(3),
+            left: u(4),
+            top: u(5),
+            width: u(6),
+            height: u(7),
+        });
+    }
+    Seen {
+        viewport_w: head[0],
+        scroll_w: head[1],
+        height: head[2],
+        fetched: head[3],
+        charts,
+        errors,
+    }
 }
 
-/// Opens the page in headless Chromium: every chart decodes at its full size, lays out within
-/// a phone's width, and shows ink in a real screenshot. A broken image is caught (the check can
-/// fail).
+/// Opens the page in headless Chromium: no console error and no failed (or any) request, one
+/// drawn chart per figure (its canvas has ink), laid out within a phone's width, and ink in a
+/// real screenshot. A broken image added to the page must be reported (the check can fail).
 fn check_html_renders(chromium: &Path, html: &Path, charts: usize) {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("probe.html");
     let broken = r#"<img id="broken" src="data:image/png;base64,AAAA">"#;
     let text = std::fs::read_to_string(html).unwrap();
+    // Interactive on purpose (uPlot inlined); the PNGs are kept for readers without scripts.
     assert!(
-        !text.contains("<script"),
-        "the report itself needs no script"
+        text.contains("<script"),
+        "the report's charts are interactive"
     );
-    std::fs::write(
-        &page,
-        text.replace("</body>", &format!("{broken}{PROBE}</body>")),
-    )
-    .unwrap();
-
-    let (_, _, height, imgs) = probe(chromium, &page, 1100);
-    assert_eq!(imgs.len(), charts + 1, "{imgs:?}");
-    let (charts_seen, control) = imgs.split_at(charts);
     assert_eq!(
-        control[0].natural,
-        (0, 0),
-        "the broken control image must not decode"
+        text.matches("<noscript><img src=\"data:image/png;base64,")
+            .count(),
+        charts,
+        "every chart keeps its PNG for readers without scripts"
     );
-    for (i, b) in charts_seen.iter().enumerate() {
+    for external in ["src=\"http", "href=\"http", "src='http", "url(http"] {
         assert!(
-            b.loaded && b.natural == (1000, 560),
-            "chart {i} did not decode: {b:?}"
-        );
-        assert!(
-            b.width >= 900 && b.height >= 500,
-            "chart {i} laid out too small: {b:?}"
+            !text.contains(external),
+            "the page loads nothing from the network ({external})"
         );
     }
+    let with_probe = text
+        .replacen("<head>", &format!("<head>{WATCH}"), 1)
+        .replace("</body>", &format!("{broken}{PROBE}</body>"));
+    std::fs::write(&page, &with_probe).unwrap();
 
-    // Phone width: charts shrink to fit, and the page does not scroll sideways.
-    let (vw, sw, _, phone) = probe(chromium, &page, 390);
+    let seen = probe(chromium, &page, 1100);
+    assert_eq!(
+        seen.fetched, 0,
+        "the page fetched something: it must work offline"
+    );
+    assert_eq!(
+        seen.errors.len(),
+        1,
+        "the page met errors (one expected: the broken control image): {:?}",
+        seen.errors
+    );
     assert!(
-        sw <= vw,
-        "the page scrolls sideways on a phone ({sw} > {vw})"
+        seen.errors[0].contains("failed to load"),
+        "{:?}",
+        seen.errors
     );
-    for (i, b) in phone[..charts].iter().enumerate() {
+    assert_eq!(seen.charts.len(), charts, "{:?}", seen.charts);
+    for (i, b) in seen.charts.iter().enumerate() {
+        let (w, h) = b.canvas_px;
         assert!(
-            b.width <= vw && b.width >= 300 && b.height * 1000 / b.width.max(1) >= 540,
-            "chart {i} on a phone: {b:?} in {vw}"
+            b.canvas && w >= 900 && h >= 250 && b.inked_px >= 2000,
+            "chart {i} was not drawn: {b:?}"
+        );
+        assert!(b.width >= 900, "chart {i} laid out too small: {b:?}");
+    }
+
+    // Phone width: charts fit, and the page does not scroll sideways.
+    let phone = probe(chromium, &page, 390);
+    assert!(
+        phone.scroll_w <= phone.viewport_w,
+        "the page scrolls sideways on a phone ({} > {})",
+        phone.scroll_w,
+        phone.viewport_w
+    );
+    for (i, b) in phone.charts.iter().enumerate() {
+        assert!(
+            b.width <= phone.viewport_w && b.canvas_px.0 >= 250 && b.inked_px >= 1000,
+            "chart {i} on a phone: {b:?} in {}",
+            phone.viewport_w
         );
     }
 
-    // A real screenshot of the whole page: every chart's area holds a drawing, not a blank.
+    check_screenshot(chromium, &page, seen.height, &seen.charts);
+}
+
+/// A real screenshot of the whole page: every chart's area holds a drawing, not a blank.
+fn check_screenshot(chromium: &Path, page: &Path, height: u32, charts: &[ChartBox]) {
+    let dir = tempfile::tempdir().unwrap();
     let shot = dir.path().join("shot.png");
     run_chromium(
         chromium,
@@ -473,7 +557,7 @@ fn check_html_renders(chromium: &Path, html: &Path, charts: usize) {
     let info = reader.next_frame(&mut px).unwrap();
     let channels = info.color_type.samples();
     let (w, h) = (info.width, info.height);
-    for (i, b) in charts_seen.iter().enumerate() {
+    for (i, b) in charts.iter().enumerate() {
         assert!(
             b.top + b.height <= h && b.left + b.width <= w,
             "chart {i} outside the shot"
@@ -496,5 +580,96 @@ fn check_html_renders(chromium: &Path, html: &Path, charts: usize) {
             "chart {i} looks blank in the screenshot: {ink} of {area} px inked, {} colours",
             colours.len()
         );
+    }
+}
+
+/// A Mac's monitor files over the run's real cycle times, in today's columns: IOReport's SoC
+/// power (40 W + 10 W a busy slot), the Ollama server and runner with their own energy
+/// counters (runner 8 W a busy slot, server 1.6 W), thermal pressure moderate from level 8 and
+/// heavy at 16, swap growing by 1 GiB during level 16.
+fn write_mac_monitor_files(run_dir: &Path) {
+    use tokengun_common::run_dir::{POWER_HEADER, PROCESSES_HEADER};
+    let cycles = read_csv(&run_dir.join("cycles.csv"));
+    let mut power = format!("{}\n", POWER_HEADER.join(","));
+    let mut procs = format!("{}\n", PROCESSES_HEADER.join(","));
+    let gib = 1024.0 * 1024.0 * 1024.0;
+    let (mut t, mut soc_j, mut runner_j, mut server_j) = (0.0, 0.0, 0.0, 0.0);
+    let dt = 0.1;
+    for c in &cycles {
+        let level = &c["level"];
+        let x: f64 = level.parse().unwrap();
+        let busy = x.min(f64::from(SLOTS));
+        let (thermal, swap_per_s) = match x as u32 {
+            0..=4 => (0, 0.0),
+            5..=8 => (1, 0.0),
+            _ => (2, gib / c["duration_s"].parse::<f64>().unwrap()),
+        };
+        let end = t + c["duration_s"].parse::<f64>().unwrap();
+        let mut swap = 0.5 * gib;
+        while t < end {
+            let w = 40.0 + 10.0 * busy;
+            soc_j += w * dt;
+            runner_j += 8.0 * busy * dt;
+            server_j += 1.6 * dt;
+            swap += swap_per_s * dt;
+            power.push_str(&format!(
+                "{t:.2},{level},a1,ioreport,soc,energy_j,J,{soc_j}\n"
+            ));
+            power.push_str(&format!("{t:.2},{level},a1,ioreport,soc,power_w,W,{w}\n"));
+            procs.push_str(&format!(
+                "{t:.2},{level},a1,server,4242,ollama,5.0,{},,,,,,,{server_j},1.6,,,,,\n",
+                gib
+            ));
+            procs.push_str(&format!(
+                "{t:.2},{level},a1,runner,4243,ollama,{},{},,,,,,,{runner_j},{},,,,,\n",
+                80.0 * busy,
+                4.0 * gib,
+                8.0 * busy
+            ));
+            procs.push_str(&format!(
+                "{t:.2},{level},a1,machine,,mac,20.0,{},,,,{},1.5,10,,,0,,{swap},{thermal},\n",
+                8.0 * gib,
+                16.0 * gib
+            ));
+            t += dt;
+        }
+        t += 0.3;
+    }
+    std::fs::write(run_dir.join("power.csv"), power).unwrap();
+    std::fs::write(run_dir.join("processes.csv"), procs).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_gives_the_servers_energy_and_marks_throttled_and_swapping_levels() {
+    let out = tempfile::tempdir().unwrap();
+    let run_dir = four_slot_run(out.path()).await;
+    write_mac_monitor_files(&run_dir);
+    let data = report::load::load_run(&run_dir).unwrap();
+    let l4 = &data.levels[2];
+    assert_eq!(l4.label, "4");
+    // The runner's counter rose 32 W x its span; the report gives it per second.
+    let runner = l4
+        .process_power_w
+        .iter()
+        .find(|(n, _)| n == "runner ollama (4243)")
+        .unwrap()
+        .1;
+    assert!((runner - 32.0).abs() < 1e-6, "{:?}", l4.process_power_w);
+    assert_eq!(data.levels[3].thermal_pressure_max, Some(1.0));
+    assert!(data.levels[4].swap_growth_bytes.unwrap() > 0.9 * 1024.0 * 1024.0 * 1024.0);
+    let written = report::report(&run_dir, None, &ReportOptions::default()).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    for needle in [
+        // cycles.csv had no power columns: the level's power is power.csv's mean (80 W at 4);
+        // the server's processes 33.6 W of it.
+        "Energy by process: at concurrency 4 the server's processes drew 42% of the measured power (33.6 W of 80 W) (runner ollama (4243) 40% of it, 32 W)",
+        "Thermal pressure: concurrency 8, concurrency 16 ran throttled (thermal pressure heavy at concurrency 16)",
+        "Swapping: concurrency 16 ran short of memory (swap grew by up to ",
+        "## Server energy and machine pressure",
+        "| 8 (throttled) |",
+        "| 16 (throttled) (swapping) |",
+        "runner ollama (4243): 32 W",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
     }
 }

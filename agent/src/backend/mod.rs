@@ -319,6 +319,9 @@ mod tests {
 
     fn plan(api: Api) -> CyclePlan {
         CyclePlan {
+            target_urls: Vec::new(),
+            target_policy: Default::default(),
+            pinned_target: None,
             cycle_id: 1,
             shape: LoadShape::Burst,
             concurrency: 1,

@@ -27,8 +27,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Make a private CA and certificates for agents and controllers (PEM files in --dir).
     Certs(certs::CertsArgs),
-    /// Say what each monitor source finds on this machine (server processes, powermetrics,
-    /// NVIDIA NVML, AMD hwmon, RAPL), or why it finds nothing; with --sample, read them for a while.
+    /// Say what each monitor source finds on this machine (server processes, Apple Silicon
+    /// IOReport and powermetrics, NVIDIA NVML, AMD hwmon, RAPL), which power source is used and
+    /// why, or why none; with --sample, read them for a while; --json for one JSON document.
     Probe(probe::ProbeArgs),
 }
 
@@ -56,6 +57,13 @@ impl CmdError {
     fn failed(message: impl std::fmt::Display) -> Self {
         Self::Failed(message.to_string())
     }
+}
+
+/// A `--power` value (clap's parser).
+fn power_choice(s: &str) -> Result<tokengun_common::sources::PowerChoice, String> {
+    tokengun_common::sources::PowerChoice::parse(s)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "--power needs a value: auto, ioreport, powermetrics or none".to_string())
 }
 
 /// Runs the parsed command line; says what went wrong on stderr and returns the exit status.

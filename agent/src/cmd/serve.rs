@@ -24,6 +24,11 @@ pub(super) struct ServeArgs {
     /// Listing any replaces the default [default: loopback, i.e. 127.0.0.0/8 and ::1].
     #[arg(long = "allow-target", value_name = "NET|HOST")]
     allow_target: Vec<String>,
+    /// A server program a plan's `[server]` may have this agent start, stop and restart per
+    /// setting (repeatable; the plan's command must match it exactly or resolve to the same
+    /// file), e.g. /usr/local/bin/ollama [default: none: plans that own a server are refused].
+    #[arg(long = "allow-server-command", value_name = "PATH")]
+    allow_server_command: Vec<String>,
     /// Most concurrent requests a cycle may ask of this agent.
     #[arg(long, default_value_t = 10_000)]
     max_concurrency: u32,
@@ -58,12 +63,18 @@ pub(super) struct ServeArgs {
     /// power are read under it.
     #[arg(long, default_value = "/sys")]
     sys_root: PathBuf,
+    /// Apple Silicon power source when the controller names none: auto (IOReport without root,
+    /// else powermetrics when running as root, else none, saying why), ioreport, powermetrics
+    /// (as root or through sudo -n) or none. IOReport was type-checked, not run, by tokengun's CI.
+    #[arg(long, default_value = "auto", value_parser = super::power_choice)]
+    power: tokengun_common::sources::PowerChoice,
     /// Folder of the on-disk record spool: every record is written there before it is streamed,
     /// so a controller that reconnects, or an agent restarted after a crash, replays what was not
     /// acknowledged. Writes reach the OS at once (a killed agent loses nothing); fsync is batched
     /// every 100 ms and at each cycle's end (a power loss can lose the last 100 ms). One agent
     /// per folder; it also keeps the agent's id (file agent-id) [default: $STATE_DIRECTORY under
-    /// systemd, else $XDG_STATE_HOME/tokengun-agent, else ~/.local/state/tokengun-agent].
+    /// systemd, else one folder per --listen address (e.g. 127.0.0.1-7411) under
+    /// $XDG_STATE_HOME/tokengun-agent, else under ~/.local/state/tokengun-agent].
     #[arg(long, value_name = "DIR")]
     spool_dir: Option<PathBuf>,
     /// How long unacknowledged records stay in the spool when no controller fetches them
@@ -79,12 +90,28 @@ pub(super) struct ServeArgs {
     /// made as HOST-PID on first start].
     #[arg(long, value_name = "ID")]
     agent_id: Option<String>,
+    /// Serve live Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465): requests,
+    /// tokens, in flight, TTFT/ITL/E2E histograms per cycle, self-check. Anything but loopback
+    /// needs --metrics-token-file or --metrics-insecure-no-auth [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// File holding the bearer token metrics scrapers must send (at least 16 characters).
+    #[arg(long, value_name = "FILE", requires = "metrics_listen")]
+    metrics_token_file: Option<PathBuf>,
+    /// Serve a non-loopback --metrics-listen with no token: anyone who reaches it reads them.
+    #[arg(long, requires = "metrics_listen")]
+    metrics_insecure_no_auth: bool,
 }
 
 /// Serves until stopped; Err says what was wrong before anything listened, or why serving ended.
 pub(super) async fn exec(args: ServeArgs) -> Result<(), CmdError> {
     check_limits(&args)?;
     let listen = args.listen;
+    let metrics_flags = MetricsFlags {
+        listen: args.metrics_listen,
+        token_file: args.metrics_token_file.clone(),
+        insecure: args.metrics_insecure_no_auth,
+    };
     let auth = load_auth(&args)?;
     let targets = TargetPolicy::from_entries(&args.allow_target)
         .await
@@ -92,7 +119,7 @@ pub(super) async fn exec(args: ServeArgs) -> Result<(), CmdError> {
     let Some(spool_dir) = args
         .spool_dir
         .clone()
-        .or_else(|| spool::default_dir(|k| std::env::var(k).ok()))
+        .or_else(|| spool::default_dir(|k| std::env::var(k).ok(), listen))
     else {
         return Err(CmdError::usage(
             "no folder for the record spool: pass --spool-dir DIR (neither $STATE_DIRECTORY, $XDG_STATE_HOME nor $HOME is set)",
@@ -118,11 +145,13 @@ pub(super) async fn exec(args: ServeArgs) -> Result<(), CmdError> {
         targets,
         auth,
         sys_root: args.sys_root,
+        power: args.power,
         spool: Some(SpoolConfig {
             keep: args.spool_keep,
             ..SpoolConfig::new(&spool_dir)
         }),
         drain_timeout: args.drain_timeout,
+        allowed_server_commands: args.allow_server_command.clone(),
         ..defaults
     };
     // The spool first: a folder in use by another agent refuses before anything listens.
@@ -131,18 +160,79 @@ pub(super) async fn exec(args: ServeArgs) -> Result<(), CmdError> {
         Some(id) => id,
         None => spool::agent_id(&spool_dir, &config.agent_id).map_err(CmdError::failed)?,
     };
+    let metrics = metrics_endpoint(&metrics_flags).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         CmdError::Failed(format!(
             "cannot listen on {listen}: {e} (is another agent running? pick another --listen port)"
         ))
     })?;
+    if args.spool_dir.is_none()
+        && let Some(old) = spool::old_default_spool(&spool_dir)
+    {
+        tracing::warn!(
+            old = %old.display(),
+            "an older agent's spool is in the folder above this one (the default is now one folder per listen address): records it holds are replayed only by an agent started with --spool-dir {}",
+            old.display()
+        );
+    }
     tracing::info!(
         auth = %config.auth.describe(),
         targets = %config.targets.describe(),
         spool = %spool_dir.display(),
         "serving"
     );
+    if let Some((m, bound)) = metrics {
+        tracing::info!("metrics on http://{bound}/metrics");
+        tokio::spawn(crate::metrics::follow(
+            log.clone(),
+            m,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+    }
     serve(listener, config, log).await
+}
+
+/// The `--metrics-*` flags.
+struct MetricsFlags {
+    listen: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
+    insecure: bool,
+}
+
+/// `--metrics-listen`: checked (loopback, or a token, or said insecure) and bound before the
+/// gRPC port; it serves for the process's life.
+async fn metrics_endpoint(
+    args: &MetricsFlags,
+) -> Result<Option<(Arc<tokengun_common::metrics::Metrics>, SocketAddr)>, CmdError> {
+    use tokengun_common::metrics::{Metrics, http};
+    let Some(listen) = args.listen else {
+        return Ok(None);
+    };
+    let token = match &args.token_file {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+            CmdError::usage(format!(
+                "cannot read --metrics-token-file {}: {e}",
+                p.display()
+            ))
+        })?),
+        None => None,
+    };
+    let access = http::Access::for_listen(listen, token.as_deref(), args.insecure)
+        .map_err(CmdError::usage)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        CmdError::Failed(format!(
+            "cannot listen on --metrics-listen {listen}: {e} (pick another port)"
+        ))
+    })?;
+    let bound = listener.local_addr().map_err(CmdError::failed)?;
+    let m = Arc::new(Metrics::new());
+    tokio::spawn(http::serve(
+        listener,
+        m.clone(),
+        access,
+        std::future::pending(),
+    ));
+    Ok(Some((m, bound)))
 }
 
 /// The limits a cycle may ask for must make sense.

@@ -16,8 +16,11 @@
 
 pub mod amdgpu;
 mod error;
+pub mod ioreport;
+mod machine;
 pub mod nvml;
 // Parsing powermetrics' output is plain Rust, tested on every platform; only macOS runs it.
+pub mod ollama_ps;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub mod powermetrics;
 pub mod process;
@@ -35,8 +38,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokengun_common::sources::Watch;
+use tokengun_common::sources::{Admit, PowerChoice};
 pub use tokengun_common::sources::{
-    SOURCE_AMDGPU, SOURCE_NVML, SOURCE_POWERMETRICS, SOURCE_PROCESS, SOURCE_RAPL,
+    SOURCE_AMDGPU, SOURCE_IOREPORT, SOURCE_NVML, SOURCE_POWERMETRICS, SOURCE_PROCESS, SOURCE_RAPL,
 };
 use tokengun_common::{MonitorBatch, PowerReading, RecordBody, SourceStatus};
 
@@ -80,7 +84,9 @@ impl Found {
 pub type Detect = fn(&MonitorSpec) -> Result<Found, MonitorError>;
 
 /// Every power source, by name, in the order the probe lists them: the one registration of each.
+/// IOReport comes before powermetrics: `--power auto` uses powermetrics only when IOReport failed.
 pub const POWER_SOURCES: &[(&str, Detect)] = &[
+    (SOURCE_IOREPORT, ioreport::detect),
     (SOURCE_POWERMETRICS, powermetrics::detect),
     (SOURCE_NVML, nvml::detect),
     (SOURCE_AMDGPU, amdgpu::detect),
@@ -97,6 +103,11 @@ pub struct MonitorSpec {
     pub process_interval: Duration,
     pub power_interval: Duration,
     pub power: bool,
+    /// `--power`: which Apple Silicon source (and whether any power source at all).
+    pub power_choice: PowerChoice,
+    /// powermetrics may go through `sudo -n` (set by [`detect_power`] from `power_choice`).
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+    pub allow_sudo: bool,
     /// Name pattern to fall back on when the listener cannot be seen (e.g. `ollama`).
     pub server_hint: String,
     /// Root of sysfs (`/sys`; tests point it elsewhere).
@@ -112,6 +123,8 @@ impl Default for MonitorSpec {
             process_interval: DEFAULT_PROCESS_INTERVAL,
             power_interval: DEFAULT_POWER_INTERVAL,
             power: true,
+            power_choice: PowerChoice::Auto,
+            allow_sudo: false,
             server_hint: String::new(),
             sys_root: PathBuf::from("/sys"),
         }
@@ -130,13 +143,44 @@ fn status(source: &str, r: Result<String, MonitorError>) -> SourceStatus {
     }
 }
 
-/// Finds every power source of this machine: the ones that work, and why the others do not.
+/// Whether the agent runs as root (only macOS asks: powermetrics needs it).
+fn is_root() -> bool {
+    #[cfg(target_os = "macos")]
+    return tokengun_macos::system::is_root();
+    #[cfg(not(target_os = "macos"))]
+    false
+}
+
+/// Finds every power source of this machine that `--power` admits: the ones that work, and why
+/// the others do not (or were not tried).
 pub fn detect_power(spec: &MonitorSpec) -> (Vec<SourceStatus>, Vec<Box<dyn PowerSource>>) {
     let mut statuses = Vec::new();
     let mut sources = Vec::new();
+    let root = is_root();
+    let mut ioreport_found = false;
     for (name, detect) in POWER_SOURCES {
-        match detect(spec) {
+        // Off a Mac the Apple sources say so themselves ("macOS only"), whatever --power chose.
+        let apple = *name == SOURCE_IOREPORT || *name == SOURCE_POWERMETRICS;
+        let admit = if apple && !cfg!(target_os = "macos") && spec.power_choice != PowerChoice::None
+        {
+            Admit::Try { sudo: false }
+        } else {
+            spec.power_choice.admits(name, root, ioreport_found)
+        };
+        let sudo = match admit {
+            Admit::Try { sudo } => sudo,
+            Admit::Skip(why) => {
+                statuses.push(status(name, Err(MonitorError::Unavailable(why.into()))));
+                continue;
+            }
+        };
+        let spec = MonitorSpec {
+            allow_sudo: sudo,
+            ..spec.clone()
+        };
+        match detect(&spec) {
             Ok(found) => {
+                ioreport_found |= *name == SOURCE_IOREPORT;
                 statuses.push(status(name, Ok(found.detail)));
                 sources.push(found.source);
             }
@@ -144,6 +188,18 @@ pub fn detect_power(spec: &MonitorSpec) -> (Vec<SourceStatus>, Vec<Box<dyn Power
         }
     }
     (statuses, sources)
+}
+
+/// The one line saying which power source is used and why (`power: ioreport (--power auto)`,
+/// `power: IOReport GPU energy counter reads 0 on this machine: using powermetrics`, `no power
+/// source (--power auto): ...`).
+pub fn power_line(choice: PowerChoice, statuses: &[SourceStatus]) -> String {
+    let s: Vec<(&str, bool, &str)> = statuses
+        .iter()
+        .filter(|s| s.source != SOURCE_PROCESS)
+        .map(|s| (s.source.as_str(), s.available, s.detail.as_str()))
+        .collect();
+    choice.summary(&s)
 }
 
 /// Whether a URL's host is this machine.
@@ -230,7 +286,9 @@ pub fn probe(spec: &MonitorSpec) -> (Vec<SourceStatus>, Vec<String>) {
         Err(e) => statuses.push(status(SOURCE_PROCESS, Err(e))),
     }
     if spec.power {
-        statuses.extend(detect_power(spec).0);
+        let power = detect_power(spec).0;
+        watching.push(power_line(spec.power_choice, &power));
+        statuses.extend(power);
     }
     (statuses, watching)
 }
@@ -343,8 +401,12 @@ impl Monitor {
             ),
         );
         let cancel = CancellationToken::new();
-        // Unavailable sources are in `statuses` (and run.json); only surprises become notes.
-        let first_notes = watch_notes;
+        // Unavailable sources are in `statuses` (and run.json); only surprises become notes: on a
+        // Mac (or under an explicit --power) which power source is used, and why.
+        let mut first_notes = watch_notes;
+        if spec.power && (cfg!(target_os = "macos") || spec.power_choice != PowerChoice::Auto) {
+            first_notes.push(power_line(spec.power_choice, &statuses));
+        }
         let scrape = (!spec.server_metrics_url.is_empty()).then(|| {
             tokio::spawn(prometheus::scrape_loop(prometheus::Scrape {
                 client: client.clone(),

@@ -125,14 +125,8 @@ pub fn parse_sample(doc: &[u8]) -> Result<PmSample, PmError> {
     let thermal_pressure = root
         .get("thermal_pressure")
         .and_then(plist::Value::as_string)
-        .and_then(|s| match s {
-            "Nominal" => Some(0.0),
-            "Moderate" | "Fair" | "Light" => Some(1.0),
-            "Heavy" | "Serious" => Some(2.0),
-            "Trapping" => Some(3.0),
-            "Sleeping" | "Critical" => Some(4.0),
-            _ => None,
-        });
+        .and_then(tokengun_common::monitor::pressure::thermal_from_name)
+        .map(f64::from);
     Ok(PmSample {
         elapsed_ns,
         cpu_power_w: cpu_w,
@@ -203,7 +197,13 @@ pub(super) fn detect(spec: &MonitorSpec) -> Result<Found, MonitorError> {
         .unwrap_or(1000)
         .max(250);
     let mut last_err = None;
-    for sudo in [false, true] {
+    // `sudo -n` only when --power powermetrics asked for it (auto uses powermetrics as root only).
+    let tries: &[bool] = if spec.allow_sudo {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &sudo in tries {
         let Ok(mut pm) = Powermetrics::spawn(interval_ms, sudo) else {
             continue;
         };

@@ -3,6 +3,7 @@
 //! RSS, VSZ, threads and open files; figures it cannot read are None, with the reason said once.
 
 use super::MonitorError;
+use super::machine::{self, PressureReader};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 use tokengun_common::sources;
@@ -18,6 +19,9 @@ pub struct ProcessSampler {
     known: BTreeMap<u32, String>,
     said: HashSet<String>,
     first_tick: bool,
+    /// Each watched process's energy counter (macOS).
+    energy: tokengun_common::monitor::apple::ProcessEnergy,
+    pressure: PressureReader,
 }
 
 /// The machine's figures at one instant.
@@ -38,6 +42,9 @@ fn machine(sys: &mut System, t_ns: u64) -> ProcessReading {
         mem_total_bytes: Some(sys.total_memory()),
         load_avg_1m: load,
         cpu_count: u32::try_from(sys.cpus().len()).ok().filter(|n| *n > 0),
+        energy_j: None,
+        power_w: None,
+        pressure: Default::default(),
     }
 }
 
@@ -61,6 +68,8 @@ impl ProcessSampler {
             known: BTreeMap::new(),
             said: HashSet::new(),
             first_tick: true,
+            energy: Default::default(),
+            pressure: PressureReader::default(),
         })
     }
 
@@ -145,7 +154,9 @@ impl ProcessSampler {
                 .with_exe(UpdateKind::OnlyIfNotSet)
                 .without_tasks(),
         );
-        let mut out = vec![machine(&mut self.sys, t_ns)];
+        let mut m = machine(&mut self.sys, t_ns);
+        m.pressure = self.pressure.read();
+        let mut out = vec![m];
         let found = self.find();
         if found.is_empty() && !self.watch.is_empty() {
             let what = self.describe().join(", ");
@@ -164,6 +175,7 @@ impl ProcessSampler {
         self.first_tick = false;
         self.known = found.iter().map(|(p, (_, n))| (*p, n.clone())).collect();
         self.prev_cpu.retain(|p, _| found.contains_key(p));
+        self.energy.retain(|p| found.contains_key(&p));
         for (pid, (role, name)) in found {
             let Some(p) = self.sys.process(Pid::from_u32(pid)) else {
                 continue;
@@ -178,6 +190,14 @@ impl ProcessSampler {
                 });
             let (threads, fds) = (os::threads(pid), os::open_fds(pid, p));
             let (rss, vsz) = (p.memory(), p.virtual_memory());
+            let energy = match machine::energy_nj(pid) {
+                Some(Ok(nj)) => self.energy.update(pid, t_ns, nj),
+                Some(Err(why)) => {
+                    self.note(notes, format!("energy of {name} (pid {pid}): {why}"));
+                    Default::default()
+                }
+                None => Default::default(),
+            };
             let threads = threads
                 .map_err(|why| self.note(notes, format!("threads of {name} (pid {pid}): {why}")))
                 .ok();
@@ -197,6 +217,9 @@ impl ProcessSampler {
                 mem_total_bytes: None,
                 load_avg_1m: None,
                 cpu_count: None,
+                energy_j: energy.energy_j,
+                power_w: energy.power_w,
+                pressure: Default::default(),
             });
         }
         out

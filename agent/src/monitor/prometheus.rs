@@ -57,6 +57,34 @@ pub fn parse(text: &str) -> Vec<(&'static str, f64)> {
         .collect()
 }
 
+/// One answer's readings: Ollama's `/api/ps` (what it has loaded), else a Prometheus text
+/// exposition (the kept metrics).
+fn readings(url: &str, body: &[u8], t_ns: u64) -> Vec<PowerReading> {
+    if url.ends_with("/api/ps") {
+        return super::ollama_ps::parse(body)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(device, metric, value)| PowerReading {
+                t_ns,
+                source: super::ollama_ps::SOURCE_OLLAMA_PS.into(),
+                device,
+                metric: metric.into(),
+                value,
+            })
+            .collect();
+    }
+    parse(&String::from_utf8_lossy(body))
+        .into_iter()
+        .map(|(metric, value)| PowerReading {
+            t_ns,
+            source: SOURCE_PROMETHEUS.into(),
+            device: "server".into(),
+            metric: metric.into(),
+            value,
+        })
+        .collect()
+}
+
 /// What one scrape loop needs.
 pub struct Scrape {
     pub client: HttpClient,
@@ -92,17 +120,7 @@ pub async fn scrape_loop(s: Scrape) {
         let t_ns = crate::clock::mono_ns();
         match get_small(&s.client, &s.url, SCRAPE_TIMEOUT).await {
             Ok(body) => {
-                let text = String::from_utf8_lossy(&body);
-                let readings: Vec<PowerReading> = parse(&text)
-                    .into_iter()
-                    .map(|(metric, value)| PowerReading {
-                        t_ns,
-                        source: SOURCE_PROMETHEUS.into(),
-                        device: "server".into(),
-                        metric: metric.into(),
-                        value,
-                    })
-                    .collect();
+                let readings = readings(&s.url, &body, t_ns);
                 if readings.is_empty() && !scraped {
                     note(
                         &s.log,

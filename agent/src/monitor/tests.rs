@@ -3,7 +3,7 @@
 //! the monitor stays the agent's own).
 
 use super::process::ProcessSampler;
-use super::{MonitorSpec, probe};
+use super::{MonitorSpec, POWER_SOURCES, detect_power, power_line, probe};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use tokengun_common::sources::{SOURCE_PROCESS, Watch};
@@ -190,7 +190,17 @@ fn the_probe_says_what_each_source_found_or_why_not() {
     };
     let (sources, watching) = probe(&spec);
     let names: Vec<&str> = sources.iter().map(|s| s.source.as_str()).collect();
-    assert_eq!(names, ["process", "powermetrics", "nvml", "amdgpu", "rapl"]);
+    assert_eq!(
+        names,
+        [
+            "process",
+            "ioreport",
+            "powermetrics",
+            "nvml",
+            "amdgpu",
+            "rapl"
+        ]
+    );
     let process = &sources[0];
     assert_eq!(process.source, SOURCE_PROCESS);
     assert!(process.available, "{process:?}");
@@ -200,7 +210,40 @@ fn the_probe_says_what_each_source_found_or_why_not() {
             .any(|w| w.contains(&std::process::id().to_string()))
     );
     // An empty sysfs: AMD and RAPL are unavailable, each with its reason.
-    for s in &sources[3..] {
+    for s in &sources[4..] {
         assert!(!s.available && !s.detail.is_empty(), "{s:?}");
     }
+    // Off a Mac the Apple sources say which platform they need, and one line sums it up.
+    #[cfg(not(target_os = "macos"))]
+    {
+        assert_eq!(sources[1].detail, "macOS only");
+        let line = watching.last().unwrap();
+        assert!(
+            line.starts_with("no power source (--power auto): ioreport: macOS only; powermetrics: macOS only; nvml: "),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn power_none_tries_nothing_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = MonitorSpec {
+        sys_root: dir.path().to_path_buf(),
+        power_choice: tokengun_common::sources::PowerChoice::None,
+        ..MonitorSpec::default()
+    };
+    let (statuses, sources) = detect_power(&spec);
+    assert!(sources.is_empty());
+    assert_eq!(statuses.len(), POWER_SOURCES.len());
+    for s in &statuses {
+        assert_eq!(
+            (s.available, s.detail.as_str()),
+            (false, "not used (--power none)")
+        );
+    }
+    assert_eq!(
+        power_line(spec.power_choice, &statuses),
+        "power: none (--power none)"
+    );
 }

@@ -23,6 +23,13 @@ pub const TEMP_C: &str = "temp_c";
 pub const CPU_POWER_W: &str = "cpu_power_w";
 pub const GPU_POWER_W: &str = "gpu_power_w";
 pub const ANE_POWER_W: &str = "ane_power_w";
+/// Apple Silicon DRAM power (W; IOReport), not part of `power_w` (as powermetrics' combined power).
+pub const DRAM_POWER_W: &str = "dram_power_w";
+/// The whole machine's power from the SMC (`PSTR`, W), where the chip has it; not summed with
+/// the devices' `power_w`.
+pub const SYS_POWER_W: &str = "sys_power_w";
+/// GPU temperature, degrees Celsius (where `temp_c` is the CPU's).
+pub const GPU_TEMP_C: &str = "gpu_temp_c";
 /// macOS thermal pressure: 0 nominal, 1 moderate... (see `powermetrics`), 4 critical.
 pub const THERMAL_PRESSURE: &str = "thermal_pressure";
 

@@ -6,9 +6,11 @@
 //! server processes' figures over a window, `server_metric` the server metrics read from its
 //! Prometheus endpoint.
 
+pub mod apple;
 mod energy;
 pub mod metric;
 mod power;
+pub mod pressure;
 mod samples;
 mod series;
 pub mod server_metric;
@@ -19,6 +21,7 @@ mod test_util;
 
 pub use energy::{CycleEnergy, DeviceEnergy, EnergyMethod, NET_MIN_SHARE, WindowEnergy};
 pub use power::PowerSeries;
+pub use pressure::MachinePressure;
 pub use samples::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, SourceStatus};
 pub use series::{FOLD_POINTS, Series};
 pub use usage::{ServerUsage, ServerUsageAcc};

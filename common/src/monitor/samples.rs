@@ -1,6 +1,7 @@
 //! What the monitor sources read: power and accelerator readings, server-process and machine
 //! readings, one tick's batch of them, and whether each source works here.
 
+use super::MachinePressure;
 use serde::{Deserialize, Serialize};
 
 /// One power/accelerator reading: `value` of `metric` on `device` of `source` at `t_ns`.
@@ -62,6 +63,16 @@ pub struct ProcessReading {
     /// Machine rows only: logical CPUs (a process's cpu_pct goes up to 100 x this).
     #[serde(default)]
     pub cpu_count: Option<u32>,
+    /// Energy the process used since the sampler first saw it, J (a cumulative counter; macOS
+    /// `ri_energy_nj`, readable for the same user without root).
+    #[serde(default)]
+    pub energy_j: Option<f64>,
+    /// The process's power over the interval since its previous reading, W.
+    #[serde(default)]
+    pub power_w: Option<f64>,
+    /// Machine rows only: thermal and memory pressure, swap, temperature.
+    #[serde(default)]
+    pub pressure: MachinePressure,
 }
 
 /// What one monitor tick produced.

@@ -160,6 +160,9 @@ mod tests {
                     mem_total_bytes: None,
                     load_avg_1m: None,
                     cpu_count: None,
+                    energy_j: None,
+                    power_w: None,
+                    pressure: Default::default(),
                 };
                 folded.add(&p);
                 whole.add(&p);
@@ -210,6 +213,9 @@ mod tests {
             mem_total_bytes: None,
             load_avg_1m: None,
             cpu_count: None,
+            energy_j: None,
+            power_w: None,
+            pressure: Default::default(),
         };
         acc.add(&p(1, ProcessRole::Server, Some(10.0), Some(100)));
         acc.add(&p(1, ProcessRole::Runner, Some(90.0), Some(1000)));

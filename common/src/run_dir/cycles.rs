@@ -6,7 +6,7 @@
 //! totals (no per-device figures), server usage only CPU and memory.
 
 use super::csv_file::{CsvTable, csv_err, io_err, num, writer};
-use super::cycles_server::SERVER_ACCOUNT;
+use super::cycles_server::{GROUP, SERVER_ACCOUNT};
 use super::{CYCLES_CSV, OutputError, ReadError};
 use crate::monitor::{CycleEnergy, EnergyMethod, ServerUsage};
 use crate::stats::{CycleSummary, Percentiles, Slo};
@@ -466,7 +466,16 @@ fn columns() -> impl Iterator<Item = Col> {
         )
         .chain(TAIL.iter().map(Col::Plain))
         .chain(SERVER_ACCOUNT.iter().map(Col::Plain))
+        .chain(GROUP.iter().map(Col::Plain))
+        .chain(RATES.iter().map(Col::Plain))
 }
+
+/// Columns about the per-request rates, after the server's account.
+const RATES: &[Column] = &[Column {
+    name: "unrated_requests",
+    write: |s| s.unrated_requests.to_string(),
+    read: |s, v| s.unrated_requests = count(v).unwrap_or(0),
+}];
 
 /// Columns of `cycles.csv`, in order.
 pub fn cycles_header() -> Vec<String> {
@@ -506,6 +515,7 @@ pub fn blank_summary() -> CycleSummary {
         tpot: none,
         e2e: none,
         mean_request_tokens_per_s: None,
+        unrated_requests: 0,
         goodput_requests: 0,
         goodput_requests_per_s: 0.0,
         slo: Slo::default(),
@@ -526,6 +536,11 @@ pub fn blank_summary() -> CycleSummary {
         loop_delay_max_ms: None,
         self_check: String::new(),
         server_account: None,
+        group: String::new(),
+        group_label: String::new(),
+        setting: String::new(),
+        instances: 0,
+        targets: Vec::new(),
     }
 }
 
@@ -651,6 +666,7 @@ mod tests {
         s.agent_cpu_s = Some(0.5);
         s.self_check = "ok".into();
         s.errors_by_kind = "timeout=1".into();
+        s.unrated_requests = 1;
         s.server_account = Some(crate::stats::ServerAccount {
             token_checked: 2,
             token_exact: 1,
@@ -667,13 +683,16 @@ mod tests {
             model_load_max_s: Some(4.1),
             cached_tokens: Some(31),
         });
+        s.group = "2-instances".into();
+        s.group_label = "m · 2 instances".into();
+        s.instances = 2;
         s
     }
 
     #[test]
     fn rows_match_the_header() {
         assert_eq!(cycles_header().len(), cycles_row(&summary()).len());
-        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14);
+        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14 + 5 + 1);
         assert_eq!(cycles_header()[17], "ttft_mean_s");
     }
 

@@ -1,6 +1,7 @@
 //! `cycles.csv`'s columns for the server's own account of a level ([`ServerAccount`]): token
 //! agreement, the mean timing breakdown, model loads, cached prompt tokens. All empty when the
-//! server said nothing about its work (or the run predates them).
+//! server said nothing about its work (or the run predates them). Then the run matrix's
+//! columns ([`GROUP`]): which group, setting and instance count a row belongs to.
 
 use super::csv_file::num;
 use super::cycles::{Column, count, fixed, whole};
@@ -90,5 +91,36 @@ pub(super) const SERVER_ACCOUNT: &[Column] = &[
             })
         },
         read: |s, v| acct(s).cached_tokens = whole(v),
+    },
+];
+
+/// The columns of the run's matrix, after the server's account: empty (0 instances) in runs
+/// of one group from before them.
+pub(super) const GROUP: &[Column] = &[
+    Column {
+        name: "group",
+        write: |s| s.group.clone(),
+        read: |s, v| s.group = v.into(),
+    },
+    Column {
+        name: "group_label",
+        write: |s| s.group_label.clone(),
+        read: |s, v| s.group_label = v.into(),
+    },
+    Column {
+        name: "setting",
+        write: |s| s.setting.clone(),
+        read: |s, v| s.setting = v.into(),
+    },
+    Column {
+        name: "instances",
+        write: |s| s.instances.to_string(),
+        read: |s, v| s.instances = count(v).unwrap_or(0),
+    },
+    // The busiest instance's tokens over the mean's; each instance's figures are in run.json.
+    Column {
+        name: "target_imbalance",
+        write: |s| fixed(crate::stats::imbalance(&s.targets), 3),
+        read: |_, _| {},
     },
 ];

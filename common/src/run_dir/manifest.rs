@@ -123,6 +123,48 @@ pub struct Manifest<C = CycleSummary> {
     /// Why the sweep stopped before its last level (error-rate limit), if it did.
     pub stop_reason: Option<String>,
     pub notes: Vec<String>,
+    /// The run's groups (models x instance counts x server settings), when it had several or
+    /// a managed server; absent before them.
+    #[serde(default)]
+    pub groups: Vec<GroupInfo>,
+    /// Phases finished (loads, warm-ups and levels), for `resume` to find where it broke off;
+    /// absent before groups (the warm-up and `cycles` tell it then).
+    #[serde(default)]
+    pub phases_done: Option<usize>,
+}
+
+/// One group of a run: the model, instances and server setting its levels ran on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// For people: `llama3.2:1b · 2 instances`.
+    pub label: String,
+    pub model: String,
+    /// Its folder segment below the model's (empty when only the model varies).
+    pub variant: String,
+    pub targets: Vec<String>,
+    pub setting: String,
+    /// The model's load before its first level: the load request's end-to-end time and the
+    /// server's own account of it (Ollama's `load_duration`), seconds.
+    pub load_s: Option<f64>,
+    pub server_load_s: Option<f64>,
+    /// The managed server's process, when the plan owned it.
+    pub server: Option<ServerProcess>,
+}
+
+/// A server process the plan started: exactly what ran, and what it said it was.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerProcess {
+    pub command: String,
+    pub args: Vec<String>,
+    /// Only the variables the plan set.
+    pub env: Vec<(String, String)>,
+    pub pid: Option<u32>,
+    /// What the server reported (`/api/version`, `/props`), empty when it said nothing.
+    pub version: String,
+    /// From start to the first healthy answer, seconds.
+    pub ready_s: f64,
+    /// How it stopped: `SIGTERM`, `SIGKILL after 10s`, or that it had already exited.
+    pub stopped: String,
 }
 
 /// A manifest read for its settings only: its cycles are skipped unread, so a run.json whose

@@ -10,7 +10,9 @@
 //!   cycles.csv                    one row per finished level
 //!   records.pb                    every request record with its timeline (tokengun-proto)
 //!   power.csv, processes.csv      monitor readings, long format (when monitored)
-//!   <family>/<model>/test_results_<level>/[<agent>/]
+//!   <family>/<model>/[<group>/]test_results_<level>/[<agent>/]
+//!                                 (<group>: a run of several instance counts or server
+//!                                 settings, e.g. `2-instances_OLLAMA_NUM_PARALLEL-4`)
 //!     request_summary.csv         one row per request, the study's columns first
 //!     request_<id>_throughput.csv one request's token timeline (unless --no-throughput-csv)
 //! ```
@@ -35,7 +37,8 @@ pub mod workload;
 pub use csv_file::{OutputError, ReadError, write_atomic};
 pub use cycles::{CyclesCsv, cycles_header, cycles_row, read_cycles};
 pub use manifest::{
-    AgentInfo, Manifest, ManifestError, ManifestSettings, MonitorInfo, RunStatus, read_manifest,
+    AgentInfo, GroupInfo, Manifest, ManifestError, ManifestSettings, MonitorInfo, RunStatus,
+    ServerProcess, read_manifest,
 };
 pub use monitor_files::{
     POWER_HEADER, PROCESSES_HEADER, PowerRow, ProcessRow, read_power, read_processes,
@@ -83,9 +86,17 @@ pub fn level_dir_name(level: &str) -> String {
 
 /// `<run>/<api family>/<model>/test_results_<level>`, the study's layout.
 pub fn level_dir(run: &Path, api: Api, model: &str, level: &str) -> PathBuf {
-    run.join(api.family())
-        .join(path_safe(model))
-        .join(level_dir_name(level))
+    group_level_dir(run, api, model, "", level)
+}
+
+/// A level's folder in a run of several groups: `<run>/<family>/<model>/<group>/test_results_<level>`
+/// (`group` empty: the study's layout). `group` is a folder-safe segment (`CycleSummary::group`).
+pub fn group_level_dir(run: &Path, api: Api, model: &str, group: &str, level: &str) -> PathBuf {
+    let mut d = run.join(api.family()).join(path_safe(model));
+    if !group.is_empty() {
+        d = d.join(path_safe(group));
+    }
+    d.join(level_dir_name(level))
 }
 
 /// One agent's part of a level, when several agents ran it.
@@ -100,14 +111,22 @@ pub fn find_level_dir(
     run: &Path,
     family: Option<&str>,
     model: &str,
+    group: &str,
     level: &str,
 ) -> Option<PathBuf> {
     let name = level_dir_name(level);
     if let Some(f) = family {
-        let d = run.join(f).join(path_safe(model)).join(&name);
+        let mut d = run.join(f).join(path_safe(model));
+        if !group.is_empty() {
+            d = d.join(path_safe(group));
+        }
+        let d = d.join(&name);
         if d.is_dir() {
             return Some(d);
         }
+    }
+    if !group.is_empty() {
+        return None;
     }
     let mut found = Vec::new();
     for fam in std::fs::read_dir(run).ok()?.flatten() {
@@ -143,10 +162,17 @@ mod tests {
         let d = level_dir(run.path(), Api::OllamaChat, "m:1", "4");
         std::fs::create_dir_all(&d).unwrap();
         assert_eq!(
-            find_level_dir(run.path(), Some("ollama"), "m:1", "4"),
+            find_level_dir(run.path(), Some("ollama"), "m:1", "", "4"),
             Some(d.clone())
         );
-        assert_eq!(find_level_dir(run.path(), None, "other", "4"), Some(d));
-        assert_eq!(find_level_dir(run.path(), None, "m:1", "8"), None);
+        assert_eq!(find_level_dir(run.path(), None, "other", "", "4"), Some(d));
+        assert_eq!(find_level_dir(run.path(), None, "m:1", "", "8"), None);
+        let g = group_level_dir(run.path(), Api::OllamaChat, "m:1", "2-instances", "4");
+        assert_eq!(g, run.path().join("ollama/m-1/2-instances/test_results_4"));
+        std::fs::create_dir_all(&g).unwrap();
+        assert_eq!(
+            find_level_dir(run.path(), Some("ollama"), "m:1", "2-instances", "4"),
+            Some(g)
+        );
     }
 }

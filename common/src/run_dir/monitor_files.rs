@@ -52,10 +52,23 @@ pub mod process_col {
     pub const LOAD_AVG_1M: &str = "load_avg_1m";
     /// Machine rows only: logical CPUs (absent in older files).
     pub const CPU_COUNT: &str = "cpu_count";
+    /// J the process used since the agent first saw it (macOS `ri_energy_nj`; cumulative).
+    pub const ENERGY_J: &str = "energy_j";
+    /// The process's power over the interval since its previous row, W.
+    pub const POWER_W: &str = "power_w";
+    /// Machine rows: memory pressure, 0 normal, 1 warn, 2 critical (macOS's level; Linux from PSI).
+    pub const MEM_PRESSURE: &str = "mem_pressure";
+    /// Machine rows: Linux PSI memory `some avg10`, percent.
+    pub const MEM_STALL_PCT: &str = "mem_stall_pct";
+    pub const SWAP_USED_BYTES: &str = "swap_used_bytes";
+    /// Machine rows: thermal pressure, 0 nominal, 1 moderate, 2 heavy, 3 trapping, 4 sleeping.
+    pub const THERMAL_PRESSURE: &str = "thermal_pressure";
+    /// Machine rows: the hottest sensor readable without root, C.
+    pub const TEMP_C: &str = "temp_c";
 }
 
 /// `processes.csv` columns, in order.
-pub const PROCESSES_HEADER: [&str; 14] = [
+pub const PROCESSES_HEADER: [&str; 21] = [
     process_col::ELAPSED_S,
     process_col::CYCLE,
     process_col::AGENT,
@@ -70,6 +83,13 @@ pub const PROCESSES_HEADER: [&str; 14] = [
     process_col::MEM_TOTAL_BYTES,
     process_col::LOAD_AVG_1M,
     process_col::CPU_COUNT,
+    process_col::ENERGY_J,
+    process_col::POWER_W,
+    process_col::MEM_PRESSURE,
+    process_col::MEM_STALL_PCT,
+    process_col::SWAP_USED_BYTES,
+    process_col::THERMAL_PRESSURE,
+    process_col::TEMP_C,
 ];
 
 /// One reading of `power.csv` (texts empty and numbers `None` where the cell is).
@@ -102,6 +122,13 @@ pub struct ProcessRow {
     pub mem_total_bytes: Option<f64>,
     pub load_avg_1m: Option<f64>,
     pub cpu_count: Option<f64>,
+    pub energy_j: Option<f64>,
+    pub power_w: Option<f64>,
+    pub mem_pressure: Option<f64>,
+    pub mem_stall_pct: Option<f64>,
+    pub swap_used_bytes: Option<f64>,
+    pub thermal_pressure: Option<f64>,
+    pub temp_c: Option<f64>,
 }
 
 /// Reads `<run>/power.csv`; `Ok(None)` when the run has none (not monitored, or no power source).
@@ -164,6 +191,13 @@ pub fn read_processes(run: &Path) -> Result<Option<Vec<ProcessRow>>, ReadError> 
                 mem_total_bytes: r.num(c::MEM_TOTAL_BYTES),
                 load_avg_1m: r.num(c::LOAD_AVG_1M),
                 cpu_count: r.num(c::CPU_COUNT),
+                energy_j: r.num(c::ENERGY_J),
+                power_w: r.num(c::POWER_W),
+                mem_pressure: r.num(c::MEM_PRESSURE),
+                mem_stall_pct: r.num(c::MEM_STALL_PCT),
+                swap_used_bytes: r.num(c::SWAP_USED_BYTES),
+                thermal_pressure: r.num(c::THERMAL_PRESSURE),
+                temp_c: r.num(c::TEMP_C),
             })
             .collect(),
     ))

@@ -4,7 +4,7 @@
 
 use super::csv_file::{CsvTable, csv_err, io_err, writer};
 use super::{OutputError, REQUEST_SUMMARY_CSV, ReadError};
-use crate::record::{MIN_RATE_WINDOW_NS, OutcomeKind, RequestRecord};
+use crate::record::{OutcomeKind, RequestRecord, rate_measurable};
 use crate::stats::{breakdown, token_agreement};
 use std::fs::File;
 use std::io::BufWriter;
@@ -68,6 +68,8 @@ pub mod col {
     pub const INTENDED_PROMPT_TOKENS: &str = "IntendedPromptTokens";
     pub const CONVERSATION: &str = "Conversation";
     pub const TURN: &str = "Turn";
+    /// The server instance the request went to (its base URL).
+    pub const TARGET: &str = "Target";
     /// The breakdown's five parts, in file order.
     pub const BREAKDOWN: [&str; 5] = [
         QUEUE_TIME,
@@ -125,6 +127,7 @@ pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
     col::INTENDED_PROMPT_TOKENS,
     col::CONVERSATION,
     col::TURN,
+    col::TARGET,
 ];
 
 fn secs(ns: u64) -> String {
@@ -139,8 +142,9 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
-/// One `request_summary.csv` row, in [`REQUEST_SUMMARY_HEADER`] order.
-pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
+/// One `request_summary.csv` row, in [`REQUEST_SUMMARY_HEADER`] order; `targets` are the
+/// cycle's targets (`CyclePlan::targets`), which `target_index` points into.
+pub fn request_summary_row(r: &RequestRecord, targets: &[String]) -> Vec<String> {
     let ns_s = |v: Option<u64>| v.map(secs).unwrap_or_default();
     let mut row = vec![
         r.request_id.to_string(),
@@ -204,6 +208,12 @@ pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
         opt((w.conversation > 0).then_some(w.conversation)),
         opt((w.turn > 0).then_some(w.turn)),
     ]);
+    row.push(
+        targets
+            .get(r.target_index as usize)
+            .cloned()
+            .unwrap_or_default(),
+    );
     row
 }
 
@@ -211,24 +221,27 @@ pub fn request_summary_row(r: &RequestRecord) -> Vec<String> {
 pub struct RequestSummaryCsv {
     path: PathBuf,
     w: csv::Writer<BufWriter<File>>,
+    targets: Vec<String>,
 }
 
 impl RequestSummaryCsv {
     /// Creates the file and writes its header.
-    pub fn create(path: &Path) -> Result<Self, OutputError> {
+    /// Creates the file of a level whose requests went to `targets` (in `target_index` order).
+    pub fn create(path: &Path, targets: Vec<String>) -> Result<Self, OutputError> {
         let mut w = writer(path)?;
         w.write_record(REQUEST_SUMMARY_HEADER)
             .map_err(csv_err(path))?;
         Ok(Self {
             path: path.to_path_buf(),
             w,
+            targets,
         })
     }
 
     /// Appends one request.
     pub fn append(&mut self, r: &RequestRecord) -> Result<(), OutputError> {
         self.w
-            .write_record(request_summary_row(r))
+            .write_record(request_summary_row(r, &self.targets))
             .map_err(csv_err(&self.path))
     }
 
@@ -240,7 +253,7 @@ impl RequestSummaryCsv {
 
 /// One request of `request_summary.csv` as a reader needs it (seconds from the cycle's origin;
 /// `None` where the cell is empty or the column absent).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestRow {
     pub request_id: u64,
     /// Its status was `Completed`.
@@ -259,6 +272,9 @@ pub struct RequestRow {
     pub intended_prompt_tokens: Option<f64>,
     pub server_cached_tokens: Option<f64>,
     pub turn: Option<f64>,
+    /// The server instance it went to (empty in files from before the column).
+    pub target: String,
+    pub output_tokens: u64,
 }
 
 /// Reads a level folder's `request_summary.csv`, in file order; `Ok(None)` when it has none.
@@ -285,6 +301,8 @@ pub fn read_request_summary(level_dir: &Path) -> Result<Option<Vec<RequestRow>>,
                 intended_prompt_tokens: c.num(col::INTENDED_PROMPT_TOKENS),
                 server_cached_tokens: c.num(col::SERVER_CACHED_TOKENS),
                 turn: c.num(col::TURN),
+                target: c.get(col::TARGET).unwrap_or_default().to_string(),
+                output_tokens: c.num(col::TOKEN_COUNT).map_or(0, |v| v.max(0.0) as u64),
             })
             .collect(),
     ))
@@ -311,7 +329,8 @@ pub fn timestamp(origin_unix_ns: i64, offset_ns: u64) -> String {
 }
 
 /// Writes one request's token timeline. `Throughput` is tokens after the first chunk over the time
-/// since the first chunk, empty until [`MIN_RATE_WINDOW_NS`] has passed: never a division by ~0.
+/// since the first chunk, empty until that window measures a rate
+/// ([`crate::record::rate_measurable`]): never a division by ~0.
 pub fn write_throughput(
     path: &Path,
     r: &RequestRecord,
@@ -321,11 +340,11 @@ pub fn write_throughput(
     w.write_record(THROUGHPUT_HEADER).map_err(csv_err(path))?;
     let mut cumulative = 0u64;
     let first = r.timeline.first().copied();
-    for c in &r.timeline {
+    for (gaps, c) in r.timeline.iter().enumerate() {
         cumulative += u64::from(c.tokens);
         let rate = first.and_then(|f| {
             let dt_ns = c.offset_ns.saturating_sub(f.offset_ns);
-            (dt_ns >= MIN_RATE_WINDOW_NS)
+            rate_measurable(dt_ns, gaps)
                 .then(|| (cumulative - u64::from(f.tokens)) as f64 / (dt_ns as f64 / 1e9))
         });
         let row = [
@@ -356,6 +375,7 @@ pub(crate) mod tests {
                 conversation: 2,
                 turn: 3,
             },
+            target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 0,
             sent_ns: 0,
@@ -412,7 +432,7 @@ pub(crate) mod tests {
     fn summary_keeps_the_study_columns_first() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.csv");
-        let mut w = RequestSummaryCsv::create(&p).unwrap();
+        let mut w = RequestSummaryCsv::create(&p, vec![]).unwrap();
         w.append(&record()).unwrap();
         w.flush().unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
@@ -431,9 +451,13 @@ pub(crate) mod tests {
     #[test]
     fn summary_rows_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = RequestSummaryCsv::create(&dir.path().join(REQUEST_SUMMARY_CSV)).unwrap();
+        let targets = vec!["http://a:1".to_string(), "http://b:2".to_string()];
+        let mut w =
+            RequestSummaryCsv::create(&dir.path().join(REQUEST_SUMMARY_CSV), targets.clone())
+                .unwrap();
         let mut failed = record();
         failed.request_id = 8;
+        failed.target_index = 1;
         failed.outcome = OutcomeKind::Timeout;
         failed.first_token_ns = None;
         w.append(&record()).unwrap();
@@ -442,7 +466,7 @@ pub(crate) mod tests {
         let rows = read_request_summary(dir.path()).unwrap().unwrap();
         assert_eq!(
             REQUEST_SUMMARY_HEADER.len(),
-            request_summary_row(&record()).len()
+            request_summary_row(&record(), &targets).len()
         );
         assert_eq!(
             rows[0],
@@ -459,8 +483,11 @@ pub(crate) mod tests {
                 intended_prompt_tokens: Some(10.0),
                 server_cached_tokens: None,
                 turn: Some(3.0),
+                target: "http://a:1".into(),
+                output_tokens: 3,
             }
         );
         assert!(!rows[1].completed && rows[1].first_token_s.is_none());
+        assert_eq!(rows[1].target, "http://b:2");
     }
 }

@@ -114,10 +114,7 @@ impl CycleStats {
         self.send_lag.record_s(r.send_lag_s());
         self.server.add(r);
         if r.outcome != OutcomeKind::Completed {
-            *self
-                .errors
-                .entry(r.outcome.as_str().to_string())
-                .or_default() += 1;
+            *self.errors.entry(r.error_kind().to_string()).or_default() += 1;
             return;
         }
         self.completed += 1;

@@ -11,9 +11,10 @@ mod self_check;
 mod server;
 mod slo;
 mod summary;
+mod targets;
 
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 pub use cycle::{CycleStats, FOLD_EDGES};
 pub use histogram::{LatencyHistogram, Percentiles};
@@ -26,3 +27,4 @@ pub use server::{
 };
 pub use slo::Slo;
 pub use summary::{AgentCycle, CycleInfo, CycleSummary};
+pub use targets::{TargetCycle, TargetTally, imbalance};

@@ -60,7 +60,11 @@ pub struct CycleSummary {
     pub e2e: Percentiles,
     /// Mean over completed requests of their decode rate (tokens/s).
     pub mean_request_tokens_per_s: Option<f64>,
-    /// Completed requests that met the SLO.
+    /// Completed requests with no measurable decode rate (one chunk, or chunks that came
+    /// together): left out of `mean_request_tokens_per_s`, and not failed for it by the SLO.
+    #[serde(default)]
+    pub unrated_requests: u32,
+    /// Completed requests that met the SLO (judged on the figures that were measured).
     pub goodput_requests: u32,
     /// goodput_requests / duration_s.
     pub goodput_requests_per_s: f64,
@@ -107,6 +111,22 @@ pub struct CycleSummary {
     /// from runs before it, and for servers that say nothing about their work).
     #[serde(default)]
     pub server_account: Option<super::ServerAccount>,
+    /// The group of a run of several (instance counts, server settings): its folder segment
+    /// below the model's, empty for a run of one group or from before groups.
+    #[serde(default)]
+    pub group: String,
+    /// The group for people (`llama3.2:1b · 2 instances`), empty for a run of one group.
+    #[serde(default)]
+    pub group_label: String,
+    /// The managed server's setting (`OLLAMA_NUM_PARALLEL=4`), empty without one.
+    #[serde(default)]
+    pub setting: String,
+    /// Server instances the level's load was spread over (0 in runs from before).
+    #[serde(default)]
+    pub instances: u32,
+    /// Several instances: each one's part (empty otherwise).
+    #[serde(default)]
+    pub targets: Vec<super::TargetCycle>,
 }
 
 /// One agent's part of a cycle run by several.
@@ -209,6 +229,7 @@ impl CycleSummary {
             tpot: s.tpot.percentiles(),
             e2e: s.e2e.percentiles(),
             mean_request_tokens_per_s: (s.rate_n > 0).then(|| s.rate_sum / f64::from(s.rate_n)),
+            unrated_requests: s.completed.saturating_sub(s.rate_n),
             goodput_requests: s.goodput,
             goodput_requests_per_s: per_s(f64::from(s.goodput)),
             slo: *slo,
@@ -233,6 +254,11 @@ impl CycleSummary {
             loop_delay_max_ms: None,
             self_check: self_check_verdict(&[], schedule_valid, send_lag_p99_s),
             server_account: s.server.account(),
+            group: String::new(),
+            group_label: String::new(),
+            setting: String::new(),
+            instances: 0,
+            targets: Vec::new(),
         }
     }
 }

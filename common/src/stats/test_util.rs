@@ -4,7 +4,7 @@ use super::CycleInfo;
 use crate::record::{OutcomeKind, RequestRecord, ServerTimings, TokenChunk, TokenSource};
 
 /// A completed request sent at `start_ms` with `n` tokens `gap_ms` apart from `first_ms`.
-pub(super) fn done(id: u32, start_ms: u64, first_ms: u64, n: u32, gap_ms: u64) -> RequestRecord {
+pub(crate) fn done(id: u32, start_ms: u64, first_ms: u64, n: u32, gap_ms: u64) -> RequestRecord {
     let timeline: Vec<TokenChunk> = (0..n)
         .map(|i| TokenChunk {
             offset_ns: (first_ms + u64::from(i) * gap_ms) * 1_000_000,
@@ -16,6 +16,7 @@ pub(super) fn done(id: u32, start_ms: u64, first_ms: u64, n: u32, gap_ms: u64) -
         request_id: id,
         prompt_index: 0,
         workload: Default::default(),
+        target_index: 0,
         intended_start_ns: start_ms * 1_000_000,
         dispatched_ns: start_ms * 1_000_000,
         sent_ns: start_ms * 1_000_000,

@@ -10,6 +10,9 @@
 
 pub mod agents;
 pub mod compare;
+pub mod completions;
+pub mod export;
+pub mod man;
 pub mod report;
 pub mod resume;
 pub mod run;
@@ -23,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use agents::AgentsArgs;
 pub use compare::CompareArgs;
+pub use completions::CompletionsArgs;
+pub use export::ExportArgs;
+pub use man::ManArgs;
 pub use report::{FindingArgs, ReportArgs};
 pub use resume::ResumeArgs;
 pub use run::RunArgs;
@@ -55,6 +61,12 @@ pub enum Command {
     /// Take up a run whose controller was lost: its cycle is completed from records.pb and what
     /// the agents kept, then the sweep goes on (runs with remote agents only).
     Resume(ResumeArgs),
+    /// Every request of a run's records.pb, one line each (JSON Lines or CSV), for pandas & co.
+    Export(ExportArgs),
+    /// A shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// The man page (tokengun.1) on stdout, or every command's page into --out DIR.
+    Man(ManArgs),
 }
 
 /// Runs a parsed command line; returns the process exit code. `stop` is cancelled on Ctrl-C.
@@ -66,6 +78,9 @@ pub async fn execute(cli: Cli, stop: CancellationToken) -> u8 {
         Command::Compare(args) => compare::exec(&args),
         Command::Agents(args) => agents::exec(&args).await,
         Command::Sim(args) => sim::exec(&args, stop).await,
+        Command::Export(args) => export::exec(&args),
+        Command::Completions(args) => completions::exec(&args),
+        Command::Man(args) => man::exec(&args),
     }
 }
 
@@ -86,6 +101,43 @@ pub struct AgentAuthArgs {
     /// TOKENGUN_AGENT_TOKEN) [default: no token].
     #[arg(long, value_name = "FILE")]
     pub agent_token_file: Option<PathBuf>,
+}
+
+/// `--metrics-listen` and its access rules (`run`; the agent has the same flags).
+#[derive(Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve live Prometheus metrics at http://ADDR/metrics while the run goes on (e.g.
+    /// 127.0.0.1:9464). Anything but loopback needs --metrics-token-file or
+    /// --metrics-insecure-no-auth [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token scrapers must send (at least 16 characters) [default: none].
+    #[arg(long, value_name = "FILE", requires = "metrics_listen")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve a non-loopback --metrics-listen with no token: anyone who reaches it reads them.
+    #[arg(long, requires = "metrics_listen")]
+    pub metrics_insecure_no_auth: bool,
+}
+
+impl MetricsArgs {
+    /// Starts the endpoint when asked for (saying where it listens); it serves until `stop`.
+    pub async fn start(
+        &self,
+        stop: CancellationToken,
+    ) -> Result<Option<crate::sinks::metrics::MetricsOut>, String> {
+        let Some(listen) = self.metrics_listen else {
+            return Ok(None);
+        };
+        let (m, bound) = crate::sinks::metrics::start(
+            listen,
+            self.metrics_token_file.as_deref(),
+            self.metrics_insecure_no_auth,
+            stop,
+        )
+        .await?;
+        crate::sinks::console::write_stdout(&format!("metrics: http://{bound}/metrics\n"));
+        Ok(Some(crate::sinks::metrics::MetricsOut::new(m)))
+    }
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {

@@ -50,15 +50,30 @@ pub struct RunArgs {
     /// TOML plan file (see plans/); flags given here override its settings.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
-    /// Base URL of the inference server [default: http://127.0.0.1:11434].
-    #[arg(long)]
+    /// Base URL of the inference server [default: http://127.0.0.1:11434]; several instances as
+    /// URL1,URL2,... share each level's load (see --target-policy).
+    #[arg(long, value_name = "URL[,URL...]")]
     pub target: Option<String>,
+    /// Several targets: round-robin (request i to target i mod n), least-in-flight (to the
+    /// target with the fewest requests in flight), pinned (each agent to its own target)
+    /// [default: round-robin].
+    #[arg(long, value_parser = ["round-robin", "least-in-flight", "pinned"])]
+    pub target_policy: Option<String>,
+    /// Instance counts to sweep with the same levels, comma-separated (the first N targets),
+    /// e.g. 1,2 answers "does a second instance add throughput?" [default: all targets].
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',')]
+    pub instances: Vec<u32>,
+    /// Several models on Ollama: unload each (keep_alive 0) before the next loads, so two
+    /// models never share memory.
+    #[arg(long)]
+    pub unload_between_models: bool,
     /// The target's API: auto (Ollama if it answers /api/version, else openai-chat),
     /// ollama-generate, ollama-chat, openai-completions, openai-chat [default: auto].
     #[arg(long, value_parser = ["auto", "ollama-generate", "ollama-chat", "openai-completions", "openai-chat"])]
     pub api: Option<String>,
-    /// Model to load-test, as the server names it [default: deepseek-r1:7b].
-    #[arg(long)]
+    /// Model to load-test, as the server names it [default: deepseek-r1:7b]; several as a,b,c
+    /// are swept one after another (each loaded before its first measured level).
+    #[arg(long, value_name = "MODEL[,MODEL...]")]
     pub model: Option<String>,
     /// Prompt sent with every request [default: "What is the philosophical definition of time?"].
     #[arg(long)]
@@ -136,9 +151,15 @@ pub struct RunArgs {
     /// Between samples of the server's processes and the machine [default: 1s].
     #[arg(long, value_parser = duration_text)]
     pub monitor_interval: Option<String>,
-    /// Between power/GPU samples (NVML, powermetrics, hwmon, RAPL) [default: 200ms].
+    /// Between power/GPU samples (NVML, IOReport, powermetrics, hwmon, RAPL) [default: 200ms].
     #[arg(long, value_parser = duration_text)]
     pub power_interval: Option<String>,
+    /// Apple Silicon power source of the agents: auto (IOReport without root, else powermetrics
+    /// when the agent runs as root, else none, saying why), ioreport, powermetrics (as root or
+    /// through sudo -n) or none [default: each agent's own --power; auto for the agent inside
+    /// `tokengun run`]. IOReport was type-checked for macOS in CI, not run there.
+    #[arg(long, value_name = "auto|ioreport|powermetrics|none")]
+    pub power: Option<String>,
     /// Idle power measured before the sweep, subtracted in the net energy figures; only taken
     /// when a power source is found (0s = none) [default: 5s].
     #[arg(long, value_parser = duration_text)]
@@ -207,6 +228,8 @@ pub struct RunArgs {
     /// console; the default when stdout is not a terminal.
     #[arg(long)]
     pub no_tui: bool,
+    #[command(flatten)]
+    pub metrics: super::MetricsArgs,
 }
 
 /// `--shape` values.
@@ -276,6 +299,7 @@ impl RunArgs {
             watch_process: (!self.watch_process.is_empty()).then(|| self.watch_process.clone()),
             monitor_interval: self.monitor_interval.clone(),
             power_interval: self.power_interval.clone(),
+            power: self.power.clone(),
             baseline: self.baseline.clone(),
             server_metrics: self.server_metrics.clone(),
             split: self.split.clone(),
@@ -284,6 +308,12 @@ impl RunArgs {
             throughput_csv: self.no_throughput_csv.then_some(false),
             workload: self.workload.as_plan(),
             search: self.workload.search_plan(),
+            models: None,
+            targets: None,
+            target_policy: self.target_policy.clone(),
+            instances: (!self.instances.is_empty()).then(|| self.instances.clone()),
+            unload_between_models: self.unload_between_models.then_some(true),
+            server: None,
         })
     }
 
@@ -316,8 +346,19 @@ pub async fn exec(args: &RunArgs, stop: CancellationToken) -> u8 {
         }
     };
     let mut console = console_for(args.no_tui, args.quiet, &stop);
+    let metrics_stop = CancellationToken::new();
+    match args.metrics.start(metrics_stop.clone()).await {
+        Ok(Some(m)) => console = console.with_metrics(m),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
     let result = crate::run::run(cfg, &mut console, stop).await;
-    finish_run(console, result, args.no_report).await
+    let code = finish_run(console, result, args.no_report).await;
+    metrics_stop.cancel();
+    code
 }
 
 /// The end-of-run report: written from the files just closed; a failure is a warning, never a

@@ -67,9 +67,19 @@ pub struct SimArgs {
     /// llama-server (llama.cpp on 2 CPU cores, measured), firehose (no delays).
     #[arg(long, default_value = "fast", value_parser = profile_arg)]
     pub profile: String,
-    /// Model names to serve (repeatable) [default: the profile's].
-    #[arg(long = "model")]
+    /// Model names to serve (repeatable) [default: the profile's]. `NAME=PROFILE` gives a model
+    /// an engine of its own with that profile's timing (e.g. `--model qwen:7b=study --model
+    /// llama3.2:1b=1b`): its own slots, speed, lengths and load state.
+    #[arg(long = "model", value_name = "NAME[=PROFILE]")]
     pub models: Vec<String>,
+    /// Share of each loaded model in GPU memory as /api/ps reports it (size_vram / size); below
+    /// 1 Ollama would be running it partly on the CPU.
+    #[arg(long, default_value_t = 1.0, value_name = "SHARE")]
+    pub vram_share: f64,
+    /// Serve this many independent instances on consecutive ports from --listen's (each its
+    /// own engines and queues, as several `ollama serve` would be).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub instances: u16,
     /// Slot acquired -> first token (prefill base) [default: the profile's].
     #[arg(long, value_parser = duration_arg)]
     pub ttft: Option<Duration>,
@@ -150,8 +160,9 @@ pub struct SimArgs {
 }
 
 impl SimArgs {
-    /// The simulator configuration these flags describe.
-    pub fn config(&self) -> SimConfig {
+    /// The simulator configuration these flags describe, with `num_parallel` (the value of
+    /// `OLLAMA_NUM_PARALLEL`, if set) as the slots unless `--slots` is given.
+    pub fn config(&self, num_parallel: Option<&str>) -> Result<SimConfig, String> {
         let mut c = tune_sim(
             &self.profile,
             self.ttft,
@@ -160,7 +171,15 @@ impl SimArgs {
             self.slots,
         );
         if !self.models.is_empty() {
-            c.models = self.models.clone();
+            c.models.clear();
+            for m in &self.models {
+                match m.split_once('=') {
+                    Some((name, profile)) => c
+                        .add_model_profile(name.trim(), profile.trim())
+                        .map_err(|e| e.to_string())?,
+                    None => c.models.push(m.trim().to_string()),
+                }
+            }
         }
         if let Some(b) = self.step_per_seq {
             c.engine.step_per_seq = b;
@@ -189,6 +208,7 @@ impl SimArgs {
             c.engine.jitter_sigma = j;
         }
         c.time_scale = self.time_scale;
+        c.vram_share = self.vram_share;
         c.seed = self.seed;
         c.record_truth = self.record_truth;
         c.faults = Faults {
@@ -201,31 +221,93 @@ impl SimArgs {
             slow_first_every: self.slow_first_every,
             slow_first_by: self.slow_first_by,
         };
-        c
+        let parallel = SimConfig::parallel_from_env(num_parallel).map_err(|e| e.to_string())?;
+        if let Some(n) = self.slots.or(parallel) {
+            c.set_slots(n);
+        }
+        Ok(c)
     }
+}
+
+/// `--listen` and the `n - 1` addresses after it (consecutive ports).
+fn instance_addrs(listen: &str, n: u16) -> Result<Vec<String>, String> {
+    if n <= 1 {
+        return Ok(vec![listen.to_string()]);
+    }
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| format!("--instances needs --listen as IP:PORT, not {listen:?}"))?;
+    if addr.port() == 0 || addr.port().checked_add(n - 1).is_none() {
+        return Err(format!(
+            "--instances {n} needs {n} consecutive ports from {listen}: give a port that leaves room"
+        ));
+    }
+    Ok((0..n)
+        .map(|k| std::net::SocketAddr::new(addr.ip(), addr.port() + k).to_string())
+        .collect())
 }
 
 /// Serves the simulator until `stop`.
 pub async fn exec(args: &SimArgs, stop: CancellationToken) -> u8 {
-    let config = args.config();
-    let (models, flavor) = (config.models.join(", "), config.flavor);
-    let handle = match tokengun_simulator::SimHandle::start(&args.listen, config).await {
-        Ok(h) => h,
+    let env = std::env::var(tokengun_simulator::NUM_PARALLEL_ENV).ok();
+    let prepared = args
+        .config(env.as_deref())
+        .and_then(|c| Ok((c, instance_addrs(&args.listen, args.instances)?)));
+    let (config, addrs) = match prepared {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
-            return 1;
+            return 2;
         }
     };
+    let (models, flavor, slots) = (config.models.join(", "), config.flavor, config.engine.slots);
+    let mut handles = Vec::new();
+    for addr in &addrs {
+        match tokengun_simulator::SimHandle::start(addr, config.clone()).await {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    let urls: Vec<String> = handles.iter().map(|h| h.url()).collect();
     console::write_stdout(&format!(
-        "tokengun simulator ({} profile, {}) serving on {} (models: {models}); Ctrl-C to stop\n",
+        "tokengun simulator ({} profile, {}, {slots} slots) serving on {} (models: {models}); Ctrl-C to stop\n",
         args.profile,
         match flavor {
             tokengun_simulator::Flavor::Ollama => "Ollama's /api and /v1 endpoints",
             tokengun_simulator::Flavor::LlamaCpp => "llama.cpp's /v1 endpoints",
         },
-        handle.url()
+        urls.join(", ")
     ));
     stop.cancelled().await;
-    handle.stop(Duration::from_secs(2)).await;
+    for h in handles {
+        h.stop(Duration::from_secs(2)).await;
+    }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_take_consecutive_ports_and_a_bad_listen_is_named() {
+        assert_eq!(
+            instance_addrs("127.0.0.1:11434", 3).unwrap(),
+            ["127.0.0.1:11434", "127.0.0.1:11435", "127.0.0.1:11436"]
+        );
+        assert_eq!(instance_addrs("localhost:1", 1).unwrap(), ["localhost:1"]);
+        assert!(
+            instance_addrs("localhost:1", 2)
+                .unwrap_err()
+                .contains("IP:PORT")
+        );
+        assert!(
+            instance_addrs("127.0.0.1:65535", 2)
+                .unwrap_err()
+                .contains("consecutive")
+        );
+    }
 }

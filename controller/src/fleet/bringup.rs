@@ -45,6 +45,8 @@ pub enum FleetError {
     AgentBusy { agent: String, cycle: u32 },
     #[error("no agent took part")]
     NoAgent,
+    #[error("the plan's server did not start for setting {setting}: {reason}")]
+    ServerStart { setting: String, reason: String },
 }
 
 /// The agents' addresses: each `--agent` as given, except a host name that resolves to several
@@ -148,9 +150,16 @@ pub async fn bring_up(cfg: &RunConfig) -> Result<Fleet, FleetError> {
     let mut plan: Vec<(String, Option<LocalAgent>)> = Vec::new();
     if addrs.is_empty() {
         // The user is the controller here: the in-process agent fires where it is told.
+        // The plan's own server command is the user's too: this agent may start it.
         let a = LocalAgent::start(AgentConfig {
             targets: TargetPolicy::Any,
             max_concurrency: tokengun_common::plan::MAX_LEVEL,
+            allowed_server_commands: cfg
+                .matrix
+                .server
+                .iter()
+                .map(|s| s.command.clone())
+                .collect(),
             ..AgentConfig::default()
         })
         .await?;
@@ -172,8 +181,15 @@ pub async fn bring_up(cfg: &RunConfig) -> Result<Fleet, FleetError> {
 pub async fn prepare_run(
     cfg: &RunConfig,
     resuming: bool,
+    setting: Option<usize>,
 ) -> Result<(Fleet, TargetInfo), FleetError> {
     let mut up = bring_up(cfg).await?;
+    // A plan that owns its server starts it (the setting the sweep begins with) before the
+    // target is checked.
+    if let (Some(server), Some(i)) = (&cfg.matrix.server, setting) {
+        let started = super::server::start_setting(&up, cfg, server, i).await?;
+        up.server = Some((i, started));
+    }
     let mut found: Option<TargetInfo> = None;
     for m in &mut up.members {
         let (state, cycle, last_seq) = m.link.status().await?;
@@ -229,6 +245,57 @@ pub async fn check_model(
     model: &str,
     target_info: &TargetInfo,
 ) -> Result<Option<String>, FleetError> {
+    check_model_at(up, &up.target, model, target_info).await
+}
+
+/// Checks every model of the run on every target of the run before any load is sent (the
+/// first target's `first` answer already in hand); returns the warnings.
+pub async fn check_models(
+    up: &Fleet,
+    cfg: &crate::plan::RunConfig,
+    first: &TargetInfo,
+) -> Result<Vec<String>, FleetError> {
+    let mut warnings = Vec::new();
+    let models = if cfg.matrix.models.is_empty() {
+        vec![cfg.model.clone()]
+    } else {
+        cfg.matrix.models.clone()
+    };
+    let mut targets = vec![(up.target.clone(), first.clone())];
+    for t in cfg.matrix.targets.iter().skip(1) {
+        let info = up.members[0]
+            .link
+            .preflight(t, Some(first.api))
+            .await
+            .map_err(|e| match e {
+                LinkError::Refused {
+                    code: tonic::Code::Unavailable,
+                    message,
+                    ..
+                } => FleetError::TargetUnreachable {
+                    target: t.clone(),
+                    reason: message,
+                },
+                other => other.into(),
+            })?;
+        targets.push((t.clone(), info));
+    }
+    for (target, info) in &targets {
+        for m in &models {
+            if let Some(w) = check_model_at(up, target, m, info).await? {
+                warnings.push(w);
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+async fn check_model_at(
+    up: &Fleet,
+    target: &str,
+    model: &str,
+    target_info: &TargetInfo,
+) -> Result<Option<String>, FleetError> {
     if model_available(model, &target_info.models) {
         return Ok(None);
     }
@@ -236,19 +303,18 @@ pub async fn check_model(
     let ollama_behind = openai
         && up.members[0]
             .link
-            .preflight(&up.target, Some(Api::OllamaGenerate))
+            .preflight(target, Some(Api::OllamaGenerate))
             .await
             .is_ok();
     if openai && !target_info.models.is_empty() && !ollama_behind {
         return Ok(Some(format!(
-            "model {model:?} is not in {}/v1/models ({}); sending it anyway",
-            up.target,
+            "model {model:?} is not in {target}/v1/models ({}); sending it anyway",
             target_info.models.join(", ")
         )));
     }
     Err(FleetError::ModelMissing {
         model: model.to_string(),
-        target: up.target.clone(),
+        target: target.to_string(),
         available: if target_info.models.is_empty() {
             "no models at all".into()
         } else {

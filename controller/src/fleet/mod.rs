@@ -3,8 +3,9 @@
 //! and checked against the target in [`bringup`].
 
 pub mod bringup;
+pub mod server;
 
-pub use bringup::{FleetError, bring_up, check_model, expand_agents, prepare_run};
+pub use bringup::{FleetError, bring_up, check_model, check_models, expand_agents, prepare_run};
 
 use crate::link::{AgentAuth, AgentInfo, AgentLink, ClockMap, LinkError};
 use std::time::Duration;
@@ -84,6 +85,8 @@ pub struct Fleet {
     pub events: mpsc::Receiver<Event>,
     /// This cycle's scheduled start, on this machine's clock (several agents).
     pub scheduled_start: Option<std::time::Instant>,
+    /// The plan's own server while it runs: which setting, and what was started.
+    pub server: Option<(usize, tokengun_common::run_dir::ServerProcess)>,
 }
 
 impl Fleet {
@@ -103,6 +106,7 @@ impl Fleet {
             events_tx,
             events,
             scheduled_start: None,
+            server: None,
         }
     }
 

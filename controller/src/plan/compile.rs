@@ -1,7 +1,7 @@
 //! Compiling a run plan into its phases: each cycle's [`CyclePlan`] (warm-up first), each
 //! agent's share of a level, and the checks that need no network. Plain functions of the plan.
 
-use super::{Level, RunConfig, Split};
+use super::{Group, Level, RunConfig, Split, TargetPolicy};
 use std::time::Duration;
 use tokengun_common::plan::parse_target;
 use tokengun_common::sources::{Watch, WatchError};
@@ -20,22 +20,81 @@ pub enum InvalidPlan {
     Watch(#[from] WatchError),
 }
 
-/// One phase of the sweep: the warm-up or one level, with the plan of its cycle.
+/// What a phase is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseKind {
+    /// A group's model is loaded by one request before its first measured cycle (several
+    /// models, or a server just started); its time is the model's load, recorded apart.
+    Load,
+    /// The warm-up before a group's levels.
+    Warmup,
+    /// Ollama: the previous model is unloaded (`keep_alive: 0`) before the next one loads.
+    Unload,
+    /// A measured level.
+    Level,
+}
+
+/// One phase of the sweep: a load, warm-up or unload, or one level, with its cycle's plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Phase {
     pub level: Level,
     pub plan: CyclePlan,
-    /// The warm-up, whose requests are measured but not written as a level.
+    /// Not a level: its requests are measured but not written as one (load, warm-up, unload).
     pub warmup: bool,
+    pub kind: PhaseKind,
+    /// Which group (of `RunConfig::groups`) it belongs to.
+    pub group: usize,
     /// Which level (0-based) this is; 0 for the warm-up too.
     pub level_index: usize,
     /// `warmup`, or the level's label (`8`, `2.5rps`): its folder and its row.
     pub label: String,
 }
 
-/// The cycle id of level `index` (0-based).
+/// The cycle id of level `index` (0-based) of a run of one group.
 pub fn level_cycle_id(index: usize) -> u32 {
     u32::try_from(index + 2).unwrap_or(u32::MAX)
+}
+
+/// `plan` aimed at `group`: its model and targets (the first as `target_url`; pinned agents
+/// learn their own in `share_targets`).
+pub fn for_group(mut plan: CyclePlan, group: &Group, policy: TargetPolicy) -> CyclePlan {
+    plan.model = group.model.clone();
+    if let Some(first) = group.targets.first() {
+        plan.target_url = first.clone();
+    }
+    plan.target_urls = if group.targets.len() > 1 {
+        group.targets.clone()
+    } else {
+        Vec::new()
+    };
+    plan.target_policy = policy;
+    plan
+}
+
+/// A one-request cycle of `group`'s model: its load (or, with `keep_alive: 0`, its unload).
+fn one_request(cfg: &RunConfig, target: &str, group: &Group, unload: bool) -> CyclePlan {
+    let mut p = cycle_plan(
+        cfg,
+        target,
+        0,
+        Level {
+            concurrency: 1,
+            rate_per_s: None,
+        },
+        tokengun_common::LoadShape::Burst,
+        Duration::ZERO,
+    );
+    p.options.max_tokens = Some(1);
+    if unload {
+        p.options.keep_alive = Some("0".into());
+    }
+    p.prompts.truncate(1);
+    let mut p = for_group(p, group, TargetPolicy::RoundRobin);
+    // A load or unload reaches every instance of the group, one request each.
+    if !p.target_urls.is_empty() {
+        p.concurrency = u32::try_from(p.target_urls.len()).unwrap_or(u32::MAX);
+    }
+    p
 }
 
 /// The plan of cycle `cycle_id` at `level`, with `shape` and `duration` (warm-up differs).
@@ -63,6 +122,9 @@ pub fn cycle_plan(
         options: cfg.options.clone(),
         extra_body_json: cfg.extra_body_json.clone(),
         workload: cfg.cycle_workload.clone(),
+        target_urls: Vec::new(),
+        target_policy: TargetPolicy::RoundRobin,
+        pinned_target: None,
     }
 }
 
@@ -81,33 +143,110 @@ pub fn warmup_plan(cfg: &RunConfig, target: &str) -> Option<CyclePlan> {
     })
 }
 
-/// Every phase of the sweep against `target`, in order: the warm-up (if any), then the levels.
+/// Every phase of the sweep, in order: per group, its model's unload/load when the model or the
+/// server changed (runs of several groups), the warm-up (if any), then the levels. `target`
+/// stands in for the target of a run of one (the simulator's address is known only once it
+/// runs). Cycle ids: 1 for the first group's first phase before its levels, the rest from 2 on.
 pub fn phases(cfg: &RunConfig, target: &str) -> Vec<Phase> {
-    let warmup = warmup_plan(cfg, target).map(|w| Phase {
-        level: Level {
-            concurrency: w.concurrency,
-            rate_per_s: w.shape.is_rate().then_some(w.rate_per_s),
-        },
-        plan: w,
-        warmup: true,
-        level_index: 0,
-        label: "warmup".to_string(),
-    });
-    let levels = cfg.levels.iter().enumerate().map(|(i, &level)| Phase {
-        level,
-        plan: cycle_plan(
-            cfg,
-            target,
-            level_cycle_id(i),
-            level,
-            cfg.shape,
-            cfg.duration,
-        ),
-        warmup: false,
-        level_index: i,
-        label: level.label(),
-    });
-    warmup.into_iter().chain(levels).collect()
+    let mut groups = cfg.groups();
+    if cfg.matrix.targets.len() <= 1 {
+        for g in &mut groups {
+            g.targets = vec![target.to_string()];
+        }
+    }
+    let several = groups.len() > 1;
+    let policy = cfg.matrix.policy;
+    let mut out: Vec<Phase> = Vec::new();
+    let mut prev: Option<&Group> = None;
+    // (model, target) pairs loaded so far: a group that reaches a new instance loads it there.
+    let mut loaded: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    for (gi, g) in groups.iter().enumerate() {
+        let changed = prev.is_none_or(|p| p.model != g.model || p.setting != g.setting);
+        let restarted = prev.is_none_or(|p| p.setting != g.setting);
+        if prev.is_some() && restarted {
+            loaded.clear();
+        }
+        let mut pre = Vec::new();
+        if let Some(p) =
+            prev.filter(|p| cfg.matrix.unload_between_models && !restarted && p.model != g.model)
+        {
+            pre.push((
+                PhaseKind::Unload,
+                one_request(cfg, target, p, true),
+                "unload",
+            ));
+            for t in &p.targets {
+                loaded.remove(&(p.model.as_str(), t.as_str()));
+            }
+        }
+        let cold = g
+            .targets
+            .iter()
+            .any(|t| !loaded.contains(&(g.model.as_str(), t.as_str())));
+        if (several && cold) || (cfg.matrix.server.is_some() && restarted) {
+            pre.push((PhaseKind::Load, one_request(cfg, target, g, false), "load"));
+        }
+        for t in &g.targets {
+            loaded.insert((g.model.as_str(), t.as_str()));
+        }
+        if let Some(w) = warmup_plan(cfg, target) {
+            if !several || changed {
+                pre.push((PhaseKind::Warmup, for_group(w, g, policy), "warmup"));
+            }
+        }
+        for (kind, plan, label) in pre {
+            out.push(Phase {
+                level: Level {
+                    concurrency: plan.concurrency,
+                    rate_per_s: plan.shape.is_rate().then_some(plan.rate_per_s),
+                },
+                plan,
+                warmup: true,
+                kind,
+                group: gi,
+                level_index: 0,
+                label: label.to_string(),
+            });
+        }
+        for (i, &level) in cfg.levels.iter().enumerate() {
+            let plan = cycle_plan(cfg, target, 0, level, cfg.shape, cfg.duration);
+            out.push(Phase {
+                level,
+                plan: for_group(plan, g, policy),
+                warmup: false,
+                kind: PhaseKind::Level,
+                group: gi,
+                level_index: i,
+                label: level.label(),
+            });
+        }
+        prev = Some(g);
+    }
+    // The study's numbering: a warm-up is cycle 1, the levels count from 2.
+    let first_level = out.iter().position(|p| !p.warmup).unwrap_or(0);
+    let mut next = 2u32;
+    for (i, p) in out.iter_mut().enumerate() {
+        p.plan.cycle_id = if i < first_level && i == 0 {
+            WARMUP_CYCLE_ID
+        } else {
+            let id = next;
+            next = next.saturating_add(1);
+            id
+        };
+    }
+    out
+}
+
+/// The targets of agent `k` of `n` for a phase: with `pinned`, the whole list and its own
+/// index (agent k to target k mod targets); otherwise the plan as it is.
+pub fn share_targets(plan: &mut CyclePlan, k: usize) {
+    if plan.target_policy == TargetPolicy::Pinned && !plan.target_urls.is_empty() {
+        let n = plan.target_urls.len();
+        plan.pinned_target = Some(u32::try_from(k % n).unwrap_or(0));
+        if let Some(t) = plan.target_urls.get(k % n) {
+            plan.target_url = t.clone();
+        }
+    }
 }
 
 /// Everything that can be checked without a network: every cycle's plan is valid, and so is

@@ -72,6 +72,9 @@ pub struct PlanFile {
     pub monitor_interval: Option<String>,
     /// Between power samples (e.g. "200ms").
     pub power_interval: Option<String>,
+    /// The agents' Apple Silicon power source: auto, ioreport, powermetrics or none (default:
+    /// each agent's own `--power`).
+    pub power: Option<String>,
     /// Idle power measured before the sweep for this long (e.g. "5s"; "0s" = none).
     pub baseline: Option<String>,
     /// The server's Prometheus endpoint to scrape: a URL, or "off" (default: `<target>/metrics`).
@@ -88,6 +91,18 @@ pub struct PlanFile {
     pub workload: Option<super::synth::WorkloadPlan>,
     /// `[search]`: the highest level meeting the SLO (see `plan::search_keys`).
     pub search: Option<super::search_keys::SearchPlan>,
+    /// Several models, swept one after another (`model` may also be `a,b,c`).
+    pub models: Option<Vec<String>>,
+    /// Several server instances the load is spread over (`target` may also be `URL1,URL2`).
+    pub targets: Option<Vec<String>>,
+    /// `round-robin` (default), `least-in-flight`, or `pinned` (each agent to its own target).
+    pub target_policy: Option<String>,
+    /// Instance counts to sweep: the first N targets (e.g. [1, 2]).
+    pub instances: Option<Vec<u32>>,
+    /// Ollama: unload each model (`keep_alive: 0`) before the next one loads (default false).
+    pub unload_between_models: Option<bool>,
+    /// A server the plan starts, checks and stops per setting (lists in `env`/`args` sweep).
+    pub server: Option<super::server::ServerTable>,
 }
 
 /// A plan file or flag combination that does not make a run; always names the field.
@@ -112,7 +127,7 @@ pub enum PlanFileError {
     Synth(#[from] super::synth::SynthError),
 }
 
-fn field(field: &'static str, message: impl Into<String>) -> PlanFileError {
+pub(super) fn field(field: &'static str, message: impl Into<String>) -> PlanFileError {
     PlanFileError::Field {
         field,
         message: message.into(),
@@ -209,6 +224,13 @@ impl PlanFile {
         }
         let workload = super::synth::WorkloadPlan::overlay(self.workload.take(), over.workload);
         let search = super::search_keys::SearchPlan::overlay(self.search.take(), over.search);
+        // A model or target given as a flag replaces the file's lists.
+        if over.model.is_some() {
+            self.models = None;
+        }
+        if over.target.is_some() {
+            self.targets = None;
+        }
         macro_rules! pick {
             ($($f:ident),*) => { PlanFile { workload, search, $($f: over.$f.or(self.$f)),* } };
         }
@@ -247,12 +269,19 @@ impl PlanFile {
             watch_process,
             monitor_interval,
             power_interval,
+            power,
             baseline,
             server_metrics,
             split,
             on_agent_loss,
             reconnect_wait,
-            throughput_csv
+            throughput_csv,
+            models,
+            targets,
+            target_policy,
+            instances,
+            unload_between_models,
+            server
         )
     }
 
@@ -279,17 +308,16 @@ impl PlanFile {
                 return Err(field("stop_on_error_rate", "a percentage from 0 to 100"));
             }
         }
-        let model = self.model_name();
-        if model.trim().is_empty() {
-            return Err(field("model", "empty"));
-        }
         let (prompts, workload, cycle_workload) = self.prompts(seed)?;
         let (options, extra_body_json) = self.request_options()?;
         let api = self.api()?;
         let slo = self.slo()?;
-        let target = self.target(sim.is_some())?;
+        let matrix = self.matrix(sim.is_some())?;
+        let target = matrix.targets[0].clone();
+        let model = matrix.models[0].clone();
         let agent_auth = self.agent_auth()?;
         let cfg = RunConfig {
+            matrix,
             warnings: self.warnings(shape),
             target,
             api,
@@ -323,13 +351,20 @@ impl PlanFile {
             )?,
             throughput_csv: self.throughput_csv.unwrap_or(true),
             sim: sim.map(|mut s| {
-                let model = self.model_name();
-                if !s.models.contains(&model) {
-                    s.models.push(model);
+                for model in self.model_names() {
+                    if !s.models.contains(&model) {
+                        s.models.push(model);
+                    }
                 }
                 s
             }),
         };
+        if cfg.search.is_some() && cfg.groups().len() > 1 {
+            return Err(field(
+                "search",
+                "an SLO search runs one group: give one model, one instance count and one server setting (run one search per group)",
+            ));
+        }
         Ok(super::trace::replay_level(
             cfg,
             self.shape.is_some() || self.levels.is_some(),
@@ -401,6 +436,10 @@ impl PlanFile {
                 MonitorConfig::DEFAULT_POWER_INTERVAL,
             )?,
             baseline: duration("baseline", &self.baseline, MonitorConfig::DEFAULT_BASELINE)?,
+            power: tokengun_common::sources::PowerChoice::parse(
+                self.power.as_deref().unwrap_or(""),
+            )
+            .map_err(|_| field("power", "auto, ioreport, powermetrics or none"))?,
             server_metrics: match self.server_metrics.as_deref().map(str::trim) {
                 None | Some("") => ServerMetrics::AtTarget,
                 Some("off") => ServerMetrics::Off,
@@ -497,21 +536,52 @@ impl PlanFile {
         Ok(slo)
     }
 
-    /// The server's base URL, checked unless the simulator stands in for it.
-    fn target(&self, sim: bool) -> Result<String, PlanFileError> {
-        // `http://host:8000/v1` is how OpenAI SDKs are configured; tokengun adds the paths itself.
-        let target = self
-            .target
-            .clone()
-            .unwrap_or_else(|| defaults::TARGET.to_string())
-            .trim_end_matches('/')
-            .trim_end_matches("/v1")
-            .to_string();
-        if !sim {
-            tokengun_common::plan::parse_target(&target)
-                .map_err(|e| field("target", e.to_string()))?;
+    /// The models: `models`, else `model` split at commas, else the study's.
+    pub(super) fn model_names(&self) -> Vec<String> {
+        match &self.models {
+            Some(m) => m.iter().map(|s| s.trim().to_string()).collect(),
+            None => self
+                .model_name()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
         }
-        Ok(target)
+    }
+
+    /// The server's base URLs (`targets`, else `target` split at commas), each checked unless
+    /// the simulator stands in for them.
+    pub(super) fn target_urls(&self, sim: bool) -> Result<Vec<String>, PlanFileError> {
+        let given: Vec<String> = match &self.targets {
+            Some(t) => t.clone(),
+            None => self
+                .target
+                .clone()
+                .unwrap_or_else(|| defaults::TARGET.to_string())
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+        };
+        let mut out: Vec<String> = Vec::new();
+        for t in given {
+            // `http://host:8000/v1` is how OpenAI SDKs are configured; tokengun adds the paths.
+            let t = t
+                .trim()
+                .trim_end_matches('/')
+                .trim_end_matches("/v1")
+                .to_string();
+            if !sim {
+                tokengun_common::plan::parse_target(&t)
+                    .map_err(|e| field("target", e.to_string()))?;
+            }
+            if out.contains(&t) {
+                return Err(field("target", format!("{t} is listed twice")));
+            }
+            out.push(t);
+        }
+        if out.is_empty() {
+            return Err(field("target", "no target given"));
+        }
+        Ok(out)
     }
 
     /// The credentials for remote agents, with their files checked.
@@ -718,7 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn server_metrics_default_to_the_target_except_for_ollama() {
+    fn server_metrics_default_to_the_target_and_to_api_ps_for_ollama() {
         let monitor = |v: Option<&str>| {
             PlanFile {
                 server_metrics: v.map(str::to_string),
@@ -732,7 +802,11 @@ mod tests {
             at.url("http://h:8080/", Api::OpenaiChat),
             "http://h:8080/metrics"
         );
-        assert_eq!(at.url("http://h:11434", Api::OllamaGenerate), "");
+        // Ollama has no /metrics: its own account of what it has loaded stands in.
+        assert_eq!(
+            at.url("http://h:11434", Api::OllamaGenerate),
+            "http://h:11434/api/ps"
+        );
         let off = monitor(Some("off")).unwrap();
         assert_eq!(off.url("http://h:8080", Api::OpenaiChat), "");
         let other = monitor(Some("http://h:9090/metrics")).unwrap();

@@ -5,15 +5,20 @@
 pub mod compile;
 pub mod datasets;
 pub mod file;
+pub mod matrix;
 pub mod search;
 pub mod search_keys;
+pub mod server;
 pub mod synth;
 pub mod tokens;
 pub mod trace;
 pub mod workload;
 
-pub use compile::{InvalidPlan, Phase, cycle_plan, phases, share, validate, warmup_plan};
+pub use compile::{
+    InvalidPlan, Phase, PhaseKind, cycle_plan, phases, share, share_targets, validate, warmup_plan,
+};
 pub use file::{PlanFile, PlanFileError};
+pub use matrix::{Group, ManagedServer, Matrix, Setting, TargetPolicy};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,10 +86,15 @@ impl AgentAuth {
 /// Everything a run needs, compiled and validated from a plan file and flags.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunConfig {
+    /// The first target (every group's targets are in `matrix`).
     pub target: String,
     /// None: ask the agent to find out (Ollama, else OpenAI-style).
     pub api: Option<Api>,
+    /// The first model (every model is in `matrix`).
     pub model: String,
+    /// Models, instances and server settings swept (absent from runs before them: one each).
+    #[serde(default)]
+    pub matrix: Matrix,
     pub prompts: Vec<PromptSpec>,
     /// What the prompts are (source, lengths exact or not), for run.json and the report.
     #[serde(default)]
@@ -178,6 +188,9 @@ pub struct MonitorConfig {
     /// Which Prometheus endpoint of the server the agents scrape while they monitor.
     #[serde(default)]
     pub server_metrics: ServerMetrics,
+    /// `--power`: the agents' Apple Silicon power source (None: each agent's own `--power`).
+    #[serde(default)]
+    pub power: Option<tokengun_common::sources::PowerChoice>,
 }
 
 /// The server's own metrics endpoint (`server_metrics.csv`).
@@ -185,7 +198,8 @@ pub struct MonitorConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum ServerMetrics {
     /// `<target>/metrics` for OpenAI-compatible servers (llama.cpp with `--metrics`, vLLM,
-    /// SGLang, TGI); none for Ollama, which has no such endpoint.
+    /// SGLang, TGI); for Ollama, which has no such endpoint, `<target>/api/ps` (what it has
+    /// loaded, and how much of it on the CPU).
     #[default]
     AtTarget,
     /// Another URL.
@@ -198,11 +212,27 @@ impl ServerMetrics {
     /// The URL to scrape for a run against `target` speaking `api`, empty when none.
     pub fn url(&self, target: &str, api: tokengun_common::Api) -> String {
         match self {
-            ServerMetrics::AtTarget if api.family() == "ollama" => String::new(),
+            ServerMetrics::AtTarget if api.family() == "ollama" => {
+                format!("{}/api/ps", target.trim_end_matches('/'))
+            }
             ServerMetrics::AtTarget => format!("{}/metrics", target.trim_end_matches('/')),
             ServerMetrics::Url(u) => u.clone(),
             ServerMetrics::Off => String::new(),
         }
+    }
+}
+
+impl RunConfig {
+    /// Every group of the run, in order (a plan from before the matrix is one group).
+    pub fn groups(&self) -> Vec<Group> {
+        let mut m = self.matrix.clone();
+        if m.models.is_empty() {
+            m.models = vec![self.model.clone()];
+        }
+        if m.targets.is_empty() {
+            m.targets = vec![self.target.clone()];
+        }
+        m.groups()
     }
 }
 
@@ -221,6 +251,7 @@ impl Default for MonitorConfig {
             power_interval: Self::DEFAULT_POWER_INTERVAL,
             baseline: Self::DEFAULT_BASELINE,
             server_metrics: ServerMetrics::AtTarget,
+            power: None,
         }
     }
 }

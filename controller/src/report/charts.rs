@@ -14,6 +14,7 @@
 
 use super::doc::Figure;
 use super::findings::{Findings, Knee};
+use super::interactive::{self, ChartData};
 use super::load::{self, LevelRow, RunData, Series, Timeseries};
 use super::plot::{self, Bar, Line, Mark, Stack, XAxis};
 use super::{ReportError, ReportOptions, TIMELINE_MAX_BARS};
@@ -141,17 +142,47 @@ fn line(name: &str, points: Vec<(f64, f64)>, color: usize) -> Line {
     }
 }
 
-fn figure(file: &str, title: &str, caption: &str, png: Vec<u8>) -> Drawn {
+fn figure(file: &str, title: &str, caption: &str, (png, data): (Vec<u8>, ChartData)) -> Drawn {
     Drawn::Figure(Figure {
         file: file.into(),
         title: title.into(),
         caption: caption.into(),
         png,
+        data: Some(Box::new(data)),
     })
 }
 
+/// A line chart drawn twice: the PNG, and its data for the page's interactive chart.
+fn line_chart(
+    title: &str,
+    x: &XAxis,
+    y_title: &str,
+    lines: &[Line],
+    marks: &[Mark],
+    hline: Option<(f64, &str)>,
+) -> Result<(Vec<u8>, ChartData), ReportError> {
+    Ok((
+        plot::line_chart(title, x, y_title, lines, marks, hline)?,
+        interactive::lines(title, x, y_title, lines, marks, hline),
+    ))
+}
+
+/// Stacked bars drawn twice: the PNG, and its data for the page's interactive chart.
+fn stacked_bars(
+    title: &str,
+    x_title: &str,
+    y_title: &str,
+    labels: &[String],
+    stacks: &[Stack],
+) -> Result<(Vec<u8>, ChartData), ReportError> {
+    Ok((
+        plot::stacked_bars(title, x_title, y_title, labels, stacks)?,
+        interactive::bars(title, x_title, y_title, labels, stacks),
+    ))
+}
+
 fn throughput(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
-    let png = plot::line_chart(
+    let png = line_chart(
         "Aggregate output tokens/s",
         &c.axis,
         "tokens/s",
@@ -172,7 +203,7 @@ fn throughput(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
 }
 
 fn per_request(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
-    let png = plot::line_chart(
+    let png = line_chart(
         "Per-request decode rate",
         &c.axis,
         "tokens/s per request",
@@ -231,7 +262,7 @@ fn breakdown(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
             color: *color,
         })
         .collect();
-    let png = plot::stacked_bars(
+    let png = stacked_bars(
         "Where a request's time went (server timings)",
         super::x_title(c.data),
         "mean seconds per request",
@@ -247,7 +278,7 @@ fn breakdown(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
 }
 
 fn ttft(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
-    let png = plot::line_chart(
+    let png = line_chart(
         "Time to first token",
         &c.axis,
         "seconds",
@@ -268,7 +299,7 @@ fn ttft(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
 }
 
 fn errors(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
-    let png = plot::line_chart(
+    let png = line_chart(
         "Error rate",
         &c.axis,
         "% of requests failed",
@@ -304,7 +335,7 @@ fn efficiency(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
     if levels.iter().any(|l| net(l).is_some()) {
         lines.push(line("tokens/J above idle", points(levels, net), 4));
     }
-    let png = plot::line_chart("Tokens per joule", &c.axis, "tokens/J", &lines, &[], None)?;
+    let png = line_chart("Tokens per joule", &c.axis, "tokens/J", &lines, &[], None)?;
     Ok(figure(
         "efficiency.png",
         "Tokens per joule",
@@ -400,7 +431,7 @@ fn over_time(c: &ChartCtx<'_>, t: &OverTime) -> Result<Drawn, ReportError> {
             dots: false,
         })
         .collect();
-    let png = plot::line_chart(t.chart_title, &c.time_axis, t.y_title, &lines, &[], None)?;
+    let png = line_chart(t.chart_title, &c.time_axis, t.y_title, &lines, &[], None)?;
     Ok(figure(t.file, t.title, t.caption, png))
 }
 
@@ -464,7 +495,10 @@ fn timeline(c: &ChartCtx<'_>) -> Result<Drawn, ReportError> {
     Ok(Drawn::Figure(Figure {
         file: "timeline.png".into(),
         title,
-        caption,
+        caption: format!(
+            "{caption} In the page: pick another level, hover a bar for its request, drag to zoom; ticks mark each token's arrival."
+        ),
         png,
+        data: Some(Box::new(interactive::timeline(c.data, i))),
     }))
 }

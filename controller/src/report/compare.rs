@@ -53,6 +53,15 @@ const OVERLAYS: &[Overlay] = &[
         needs_data: false,
     },
     Overlay {
+        file: "compare_ttft_p99.png",
+        title: "TTFT p99",
+        caption: "The slowest hundredth's time to first token per level, one line per run.",
+        chart_title: "Time to first token (p99)",
+        y_title: "seconds",
+        value: |l| l.ttft.p99_s,
+        needs_data: false,
+    },
+    Overlay {
         file: "compare_errors.png",
         title: "Error rate",
         caption: "Share of requests that failed per level, percent, one line per run.",
@@ -185,7 +194,7 @@ fn at_level(r: &RunData, i: Option<usize>, say: impl Fn(&LevelRow) -> String) ->
 }
 
 /// The findings table: a row per figure, a column per run.
-fn side_by_side(runs: &[RunData], labels: &[String], found: &[Findings]) -> Table {
+pub(super) fn side_by_side(runs: &[RunData], labels: &[String], found: &[Findings]) -> Table {
     let mut headers = vec![String::new()];
     headers.extend(labels.iter().cloned());
     let row = |name: &str, cell: &dyn Fn(&RunData, &Findings) -> String| -> Vec<String> {
@@ -249,8 +258,12 @@ fn side_by_side(runs: &[RunData], labels: &[String], found: &[Findings]) -> Tabl
     Table { headers, rows }
 }
 
-/// Every overlay the runs have data for.
-fn overlays(runs: &[RunData], labels: &[String]) -> Result<Vec<Figure>, ReportError> {
+/// Every overlay the runs have data for; `stem` starts each file's name (`compare_ttft.png`).
+pub(super) fn overlays(
+    runs: &[RunData],
+    labels: &[String],
+    stem: &str,
+) -> Result<Vec<Figure>, ReportError> {
     let axis = level_axis(runs);
     let mut figs = Vec::new();
     for o in OVERLAYS {
@@ -274,10 +287,18 @@ fn overlays(runs: &[RunData], labels: &[String]) -> Result<Vec<Figure>, ReportEr
             })
             .collect();
         figs.push(Figure {
-            file: o.file.into(),
+            file: o.file.replacen("compare", stem, 1),
             title: o.title.into(),
             caption: o.caption.into(),
             png: plot::line_chart(o.chart_title, &axis, o.y_title, &lines, &[], None)?,
+            data: Some(Box::new(super::interactive::lines(
+                o.chart_title,
+                &axis,
+                o.y_title,
+                &lines,
+                &[],
+                None,
+            ))),
         });
     }
     Ok(figs)
@@ -309,7 +330,11 @@ pub fn compare_doc(
         blocks.push(Block::List(items));
     }
     blocks.push(Block::Heading("Charts".into()));
-    blocks.extend(overlays(runs, &labels)?.into_iter().map(Block::Figure));
+    blocks.extend(
+        overlays(runs, &labels, "compare")?
+            .into_iter()
+            .map(Block::Figure),
+    );
     Ok(Doc {
         title: format!("tokengun compare: {}", labels.join(" vs ")),
         subtitle: format!(

@@ -1,6 +1,9 @@
 //! A small document model written out twice: as Markdown (charts linked as files) and as one
-//! self-contained HTML page (charts inline as base64 PNG, responsive CSS, no scripts, no fetches).
+//! self-contained HTML page (responsive CSS, no fetches): a figure with data is an interactive
+//! chart there (`interactive.rs`), its PNG inline as base64 inside `<noscript>`; one without is
+//! the PNG.
 
+use super::interactive::{self, ChartData};
 use super::util::{html_escape, md_cell};
 use base64::Engine;
 
@@ -11,6 +14,8 @@ pub struct Figure {
     pub title: String,
     pub caption: String,
     pub png: Vec<u8>,
+    /// What its interactive chart draws in the HTML page; None: the PNG alone.
+    pub data: Option<Box<ChartData>>,
 }
 
 /// A table of text cells.
@@ -94,7 +99,13 @@ impl Doc {
         );
         s.push_str(&format!("<title>{}</title>\n", html_escape(&self.title)));
         s.push_str(STYLE);
+        let data: Vec<Option<&ChartData>> = self.figures().map(|f| f.data.as_deref()).collect();
+        let live = data.iter().any(Option::is_some);
+        if live {
+            s.push_str(&interactive::style());
+        }
         s.push_str("</head>\n<body>\n<main>\n");
+        let mut fig_index = 0usize;
         s.push_str(&format!(
             "<h1>{}</h1>\n<p class=\"sub\">{}</p>\n",
             html_escape(&self.title),
@@ -129,17 +140,31 @@ impl Doc {
                 Block::Figure(f) => {
                     let b64 = base64::engine::general_purpose::STANDARD.encode(&f.png);
                     let (w, h) = super::plot::SIZE_PX;
+                    let img = format!(
+                        "<img src=\"data:image/png;base64,{b64}\" width=\"{w}\" height=\"{h}\" alt=\"{}\">",
+                        html_escape(&f.title)
+                    );
+                    let body = if f.data.is_some() {
+                        format!(
+                            "<div class=\"ichart\" data-i=\"{fig_index}\"></div><noscript>{img}</noscript>"
+                        )
+                    } else {
+                        img
+                    };
                     s.push_str(&format!(
-                        "<figure class=\"chart\" id=\"{}\"><img src=\"data:image/png;base64,{b64}\" \
-                         width=\"{w}\" height=\"{h}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n",
+                        "<figure class=\"chart\" id=\"{}\">{body}<figcaption>{}</figcaption></figure>\n",
                         html_escape(f.file.trim_end_matches(".png")),
-                        html_escape(&f.title),
                         html_escape(&f.caption)
                     ));
+                    fig_index += 1;
                 }
             }
         }
-        s.push_str("</main>\n</body>\n</html>\n");
+        s.push_str("</main>\n");
+        if live {
+            s.push_str(&interactive::scripts(&data));
+        }
+        s.push_str("</body>\n</html>\n");
         s
     }
 }
@@ -182,6 +207,7 @@ mod tests {
                     title: "T".into(),
                     caption: "c".into(),
                     png: vec![1, 2, 3],
+                    data: None,
                 }),
             ],
         };

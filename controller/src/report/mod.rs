@@ -10,6 +10,8 @@ pub mod charts;
 pub mod compare;
 pub mod doc;
 pub mod findings;
+pub mod groups;
+pub mod interactive;
 pub mod load;
 pub mod plot;
 pub mod util;
@@ -209,7 +211,7 @@ pub fn level_table(levels: &[LevelRow]) -> Table {
         .map(|l| {
             let mut r = vec![
                 format!(
-                    "{}{}",
+                    "{}{}{}",
                     l.label,
                     if l.partial {
                         " (partial)"
@@ -217,7 +219,8 @@ pub fn level_table(levels: &[LevelRow]) -> Table {
                         " (invalid)"
                     } else {
                         ""
-                    }
+                    },
+                    pressure_marks(l)
                 ),
                 l.requests.to_string(),
                 format!("{} ({}%)", l.failed, fmt_num(l.error_rate * 100.0)),
@@ -249,6 +252,84 @@ pub fn level_table(levels: &[LevelRow]) -> Table {
         })
         .collect();
     Table { headers, rows }
+}
+
+/// ` (throttled)`, ` (swapping)`, both or nothing: how the level table marks a level that ran
+/// under thermal or memory pressure.
+fn pressure_marks(l: &LevelRow) -> String {
+    let mut m = String::new();
+    if findings::pressure::throttled(l) {
+        m.push_str(" (throttled)");
+    }
+    if findings::pressure::swapping(l) {
+        m.push_str(" (swapping)");
+    }
+    m
+}
+
+/// The energy of the server's own processes and the machine's pressure per level, when any was
+/// recorded (per-process energy is macOS's; pressure is read on macOS and Linux).
+pub fn energy_pressure_table(levels: &[LevelRow]) -> Option<Table> {
+    let procs = levels.iter().any(|l| !l.process_power_w.is_empty());
+    let press = levels.iter().any(|l| {
+        l.thermal_pressure_max.is_some()
+            || l.mem_pressure_max.is_some()
+            || l.swap_growth_bytes.is_some()
+    });
+    if !procs && !press {
+        return None;
+    }
+    let mut headers = vec!["level".to_string()];
+    if procs {
+        headers.extend(
+            [
+                "measured W",
+                "server W",
+                "server share",
+                "server J/token",
+                "by process",
+            ]
+            .map(String::from),
+        );
+    }
+    if press {
+        headers.extend(["thermal pressure", "memory pressure", "swap growth"].map(String::from));
+    }
+    let name = |v: Option<f64>, f: fn(u8) -> &'static str| {
+        v.map_or("–".into(), |v| {
+            f(v.round().clamp(0.0, 255.0) as u8).to_string()
+        })
+    };
+    let rows = levels
+        .iter()
+        .map(|l| {
+            let mut r = vec![format!("{}{}", l.label, pressure_marks(l))];
+            if procs {
+                r.push(opt_num(l.mean_power_w()));
+                r.push(opt_num(l.server_power_w()));
+                r.push(
+                    l.server_power_share()
+                        .map_or("–".into(), |s| format!("{}%", fmt_num(100.0 * s))),
+                );
+                r.push(opt_num(l.server_joules_per_token()));
+                r.push(
+                    l.process_power_w
+                        .iter()
+                        .map(|(n, w)| format!("{n}: {} W", fmt_num(*w)))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
+            }
+            if press {
+                use tokengun_common::monitor::pressure::{mem_name, thermal_name};
+                r.push(name(l.thermal_pressure_max, thermal_name));
+                r.push(name(l.mem_pressure_max, mem_name));
+                r.push(l.swap_growth_bytes.map_or("–".into(), fmt_bytes));
+            }
+            r
+        })
+        .collect();
+    Some(Table { headers, rows })
 }
 
 /// The findings, the SLO and definitions they used, the bottleneck hints and the cautions.
@@ -287,10 +368,25 @@ fn findings_blocks(data: &RunData, f: &Findings, o: &FindingOptions) -> Vec<Bloc
 
 /// Builds the report document of one run: findings, the table, and every chart the data allow.
 pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportError> {
+    let groups = groups::split(data);
+    if groups.len() > 1 {
+        return groups::groups_doc(data, &groups, opts);
+    }
     let f = findings::compute(&data.levels, &opts.findings, data.meta.is_rate_sweep());
     let mut blocks = findings_blocks(data, &f, &opts.findings);
     blocks.push(Block::Heading("Levels".into()));
     blocks.push(Block::Table(level_table(&data.levels)));
+    if let Some(t) = groups::instance_table(&data.levels) {
+        blocks.push(Block::Heading("Instances".into()));
+        blocks.push(Block::Table(t));
+    }
+    if let Some(t) = energy_pressure_table(&data.levels) {
+        blocks.push(Block::Heading("Server energy and machine pressure".into()));
+        blocks.push(Block::Para(
+            "Server W: the watched processes' own energy counters (macOS ri_energy_nj) over the level; share: of the measured power (the SoC's on a Mac); J/token: server W × the level's duration / its output tokens. Pressure: the highest level read during the level (macOS thermal and memory pressure; Linux memory pressure from PSI); swap growth: swap in use at the level's peak less at its start.".into(),
+        ));
+        blocks.push(Block::Table(t));
+    }
     blocks.extend(workload::search_blocks(data));
     blocks.extend(workload::blocks(data));
     blocks.push(Block::Heading("Charts".into()));

@@ -242,6 +242,7 @@ impl Collect<'_> {
         }
         let p = &mut self.cx.parts[k];
         p.last_heard = Instant::now();
+        self.cx.console.record_from(k, gap);
         if gap > 0 {
             p.gaps += gap;
             self.cx.console.dropped(k, gap);

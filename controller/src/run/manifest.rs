@@ -8,6 +8,7 @@ use crate::plan::{Level, RunConfig, Split};
 use crate::sinks::console::Console;
 use crate::sinks::run_folder::{Manifest, RunDir, RunStatus, default_run_id};
 use std::time::{Duration, SystemTime};
+use tokengun_common::run_dir::GroupInfo;
 use tokengun_simulator::SimConfig;
 
 /// Creates the run folder, writes its manifest and plan, and says what is about to run.
@@ -89,7 +90,32 @@ fn manifest(cfg: &RunConfig, up: &Fleet, target_info: &TargetInfo, run_id: Strin
         cycles: Vec::new(),
         stop_reason: None,
         notes: Vec::new(),
+        groups: group_infos(cfg, &up.target),
+        phases_done: Some(0),
     }
+}
+
+/// The run's groups as the manifest lists them: none for a run of one without a managed server.
+fn group_infos(cfg: &RunConfig, target: &str) -> Vec<GroupInfo> {
+    let groups = cfg.groups();
+    if groups.len() < 2 && cfg.matrix.server.is_none() {
+        return Vec::new();
+    }
+    groups
+        .into_iter()
+        .map(|g| GroupInfo {
+            label: g.label,
+            model: g.model,
+            variant: g.variant,
+            targets: if cfg.matrix.targets.len() <= 1 {
+                vec![target.to_string()]
+            } else {
+                g.targets
+            },
+            setting: g.setting_label,
+            ..GroupInfo::default()
+        })
+        .collect()
 }
 
 /// The run's opening lines: target, server, model, levels, where the results go, the agents.
@@ -154,6 +180,26 @@ fn announce(
     }
     if cfg.search.is_some() {
         console.line("search: the levels above are not run; the SLO search picks each next level");
+    }
+    let groups = cfg.groups();
+    if groups.len() > 1 {
+        console.line(&format!(
+            "{} groups, each swept over every level: {}",
+            groups.len(),
+            groups
+                .iter()
+                .map(|g| g.label.as_str())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ));
+    }
+    if cfg.matrix.targets.len() > 1 {
+        console.line(&format!(
+            "{} targets ({}), requests spread {}",
+            cfg.matrix.targets.len(),
+            cfg.matrix.targets.join(", "),
+            cfg.matrix.policy.as_str()
+        ));
     }
 }
 

@@ -4,6 +4,7 @@
 //! the agents' process and power monitors around the sweep.
 
 pub mod cycle;
+mod groups;
 pub mod manifest;
 pub mod monitoring;
 pub mod resume;
@@ -85,12 +86,11 @@ pub async fn run(
     probe_writable(&cfg.out)?;
     // Ctrl-C while agents and the target are checked: nothing was sent, nothing to keep.
     let (up, target_info) = tokio::select! {
-        r = fleet::prepare_run(&cfg, false) => r?,
+        r = fleet::prepare_run(&cfg, false, cfg.groups().first().and_then(|g| g.setting)) => r?,
         () = stop.cancelled() => return Err(RunError::Interrupted),
     };
-    if let Some(w) = fleet::check_model(&up, &cfg.model, &target_info).await? {
-        cfg.warnings.push(w);
-    }
+    let warnings = fleet::check_models(&up, &cfg, &target_info).await?;
+    cfg.warnings.extend(warnings);
     cfg.api = Some(target_info.api);
     let (dir, manifest) = manifest::begin(&cfg, &up, &target_info, console)?;
     sweep::Sweep::new(cfg, up, dir, manifest, console, stop)

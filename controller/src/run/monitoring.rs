@@ -34,6 +34,12 @@ pub async fn start_monitoring(
             String::new()
         },
         server_metrics_url: cfg.monitor.server_metrics.url(&up.target, api),
+        // Empty: each agent's own --power (auto for the agent inside `tokengun run`).
+        power_choice: cfg
+            .monitor
+            .power
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
     };
     let mut sink = MonitorSink::new(dir.root());
     let mut info = MonitorInfo {

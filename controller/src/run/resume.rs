@@ -6,8 +6,8 @@ use super::cycle::of_cycle;
 use super::sweep::{ResumeAt, Sweep};
 use super::{RunError, RunReport, now_rfc3339};
 use crate::fleet::{self, Fleet};
-use crate::plan::RunConfig;
 use crate::plan::compile::{WARMUP_CYCLE_ID, level_cycle_id};
+use crate::plan::{RunConfig, phases};
 use crate::sinks::console::Console;
 use crate::sinks::run_folder::{Manifest, RunDir, RunStatus};
 use std::path::Path;
@@ -29,6 +29,11 @@ struct Saved {
 /// Where the run broke off: the phase (after the warm-up, if it ran, and the cycles written)
 /// and its cycle id.
 fn broke_off_at(cfg: &RunConfig, manifest: &Manifest) -> (usize, u32, usize) {
+    if let Some(done) = manifest.phases_done {
+        let all = phases(cfg, &cfg.target);
+        let cycle_id = all.get(done).map_or(0, |p| p.plan.cycle_id);
+        return (done, cycle_id, all.len());
+    }
     let warmup_planned = !cfg.warmup.is_zero();
     let phase = usize::from(warmup_planned && manifest.warmup.is_some()) + manifest.cycles.len();
     let cycle_id = if warmup_planned && manifest.warmup.is_none() {
@@ -57,7 +62,10 @@ pub async fn resume(
         return Err(bad("every level already has its results".into()));
     }
     cfg.monitor.enabled = false;
-    let (mut up, _) = fleet::prepare_run(&cfg, true).await?;
+    let setting = crate::plan::phases(&cfg, &cfg.target)
+        .get(phase)
+        .and_then(|p| cfg.groups().get(p.group).and_then(|g| g.setting));
+    let (mut up, _) = fleet::prepare_run(&cfg, true, setting).await?;
     let (mut started, heads) = rejoin(&mut up, &manifest, &stored, cycle_id)
         .await
         .map_err(bad)?;

@@ -6,10 +6,10 @@ use super::monitoring::{finish_monitoring, measure_baseline, pump, start_monitor
 use super::{RunError, RunReport, now_rfc3339};
 use crate::aggregate::{CycleParts, CycleSink, MemberCycle, Sinks, summarize};
 use crate::fleet::Fleet;
-use crate::plan::{OnAgentLoss, Phase, RunConfig, phases, share};
+use crate::plan::{Group, OnAgentLoss, Phase, PhaseKind, RunConfig, phases, share, share_targets};
 use crate::sinks::console::{Console, monitor_line, self_check_line, summary_line};
 use crate::sinks::monitor::MonitorSink;
-use crate::sinks::run_folder::{Manifest, RunDir, RunStatus};
+use crate::sinks::run_folder::{LevelAt, Manifest, RunDir, RunStatus};
 use std::time::Duration;
 use tokengun_common::{Api, CycleSummary, Record};
 use tokio_util::sync::CancellationToken;
@@ -90,14 +90,16 @@ pub fn next_step(e: &CycleEnd) -> Step {
 
 /// A sweep in progress: the run's parts, all owned here for its length.
 pub struct Sweep<'a> {
-    cfg: RunConfig,
-    up: Fleet,
+    pub(super) cfg: RunConfig,
+    pub(super) up: Fleet,
     dir: RunDir,
-    manifest: Manifest,
-    console: &'a mut Console,
+    pub(super) manifest: Manifest,
+    pub(super) console: &'a mut Console,
     stop: CancellationToken,
     monitor: Option<MonitorSink>,
     baseline_power_w: Option<f64>,
+    /// The run's groups, in order (`Phase::group` points into them).
+    pub(super) groups: Vec<Group>,
 }
 
 impl<'a> Sweep<'a> {
@@ -112,6 +114,7 @@ impl<'a> Sweep<'a> {
         stop: CancellationToken,
     ) -> Self {
         Self {
+            groups: cfg.groups(),
             cfg,
             up,
             dir,
@@ -143,6 +146,10 @@ impl<'a> Sweep<'a> {
             .skip(first_phase)
         {
             if self.stop.is_cancelled() {
+                break;
+            }
+            if let Some(reason) = self.ensure_server(&phase).await {
+                broken = Some(reason);
                 break;
             }
             let taken_up = resume.take().filter(|r| r.started);
@@ -204,15 +211,35 @@ impl<'a> Sweep<'a> {
         if alive.is_empty() {
             return Ok(Step::Stop(Some("every agent was lost".into())));
         }
-        if phase.warmup {
-            self.console.warmup_start(&plan.describe());
-        } else {
-            self.console.cycle_start(
-                phase.level_index,
-                self.cfg.levels.len(),
-                &plan.describe(),
-                &self.cfg.model,
-            );
+        let group = &self.groups[phase.group.min(self.groups.len().saturating_sub(1))];
+        match phase.kind {
+            PhaseKind::Load => self.console.line(&format!(
+                "\n■ loading {} before its first level{}",
+                group.model,
+                if group.label.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", group.label)
+                }
+            )),
+            PhaseKind::Unload => self.console.line(&format!(
+                "\n■ unloading {} (keep_alive 0) before the next model",
+                plan.model
+            )),
+            PhaseKind::Warmup => self.console.warmup_start(&plan.describe()),
+            PhaseKind::Level => {
+                let title = if group.label.is_empty() {
+                    group.model.clone()
+                } else {
+                    group.label.clone()
+                };
+                self.console.cycle_start(
+                    phase.level_index,
+                    self.cfg.levels.len(),
+                    &plan.describe(),
+                    &title,
+                );
+            }
         }
         let mut parts = self.parts(phase, &alive)?;
         let fold_after =
@@ -271,6 +298,13 @@ impl<'a> Sweep<'a> {
     fn parts(&mut self, phase: &Phase, alive: &[usize]) -> Result<Vec<MemberCycle>, RunError> {
         let many = self.up.many();
         let api = self.api();
+        let group = &self.groups[phase.group.min(self.groups.len().saturating_sub(1))];
+        // A model's load or unload is one request per instance, from the first agent alone.
+        let alive = if matches!(phase.kind, PhaseKind::Load | PhaseKind::Unload) {
+            &alive[..alive.len().min(1)]
+        } else {
+            alive
+        };
         let mut parts = Vec::new();
         for (k, &i) in alive.iter().enumerate() {
             let l = share(phase.level, k, alive.len(), self.cfg.split);
@@ -280,15 +314,20 @@ impl<'a> Sweep<'a> {
             let mut p = phase.plan.clone();
             p.concurrency = l.concurrency;
             p.rate_per_s = l.rate_per_s.unwrap_or(0.0);
+            share_targets(&mut p, k);
             // The warm-up's requests are measured but not written: its figures go to run.json.
             let writer = if phase.warmup {
                 None
             } else {
-                let sub = many.then_some(self.up.members[i].label.as_str());
-                Some(
-                    self.dir
-                        .begin_cycle(api, &self.cfg.model, &phase.label, sub)?,
-                )
+                let targets: Vec<String> = p.targets().iter().map(|t| t.to_string()).collect();
+                Some(self.dir.begin_cycle(&LevelAt {
+                    api,
+                    model: &group.model,
+                    group: &group.variant,
+                    level: &phase.label,
+                    agent: many.then_some(self.up.members[i].label.as_str()),
+                    targets: &targets,
+                })?)
             };
             parts.push(MemberCycle::new(i, p, writer));
         }
@@ -371,8 +410,9 @@ impl<'a> Sweep<'a> {
         let gaps: u64 = parts.iter().map(|p| p.gaps).sum();
         let lost = parts.iter().any(|p| p.lost.is_some());
         let partial = lost || !aborted_by.is_empty() || gaps > 0 || self.stop.is_cancelled();
+        let group = self.groups[phase.group.min(self.groups.len().saturating_sub(1))].clone();
         let mut summary = summarize(&CycleParts {
-            model: &self.cfg.model,
+            model: &group.model,
             label: &phase.label,
             plan: &phase.plan,
             parts,
@@ -387,6 +427,11 @@ impl<'a> Sweep<'a> {
                     .collect()
             }),
         });
+        summary.group = group.variant.clone();
+        summary.group_label = group.label.clone();
+        summary.setting = group.setting_label.clone();
+        summary.instances = u32::try_from(phase.plan.targets().len()).unwrap_or(u32::MAX);
+        summary.targets = sink.targets.figures(summary.duration_s);
         let monitor_broke = self.monitor_figures(parts, &mut summary).await?;
         if gaps > 0 {
             self.manifest.notes.push(format!(
@@ -490,9 +535,16 @@ impl<'a> Sweep<'a> {
         parts: &mut [MemberCycle],
         sink: &CycleSink,
     ) -> Result<(), RunError> {
+        // Written with the cycle's results, so a resume never runs a finished phase again.
+        self.manifest.phases_done = Some(self.manifest.phases_done.unwrap_or(0) + 1);
         if phase.warmup {
             self.console.line(&format!("  {}", summary_line(&summary)));
-            self.manifest.warmup = Some(summary);
+            if phase.kind == PhaseKind::Load {
+                self.note_load(phase, &summary);
+            }
+            if phase.kind == PhaseKind::Warmup {
+                self.manifest.warmup = Some(summary);
+            }
             return Ok(());
         }
         for p in parts.iter_mut() {
@@ -524,6 +576,13 @@ impl<'a> Sweep<'a> {
     /// Stops the monitors, marks the run complete, partial or interrupted, and writes its
     /// manifest and the sweep's table.
     async fn finish(mut self, broken: Option<String>) -> Result<RunReport, RunError> {
+        if let (Some(server), Some((i, _))) =
+            (self.cfg.matrix.server.clone(), self.up.server.take())
+        {
+            let how = crate::fleet::server::stop(&self.up, &server).await;
+            self.console.line(&format!("■ server stopped: {how}"));
+            self.record_server(i, |p| p.stopped = how.clone());
+        }
         if let Some(m) = self.monitor.as_mut() {
             finish_monitoring(&mut self.up, m).await;
             for n in m.drain_notes() {

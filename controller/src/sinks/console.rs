@@ -21,6 +21,8 @@ pub struct Console {
     /// Lines shown in the live console's message area, printed again once it is gone so the
     /// terminal's history keeps them (warnings, the warm-up's figures, why the sweep stopped).
     live_lines: Vec<String>,
+    /// `--metrics-listen`: every event is told to the metrics too.
+    metrics: Option<super::metrics::MetricsOut>,
 }
 
 /// At most this many lines are kept for printing after the live console.
@@ -65,7 +67,14 @@ impl Console {
             monitor: None,
             live: Live::Off,
             live_lines: Vec::new(),
+            metrics: None,
         }
+    }
+
+    /// Tells every event to `metrics` too (`--metrics-listen`).
+    pub fn with_metrics(mut self, metrics: super::metrics::MetricsOut) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The live console, which comes up with the first cycle; `q` there cancels `stop`, as
@@ -175,6 +184,9 @@ impl Console {
 
     /// The agents of the run (one row each in the live console).
     pub fn agents(&mut self, names: Vec<String>) {
+        if let Some(m) = self.metrics.as_mut() {
+            m.agents(&names);
+        }
         self.tell(Event::Agents(names));
     }
 
@@ -187,7 +199,18 @@ impl Console {
 
     /// An agent went away during a cycle.
     pub fn agent_lost(&mut self, agent: usize) {
+        if let Some(m) = &self.metrics {
+            m.agent_lost(agent);
+        }
         self.send_live(|| Event::AgentLost { agent });
+    }
+
+    /// A record of agent `agent` arrived, `dropped` records after the last one seen (for the
+    /// metrics: its lag and its gaps).
+    pub fn record_from(&mut self, agent: usize, dropped: u64) {
+        if let Some(m) = &self.metrics {
+            m.record_from(agent, dropped);
+        }
     }
 
     /// An agent's stream missed `records` more records (a gap in its sequence numbers).
@@ -205,6 +228,9 @@ impl Console {
     /// Announces the warm-up phase.
     pub fn warmup_start(&mut self, what: &str) {
         self.last_line = None;
+        if let Some(m) = &self.metrics {
+            m.cycle_start();
+        }
         let title = format!("warm-up: {what} (not counted)");
         self.go_live();
         if !self.send_live(|| Event::CycleStart {
@@ -217,6 +243,9 @@ impl Console {
     /// Announces a cycle.
     pub fn cycle_start(&mut self, index: usize, total: usize, what: &str, model: &str) {
         self.last_line = None;
+        if let Some(m) = &self.metrics {
+            m.cycle_start();
+        }
         let title = format!("cycle {}/{total}: {what} to {model}", index + 1);
         self.go_live();
         if !self.send_live(|| Event::CycleStart {
@@ -229,6 +258,9 @@ impl Console {
     /// A progress report of the running cycle: the live console's header, agent row and live
     /// rows; or the plain progress line (throttled to a heartbeat when not on a terminal).
     pub fn progress(&mut self, plan: &CyclePlan, p: &Progress) {
+        if let Some(m) = &self.metrics {
+            m.progress(plan, p);
+        }
         let shape = cycle_shape(plan);
         if self.send_live(|| Event::Progress {
             agent: 0,
@@ -255,6 +287,9 @@ impl Console {
 
     /// A request of the running cycle ended (a row of the live console's table).
     pub fn request_done(&mut self, r: &RequestRecord) {
+        if let Some(m) = &self.metrics {
+            m.request_done(r);
+        }
         self.send_live(|| Event::Finished(TableRow::finished(r)));
     }
 
@@ -263,6 +298,9 @@ impl Console {
     /// `records` are the rows kept for the table (all of a burst; closed and open cycles keep a
     /// few), out of `total` requests.
     pub fn cycle_end(&mut self, summary: &CycleSummary, records: &[RequestRecord], total: usize) {
+        if let Some(m) = &self.metrics {
+            m.cycle_end(summary);
+        }
         if self.send_live(|| Event::CycleEnd(LevelRow::from(summary))) {
             return;
         }
@@ -317,7 +355,13 @@ impl Console {
             "\nSweep summary\n  | LEVEL | REQS | FAILED | AGG TOK/S | REQ/S | TTFT p50 | TTFT p99 | ITL p50 | TOK/S/REQ | GOOD |\n  |-------|------|--------|-----------|-------|----------|----------|---------|-----------|------|\n",
         );
         let s = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.3}s"));
+        let mut group: Option<&str> = None;
         for c in summaries {
+            // A run of several groups: each group's rows under its name.
+            if !c.group_label.is_empty() && group != Some(c.group_label.as_str()) {
+                group = Some(c.group_label.as_str());
+                t.push_str(&format!("  ▸ {}\n", c.group_label));
+            }
             t.push_str(&format!(
                 "  | {:>5} | {:>4} | {:>6} | {:>9.1} | {:>5.2} | {:>8} | {:>8} | {:>7} | {:>9} | {:>4} |{}{}\n",
                 c.level,

@@ -252,6 +252,19 @@ impl MonitorSink {
                     opt(p.mem_total_bytes),
                     p.load_avg_1m.map(|l| format!("{l:.2}")).unwrap_or_default(),
                     opt(p.cpu_count),
+                    p.energy_j.map(|j| format!("{j:.3}")).unwrap_or_default(),
+                    p.power_w.map(|w| format!("{w:.3}")).unwrap_or_default(),
+                    opt(p.pressure.mem_pressure),
+                    p.pressure
+                        .mem_stall_pct
+                        .map(|v| format!("{v:.2}"))
+                        .unwrap_or_default(),
+                    opt(p.pressure.swap_used_bytes),
+                    opt(p.pressure.thermal_pressure),
+                    p.pressure
+                        .temp_c
+                        .map(|v| format!("{v:.1}"))
+                        .unwrap_or_default(),
                 ])?;
             }
             a.server.add(p);
@@ -455,6 +468,9 @@ mod tests {
             mem_total_bytes: None,
             load_avg_1m: None,
             cpu_count: None,
+            energy_j: None,
+            power_w: None,
+            pressure: Default::default(),
         };
         // A reading from before the run is dropped.
         m.take(
@@ -504,7 +520,8 @@ mod tests {
         assert_eq!(power_csv.lines().count(), 1 + 22);
         let procs = std::fs::read_to_string(dir.path().join("processes.csv")).unwrap();
         assert!(
-            procs.contains("\n0.000,8,a1,server,9,ollama,150.0,1000,,3,,,,\n"),
+            // The 7 columns after cpu_count (energy, pressure) are empty: not read here.
+            procs.contains("\n0.000,8,a1,server,9,ollama,150.0,1000,,3,,,,,,,,,,,\n"),
             "{procs}"
         );
     }
@@ -558,6 +575,9 @@ mod tests {
                         mem_total_bytes: None,
                         load_avg_1m: None,
                         cpu_count: None,
+                        energy_j: None,
+                        power_w: None,
+                        pressure: Default::default(),
                     }]
                 } else {
                     vec![]

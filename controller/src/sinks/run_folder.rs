@@ -48,6 +48,19 @@ pub fn default_run_id(now: SystemTime) -> String {
     s.replace(['-', ':'], "")
 }
 
+/// Which level's folder a cycle writes: the model's, the group's within it, the agent's part.
+pub struct LevelAt<'a> {
+    pub api: Api,
+    pub model: &'a str,
+    /// The group's folder segment, empty for a run of one group.
+    pub group: &'a str,
+    pub level: &'a str,
+    /// Several agents: this agent's folder inside the level's.
+    pub agent: Option<&'a str>,
+    /// The cycle's targets, which each record's `target_index` points into.
+    pub targets: &'a [String],
+}
+
 /// Where a run writes.
 pub struct RunDir {
     root: PathBuf,
@@ -164,14 +177,9 @@ impl RunDir {
 
     /// Opens a level's folder (with several agents, the agent's folder inside it) for writing as
     /// its requests end.
-    pub fn begin_cycle(
-        &self,
-        api: Api,
-        model: &str,
-        level: &str,
-        agent: Option<&str>,
-    ) -> Result<CycleWriter, OutDirError> {
-        let mut dir = self.level_dir(api, model, level);
+    pub fn begin_cycle(&self, at: &LevelAt<'_>) -> Result<CycleWriter, OutDirError> {
+        let mut dir = run_dir::group_level_dir(&self.root, at.api, at.model, at.group, at.level);
+        let agent = at.agent;
         if let Some(a) = agent {
             dir = run_dir::agent_dir(&dir, a);
         }
@@ -179,7 +187,10 @@ impl RunDir {
             path: dir.clone(),
             source,
         })?;
-        let summary = RequestSummaryCsv::create(&dir.join(run_dir::REQUEST_SUMMARY_CSV))?;
+        let summary = RequestSummaryCsv::create(
+            &dir.join(run_dir::REQUEST_SUMMARY_CSV),
+            at.targets.to_vec(),
+        )?;
         Ok(CycleWriter {
             dir,
             summary,

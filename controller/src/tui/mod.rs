@@ -8,6 +8,7 @@
 //! functions), `input` (keys to actions); this module is the thread and the terminal.
 
 pub mod input;
+pub mod spark;
 pub mod state;
 pub mod view;
 

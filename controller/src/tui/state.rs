@@ -304,6 +304,8 @@ pub struct LiveState {
     pub table_is_old: bool,
     /// Events the console could not take (its queue was full): counted, never waited for.
     pub events_dropped: u64,
+    /// The running cycle's tokens/s over time.
+    pub spark: super::spark::Spark,
 }
 
 impl Default for LiveState {
@@ -344,6 +346,7 @@ impl LiveState {
             stopping: false,
             table_is_old: false,
             events_dropped: 0,
+            spark: super::spark::Spark::default(),
         }
     }
 
@@ -413,6 +416,7 @@ impl LiveState {
                 // The last cycle's rows stay until this one reports: a burst's requests end
                 // together, and its table would otherwise vanish before a frame shows it.
                 self.table_is_old = true;
+                self.spark.reset();
                 for a in &mut self.agents {
                     a.requests = 0;
                     a.in_flight = 0;
@@ -425,6 +429,7 @@ impl LiveState {
                 mut progress,
             } => {
                 self.fresh_table();
+                self.spark.sample(progress.elapsed_ns, progress.tokens);
                 let elapsed_s = progress.elapsed_ns as f64 / 1e9;
                 let row = self.agent(agent);
                 row.connected = true;

@@ -1,5 +1,5 @@
 //! The live console's frame: pure render functions from a [`LiveState`] to a ratatui frame (a
-//! header with the cycle and the monitors' figures, the agents, the requests table, the finished
+//! header with the cycle, the monitors' figures and the throughput sparkline and level strip, the agents, the requests table, the finished
 //! levels, messages and keys). Nothing here changes state or touches the terminal.
 
 use super::state::CycleShape;
@@ -32,7 +32,7 @@ fn areas(size: Rect, s: &LiveState) -> Areas {
     let agents = u16::try_from(s.agents.len().max(1)).unwrap_or(u16::MAX);
     let levels = u16::try_from(s.levels.len().min(LEVELS_SHOWN)).unwrap_or(0);
     let parts = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(4),
         Constraint::Length(agents.saturating_add(2)),
         Constraint::Min(3),
         Constraint::Length(if levels == 0 { 0 } else { levels + 2 }),
@@ -217,6 +217,10 @@ fn render_header(f: &mut Frame, s: &LiveState, area: Rect) {
             Line::styled(format!("tokengun live · {title}{stopping}"), header_style()),
             Line::raw(progress),
             Line::raw(monitor_text(s.monitor.as_ref())),
+            Line::styled(
+                super::spark::history_line(&s.spark, &s.levels, usize::from(area.width)),
+                Style::new().fg(Color::Cyan),
+            ),
         ]),
         area,
     );
@@ -563,6 +567,32 @@ mod tests {
         let lines = screen(&s, w, h);
         assert!(!has(&lines, "PAUSED"));
         assert!(row_of(&lines, 1).unwrap().contains("Completed"));
+    }
+
+    #[test]
+    fn the_header_draws_the_throughput_sparkline_and_the_level_strip() {
+        let mut s = burst(3);
+        let lines = screen(&s, 100, 30);
+        assert!(!has(&lines, "tok/s now"), "no rate before two snapshots");
+        s.spark.reset();
+        for (i, tokens) in [0u64, 50, 150].iter().enumerate() {
+            s.spark.sample(i as u64 * 250_000_000, *tokens);
+        }
+        s.levels.push(LevelRow {
+            level: "4".into(),
+            requests: 4,
+            failed: 0,
+            aggregate_tokens_per_s: 380.0,
+            ttft_p50_s: None,
+            ttft_p99_s: None,
+            errors: String::new(),
+            flag: "",
+        });
+        let lines = screen(&s, 100, 30);
+        assert!(
+            has(&lines, "tok/s ▅█ 400 tok/s now · levels 4█"),
+            "{lines:#?}"
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@
 //!   marginal slope below `knee_fraction` × s0: from there on, adding concurrency stops paying.
 
 mod hints;
+mod instances;
+mod ollama;
+pub mod pressure;
 mod server;
 mod statements;
 
@@ -114,6 +117,9 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Statement, statements::efficiency_statement),
     (Section::Statement, server::token_truth),
     (Section::Statement, server::model_loads),
+    (Section::Statement, ollama::reloads),
+    (Section::Statement, ollama::queue_full),
+    (Section::Statement, pressure::server_energy),
     (Section::Hint, server::ttft_breakdown),
     (Section::Hint, server::server_waiting),
     (Section::Hint, hints::queueing),
@@ -125,10 +131,14 @@ pub const FINDINGS: &[(Section, Finding)] = &[
     (Section::Hint, hints::power_flat),
     (Section::Hint, hints::memory_climbing),
     (Section::Hint, hints::memory_pressure),
+    (Section::Hint, instances::imbalance),
+    (Section::Hint, ollama::cpu_offload),
+    (Section::Hint, pressure::thermal),
+    (Section::Hint, pressure::memory),
 ];
 
 /// Every caution about a level, in the order each level's are listed.
-pub const LEVEL_CAUTIONS: &[LevelCaution] = &[partial_level, behind_schedule];
+pub const LEVEL_CAUTIONS: &[LevelCaution] = &[partial_level, behind_schedule, unrated_requests];
 
 /// What every finding reads: the levels, the thresholds, and the structured findings.
 pub struct Ctx<'a> {
@@ -364,6 +374,18 @@ fn behind_schedule(c: &Ctx<'_>, l: &LevelRow) -> Option<String> {
     })
 }
 
+/// Requests too short to time say nothing of the decode rate; the reader should know how many.
+fn unrated_requests(c: &Ctx<'_>, l: &LevelRow) -> Option<String> {
+    (l.unrated_requests > 0).then(|| {
+        format!(
+            "{}: {} of {} completed requests had no measurable decode rate (a single chunk, or chunks read together: under 50 ms and under 1 ms apart on average); per-request tok/s leaves them out and goodput did not judge their rate.",
+            c.name(l),
+            l.unrated_requests,
+            l.completed
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,7 +436,7 @@ mod tests {
             .iter()
             .filter(|(s, _)| *s == Section::Statement)
             .count();
-        assert_eq!(statements, 6);
+        assert_eq!(statements, 9);
     }
 
     #[test]
@@ -589,6 +611,19 @@ mod tests {
         assert_eq!(f.best, Some(1));
         assert_eq!(f.peak, Some(1));
         assert!(f.cautions[0].contains("partial"));
+    }
+
+    #[test]
+    fn requests_with_no_measurable_rate_are_counted_in_a_caution() {
+        let mut levels = sweep(&[(1., 90.), (2., 180.)]);
+        levels[1].cycle.unrated_requests = 2;
+        let f = compute(&levels, &FindingOptions::default(), false);
+        assert_eq!(f.cautions.len(), 1, "{:?}", f.cautions);
+        assert!(
+            f.cautions[0].contains("2 of 2 completed requests had no measurable decode rate"),
+            "{}",
+            f.cautions[0]
+        );
     }
 
     #[test]

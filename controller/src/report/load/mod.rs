@@ -7,12 +7,13 @@
 
 mod cycles;
 mod manifest;
+mod ollama_ps;
 mod power;
 mod processes;
 mod requests;
 mod server_metrics;
 
-pub use requests::max_overlap;
+pub use requests::{max_overlap, per_target};
 
 use super::ReportError;
 use std::collections::BTreeMap;
@@ -64,6 +65,34 @@ pub struct LevelRow {
     pub spans: Vec<RequestSpan>,
     /// Prompt tokens meant, counted by the server, cached; TTFT by conversation turn.
     pub prompt: crate::report::workload::PromptFigures,
+    /// Several server instances: each one's part of the level (request_summary.csv's Target).
+    pub per_target: Vec<TargetRow>,
+    /// Ollama: the largest share of a loaded model outside GPU memory during the level, 0..1
+    /// (`/api/ps` size_vram against size).
+    pub cpu_share_max: Option<f64>,
+    /// Ollama: models that were unloaded and loaded again during the level.
+    pub reloaded_models: Vec<String>,
+    /// Each watched process's mean power over the level (its energy counter's rise over the
+    /// time between its first and last row), W, by `role name (pid)`: macOS `ri_energy_nj`.
+    pub process_power_w: Vec<(String, f64)>,
+    /// Highest thermal pressure during the level (0 nominal .. 4 sleeping; processes.csv's
+    /// machine rows or powermetrics' readings).
+    pub thermal_pressure_max: Option<f64>,
+    /// Highest memory pressure during the level (0 normal, 1 warn, 2 critical).
+    pub mem_pressure_max: Option<f64>,
+    /// Swap in use at the level's peak less at its start, bytes.
+    pub swap_growth_bytes: Option<f64>,
+}
+
+/// One server instance's part of a level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetRow {
+    pub target: String,
+    pub requests: u32,
+    pub failed: u32,
+    pub output_tokens: u64,
+    /// Median TTFT of its completed requests, seconds.
+    pub ttft_p50_s: Option<f64>,
 }
 
 impl Default for LevelRow {
@@ -80,6 +109,13 @@ impl Default for LevelRow {
             server_waiting_max: None,
             spans: Vec::new(),
             prompt: Default::default(),
+            per_target: Vec::new(),
+            cpu_share_max: None,
+            reloaded_models: Vec::new(),
+            process_power_w: Vec::new(),
+            thermal_pressure_max: None,
+            mem_pressure_max: None,
+            swap_growth_bytes: None,
         }
     }
 }
@@ -115,6 +151,28 @@ impl LevelRow {
     /// The server's processes' mean CPU, percent of one core.
     pub fn server_cpu_pct_mean(&self) -> Option<f64> {
         self.server.as_ref().and_then(|s| s.cpu_pct_mean)
+    }
+
+    /// The watched server processes' power over the level, summed, W (where they have energy
+    /// counters).
+    pub fn server_power_w(&self) -> Option<f64> {
+        (!self.process_power_w.is_empty()).then(|| self.process_power_w.iter().map(|p| p.1).sum())
+    }
+
+    /// The server processes' share of the measured power (the SoC's, on a Mac), 0..1.
+    pub fn server_power_share(&self) -> Option<f64> {
+        let all = self.mean_power_w().filter(|w| *w > 0.0)?;
+        Some(self.server_power_w()? / all)
+    }
+
+    /// The server processes' energy per output token: their power over the level's duration.
+    pub fn server_joules_per_token(&self) -> Option<f64> {
+        (self.output_tokens > 0)
+            .then(|| {
+                self.server_power_w()
+                    .map(|w| w * self.duration_s / self.output_tokens as f64)
+            })
+            .flatten()
     }
 
     /// The server's processes' peak resident memory, bytes.

@@ -17,6 +17,8 @@ struct Readings {
     freq: BTreeMap<String, Vec<(f64, f64)>>,
     /// (level key, metric, device) -> (sum, count) of its readings.
     per_cycle: BTreeMap<(String, &'static str, String), (f64, u32)>,
+    /// Level key -> the highest thermal pressure a source read (powermetrics).
+    thermal: BTreeMap<String, f64>,
     spans: BTreeMap<String, (f64, f64)>,
 }
 
@@ -29,6 +31,11 @@ impl Readings {
             };
             widen_span(&mut r.spans, &row.cycle, t);
             let device = format!("{} {}{}", row.source, row.device, at_agent(&row.agent));
+            if row.metric == metric::THERMAL_PRESSURE && !row.cycle.is_empty() {
+                let e = r.thermal.entry(label_key(&row.cycle)).or_insert(v);
+                *e = e.max(v);
+                continue;
+            }
             let metric: &'static str = match row.metric.as_str() {
                 metric::POWER_W => metric::POWER_W,
                 metric::FREQ_MHZ => metric::FREQ_MHZ,
@@ -112,6 +119,7 @@ fn fill_level(level: &mut LevelRow, r: &Readings, baseline_w: Option<f64>) -> bo
     if level.gpu_freq_mhz_mean.is_none() {
         level.cycle.gpu_freq_mhz_mean = r.over_devices(&key, metric::FREQ_MHZ, true);
     }
+    level.thermal_pressure_max = r.thermal.get(&key).copied();
     filled
 }
 

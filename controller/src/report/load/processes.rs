@@ -26,7 +26,21 @@ struct Readings {
     machine_cores: BTreeMap<String, f64>,
     /// Level -> the machine's peak memory used over its total.
     machine_mem: BTreeMap<String, f64>,
+    /// (level, process) -> (first t, first J, last t, last J) of its energy counter.
+    energy: BTreeMap<(String, String), (f64, f64, f64, f64)>,
+    /// Level -> the highest thermal and memory pressure, and swap (first, peak).
+    thermal: BTreeMap<String, f64>,
+    mem_pressure: BTreeMap<String, f64>,
+    swap: BTreeMap<String, (f64, f64)>,
     spans: BTreeMap<String, (f64, f64)>,
+}
+
+/// The larger of two optional figures.
+pub(super) fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
 }
 
 impl Readings {
@@ -50,6 +64,9 @@ impl Readings {
         widen_span(&mut self.spans, &row.cycle, t);
         let in_cycle = !row.cycle.is_empty();
         let key = label_key(&row.cycle);
+        if in_cycle {
+            self.add_pressure_and_energy(row, &key, &name, machine, t);
+        }
         if machine && in_cycle {
             if let Some(n) = row.cpu_count.filter(|n| *n > 0.0) {
                 self.machine_cores.insert(key.clone(), n);
@@ -82,6 +99,39 @@ impl Readings {
                 let e = self.server_rss.entry((key, name)).or_insert(0.0);
                 *e = e.max(b);
             }
+        }
+    }
+
+    /// A row's energy counter (processes) or pressure figures (the machine), in level `key`.
+    fn add_pressure_and_energy(
+        &mut self,
+        row: &ProcessRow,
+        key: &str,
+        name: &str,
+        machine: bool,
+        t: f64,
+    ) {
+        let max_into = |m: &mut BTreeMap<String, f64>, v: Option<f64>| {
+            if let Some(v) = v {
+                let e = m.entry(key.to_string()).or_insert(v);
+                *e = e.max(v);
+            }
+        };
+        if !machine {
+            if let Some(j) = row.energy_j {
+                let e = self
+                    .energy
+                    .entry((key.to_string(), name.to_string()))
+                    .or_insert((t, j, t, j));
+                (e.2, e.3) = (t, j);
+            }
+            return;
+        }
+        max_into(&mut self.thermal, row.thermal_pressure);
+        max_into(&mut self.mem_pressure, row.mem_pressure);
+        if let Some(b) = row.swap_used_bytes {
+            let e = self.swap.entry(key.to_string()).or_insert((b, b));
+            e.1 = e.1.max(b);
         }
     }
 
@@ -125,6 +175,16 @@ impl Readings {
         level.machine_cpu_pct_mean = self.machine_cpu.get(&key).map(|(s, n)| s / f64::from(*n));
         level.machine_cpu_count = self.machine_cores.get(&key).copied();
         level.machine_mem_used_peak_frac = self.machine_mem.get(&key).copied();
+        level.process_power_w = self
+            .energy
+            .iter()
+            .filter(|((c, _), (t0, _, t1, _))| *c == key && t1 > t0)
+            .map(|((_, n), (t0, j0, t1, j1))| (n.clone(), (j1 - j0).max(0.0) / (t1 - t0)))
+            .collect();
+        level.thermal_pressure_max =
+            max_opt(level.thermal_pressure_max, self.thermal.get(&key).copied());
+        level.mem_pressure_max = self.mem_pressure.get(&key).copied();
+        level.swap_growth_bytes = self.swap.get(&key).map(|(first, peak)| peak - first);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Each level's `request_summary.csv`: its requests' spans (the timeline and queueing), the
 //! slowest tenth's decode rate, and how many streamed at once.
 
-use super::{LevelRow, RequestSpan};
+use super::{LevelRow, RequestSpan, TargetRow};
 use crate::report::ReportError;
 use std::path::Path;
 use tokengun_common::run_dir::{self, REQUEST_SUMMARY_CSV, RequestRow};
@@ -16,7 +16,13 @@ pub(super) fn add(
 ) -> Result<(), ReportError> {
     let mut missing = Vec::new();
     for level in levels {
-        match run_dir::find_level_dir(dir, family, model, &level.label) {
+        // A run of several models keeps each level under its own model's folder.
+        let model = if level.model.is_empty() {
+            model
+        } else {
+            level.cycle.model.as_str()
+        };
+        match run_dir::find_level_dir(dir, family, model, &level.group, &level.label) {
             Some(ld) => {
                 if let Some(rows) = run_dir::read_request_summary(&ld)? {
                     add_level(level, &rows);
@@ -34,7 +40,50 @@ pub(super) fn add(
     Ok(())
 }
 
+/// Each server instance's part of a level, in order of first appearance; empty when its
+/// requests all went to one (or the file predates the Target column).
+pub fn per_target(rows: &[RequestRow]) -> Vec<TargetRow> {
+    let mut out: Vec<(TargetRow, Vec<f64>)> = Vec::new();
+    for r in rows.iter().filter(|r| !r.target.is_empty()) {
+        let k = match out.iter().position(|(t, _)| t.target == r.target) {
+            Some(k) => k,
+            None => {
+                out.push((
+                    TargetRow {
+                        target: r.target.clone(),
+                        requests: 0,
+                        failed: 0,
+                        output_tokens: 0,
+                        ttft_p50_s: None,
+                    },
+                    Vec::new(),
+                ));
+                out.len() - 1
+            }
+        };
+        let (t, ttfts) = &mut out[k];
+        t.requests += 1;
+        if r.completed {
+            t.output_tokens += r.output_tokens;
+            ttfts.extend(r.ttft_s);
+        } else {
+            t.failed += 1;
+        }
+    }
+    if out.len() < 2 {
+        return Vec::new();
+    }
+    out.into_iter()
+        .map(|(mut t, mut v)| {
+            v.sort_by(f64::total_cmp);
+            t.ttft_p50_s = (!v.is_empty()).then(|| v[(v.len() - 1) / 2]);
+            t
+        })
+        .collect()
+}
+
 fn add_level(level: &mut LevelRow, rows: &[RequestRow]) {
+    level.per_target = per_target(rows);
     let mut rates: Vec<f64> = rows
         .iter()
         .filter(|r| r.completed)
@@ -125,6 +174,9 @@ mod tests {
             sent_s: None,
             first_token_s: Some(first),
             end_s: Some(first + 1.0),
+            target: String::new(),
+            ttft_s: Some(first),
+            output_tokens: 10,
             ..RequestRow::default()
         };
         let rows: Vec<RequestRow> = (0..10)

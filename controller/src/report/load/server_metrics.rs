@@ -39,6 +39,7 @@ pub(super) fn add(dir: &Path, data: &mut RunData) -> Result<(), ReportError> {
     for level in &mut data.levels {
         level.server_waiting_max = waiting_max.get(&label_key(&level.label)).copied();
     }
+    super::ollama_ps::add(&rows, &mut data.levels);
     data.series.server_queue = series(queue);
     data.series.server_kv_pct = series(kv);
     merge_spans(&mut data.series.cycle_spans, spans);

@@ -107,10 +107,17 @@ impl Sweep<'_> {
             self.cfg.shape,
             self.cfg.duration,
         );
+        // A search runs one group (the plan refuses several): its model and targets.
+        let mut group = self.groups[0].clone();
+        if self.cfg.matrix.targets.len() <= 1 {
+            group.targets = vec![self.up.target.clone()];
+        }
         Phase {
             level,
-            plan,
+            plan: crate::plan::compile::for_group(plan, &group, self.cfg.matrix.policy),
             warmup: false,
+            kind: crate::plan::PhaseKind::Level,
+            group: 0,
             level_index: index,
             label,
         }
