@@ -14,16 +14,24 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokengun_common::schedule::{Arrivals, prompt_index};
+use tokengun_common::schedule::prompt_index;
 use tokengun_common::transport::root_cause;
 use tokengun_common::{
     AgentSelfCheck, CycleDone, CyclePlan, LIVE_REQUESTS_MAX, LoadShape, OutcomeKind, Progress,
-    RecordBody, RequestRecord, ServerTimings, TokenChunk, TokenSource,
+    RecordBody, RequestRecord, RequestWorkload, ServerTimings, TokenChunk, TokenSource,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+mod conversation;
+mod prepared;
+mod units;
+
+pub use prepared::{EngineError, PreparedCycle};
+
+use units::{Fired, Selected, reap};
 
 /// How often a running cycle reports progress.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -35,6 +43,8 @@ pub struct CycleCounters {
     pub tokens: AtomicU64,
     pub completed: AtomicU32,
     pub failed: AtomicU32,
+    /// Conversations begun (conversation plans only).
+    pub conversations: AtomicU32,
 }
 
 /// What every request of a cycle shares.
@@ -59,13 +69,6 @@ struct Shared {
     log: Arc<RecordLog>,
 }
 
-/// A cycle could not even begin (the plan was unusable on this agent).
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("cannot build a request for {url}: {reason}")]
-    Request { url: String, reason: String },
-}
-
 fn ns_since(origin: Instant, t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
 }
@@ -75,43 +78,6 @@ fn unix_now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// A cycle whose requests are built and ready to fire.
-pub struct PreparedCycle {
-    plan: CyclePlan,
-    targets: Targets,
-    bodies: Vec<Bytes>,
-}
-
-impl PreparedCycle {
-    /// Builds the request bodies every worker of the cycle will send (one per prompt), so the
-    /// hot path only clones a reference-counted buffer.
-    pub fn new(plan: CyclePlan) -> Result<Self, EngineError> {
-        let targets = Targets::new(&plan, plan.api.path())
-            .map_err(|(url, reason)| EngineError::Request { url, reason })?;
-        let url = targets.uri(0).to_string();
-        let bad = |reason: String| EngineError::Request {
-            url: url.clone(),
-            reason,
-        };
-        let bodies = plan
-            .prompts
-            .iter()
-            .map(|p| backend::request_body(&plan, p).map(Bytes::from))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(e.to_string()))?;
-        Ok(Self {
-            plan,
-            targets,
-            bodies,
-        })
-    }
-
-    /// The plan this cycle runs.
-    pub fn plan(&self) -> &CyclePlan {
-        &self.plan
-    }
 }
 
 impl Shared {
@@ -128,23 +94,59 @@ impl Shared {
         self.counters.started.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The prompt request `request_id` sends (chosen by the seed) and its ready body.
+    fn select(&self, request_id: u32, trace_prompt: Option<usize>) -> Selected {
+        let prompt = trace_prompt
+            .filter(|p| *p < self.bodies.len())
+            .unwrap_or_else(|| prompt_index(self.plan.seed, request_id, self.bodies.len()));
+        Selected {
+            prompt,
+            body: self.bodies[prompt].clone(),
+            conversation: 0,
+            turn: 0,
+            keep_answer: false,
+        }
+    }
+
+    /// One unit of the cycle's load from `intended_at`: a request, or a whole conversation when
+    /// the plan has turns; returns when it ended.
+    async fn unit(
+        &self,
+        intended_at: Instant,
+        cap: Option<&Semaphore>,
+        trace_prompt: Option<usize>,
+    ) -> Instant {
+        if self.plan.workload.is_conversation() {
+            return conversation::converse(self, intended_at, cap).await;
+        }
+        let id = self.next_request_id();
+        let sel = self.select(id, trace_prompt);
+        self.fire(id, intended_at, cap, sel).await.ended
+    }
+
     /// Runs one request and logs its record; returns when the request ended.
     async fn fire(
         &self,
         request_id: u32,
         intended_at: Instant,
         cap: Option<&Semaphore>,
-    ) -> Instant {
-        let rec = run_request(self, request_id, intended_at, cap).await;
+        sel: Selected,
+    ) -> Fired {
+        let (rec, answer) = run_request(self, request_id, intended_at, cap, sel).await;
         let ended = self.origin + Duration::from_nanos(rec.end_ns);
         let c = &self.counters;
-        if rec.outcome.is_failure() {
+        let failed = rec.outcome.is_failure();
+        if failed {
             c.failed.fetch_add(1, Ordering::Relaxed);
         } else {
             c.completed.fetch_add(1, Ordering::Relaxed);
         }
         self.log.append(RecordBody::Request(Box::new(rec)));
-        ended
+        Fired {
+            ended,
+            failed,
+            answer,
+        }
     }
 
     fn progress(&self) -> Progress {
@@ -166,17 +168,6 @@ impl Shared {
     }
 }
 
-/// Joins every finished worker; returns how many panicked (they wrote no record).
-fn reap(workers: &mut JoinSet<()>) -> u32 {
-    let mut lost = 0;
-    while let Some(r) = workers.try_join_next() {
-        if r.is_err() {
-            lost += 1;
-        }
-    }
-    lost
-}
-
 /// Releases the cycle's requests as its shape says, into `workers`; returns workers lost to a
 /// panic while it ran (finished ones are reaped as it goes, so a long open loop holds no memory
 /// for requests already recorded).
@@ -189,9 +180,8 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
         LoadShape::Burst => {
             for _ in 0..plan.concurrency {
                 let s = shared.clone();
-                let id = s.next_request_id();
                 workers.spawn(async move {
-                    s.fire(id, s.origin, None).await;
+                    s.unit(s.origin, None, None).await;
                 });
             }
         }
@@ -207,8 +197,7 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
                             s.cut_short.store(true, Ordering::Relaxed);
                             break;
                         }
-                        let id = s.next_request_id();
-                        intended = s.fire(id, intended, None).await;
+                        intended = s.unit(intended, None, None).await;
                     }
                 });
             }
@@ -218,7 +207,7 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
         LoadShape::Open => {
             let cap =
                 (plan.concurrency > 0).then(|| Arc::new(Semaphore::new(plan.concurrency as usize)));
-            for at in Arrivals::new(plan.arrival, plan.rate_per_s, plan.duration, plan.seed) {
+            for (at, trace_prompt) in units::arrivals(plan) {
                 let intended = shared.origin + at;
                 tokio::select! {
                     () = tokio::time::sleep_until(intended) => {}
@@ -229,9 +218,8 @@ async fn dispatch(shared: &Arc<Shared>, workers: &mut JoinSet<()>) -> u32 {
                 }
                 let s = shared.clone();
                 let cap = cap.clone();
-                let id = s.next_request_id();
                 workers.spawn(async move {
-                    s.fire(id, intended, cap.as_deref()).await;
+                    s.unit(intended, cap.as_deref(), trace_prompt).await;
                 });
                 lost += reap(workers);
             }
@@ -346,6 +334,9 @@ struct Measure<'a> {
     done: bool,
     /// The request left the client-side queue and went to the server.
     sent: bool,
+    /// Keep the answer's text, and the text kept.
+    keep_answer: bool,
+    answer: String,
 }
 
 impl Measure<'_> {
@@ -364,10 +355,11 @@ async fn run_request(
     request_id: u32,
     intended_at: Instant,
     cap: Option<&Semaphore>,
-) -> RequestRecord {
+    sel: Selected,
+) -> (RequestRecord, String) {
     let dispatched = Instant::now();
     let deadline = intended_at + s.plan.request_timeout;
-    let prompt = prompt_index(s.plan.seed, request_id, s.bodies.len());
+    let prompt = sel.prompt;
     let intended_start_ns = ns_since(s.origin, intended_at);
     let dispatched_ns = ns_since(s.origin, dispatched);
     let mut m = Measure {
@@ -376,6 +368,17 @@ async fn run_request(
             cycle_id: s.plan.cycle_id,
             request_id,
             prompt_index: u32::try_from(prompt).unwrap_or(u32::MAX),
+            workload: RequestWorkload {
+                // A later turn's prompt is longer than the prompt's own: not said.
+                intended_prompt_tokens: s
+                    .plan
+                    .prompts
+                    .get(prompt)
+                    .and_then(|p| p.input_tokens)
+                    .filter(|_| sel.turn <= 1),
+                conversation: sel.conversation,
+                turn: sel.turn,
+            },
             target_index: 0,
             dispatched_ns,
             intended_start_ns,
@@ -401,6 +404,8 @@ async fn run_request(
         },
         done: false,
         sent: false,
+        keep_answer: sel.keep_answer,
+        answer: String::new(),
     };
     // Held until the end is stamped, so the next request cannot appear to overlap this one.
     let mut permit = None;
@@ -411,12 +416,17 @@ async fn run_request(
                 permit = c.acquire().await.ok();
             }
             m.rec.sent_ns = ns_since(s.origin, Instant::now());
-            let target = s.targets.choose(request_id, m.rec.sent_ns);
+            // A conversation's turns stay on one instance (its prefix cache holds the history).
+            let target = if sel.conversation > 0 {
+                s.targets.choose_sticky(sel.conversation)
+            } else {
+                s.targets.choose(request_id, m.rec.sent_ns)
+            };
             m.rec.target_index = u32::try_from(target).unwrap_or(u32::MAX);
             let _in_flight = s.targets.enter(target);
             m.live.sent(m.rec.sent_ns);
             m.sent = true;
-            exchange(s, &mut m, prompt, target).await;
+            exchange(s, &mut m, sel.body, target).await;
         } => {}
         () = s.cancel.cancelled() => m.fail(OutcomeKind::Aborted, "cycle aborted"),
         () = tokio::time::sleep_until(deadline) => m.fail(
@@ -440,11 +450,11 @@ async fn run_request(
         r.outcome = OutcomeKind::Truncated;
         r.error = "the stream ended before the server said it was done".into();
     }
-    m.rec
+    (m.rec, m.answer)
 }
 
 /// Sends the request and reads the stream into `m` until it ends, fails or is done.
-async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize, target: usize) {
+async fn exchange(s: &Shared, m: &mut Measure<'_>, body: Bytes, target: usize) {
     let req = hyper::Request::post(s.targets.uri(target).clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(
@@ -460,7 +470,7 @@ async fn exchange(s: &Shared, m: &mut Measure<'_>, prompt: usize, target: usize)
             "x-tokengun-request",
             format!("{}-{}", s.plan.cycle_id, m.rec.request_id),
         )
-        .body(Full::new(s.bodies[prompt].clone()));
+        .body(Full::new(body));
     let req = match req {
         Ok(r) => r,
         Err(e) => return m.fail(OutcomeKind::ConnectError, e.to_string()),
@@ -514,15 +524,28 @@ async fn read_error_body(body: Incoming) -> String {
     }
 }
 
-async fn read_stream(
+async fn read_stream(s: &Shared, m: &mut Measure<'_>, body: Incoming, stamp: Option<&ReadStamp>) {
+    let backend = backend::backend(s.plan.api);
+    let stops_at_done = backend.stops_at_done();
+    let mut parser = backend.parser(s.plan.api);
+    if m.keep_answer {
+        parser.keep_answer();
+    }
+    read_frames(s, m, body, stamp, parser.as_mut(), stops_at_done).await;
+    if m.keep_answer {
+        m.answer = parser.take_answer();
+    }
+}
+
+/// Reads the stream's frames into `m` through `parser` until it ends, fails or is done.
+async fn read_frames(
     s: &Shared,
     m: &mut Measure<'_>,
     mut body: Incoming,
     stamp: Option<&ReadStamp>,
+    parser: &mut dyn backend::StreamParser,
+    stops_at_done: bool,
 ) {
-    let backend = backend::backend(s.plan.api);
-    let stops_at_done = backend.stops_at_done();
-    let mut parser = backend.parser(s.plan.api);
     // The units of one read; reused, so a request allocates it once.
     let mut chunks: Vec<Chunk> = Vec::new();
     loop {

@@ -339,6 +339,7 @@ mod tests {
             cycle_id,
             request_id,
             prompt_index: 0,
+            workload: Default::default(),
             target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 1,

@@ -83,6 +83,15 @@ impl Targets {
         }
     }
 
+    /// The target of every turn of conversation `conversation` (1-based): its own under
+    /// `Pinned`, else round-robin by conversation, so a conversation never changes instance.
+    pub fn choose_sticky(&self, conversation: u32) -> usize {
+        match (self.policy, self.pinned) {
+            (TargetPolicy::Pinned, Some(k)) => k,
+            _ => conversation.saturating_sub(1) as usize % self.uris.len().max(1),
+        }
+    }
+
     /// Counts a request in flight at target `i` until the guard drops.
     pub fn enter(&self, i: usize) -> InFlight<'_> {
         let c = &self.in_flight[i.min(self.in_flight.len().saturating_sub(1))];
@@ -124,6 +133,16 @@ mod tests {
         let got: Vec<usize> = (1..=6).map(|id| t.choose(id, 0)).collect();
         assert_eq!(got, [0, 1, 2, 0, 1, 2]);
         assert_eq!(t.uri(2).to_string(), "http://127.0.0.1:3/api/generate");
+    }
+
+    #[test]
+    fn a_conversation_keeps_its_instance_whatever_the_policy() {
+        let t = Targets::new(&plan(3, TargetPolicy::LeastInFlight, None), "/x").unwrap();
+        let _busy = t.enter(1);
+        assert_eq!(t.choose_sticky(2), 1, "sticky, not least busy");
+        assert_eq!(t.choose_sticky(4), 0);
+        let p = Targets::new(&plan(3, TargetPolicy::Pinned, Some(2)), "/x").unwrap();
+        assert_eq!(p.choose_sticky(1), 2);
     }
 
     #[test]

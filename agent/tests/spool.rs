@@ -75,14 +75,11 @@ fn plan(url: &str, concurrency: u32, duration: Duration) -> CyclePlan {
         target_url: url.into(),
         api: Api::OllamaGenerate,
         model: "deepseek-r1:7b".into(),
-        prompts: vec![PromptSpec {
-            text: "Why is the sky blue?".into(),
-            max_tokens: None,
-            extra_body_json: String::new(),
-        }],
+        prompts: vec![PromptSpec::plain("Why is the sky blue?")],
         request_timeout: Duration::from_secs(60),
         options: RequestOptions::default(),
         extra_body_json: String::new(),
+        workload: Default::default(),
     }
 }
 

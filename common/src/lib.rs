@@ -18,11 +18,12 @@ pub mod transport;
 
 pub use monitor::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, SourceStatus};
 pub use plan::{
-    Api, Arrival, CyclePlan, LoadShape, PlanError, PromptSpec, RequestOptions, TargetPolicy,
+    Api, Arrival, CyclePlan, CycleWorkload, LoadShape, PlanError, PromptSpec, RequestOptions,
+    TargetPolicy,
 };
 pub use record::{
     AgentSelfCheck, CycleDone, LIVE_REQUESTS_MAX, LivePhase, LiveRequest, OutcomeKind, Progress,
-    Record, RecordBody, RequestRecord, ServerTimings, TokenChunk, TokenSource,
+    Record, RecordBody, RequestRecord, RequestWorkload, ServerTimings, TokenChunk, TokenSource,
 };
 pub use stats::{CycleInfo, CycleStats, CycleSummary, Percentiles, Slo};
 

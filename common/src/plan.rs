@@ -178,6 +178,22 @@ pub struct PromptSpec {
     /// A JSON object merged into this prompt's request body (after the plan's own), or empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub extra_body_json: String,
+    /// The chat messages (a JSON array of `{"role", "content"}`) chat APIs send instead of `text`
+    /// as one user message; empty for a plain prompt. `text` then holds them flattened, for the
+    /// completion APIs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub messages_json: String,
+    /// Prompt tokens this prompt was made to have (exact with a tokenizer, else estimated), to
+    /// check against the server's count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u32>,
+    /// Ask the server to generate exactly `max_tokens` (`ignore_eos`, `min_tokens` where the API
+    /// has them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_output: bool,
+    /// A conversation's later user turns, in order (ShareGPT's later human turns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later_turns: Vec<String>,
 }
 
 impl PromptSpec {
@@ -187,7 +203,19 @@ impl PromptSpec {
             text: text.into(),
             max_tokens: None,
             extra_body_json: String::new(),
+            messages_json: String::new(),
+            input_tokens: None,
+            force_output: false,
+            later_turns: Vec::new(),
         }
+    }
+
+    /// Bytes this prompt holds (what it costs in a plan sent to an agent).
+    pub fn size_bytes(&self) -> usize {
+        self.text.len()
+            + self.extra_body_json.len()
+            + self.messages_json.len()
+            + self.later_turns.iter().map(String::len).sum::<usize>()
     }
 }
 
@@ -254,6 +282,9 @@ pub struct CyclePlan {
     pub options: RequestOptions,
     /// A JSON object merged into every request body, or empty.
     pub extra_body_json: String,
+    /// Conversations and trace replay (all empty: independent requests on the shape's schedule).
+    #[serde(default)]
+    pub workload: CycleWorkload,
     /// Every server instance of the cycle, `target_url` first; empty = `target_url` alone.
     #[serde(default)]
     pub target_urls: Vec<String>,
@@ -262,6 +293,33 @@ pub struct CyclePlan {
     /// `Pinned`: the one target (index into `target_urls`) this agent sends to.
     #[serde(default)]
     pub pinned_target: Option<u32>,
+}
+
+/// What a cycle's workload adds to its shape: conversations of several turns, or a trace's
+/// arrivals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CycleWorkload {
+    /// Turns per conversation (0 or 1: requests are independent). A level then counts
+    /// conversations: each sends turn 1, waits for its answer and the think time, then sends
+    /// turn 2 with the whole history and the answer it got, and so on.
+    pub turns: u32,
+    /// Between an answer and the next turn.
+    #[serde(with = "duration_ms")]
+    pub think_time: Duration,
+    /// Think times drawn exponential around `think_time` (seeded) instead of fixed.
+    pub think_exponential: bool,
+    /// Trace replay (open loop): each arrival's offset from the origin, ms, in order; replaces
+    /// the rate's schedule when not empty.
+    pub trace_at_ms: Vec<u64>,
+    /// The prompt each trace arrival sends (same length as `trace_at_ms`).
+    pub trace_prompt: Vec<u32>,
+}
+
+impl CycleWorkload {
+    /// Requests run as conversations.
+    pub fn is_conversation(&self) -> bool {
+        self.turns > 1
+    }
 }
 
 impl CyclePlan {

@@ -133,6 +133,16 @@ pub struct TokenChunk {
     pub tokens: u32,
 }
 
+/// What the workload meant a request to be (all absent for a plain prompt).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestWorkload {
+    /// Prompt tokens the prompt was made to have (exact with a tokenizer, else estimated).
+    pub intended_prompt_tokens: Option<u32>,
+    /// The conversation the request belongs to (1-based within its cycle; 0: none).
+    pub conversation: u32,
+    /// Its turn in the conversation (1-based; 0: not a conversation).
+    pub turn: u32,
+}
 /// The error kind (in `errors_by_kind`) of a request Ollama refused because its scheduler's
 /// queue was full: HTTP 503 `server busy, please try again.  maximum pending requests exceeded`.
 pub const QUEUE_FULL_KIND: &str = "queue_full";
@@ -146,6 +156,9 @@ pub struct RequestRecord {
     pub request_id: u32,
     /// Which prompt of the plan's workload the request sent.
     pub prompt_index: u32,
+    /// Where the request sits in its workload: intended prompt tokens, conversation and turn.
+    #[serde(default)]
+    pub workload: RequestWorkload,
     /// Which of the cycle's targets (`CyclePlan::target_urls`, 0 = the first) it went to.
     #[serde(default)]
     pub target_index: u32,
@@ -425,6 +438,7 @@ mod tests {
             cycle_id: 1,
             request_id: 1,
             prompt_index: 0,
+            workload: Default::default(),
             target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 1_000_000,

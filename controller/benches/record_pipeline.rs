@@ -33,6 +33,7 @@ fn record(id: u32, tokens: u32) -> RequestRecord {
         cycle_id: 1,
         request_id: id,
         prompt_index: id % 5,
+        workload: Default::default(),
         target_index: 0,
         intended_start_ns: start_ns,
         dispatched_ns: start_ns + 3_000,

@@ -309,6 +309,7 @@ mod tests {
             request_timeout: Duration::from_secs(60),
             options: RequestOptions::default(),
             extra_body_json: String::new(),
+            workload: Default::default(),
         }
     }
 
@@ -317,6 +318,7 @@ mod tests {
             cycle_id,
             request_id: id,
             prompt_index: 0,
+            workload: Default::default(),
             target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 1_000_000,

@@ -78,6 +78,10 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
                     text: q.text.clone(),
                     extra_body_json: q.extra_body_json.clone(),
                     max_tokens: q.max_tokens,
+                    messages_json: q.messages_json.clone(),
+                    input_tokens: q.input_tokens,
+                    force_output: q.force_output,
+                    later_turns: q.later_turns.clone(),
                 })
                 .collect(),
             options: Some(pb::RequestOptions {
@@ -89,6 +93,11 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
             }),
             request_timeout_ms: ms(p.request_timeout),
             extra_body_json: p.extra_body_json.clone(),
+            conversation_turns: p.workload.turns,
+            think_time_ms: ms(p.workload.think_time),
+            think_exponential: p.workload.think_exponential,
+            trace_at_ms: p.workload.trace_at_ms.clone(),
+            trace_prompt: p.workload.trace_prompt.clone(),
             target_urls: p.target_urls.clone(),
             target_policy: match p.target_policy {
                 dom::TargetPolicy::RoundRobin => pb::TargetPolicy::RoundRobin,
@@ -156,6 +165,10 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                     text: q.text,
                     max_tokens: q.max_tokens,
                     extra_body_json: q.extra_body_json,
+                    messages_json: q.messages_json,
+                    input_tokens: q.input_tokens,
+                    force_output: q.force_output,
+                    later_turns: q.later_turns,
                 })
                 .collect(),
             options: p
@@ -170,6 +183,13 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                 .unwrap_or_default(),
             request_timeout: Duration::from_millis(p.request_timeout_ms),
             extra_body_json: p.extra_body_json,
+            workload: dom::CycleWorkload {
+                turns: p.conversation_turns,
+                think_time: Duration::from_millis(p.think_time_ms),
+                think_exponential: p.think_exponential,
+                trace_at_ms: p.trace_at_ms,
+                trace_prompt: p.trace_prompt,
+            },
         };
         plan.validate()
             .map_err(|e| ConvertError::Invalid(e.to_string()))?;
@@ -219,6 +239,9 @@ impl From<&dom::RequestRecord> for pb::RequestRecord {
             cycle_id: r.cycle_id,
             request_id: r.request_id,
             prompt_index: r.prompt_index,
+            intended_prompt_tokens: r.workload.intended_prompt_tokens,
+            conversation: r.workload.conversation,
+            turn: r.workload.turn,
             target_index: r.target_index,
             intended_start_ns: r.intended_start_ns,
             dispatched_ns: r.dispatched_ns,
@@ -284,6 +307,11 @@ impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
             cycle_id: r.cycle_id,
             request_id: r.request_id,
             prompt_index: r.prompt_index,
+            workload: dom::RequestWorkload {
+                intended_prompt_tokens: r.intended_prompt_tokens,
+                conversation: r.conversation,
+                turn: r.turn,
+            },
             target_index: r.target_index,
             intended_start_ns: r.intended_start_ns,
             dispatched_ns: r.dispatched_ns,
@@ -616,6 +644,11 @@ mod tests {
             cycle_id: 2,
             request_id: 5,
             prompt_index: 3,
+            workload: dom::RequestWorkload {
+                intended_prompt_tokens: Some(40),
+                conversation: 2,
+                turn: 3,
+            },
             target_index: 2,
             intended_start_ns: 1,
             dispatched_ns: 2,
@@ -734,6 +767,10 @@ mod tests {
                 text: "p".into(),
                 max_tokens: Some(3),
                 extra_body_json: r#"{"options":{"temperature":0}}"#.into(),
+                messages_json: r#"[{"role":"user","content":"p"}]"#.into(),
+                input_tokens: Some(7),
+                force_output: true,
+                later_turns: vec!["next".into()],
             }],
             request_timeout: Duration::from_secs(1),
             options: dom::RequestOptions {
@@ -742,6 +779,13 @@ mod tests {
                 ..Default::default()
             },
             extra_body_json: String::new(),
+            workload: dom::CycleWorkload {
+                turns: 3,
+                think_time: Duration::from_millis(250),
+                think_exponential: true,
+                trace_at_ms: vec![0, 40],
+                trace_prompt: vec![0, 0],
+            },
         }
     }
 

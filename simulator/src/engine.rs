@@ -100,6 +100,8 @@ struct State {
     /// Hashes of prompts still in a slot's cache (a set for lookups, a queue for eviction).
     cached: HashSet<u64>,
     cache_order: VecDeque<u64>,
+    /// Prompt prefixes in whole blocks (shared system prompts, earlier turns).
+    prefix: crate::prefix_cache::PrefixCache,
     /// Slots handed back, lowest first, and the next never-used slot.
     free_slots: BinaryHeap<Reverse<u32>>,
     next_slot: u32,
@@ -114,6 +116,9 @@ pub struct GenRequest {
     pub prompt_text: String,
     /// `num_predict` / `max_tokens`, when the client capped the output.
     pub max_tokens: Option<u32>,
+    /// `ignore_eos` (vLLM, llama.cpp): the generation runs to `max_tokens` whatever the model's
+    /// own length.
+    pub ignore_eos: bool,
     pub cache_prompt: bool,
     pub client_id: Option<String>,
     /// Ollama's `keep_alive: 0`: the model is unloaded once this request ends.
@@ -179,6 +184,7 @@ impl Engine {
                 running: 0,
                 cached: HashSet::new(),
                 cache_order: VecDeque::new(),
+                prefix: Default::default(),
                 free_slots: BinaryHeap::new(),
                 next_slot: 0,
             }),
@@ -293,7 +299,11 @@ impl Engine {
                 min + (len_rng.next_u64() % u64::from(max - min + 1)) as u32
             }
         };
-        let tokens = req.max_tokens.map_or(full, |m| m.min(full));
+        let tokens = match req.max_tokens {
+            Some(m) if req.ignore_eos => m,
+            Some(m) => m.min(full),
+            None => full,
+        };
         let prompt_tokens = estimate_tokens(&req.prompt_text);
         let r = self.reserve(req, admitted, prompt_tokens);
         let f = &self.cfg.faults;
@@ -318,7 +328,7 @@ impl Engine {
             index,
             rng,
             tokens,
-            length_capped: tokens < full,
+            length_capped: tokens < full || (req.ignore_eos && req.max_tokens.is_some()),
             prompt_tokens,
             cached_tokens: r.cached_tokens,
             arrived,
@@ -404,8 +414,14 @@ impl Engine {
         s.running += 1;
         s.unload_when_idle |= req.unload_after;
         let h = hash(&req.prompt_text);
+        // Blocks of prompt kept per slot's worth of cache, as the whole-prompt cache keeps one
+        // prompt per slot.
+        let blocks = (e.slots as usize).min(CACHE_MAX) * 256;
+        let prefix = s.prefix.lookup_insert(&req.prompt_text, blocks);
         let cached = if req.cache_prompt && s.cached.contains(&h) {
             prompt_tokens.saturating_sub(1)
+        } else if req.cache_prompt {
+            prefix.min(prompt_tokens.saturating_sub(1))
         } else {
             0
         };

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod prefix_cache;
 mod request;
 pub mod wire;
 

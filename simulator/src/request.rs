@@ -69,6 +69,10 @@ pub(crate) fn parse_request(
             max_tokens: max_tokens
                 .filter(|n| *n > 0)
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            ignore_eos: v
+                .get("ignore_eos")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             cache_prompt: v
                 .get("cache_prompt")
                 .and_then(Value::as_bool)

@@ -464,6 +464,7 @@ async fn main() {
         request_timeout: Duration::from_secs(120),
         options: RequestOptions::default(),
         extra_body_json: String::new(),
+        workload: Default::default(),
     };
     let collected = run_cycle(&agent, &plan).await;
     let export = sim.truth().await;

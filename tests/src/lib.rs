@@ -61,6 +61,9 @@ pub fn run_config(target: &str, model: &str, levels: &[u32], out: &Path) -> RunC
         prompts: vec![PromptSpec::plain(
             "What is the philosophical definition of time?",
         )],
+        workload: Default::default(),
+        cycle_workload: Default::default(),
+        search: None,
         shape: LoadShape::Burst,
         levels: levels
             .iter()

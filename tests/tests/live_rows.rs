@@ -53,6 +53,7 @@ async fn progress_lists_in_flight_requests_capped_with_a_count_of_the_rest() {
         request_timeout: Duration::from_secs(60),
         options: RequestOptions::default(),
         extra_body_json: String::new(),
+        workload: Default::default(),
     };
     let mut results = link.results(0).await.unwrap();
     link.prepare(&plan).await.unwrap();

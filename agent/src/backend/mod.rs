@@ -70,6 +70,13 @@ pub(crate) trait StreamParser: Send {
 
     /// Bytes of a unit the stream never finished.
     fn leftover(&self) -> usize;
+
+    /// Keeps the answer text from here on (a conversation's next turn sends it back); off by
+    /// default, so a plain request allocates nothing for it.
+    fn keep_answer(&mut self);
+
+    /// The answer text kept since [`StreamParser::keep_answer`].
+    fn take_answer(&mut self) -> String;
 }
 
 /// How a stream is cut into units: NDJSON lines, SSE events.
@@ -154,6 +161,14 @@ impl<F: Framing, P: UnitParser> StreamParser for Framed<F, P> {
     fn leftover(&self) -> usize {
         self.framing.pending()
     }
+
+    fn keep_answer(&mut self) {
+        self.think.kept.get_or_insert_with(String::new);
+    }
+
+    fn take_answer(&mut self) -> String {
+        self.think.kept.take().unwrap_or_default()
+    }
 }
 
 /// What one unit of a stream (an NDJSON line, an SSE event) said.
@@ -188,6 +203,9 @@ impl Chunk {
                 self.reasoning_tokens += 1;
             } else {
                 self.answer_tokens += 1;
+                if let Some(kept) = &mut think.kept {
+                    kept.push_str(text);
+                }
             }
         }
     }
@@ -225,9 +243,28 @@ pub fn max_tokens(plan: &CyclePlan, prompt: &PromptSpec) -> Option<u32> {
     prompt.max_tokens.or(plan.options.max_tokens)
 }
 
+/// The chat messages for `prompt`: its own (a JSON array checked by [`request_body`]), else its
+/// text as one user message.
+pub fn chat_messages(prompt: &PromptSpec) -> Value {
+    if !prompt.messages_json.is_empty() {
+        if let Ok(m @ Value::Array(_)) = serde_json::from_str(&prompt.messages_json) {
+            return m;
+        }
+    }
+    serde_json::json!([{"role": "user", "content": prompt.text}])
+}
+
 /// The JSON body of a streamed request for `prompt`: the API's own fields, the plan's request
 /// options in the API's names, then the plan's extra JSON, then the prompt's.
 pub fn request_body(plan: &CyclePlan, prompt: &PromptSpec) -> Result<Vec<u8>, serde_json::Error> {
+    if !prompt.messages_json.is_empty() {
+        let m: Value = serde_json::from_str(&prompt.messages_json)?;
+        if !m.is_array() {
+            return Err(serde::de::Error::custom(
+                "a prompt's messages must be a JSON array",
+            ));
+        }
+    }
     let mut body = backend(plan.api).body(plan, prompt);
     for extra in [&plan.extra_body_json, &prompt.extra_body_json] {
         if !extra.trim().is_empty() {
@@ -257,6 +294,8 @@ pub fn error_text(body: &[u8]) -> String {
 #[derive(Debug, Default)]
 pub struct InlineThink {
     inside: bool,
+    /// The answer text so far, when a conversation keeps it.
+    kept: Option<String>,
 }
 
 impl InlineThink {
@@ -301,6 +340,7 @@ mod tests {
                 ..Default::default()
             },
             extra_body_json: r#"{"options":{"top_k":5}}"#.into(),
+            workload: Default::default(),
         }
     }
 
@@ -310,6 +350,7 @@ mod tests {
             text: "p".into(),
             max_tokens: Some(4),
             extra_body_json: r#"{"keep_alive":"1m"}"#.into(),
+            ..PromptSpec::plain("p")
         };
         let v: Value =
             serde_json::from_slice(&request_body(&plan(Api::OllamaGenerate), &prompt).unwrap())
@@ -334,6 +375,34 @@ mod tests {
                 .unwrap();
         assert_eq!(v["prompt"], "p");
         assert_eq!(v["stream"], true);
+    }
+
+    #[test]
+    fn a_prompts_own_messages_go_to_chat_apis_and_forced_outputs_ask_for_their_length() {
+        let prompt = PromptSpec {
+            messages_json: r#"[{"role":"system","content":"s"},{"role":"user","content":"q"}]"#
+                .into(),
+            max_tokens: Some(9),
+            force_output: true,
+            ..PromptSpec::plain("s\n\nq")
+        };
+        for api in [Api::OllamaChat, Api::OpenaiChat] {
+            let v: Value =
+                serde_json::from_slice(&request_body(&plan(api), &prompt).unwrap()).unwrap();
+            assert_eq!(v["messages"][0]["role"], "system", "{api:?}");
+            assert_eq!(v["messages"][1]["content"], "q", "{api:?}");
+        }
+        let v: Value =
+            serde_json::from_slice(&request_body(&plan(Api::OpenaiCompletions), &prompt).unwrap())
+                .unwrap();
+        assert_eq!(v["prompt"], "s\n\nq");
+        assert_eq!(v["ignore_eos"], true);
+        assert_eq!(v["min_tokens"], 9);
+        let bad = PromptSpec {
+            messages_json: r#"{"role":"user"}"#.into(),
+            ..PromptSpec::plain("q")
+        };
+        assert!(request_body(&plan(Api::OpenaiChat), &bad).is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl Backend for Ollama {
         let o = &plan.options;
         let mut b = match plan.api {
             Api::OllamaChat => {
-                json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}], "stream": true})
+                json!({"model": plan.model, "messages": super::chat_messages(prompt), "stream": true})
             }
             _ => json!({"model": plan.model, "prompt": prompt.text, "stream": true}),
         };

@@ -32,7 +32,7 @@ impl Backend for OpenAi {
         let o = &plan.options;
         let mut b = match plan.api {
             Api::OpenaiChat => {
-                json!({"model": plan.model, "messages": [{"role": "user", "content": prompt.text}]})
+                json!({"model": plan.model, "messages": super::chat_messages(prompt)})
             }
             _ => json!({"model": plan.model, "prompt": prompt.text}),
         };
@@ -41,6 +41,11 @@ impl Backend for OpenAi {
         b["stream_options"] = json!({"include_usage": true});
         if let Some(n) = super::max_tokens(plan, prompt) {
             b["max_tokens"] = json!(n);
+            if prompt.force_output {
+                // vLLM honours both; llama.cpp and SGLang ignore_eos; others ignore them.
+                b["ignore_eos"] = json!(true);
+                b["min_tokens"] = json!(n);
+            }
         }
         if let Some(t) = o.temperature {
             b["temperature"] = json!(t);

@@ -111,6 +111,12 @@ pub struct Manifest<C = CycleSummary> {
     /// What was monitored besides the load (absent with --no-monitor, and before monitoring).
     #[serde(default)]
     pub monitor: Option<MonitorInfo>,
+    /// An SLO search's probes and answer (`--search slo` runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<super::SearchRecord>,
+    /// What the workload was (absent in runs from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<super::WorkloadInfo>,
     /// The warm-up phase's figures (not counted in `cycles`).
     pub warmup: Option<C>,
     pub cycles: Vec<C>,

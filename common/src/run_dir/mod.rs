@@ -31,6 +31,8 @@ mod cycles_server;
 pub mod manifest;
 pub mod monitor_files;
 pub mod requests;
+pub mod search;
+pub mod workload;
 
 pub use csv_file::{OutputError, ReadError, write_atomic};
 pub use cycles::{CyclesCsv, cycles_header, cycles_row, read_cycles};
@@ -46,6 +48,8 @@ pub use requests::{
     REQUEST_SUMMARY_HEADER, RequestRow, RequestSummaryCsv, THROUGHPUT_HEADER, read_request_summary,
     request_summary_row, timestamp, write_throughput,
 };
+pub use search::{SearchProbe, SearchRecord};
+pub use workload::WorkloadInfo;
 
 use crate::{Api, path_safe};
 use std::path::{Path, PathBuf};

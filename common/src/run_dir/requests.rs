@@ -63,6 +63,11 @@ pub mod col {
     pub const PREFILL_TIME: &str = "PrefillTime";
     pub const DECODE_TIME: &str = "DecodeTime";
     pub const CLIENT_TIME: &str = "ClientTime";
+    /// What the workload meant: the prompt's intended tokens, the conversation and the turn
+    /// (empty when not made to a length / not a conversation).
+    pub const INTENDED_PROMPT_TOKENS: &str = "IntendedPromptTokens";
+    pub const CONVERSATION: &str = "Conversation";
+    pub const TURN: &str = "Turn";
     /// The server instance the request went to (its base URL).
     pub const TARGET: &str = "Target";
     /// The breakdown's five parts, in file order.
@@ -119,6 +124,9 @@ pub const REQUEST_SUMMARY_HEADER: &[&str] = &[
     col::PREFILL_TIME,
     col::DECODE_TIME,
     col::CLIENT_TIME,
+    col::INTENDED_PROMPT_TOKENS,
+    col::CONVERSATION,
+    col::TURN,
     col::TARGET,
 ];
 
@@ -194,6 +202,12 @@ pub fn request_summary_row(r: &RequestRecord, targets: &[String]) -> Vec<String>
         ]
         .map(ns_s),
     );
+    let w = &r.workload;
+    row.extend([
+        opt(w.intended_prompt_tokens),
+        opt((w.conversation > 0).then_some(w.conversation)),
+        opt((w.turn > 0).then_some(w.turn)),
+    ]);
     row.push(
         targets
             .get(r.target_index as usize)
@@ -239,7 +253,7 @@ impl RequestSummaryCsv {
 
 /// One request of `request_summary.csv` as a reader needs it (seconds from the cycle's origin;
 /// `None` where the cell is empty or the column absent).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestRow {
     pub request_id: u64,
     /// Its status was `Completed`.
@@ -251,10 +265,15 @@ pub struct RequestRow {
     pub sent_s: Option<f64>,
     pub first_token_s: Option<f64>,
     pub end_s: Option<f64>,
+    /// Time to first token, seconds from the intended start.
+    pub ttft_s: Option<f64>,
+    /// The server's prompt count, and what the workload meant (absent in older files).
+    pub prompt_tokens: Option<f64>,
+    pub intended_prompt_tokens: Option<f64>,
+    pub server_cached_tokens: Option<f64>,
+    pub turn: Option<f64>,
     /// The server instance it went to (empty in files from before the column).
     pub target: String,
-    /// Its TTFT, seconds.
-    pub ttft_s: Option<f64>,
     pub output_tokens: u64,
 }
 
@@ -277,8 +296,12 @@ pub fn read_request_summary(level_dir: &Path) -> Result<Option<Vec<RequestRow>>,
                 sent_s: c.num(col::SENT),
                 first_token_s: c.num(col::FIRST_TOKEN),
                 end_s: c.num(col::END),
-                target: c.get(col::TARGET).unwrap_or_default().to_string(),
                 ttft_s: c.num(col::TTFT),
+                prompt_tokens: c.num(col::PROMPT_TOKENS),
+                intended_prompt_tokens: c.num(col::INTENDED_PROMPT_TOKENS),
+                server_cached_tokens: c.num(col::SERVER_CACHED_TOKENS),
+                turn: c.num(col::TURN),
+                target: c.get(col::TARGET).unwrap_or_default().to_string(),
                 output_tokens: c.num(col::TOKEN_COUNT).map_or(0, |v| v.max(0.0) as u64),
             })
             .collect(),
@@ -347,6 +370,11 @@ pub(crate) mod tests {
             cycle_id: 1,
             request_id: 7,
             prompt_index: 0,
+            workload: crate::record::RequestWorkload {
+                intended_prompt_tokens: Some(10),
+                conversation: 2,
+                turn: 3,
+            },
             target_index: 0,
             intended_start_ns: 0,
             dispatched_ns: 0,
@@ -450,8 +478,12 @@ pub(crate) mod tests {
                 sent_s: Some(0.0),
                 first_token_s: Some(2.0),
                 end_s: Some(2.3),
-                target: "http://a:1".into(),
                 ttft_s: Some(2.0),
+                prompt_tokens: Some(12.0),
+                intended_prompt_tokens: Some(10.0),
+                server_cached_tokens: None,
+                turn: Some(3.0),
+                target: "http://a:1".into(),
                 output_tokens: 3,
             }
         );

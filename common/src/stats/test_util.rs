@@ -15,6 +15,7 @@ pub(crate) fn done(id: u32, start_ms: u64, first_ms: u64, n: u32, gap_ms: u64) -
         cycle_id: 1,
         request_id: id,
         prompt_index: 0,
+        workload: Default::default(),
         target_index: 0,
         intended_start_ns: start_ms * 1_000_000,
         dispatched_ns: start_ms * 1_000_000,

@@ -17,6 +17,7 @@ pub mod report;
 pub mod resume;
 pub mod run;
 pub mod sim;
+pub mod workload_args;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -191,6 +191,8 @@ pub struct RunArgs {
     pub agents: Vec<String>,
     #[command(flatten)]
     pub auth: AgentAuthArgs,
+    #[command(flatten)]
+    pub workload: super::workload_args::WorkloadArgs,
     /// Folder that receives the run's folder [default: results].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -304,6 +306,8 @@ impl RunArgs {
             on_agent_loss: self.on_agent_loss.clone(),
             reconnect_wait: self.reconnect_wait.clone(),
             throughput_csv: self.no_throughput_csv.then_some(false),
+            workload: self.workload.as_plan(),
+            search: self.workload.search_plan(),
             models: None,
             targets: None,
             target_policy: self.target_policy.clone(),

@@ -57,7 +57,7 @@ pub fn level_cycle_id(index: usize) -> u32 {
 
 /// `plan` aimed at `group`: its model and targets (the first as `target_url`; pinned agents
 /// learn their own in `share_targets`).
-fn for_group(mut plan: CyclePlan, group: &Group, policy: TargetPolicy) -> CyclePlan {
+pub fn for_group(mut plan: CyclePlan, group: &Group, policy: TargetPolicy) -> CyclePlan {
     plan.model = group.model.clone();
     if let Some(first) = group.targets.first() {
         plan.target_url = first.clone();
@@ -121,6 +121,7 @@ pub fn cycle_plan(
         request_timeout: cfg.request_timeout,
         options: cfg.options.clone(),
         extra_body_json: cfg.extra_body_json.clone(),
+        workload: cfg.cycle_workload.clone(),
         target_urls: Vec::new(),
         target_policy: TargetPolicy::RoundRobin,
         pinned_target: None,

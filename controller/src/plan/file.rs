@@ -87,6 +87,10 @@ pub struct PlanFile {
     pub reconnect_wait: Option<String>,
     /// The study's per-request throughput CSVs (default true; records.pb has the timelines).
     pub throughput_csv: Option<bool>,
+    /// `[workload]`: token lengths, output lengths, shared prefixes (see `plan::synth`).
+    pub workload: Option<super::synth::WorkloadPlan>,
+    /// `[search]`: the highest level meeting the SLO (see `plan::search_keys`).
+    pub search: Option<super::search_keys::SearchPlan>,
     /// Several models, swept one after another (`model` may also be `a,b,c`).
     pub models: Option<Vec<String>>,
     /// Several server instances the load is spread over (`target` may also be `URL1,URL2`).
@@ -119,6 +123,8 @@ pub enum PlanFileError {
     },
     #[error(transparent)]
     Workload(#[from] workload::WorkloadError),
+    #[error(transparent)]
+    Synth(#[from] super::synth::SynthError),
 }
 
 pub(super) fn field(field: &'static str, message: impl Into<String>) -> PlanFileError {
@@ -191,7 +197,10 @@ impl PlanFile {
                 plan.prompts = Some(dir.join(p).to_string_lossy().into_owned());
             }
         }
-        // So are certificate and token files.
+        // So are certificate and token files, and a tokenizer.
+        if let (Some(w), Some(dir)) = (plan.workload.as_mut(), path.parent()) {
+            w.resolve_beside(dir);
+        }
         if let Some(dir) = path.parent() {
             for f in [
                 &mut plan.agent_ca,
@@ -213,7 +222,9 @@ impl PlanFile {
         if over.prompt.is_some() {
             self.prompts = None;
         }
-        // So does a model or target given as a flag over the file's lists.
+        let workload = super::synth::WorkloadPlan::overlay(self.workload.take(), over.workload);
+        let search = super::search_keys::SearchPlan::overlay(self.search.take(), over.search);
+        // A model or target given as a flag replaces the file's lists.
         if over.model.is_some() {
             self.models = None;
         }
@@ -221,7 +232,7 @@ impl PlanFile {
             self.targets = None;
         }
         macro_rules! pick {
-            ($($f:ident),*) => { PlanFile { $($f: over.$f.or(self.$f)),* } };
+            ($($f:ident),*) => { PlanFile { workload, search, $($f: over.$f.or(self.$f)),* } };
         }
         pick!(
             target,
@@ -297,7 +308,7 @@ impl PlanFile {
                 return Err(field("stop_on_error_rate", "a percentage from 0 to 100"));
             }
         }
-        let prompts = self.prompts(seed)?;
+        let (prompts, workload, cycle_workload) = self.prompts(seed)?;
         let (options, extra_body_json) = self.request_options()?;
         let api = self.api()?;
         let slo = self.slo()?;
@@ -305,7 +316,7 @@ impl PlanFile {
         let target = matrix.targets[0].clone();
         let model = matrix.models[0].clone();
         let agent_auth = self.agent_auth()?;
-        Ok(RunConfig {
+        let cfg = RunConfig {
             matrix,
             warnings: self.warnings(shape),
             target,
@@ -313,6 +324,9 @@ impl PlanFile {
             options,
             model,
             prompts,
+            workload,
+            cycle_workload,
+            search: super::search_keys::compile(self.search.as_ref(), shape)?,
             shape,
             levels,
             duration: duration_v,
@@ -344,7 +358,17 @@ impl PlanFile {
                 }
                 s
             }),
-        })
+        };
+        if cfg.search.is_some() && cfg.groups().len() > 1 {
+            return Err(field(
+                "search",
+                "an SLO search runs one group: give one model, one instance count and one server setting (run one search per group)",
+            ));
+        }
+        Ok(super::trace::replay_level(
+            cfg,
+            self.shape.is_some() || self.levels.is_some(),
+        )?)
     }
 
     /// The model asked for, or the study's.
@@ -451,19 +475,24 @@ impl PlanFile {
     }
 
     /// The workload: the prompts source, or the one prompt (the study's by default).
-    fn prompts(&self, seed: u64) -> Result<Vec<PromptSpec>, PlanFileError> {
-        let prompts: Vec<PromptSpec> = match &self.prompts {
-            Some(source) => workload::load(source, seed)?,
-            None => vec![PromptSpec::plain(
-                self.prompt
-                    .clone()
-                    .unwrap_or_else(|| defaults::PROMPT.to_string()),
-            )],
+    fn prompts(
+        &self,
+        seed: u64,
+    ) -> Result<
+        (
+            Vec<PromptSpec>,
+            tokengun_common::run_dir::WorkloadInfo,
+            tokengun_common::CycleWorkload,
+        ),
+        PlanFileError,
+    > {
+        let base = super::synth::Base {
+            prompts: self.prompts.as_deref(),
+            prompt: self.prompt.as_deref(),
+            default_prompt: defaults::PROMPT,
         };
-        let workload_bytes: usize = prompts
-            .iter()
-            .map(|p| p.text.len() + p.extra_body_json.len())
-            .sum();
+        let (prompts, info, cycle) = super::synth::compile(&base, self.workload.as_ref(), seed)?;
+        let workload_bytes: usize = prompts.iter().map(PromptSpec::size_bytes).sum();
         if workload_bytes > MAX_WORKLOAD_BYTES {
             return Err(field(
                 if self.prompts.is_some() {
@@ -476,7 +505,7 @@ impl PlanFile {
                 ),
             ));
         }
-        Ok(prompts)
+        Ok((prompts, info, cycle))
     }
 
     /// The API named, or None for `auto` (the agent finds out).

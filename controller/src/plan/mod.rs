@@ -3,9 +3,15 @@
 //! ([`compile`]), all checked before anything is sent.
 
 pub mod compile;
+pub mod datasets;
 pub mod file;
 pub mod matrix;
+pub mod search;
+pub mod search_keys;
 pub mod server;
+pub mod synth;
+pub mod tokens;
+pub mod trace;
 pub mod workload;
 
 pub use compile::{
@@ -90,6 +96,15 @@ pub struct RunConfig {
     #[serde(default)]
     pub matrix: Matrix,
     pub prompts: Vec<PromptSpec>,
+    /// What the prompts are (source, lengths exact or not), for run.json and the report.
+    #[serde(default)]
+    pub workload: tokengun_common::run_dir::WorkloadInfo,
+    /// What each cycle's plan carries for the workload: conversations, a trace's arrivals.
+    #[serde(default)]
+    pub cycle_workload: tokengun_common::CycleWorkload,
+    /// `--search slo`: the levels are found, not listed (None: the levels as given).
+    #[serde(default)]
+    pub search: Option<crate::plan::search::SearchSpec>,
     pub shape: LoadShape,
     pub levels: Vec<Level>,
     /// Closed/open: how long each level keeps starting requests.

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use tokengun_common::PromptSpec;
-use tokengun_common::plan::check_extra_body;
 use tokengun_common::schedule::SplitMix64;
 
 /// The built-in varied prompt set, shipped in the repository (`controller/prompts/varied.txt`).
@@ -37,6 +36,37 @@ pub enum WorkloadError {
 
 /// Where prompts come from: `builtin`, `synthetic:WORDS`, or a file path.
 pub fn load(source: &str, seed: u64) -> Result<Vec<PromptSpec>, WorkloadError> {
+    load_with_format(source, seed).map(|(_, p)| p)
+}
+
+/// [`load`], with the file's format in words (empty for `builtin` and `synthetic:`).
+pub fn load_with_format(
+    source: &str,
+    seed: u64,
+) -> Result<(String, Vec<PromptSpec>), WorkloadError> {
+    if source == "builtin" || source.starts_with("synthetic:") {
+        return load_named(source, seed).map(|p| (String::new(), p));
+    }
+    let text = std::fs::read_to_string(Path::new(source)).map_err(|e| WorkloadError::Read {
+        path: source.to_string(),
+        source: e,
+    })?;
+    let (format, records) = super::datasets::parse(source, &text)?;
+    drop(text);
+    if records.is_empty() {
+        return Err(WorkloadError::Empty(source.to_string()));
+    }
+    let prompts = records
+        .into_iter()
+        .map(|r| PromptSpec {
+            later_turns: r.later_turns,
+            ..r.prompt
+        })
+        .collect();
+    Ok((format.as_str().to_string(), prompts))
+}
+
+fn load_named(source: &str, seed: u64) -> Result<Vec<PromptSpec>, WorkloadError> {
     if source == "builtin" {
         return Ok(parse_lines(BUILTIN_VARIED));
     }
@@ -67,59 +97,13 @@ fn parse_lines(text: &str) -> Vec<PromptSpec> {
         .collect()
 }
 
-/// Plain text (one prompt per non-empty line) or JSONL, one object per line:
-/// `{"prompt": "...", "max_tokens": 64, "options": {...}, ...}`; `max_tokens` caps that prompt's
-/// output (each backend maps it to its API's name), every other key is merged into that prompt's
-/// request body.
+/// The prompts of a file, its format told by its content (see [`super::datasets`]): plain text
+/// (one prompt per non-empty line), JSONL (`{"prompt": ...}` or `{"messages": [...]}`, with
+/// `max_tokens` or `output_len` capping that prompt's output and every other key merged into its
+/// request body), or ShareGPT JSON.
 pub fn parse_file(path: &str, text: &str) -> Result<Vec<PromptSpec>, WorkloadError> {
-    let jsonl = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .is_some_and(|l| l.trim_start().starts_with('{'));
-    if !jsonl {
-        return Ok(parse_lines(text));
-    }
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |reason: String| WorkloadError::Line {
-            path: path.to_string(),
-            line: i + 1,
-            reason,
-        };
-        let serde_json::Value::Object(mut obj) =
-            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?
-        else {
-            return Err(bad("not a JSON object".into()));
-        };
-        let text = match obj.remove("prompt") {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-            _ => return Err(bad("needs a non-empty string \"prompt\"".into())),
-        };
-        let max_tokens = match obj.remove("max_tokens") {
-            None => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .filter(|n| *n > 0)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| bad("\"max_tokens\" must be a positive whole number".into()))?,
-            ),
-        };
-        let extra_body_json = if obj.is_empty() {
-            String::new()
-        } else {
-            serde_json::Value::Object(obj).to_string()
-        };
-        check_extra_body(&extra_body_json).map_err(bad)?;
-        out.push(PromptSpec {
-            text,
-            max_tokens,
-            extra_body_json,
-        });
-    }
-    Ok(out)
+    let (_, records) = super::datasets::parse(path, text)?;
+    Ok(records.into_iter().map(|r| r.prompt).collect())
 }
 
 /// Prompts of `words` words drawn from a fixed vocabulary with the seed.

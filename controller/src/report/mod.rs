@@ -15,6 +15,7 @@ pub mod interactive;
 pub mod load;
 pub mod plot;
 pub mod util;
+pub mod workload;
 
 use doc::{Block, Doc, Table};
 use findings::{FindingOptions, Findings};
@@ -386,6 +387,8 @@ pub fn run_report(data: &RunData, opts: &ReportOptions) -> Result<Doc, ReportErr
         ));
         blocks.push(Block::Table(t));
     }
+    blocks.extend(workload::search_blocks(data));
+    blocks.extend(workload::blocks(data));
     blocks.push(Block::Heading("Charts".into()));
     let mut notes = data.notes.clone();
     let figures = charts::draw_all(&charts::ChartCtx::new(data, &f, opts), &mut notes)?;

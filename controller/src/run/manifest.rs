@@ -82,6 +82,9 @@ fn manifest(cfg: &RunConfig, up: &Fleet, target_info: &TargetInfo, run_id: Strin
             })
             .collect(),
         split: up.many().then(|| cfg.split.as_str().to_string()),
+        // A configuration built in code, not compiled from a plan, says nothing of its workload.
+        workload: (!cfg.workload.source.is_empty()).then(|| cfg.workload.clone()),
+        search: None,
         monitor: None,
         warmup: None,
         cycles: Vec::new(),
@@ -158,6 +161,25 @@ fn announce(
                 "applied to each"
             }
         ));
+    }
+    let w = &cfg.workload;
+    if !w.source.is_empty() && w.source != "prompt" {
+        console.line(&format!(
+            "workload: {} prompt(s) from {}, {} bytes, lengths {}{}{}",
+            w.prompts,
+            w.source,
+            w.bytes,
+            w.input_lengths,
+            w.conversation
+                .as_deref()
+                .map_or_else(String::new, |c| format!(" · conversations: {c}")),
+            w.trace
+                .as_deref()
+                .map_or_else(String::new, |t| format!(" · trace: {t}")),
+        ));
+    }
+    if cfg.search.is_some() {
+        console.line("search: the levels above are not run; the SLO search picks each next level");
     }
     let groups = cfg.groups();
     if groups.len() > 1 {

@@ -131,6 +131,12 @@ fn read_saved(run_dir: &Path) -> Result<Saved, RunError> {
     if manifest.status == RunStatus::Complete {
         return Err(bad("the run is already complete".into()));
     }
+    if cfg.search.is_some() {
+        return Err(bad(
+            "it was an SLO search, whose next level depends on every probe before it: run the search again"
+                .into(),
+        ));
+    }
     let stored = tokengun_proto::stored::read_all(&run_dir.join(RECORDS_PB))?;
     Ok(Saved {
         cfg,

@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokengun_common::{Api, CycleSummary, Record};
 use tokio_util::sync::CancellationToken;
 
+mod search_loop;
+
 /// Where a resumed run takes up: the phase it broke off in, and what records.pb holds of it.
 pub struct ResumeAt {
     pub phase: usize,
@@ -134,6 +136,9 @@ impl<'a> Sweep<'a> {
             self.start_monitors().await?;
         }
         self.dir.write_manifest(&self.manifest)?;
+        if let Some(spec) = self.cfg.search {
+            return self.search(spec).await;
+        }
         let first_phase = resume.as_ref().map_or(0, |r| r.phase);
         let mut broken = None;
         for phase in phases(&self.cfg, &self.up.target)

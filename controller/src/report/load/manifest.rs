@@ -42,5 +42,7 @@ pub(super) fn meta(dir: &Path, m: Option<&ManifestSettings>, first: &CycleSummar
         server_version: m.and_then(|m| m.server_version.clone()).unwrap_or_default(),
         slo: m.map_or(first.slo, |m| m.slo),
         stop_reason: m.and_then(|m| m.stop_reason.as_deref().and_then(non_empty)),
+        workload: m.and_then(|m| m.workload.clone()),
+        search: m.and_then(|m| m.search.clone()),
     }
 }

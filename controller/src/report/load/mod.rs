@@ -63,6 +63,8 @@ pub struct LevelRow {
     pub server_waiting_max: Option<f64>,
     /// The level's requests (empty when its request_summary.csv is missing).
     pub spans: Vec<RequestSpan>,
+    /// Prompt tokens meant, counted by the server, cached; TTFT by conversation turn.
+    pub prompt: crate::report::workload::PromptFigures,
     /// Several server instances: each one's part of the level (request_summary.csv's Target).
     pub per_target: Vec<TargetRow>,
     /// Ollama: the largest share of a loaded model outside GPU memory during the level, 0..1
@@ -106,6 +108,7 @@ impl Default for LevelRow {
             max_streaming: None,
             server_waiting_max: None,
             spans: Vec::new(),
+            prompt: Default::default(),
             per_target: Vec::new(),
             cpu_share_max: None,
             reloaded_models: Vec::new(),
@@ -219,6 +222,10 @@ pub struct RunMeta {
     pub server_version: String,
     pub slo: Slo,
     pub stop_reason: Option<String>,
+    /// What the workload was (run.json's `workload`, absent in older runs).
+    pub workload: Option<tokengun_common::run_dir::WorkloadInfo>,
+    /// An SLO search's probes and answer (run.json's `search`).
+    pub search: Option<tokengun_common::run_dir::SearchRecord>,
 }
 
 impl RunMeta {

@@ -90,6 +90,7 @@ fn add_level(level: &mut LevelRow, rows: &[RequestRow]) {
         .filter_map(|r| r.tokens_per_s)
         .collect();
     level.spans = rows.iter().filter_map(span).collect();
+    level.prompt = crate::report::workload::PromptFigures::from_rows(rows);
     // By intended start, then by first token: a burst's queue shows as a staircase.
     level.spans.sort_by(|a, b| {
         a.intended_s
@@ -176,6 +177,7 @@ mod tests {
             target: String::new(),
             ttft_s: Some(first),
             output_tokens: 10,
+            ..RequestRow::default()
         };
         let rows: Vec<RequestRow> = (0..10)
             .map(|i| row(i, true, 10.0 + i as f64, 0.1 * i as f64))
