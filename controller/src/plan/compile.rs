@@ -88,7 +88,15 @@ fn one_request(cfg: &RunConfig, target: &str, group: &Group, unload: bool) -> Cy
     if unload {
         p.options.keep_alive = Some("0".into());
     }
-    p.prompts.truncate(1);
+    // One plain prompt and one independent request: no conversation, trace, forced length or
+    // per-prompt cap of the workload applies to a model's load.
+    let text = p
+        .prompts
+        .first()
+        .map(|q| q.text.clone())
+        .unwrap_or_default();
+    p.prompts = vec![tokengun_common::PromptSpec::plain(text)];
+    p.workload = tokengun_common::CycleWorkload::default();
     let mut p = for_group(p, group, TargetPolicy::RoundRobin);
     // A load or unload reaches every instance of the group, one request each.
     if !p.target_urls.is_empty() {
@@ -407,6 +415,36 @@ mod tests {
         // Without a warm-up the levels come alone.
         let cfg = config(LoadShape::Burst, &[1.0], None);
         assert_eq!(phases(&cfg, "http://127.0.0.1:9").len(), 1);
+    }
+
+    #[test]
+    fn a_model_load_is_one_plain_request_per_instance_whatever_the_workload() {
+        let mut cfg = config(LoadShape::Closed, &[4.0], None);
+        cfg.matrix.models = vec!["a".into(), "b".into()];
+        cfg.matrix.targets = vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()];
+        cfg.cycle_workload.turns = 3;
+        cfg.prompts[0].max_tokens = Some(500);
+        let ph = phases(&cfg, "http://127.0.0.1:1");
+        let kinds: Vec<PhaseKind> = ph.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                PhaseKind::Load,
+                PhaseKind::Level,
+                PhaseKind::Load,
+                PhaseKind::Level
+            ]
+        );
+        let load = &ph[2].plan;
+        assert_eq!(load.model, "b");
+        assert_eq!(load.shape, LoadShape::Burst);
+        assert_eq!(load.concurrency, 2, "one request per instance");
+        assert_eq!(load.options.max_tokens, Some(1));
+        assert_eq!(load.prompts[0].max_tokens, None);
+        assert_eq!(load.workload.turns, 0, "not a conversation");
+        assert_eq!(ph[3].plan.workload.turns, 3, "the level keeps its workload");
+        let ids: Vec<u32> = ph.iter().map(|p| p.plan.cycle_id).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
     }
 
     #[test]
