@@ -23,6 +23,10 @@ pub enum ManagedError {
         "this agent does not start {command:?}: it is not on its --allow-server-command list ({allowed}); start the agent with --allow-server-command {command}"
     )]
     NotAllowed { command: String, allowed: String },
+    #[error(
+        "this agent does not let a plan set {name} for a server (it could make the allowed command run other code); set it in the agent's own environment"
+    )]
+    EnvNotAllowed { name: String },
     #[error("cannot start {command:?}: {source}")]
     Spawn {
         command: String,
@@ -51,7 +55,7 @@ pub enum ManagedError {
 }
 
 /// What to start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSpec {
     pub command: String,
     pub args: Vec<String>,
@@ -112,10 +116,24 @@ impl LogTail {
     }
 }
 
+/// Environment variables a plan may not set: they change which code the allowed command runs.
+fn env_refused(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    n == "PATH" || n.starts_with("LD_") || n.starts_with("DYLD_")
+}
+
+/// A running managed server: its process, the spec it was started with, its output.
+struct Running {
+    child: Child,
+    spec: ServerSpec,
+    tail: LogTail,
+    pid: u32,
+}
+
 /// The agent's managed server, if one runs.
 pub struct Managed {
     allowed: Vec<String>,
-    running: Option<(Child, String, LogTail)>,
+    running: Option<Running>,
 }
 
 impl Managed {
@@ -149,6 +167,22 @@ impl Managed {
                     self.allowed.join(", ")
                 },
             });
+        }
+        if let Some(name) = spec.env.iter().map(|(k, _)| k).find(|k| env_refused(k)) {
+            return Err(ManagedError::EnvNotAllowed { name: name.clone() });
+        }
+        // The same server already running (a resumed run): kept, not restarted mid-cycle.
+        if let Some(r) = self.running.as_mut() {
+            if r.spec == *spec && matches!(r.child.try_wait(), Ok(None)) {
+                let body = get_small(client, &spec.health_url, POLL_EVERY * 10).await;
+                if let Ok(body) = body {
+                    return Ok(Started {
+                        pid: r.pid,
+                        ready: Duration::ZERO,
+                        health_body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+                    });
+                }
+            }
         }
         self.stop(Duration::from_secs(10)).await;
         let t0 = Instant::now();
@@ -187,7 +221,12 @@ impl Managed {
             if let Ok(body) = get_small(client, &spec.health_url, POLL_EVERY * 10).await {
                 let text = String::from_utf8_lossy(&body);
                 let health_body: String = text.chars().take(300).collect();
-                self.running = Some((child, spec.command.clone(), tail));
+                self.running = Some(Running {
+                    child,
+                    spec: spec.clone(),
+                    tail,
+                    pid,
+                });
                 return Ok(Started {
                     pid,
                     ready: t0.elapsed(),
@@ -212,9 +251,9 @@ impl Managed {
     pub async fn stop(&mut self, grace: Duration) -> (String, Vec<String>) {
         match self.running.take() {
             None => ("none running".into(), Vec::new()),
-            Some((mut child, _, tail)) => {
-                let how = stop_child(&mut child, grace).await;
-                (how, tail.lines())
+            Some(mut r) => {
+                let how = stop_child(&mut r.child, grace).await;
+                (how, r.tail.lines())
             }
         }
     }
@@ -283,6 +322,12 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("--allow-server-command sh"), "{e}");
+        // Nor may a plan change which code an allowed command runs.
+        let mut m = Managed::new(vec!["sh".into()]);
+        let mut s = spec("sh", &["-c", "true"]);
+        s.env = vec![("LD_PRELOAD".into(), "/tmp/x.so".into())];
+        let e = m.start(&s, &test_client()).await.err().unwrap().to_string();
+        assert!(e.contains("LD_PRELOAD"), "{e}");
     }
 
     #[tokio::test]
@@ -320,5 +365,30 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("SIGTERM"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_same_server_already_running_is_kept_and_another_replaces_it() {
+        // Something answers the health URL; the process itself only has to stay alive.
+        let sim = tokengun_simulator::SimHandle::start(
+            "127.0.0.1:0",
+            tokengun_simulator::SimConfig::default(),
+        )
+        .await
+        .unwrap();
+        let client = test_client();
+        let mut m = Managed::new(vec!["sleep".into()]);
+        let mut s = spec("sleep", &["30"]);
+        s.health_url = format!("{}/api/version", sim.url());
+        let first = m.start(&s, &client).await.unwrap();
+        let again = m.start(&s, &client).await.unwrap();
+        assert_eq!(first.pid, again.pid, "a resumed run keeps its server");
+        assert_eq!(again.ready, Duration::ZERO);
+        s.args = vec!["31".into()];
+        let other = m.start(&s, &client).await.unwrap();
+        assert_ne!(other.pid, first.pid, "another setting is another process");
+        let (how, _) = m.stop(Duration::from_secs(5)).await;
+        assert!(how.contains("SIGTERM"), "{how}");
+        sim.stop(Duration::from_secs(1)).await;
     }
 }

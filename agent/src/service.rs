@@ -242,7 +242,16 @@ impl pb::agent_server::Agent for AgentService {
             .ok_or_else(|| Status::invalid_argument("prepare without a plan"))?;
         let plan =
             CyclePlan::try_from(wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        for t in plan.targets() {
+        // A pinned agent sends to its own target only: only that one must be on its list.
+        let targets = plan.targets();
+        let used: Vec<&str> = match plan
+            .pinned_target
+            .filter(|_| plan.target_policy == tokengun_common::TargetPolicy::Pinned)
+        {
+            Some(k) => targets.get(k as usize).copied().into_iter().collect(),
+            None => targets,
+        };
+        for t in used {
             check_target(&self.config.targets, t)
                 .await
                 .map_err(allow_status)?;

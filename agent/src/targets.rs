@@ -13,6 +13,8 @@ pub struct Targets {
     uris: Vec<hyper::Uri>,
     policy: TargetPolicy,
     pinned: Option<usize>,
+    /// Where round-robin starts (this agent's index among several).
+    offset: usize,
     in_flight: Vec<AtomicU32>,
     /// When each last refused a connection, ns from the cycle origin + 1 (0 = never).
     refused_at_ns: Vec<AtomicU64>,
@@ -46,6 +48,7 @@ impl Targets {
                 .pinned_target
                 .map(|k| k as usize)
                 .filter(|&k| k < n && plan.target_policy == TargetPolicy::Pinned),
+            offset: plan.target_offset as usize,
             in_flight: (0..n).map(|_| AtomicU32::new(0)).collect(),
             refused_at_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
             uris,
@@ -62,7 +65,7 @@ impl Targets {
         if n <= 1 {
             return 0;
         }
-        let start = request_id.saturating_sub(1) as usize % n;
+        let start = (request_id.saturating_sub(1) as usize + self.offset) % n;
         match (self.policy, self.pinned) {
             (TargetPolicy::Pinned, Some(k)) => k,
             (TargetPolicy::LeastInFlight, _) => {
@@ -88,7 +91,7 @@ impl Targets {
     pub fn choose_sticky(&self, conversation: u32) -> usize {
         match (self.policy, self.pinned) {
             (TargetPolicy::Pinned, Some(k)) => k,
-            _ => conversation.saturating_sub(1) as usize % self.uris.len().max(1),
+            _ => (conversation.saturating_sub(1) as usize + self.offset) % self.uris.len().max(1),
         }
     }
 
@@ -143,6 +146,16 @@ mod tests {
         assert_eq!(t.choose_sticky(4), 0);
         let p = Targets::new(&plan(3, TargetPolicy::Pinned, Some(2)), "/x").unwrap();
         assert_eq!(p.choose_sticky(1), 2);
+    }
+
+    #[test]
+    fn each_agent_starts_its_round_robin_at_its_own_target() {
+        let mut p = plan(3, TargetPolicy::RoundRobin, None);
+        p.target_offset = 2;
+        let t = Targets::new(&p, "/x").unwrap();
+        let got: Vec<usize> = (1..=4).map(|id| t.choose(id, 0)).collect();
+        assert_eq!(got, [2, 0, 1, 2]);
+        assert_eq!(t.choose_sticky(1), 2);
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn plan(url: &str, concurrency: u32, duration: Duration) -> CyclePlan {
         target_urls: Vec::new(),
         target_policy: Default::default(),
         pinned_target: None,
+        target_offset: 0,
         cycle_id: 1,
         shape: LoadShape::Closed,
         concurrency,

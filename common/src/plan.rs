@@ -293,6 +293,10 @@ pub struct CyclePlan {
     /// `Pinned`: the one target (index into `target_urls`) this agent sends to.
     #[serde(default)]
     pub pinned_target: Option<u32>,
+    /// Round-robin starts at this target (agent k of several: k), so the agents' first
+    /// requests do not all go to the first target together.
+    #[serde(default)]
+    pub target_offset: u32,
 }
 
 /// What a cycle's workload adds to its shape: conversations of several turns, or a trace's

@@ -295,6 +295,7 @@ mod tests {
             target_urls: Vec::new(),
             target_policy: Default::default(),
             pinned_target: None,
+            target_offset: 0,
             cycle_id: 2,
             shape,
             concurrency,

@@ -105,6 +105,7 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
                 dom::TargetPolicy::Pinned => pb::TargetPolicy::Pinned,
             } as i32,
             pinned_target: p.pinned_target,
+            target_offset: p.target_offset,
         }
     }
 }
@@ -148,6 +149,7 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
             target_urls: p.target_urls,
             target_policy,
             pinned_target: p.pinned_target,
+            target_offset: p.target_offset,
             cycle_id: p.cycle_id,
             shape,
             concurrency: p.concurrency,
@@ -753,6 +755,7 @@ mod tests {
             target_urls: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
             target_policy: dom::TargetPolicy::Pinned,
             pinned_target: Some(1),
+            target_offset: 1,
             cycle_id: 1,
             shape: dom::LoadShape::Open,
             concurrency: 0,

@@ -450,6 +450,7 @@ async fn main() {
         target_urls: Vec::new(),
         target_policy: Default::default(),
         pinned_target: None,
+        target_offset: 0,
         cycle_id: 1,
         shape: load.shape,
         concurrency: if args.open { 0 } else { args.streams },

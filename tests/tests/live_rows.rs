@@ -39,6 +39,7 @@ async fn progress_lists_in_flight_requests_capped_with_a_count_of_the_rest() {
         target_urls: Vec::new(),
         target_policy: Default::default(),
         pinned_target: None,
+        target_offset: 0,
         cycle_id: 1,
         shape: LoadShape::Burst,
         concurrency: REQUESTS,

@@ -257,20 +257,28 @@ async fn pinned_agents_in_their_own_processes_each_load_their_own_instance() {
     cfg.options.max_tokens = Some(40);
     cfg.monitor.enabled = false;
     cfg.agents = vec![a1.addr.clone(), a2.addr.clone()];
-    cfg.matrix.models = vec!["a".into()];
+    cfg.matrix.models = vec!["a".into(), "b".into()];
     cfg.matrix.targets = vec![s1.url(), s2.url()];
     cfg.matrix.policy = TargetPolicy::Pinned;
     let ran = run(cfg).await.unwrap();
-    for (agent, target) in [("agent1", s1.url()), ("agent2", s2.url())] {
-        let rows = read_csv(&ran.run_dir.join(format!(
-            "ollama/a/test_results_4/{agent}/request_summary.csv"
-        )));
-        assert_eq!(rows.len(), 2, "{agent}: half of level 4");
-        assert!(
-            rows.iter()
-                .all(|r| r["Target"] == target && r["Status"] == "Completed"),
-            "{agent} sends only to its own instance: {rows:?}"
-        );
+    for model in ["a", "b"] {
+        for (agent, target) in [("agent1", s1.url()), ("agent2", s2.url())] {
+            let rows = read_csv(&ran.run_dir.join(format!(
+                "ollama/{model}/test_results_4/{agent}/request_summary.csv"
+            )));
+            assert_eq!(rows.len(), 2, "{agent}: half of level 4");
+            assert!(
+                rows.iter()
+                    .all(|r| r["Target"] == target && r["Status"] == "Completed"),
+                "{agent} sends only to its own instance: {rows:?}"
+            );
+        }
+    }
+    // Each agent loaded each model on its own instance before the model's level: no load in
+    // any level's TTFT (a 0.4 s load at 0.4x is 160 ms; the levels' first tokens take ~12 ms).
+    for r in read_csv(&ran.run_dir.join("cycles.csv")) {
+        let ttft_max: f64 = r["ttft_max_s"].parse().unwrap();
+        assert!(ttft_max < 0.15, "a model load leaked into a level: {r:?}");
     }
     s1.stop(Duration::from_secs(1)).await;
     s2.stop(Duration::from_secs(1)).await;

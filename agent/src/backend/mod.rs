@@ -322,6 +322,7 @@ mod tests {
             target_urls: Vec::new(),
             target_policy: Default::default(),
             pinned_target: None,
+            target_offset: 0,
             cycle_id: 1,
             shape: LoadShape::Burst,
             concurrency: 1,

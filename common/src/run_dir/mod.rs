@@ -74,6 +74,16 @@ pub const REQUEST_SUMMARY_CSV: &str = "request_summary.csv";
 /// The `cycle` column of the monitor files while the idle baseline is measured.
 pub const BASELINE_LABEL: &str = "baseline";
 
+/// The `cycle` column of the monitor files for a level: its label, prefixed in a run of several
+/// groups by the group's (`a · 2 instances|8`), so the same level of two groups is two cycles.
+pub fn monitor_label(group_label: &str, level: &str) -> String {
+    if group_label.is_empty() {
+        level.to_string()
+    } else {
+        format!("{group_label}|{level}")
+    }
+}
+
 /// `request_<id>_throughput.csv`: one request's token timeline.
 pub fn throughput_csv_name(request_id: u32) -> String {
     format!("request_{request_id}_throughput.csv")

@@ -190,6 +190,21 @@ pub async fn prepare_run(
         let started = super::server::start_setting(&up, cfg, server, i).await?;
         up.server = Some((i, started));
     }
+    match check_fleet(&mut up, cfg, resuming).await {
+        Ok(info) => Ok((up, info)),
+        Err(e) => {
+            super::server::stop_after_error(&up, cfg).await;
+            Err(e)
+        }
+    }
+}
+
+/// Every agent's state and its view of the target (see [`prepare_run`]).
+async fn check_fleet(
+    up: &mut Fleet,
+    cfg: &RunConfig,
+    resuming: bool,
+) -> Result<TargetInfo, FleetError> {
     let mut found: Option<TargetInfo> = None;
     for m in &mut up.members {
         let (state, cycle, last_seq) = m.link.status().await?;
@@ -233,8 +248,7 @@ pub async fn prepare_run(
         }
     }
     up.open_streams().await?;
-    let info = found.ok_or(FleetError::NoAgent)?;
-    Ok((up, info))
+    found.ok_or(FleetError::NoAgent)
 }
 
 /// Checks that the target serves `model`. Ollama knows exactly what it has, whichever API is

@@ -57,6 +57,7 @@ pub async fn start_setting(
     for t in cfg.matrix.targets.iter().skip(1) {
         while let Err(e) = member.link.preflight(t, cfg.api).await {
             if tokio::time::Instant::now() >= deadline {
+                stop(up, server).await;
                 return Err(FleetError::ServerStart {
                     setting: setting.label.clone(),
                     reason: format!("{t} did not answer after the server started: {e}"),
@@ -92,5 +93,13 @@ pub async fn stop(up: &Fleet, server: &ManagedServer) -> String {
     match member.link.stop_server(server.stop_grace).await {
         Ok(r) => r.how,
         Err(e) => format!("not stopped: {e}"),
+    }
+}
+
+/// Stops the plan's server when the run could not go on (the error is what the user sees).
+pub async fn stop_after_error(up: &Fleet, cfg: &RunConfig) {
+    if let (Some(server), Some(_)) = (&cfg.matrix.server, &up.server) {
+        let how = stop(up, server).await;
+        tracing::info!("the plan's server stopped after an error: {how}");
     }
 }

@@ -133,6 +133,7 @@ pub fn cycle_plan(
         target_urls: Vec::new(),
         target_policy: TargetPolicy::RoundRobin,
         pinned_target: None,
+        target_offset: 0,
     }
 }
 
@@ -178,14 +179,23 @@ pub fn phases(cfg: &RunConfig, target: &str) -> Vec<Phase> {
         if let Some(p) =
             prev.filter(|p| cfg.matrix.unload_between_models && !restarted && p.model != g.model)
         {
+            // From every instance that holds it, not only the last group's.
+            let mut holding: Vec<String> = Vec::new();
+            for t in groups.iter().flat_map(|x| x.targets.iter()) {
+                if loaded.contains(&(p.model.as_str(), t.as_str())) && !holding.contains(t) {
+                    holding.push(t.clone());
+                }
+            }
+            let from = Group {
+                targets: holding,
+                ..p.clone()
+            };
             pre.push((
                 PhaseKind::Unload,
-                one_request(cfg, target, p, true),
+                one_request(cfg, target, &from, true),
                 "unload",
             ));
-            for t in &p.targets {
-                loaded.remove(&(p.model.as_str(), t.as_str()));
-            }
+            loaded.retain(|(m, _)| *m != p.model.as_str());
         }
         let cold = g
             .targets
@@ -245,9 +255,11 @@ pub fn phases(cfg: &RunConfig, target: &str) -> Vec<Phase> {
     out
 }
 
-/// The targets of agent `k` of `n` for a phase: with `pinned`, the whole list and its own
-/// index (agent k to target k mod targets); otherwise the plan as it is.
+/// The targets of agent `k` (its index in the fleet) for a phase: with `pinned`, its own target
+/// (k mod targets); otherwise its round-robin starts at target k, so several agents' first
+/// requests do not all go to the first target together.
 pub fn share_targets(plan: &mut CyclePlan, k: usize) {
+    plan.target_offset = u32::try_from(k).unwrap_or(0);
     if plan.target_policy == TargetPolicy::Pinned && !plan.target_urls.is_empty() {
         let n = plan.target_urls.len();
         plan.pinned_target = Some(u32::try_from(k % n).unwrap_or(0));
@@ -445,6 +457,20 @@ mod tests {
         assert_eq!(ph[3].plan.workload.turns, 3, "the level keeps its workload");
         let ids: Vec<u32> = ph.iter().map(|p| p.plan.cycle_id).collect();
         assert_eq!(ids, [1, 2, 3, 4]);
+
+        // Unloading a model reaches every instance it was loaded on, not only the last group's.
+        cfg.matrix.instances = vec![2, 1];
+        cfg.matrix.unload_between_models = true;
+        let ph = phases(&cfg, "http://127.0.0.1:1");
+        let unload = ph.iter().find(|p| p.kind == PhaseKind::Unload).unwrap();
+        assert_eq!(unload.plan.model, "a");
+        assert_eq!(
+            unload.plan.targets().len(),
+            2,
+            "{:?}",
+            unload.plan.targets()
+        );
+        assert_eq!(unload.plan.options.keep_alive.as_deref(), Some("0"));
     }
 
     #[test]

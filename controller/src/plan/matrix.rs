@@ -197,8 +197,10 @@ impl super::PlanFile {
             ));
         }
         // `tokengun` as the command is this very program (its simulator), wherever it is installed.
+        // (For tokengun run's own agent only: a remote agent resolves the name on its host.)
+        let local = self.agents.as_ref().is_none_or(Vec::is_empty);
         let server = server.map(|mut s| {
-            if s.command == "tokengun" {
+            if s.command == "tokengun" && local {
                 if let Ok(me) = std::env::current_exe() {
                     s.command = me.to_string_lossy().into_owned();
                 }

@@ -56,6 +56,17 @@ impl Sweep<'_> {
         None
     }
 
+    /// Stops the plan's own server if it runs, and records how.
+    pub(super) async fn stop_server(&mut self) {
+        let (Some(server), Some((i, _))) = (self.cfg.matrix.server.clone(), self.up.server.take())
+        else {
+            return;
+        };
+        let how = crate::fleet::server::stop(&self.up, &server).await;
+        self.console.line(&format!("■ server stopped: {how}"));
+        self.record_server(i, |p| p.stopped = how.clone());
+    }
+
     /// Applies `f` to the recorded server process of every group of setting `index`.
     pub(super) fn record_server(&mut self, index: usize, f: impl Fn(&mut ServerProcess)) {
         for (g, info) in self.groups.iter().zip(self.manifest.groups.iter_mut()) {

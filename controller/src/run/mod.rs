@@ -89,10 +89,23 @@ pub async fn run(
         r = fleet::prepare_run(&cfg, false, cfg.groups().first().and_then(|g| g.setting)) => r?,
         () = stop.cancelled() => return Err(RunError::Interrupted),
     };
-    let warnings = fleet::check_models(&up, &cfg, &target_info).await?;
+    let checked = fleet::check_models(&up, &cfg, &target_info).await;
+    let warnings = match checked {
+        Ok(w) => w,
+        Err(e) => {
+            fleet::server::stop_after_error(&up, &cfg).await;
+            return Err(e.into());
+        }
+    };
     cfg.warnings.extend(warnings);
     cfg.api = Some(target_info.api);
-    let (dir, manifest) = manifest::begin(&cfg, &up, &target_info, console)?;
+    let (dir, manifest) = match manifest::begin(&cfg, &up, &target_info, console) {
+        Ok(b) => b,
+        Err(e) => {
+            fleet::server::stop_after_error(&up, &cfg).await;
+            return Err(e);
+        }
+    };
     sweep::Sweep::new(cfg, up, dir, manifest, console, stop)
         .run(None)
         .await

@@ -6,7 +6,9 @@ use super::monitoring::{finish_monitoring, measure_baseline, pump, start_monitor
 use super::{RunError, RunReport, now_rfc3339};
 use crate::aggregate::{CycleParts, CycleSink, MemberCycle, Sinks, summarize};
 use crate::fleet::Fleet;
-use crate::plan::{Group, OnAgentLoss, Phase, PhaseKind, RunConfig, phases, share, share_targets};
+use crate::plan::{
+    Group, Level, OnAgentLoss, Phase, PhaseKind, RunConfig, phases, share, share_targets,
+};
 use crate::sinks::console::{Console, monitor_line, self_check_line, summary_line};
 use crate::sinks::monitor::MonitorSink;
 use crate::sinks::run_folder::{LevelAt, Manifest, RunDir, RunStatus};
@@ -88,6 +90,12 @@ pub fn next_step(e: &CycleEnd) -> Step {
     Step::Go
 }
 
+/// How the phases ended: with the reason the run broke, if it did; or handed to the search.
+enum Ran {
+    Phases(Option<String>),
+    Search(crate::plan::search::SearchSpec),
+}
+
 /// A sweep in progress: the run's parts, all owned here for its length.
 pub struct Sweep<'a> {
     pub(super) cfg: RunConfig,
@@ -131,13 +139,26 @@ impl<'a> Sweep<'a> {
     }
 
     /// Runs the phases (from `resume.phase` when resuming), then closes the run.
-    pub async fn run(mut self, mut resume: Option<ResumeAt>) -> Result<RunReport, RunError> {
+    pub async fn run(mut self, resume: Option<ResumeAt>) -> Result<RunReport, RunError> {
+        match self.run_phases(resume).await {
+            Ok(Ran::Phases(broken)) => self.finish(broken).await,
+            Ok(Ran::Search(spec)) => self.search(spec).await,
+            Err(e) => {
+                // What was collected is on disk; a server the plan started must not outlive it.
+                self.stop_server().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The phases from where the run starts (or the search, which picks its own).
+    async fn run_phases(&mut self, mut resume: Option<ResumeAt>) -> Result<Ran, RunError> {
         if self.cfg.monitor.enabled {
             self.start_monitors().await?;
         }
         self.dir.write_manifest(&self.manifest)?;
         if let Some(spec) = self.cfg.search {
-            return self.search(spec).await;
+            return Ok(Ran::Search(spec));
         }
         let first_phase = resume.as_ref().map_or(0, |r| r.phase);
         let mut broken = None;
@@ -166,7 +187,7 @@ impl<'a> Sweep<'a> {
                 }
             }
         }
-        self.finish(broken).await
+        Ok(Ran::Phases(broken))
     }
 
     /// Starts the agents' monitors, and measures idle power when there is a source for it.
@@ -254,7 +275,11 @@ impl<'a> Sweep<'a> {
             return Ok(step);
         }
         if let Some(m) = self.monitor.as_mut() {
-            m.set_label(&phase.label);
+            let group = &self.groups[phase.group.min(self.groups.len().saturating_sub(1))];
+            m.set_label(&tokengun_common::run_dir::monitor_label(
+                &group.label,
+                &phase.label,
+            ));
         }
         let reconnect_wait = if self.up.in_process() {
             Duration::ZERO
@@ -299,22 +324,36 @@ impl<'a> Sweep<'a> {
         let many = self.up.many();
         let api = self.api();
         let group = &self.groups[phase.group.min(self.groups.len().saturating_sub(1))];
-        // A model's load or unload is one request per instance, from the first agent alone.
-        let alive = if matches!(phase.kind, PhaseKind::Load | PhaseKind::Unload) {
+        // A model's load or unload is one request per instance: from the first agent alone, or
+        // (pinned) from each agent to its own instance.
+        let one_each = matches!(phase.kind, PhaseKind::Load | PhaseKind::Unload);
+        let pinned = self.cfg.matrix.policy == tokengun_common::TargetPolicy::Pinned;
+        let alive = if one_each && !pinned {
             &alive[..alive.len().min(1)]
         } else {
             alive
         };
         let mut parts = Vec::new();
         for (k, &i) in alive.iter().enumerate() {
-            let l = share(phase.level, k, alive.len(), self.cfg.split);
+            let l = if one_each && pinned {
+                Level {
+                    concurrency: 1,
+                    rate_per_s: None,
+                }
+            } else {
+                share(phase.level, k, alive.len(), self.cfg.split)
+            };
             if l.is_empty() {
                 continue;
             }
             let mut p = phase.plan.clone();
             p.concurrency = l.concurrency;
             p.rate_per_s = l.rate_per_s.unwrap_or(0.0);
-            share_targets(&mut p, k);
+            if one_each && pinned {
+                p.target_policy = tokengun_common::TargetPolicy::Pinned;
+            }
+            // By its place in the fleet, so a lost agent does not move the others' targets.
+            share_targets(&mut p, i);
             // The warm-up's requests are measured but not written: its figures go to run.json.
             let writer = if phase.warmup {
                 None

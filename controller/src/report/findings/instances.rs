@@ -15,6 +15,15 @@ const SLOW_TTFT: f64 = 2.0;
 pub(super) fn imbalance(c: &Ctx<'_>) -> Option<String> {
     c.levels.iter().find_map(|l| {
         let t = &l.per_target;
+        // Fewer instances got requests than the level was spread over: some got none.
+        let spread = l.instances as usize;
+        if spread >= 2 && t.len() < spread && l.requests > 0 {
+            return Some(format!(
+                "At level {}, only {} of its {spread} instances received requests: the others idled (with --target-policy pinned, have as many agents as instances)",
+                l.label,
+                t.len().max(1)
+            ));
+        }
         if t.len() < 2 {
             return None;
         }
@@ -63,4 +72,55 @@ fn failing_alone(t: &[TargetRow]) -> Option<String> {
         "{} failed {} of its {} requests while the other instances failed none: that instance, not the load, is the problem (its records are marked in request_summary.csv's Target column)",
         f.target, f.failed, f.requests
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::report::findings::{FindingOptions, compute};
+    use crate::report::load::{LevelRow, TargetRow};
+
+    fn level(instances: u32, parts: &[(u32, u32, u64)]) -> LevelRow {
+        let mut l = LevelRow {
+            label: "8".into(),
+            x: 8.0,
+            ..LevelRow::default()
+        };
+        l.cycle.requests = parts.iter().map(|p| p.0).sum::<u32>().max(8);
+        l.cycle.instances = instances;
+        l.cycle.schedule_valid = true;
+        l.per_target = parts
+            .iter()
+            .enumerate()
+            .map(|(i, &(requests, failed, tokens))| TargetRow {
+                target: format!("http://h:{i}"),
+                requests,
+                failed,
+                output_tokens: tokens,
+                ttft_p50_s: Some(0.1),
+            })
+            .collect();
+        l
+    }
+
+    fn hints(l: LevelRow) -> String {
+        compute(&[l], &FindingOptions::default(), false)
+            .hints
+            .join("\n")
+    }
+
+    #[test]
+    fn an_idle_a_failing_or_an_overloaded_instance_is_named() {
+        assert!(hints(level(2, &[])).contains("only 1 of its 2 instances received requests"));
+        let failing = hints(level(2, &[(4, 4, 0), (4, 0, 400)]));
+        assert!(
+            failing.contains("http://h:0 failed 4 of its 4 requests"),
+            "{failing}"
+        );
+        let uneven = hints(level(2, &[(6, 0, 900), (2, 0, 100)]));
+        assert!(
+            uneven.contains("http://h:0 did 90% of the work"),
+            "{uneven}"
+        );
+        assert!(!hints(level(2, &[(4, 0, 400), (4, 0, 400)])).contains("At level"));
+    }
 }

@@ -129,6 +129,11 @@ impl Deref for LevelRow {
 }
 
 impl LevelRow {
+    /// The key of the monitor files' rows of this level (its group's and its label's).
+    pub fn key(&self) -> String {
+        label_key(&run_dir::monitor_label(&self.group_label, &self.label))
+    }
+
     /// Share of the level's requests that met the SLO (goodput / requests), 0..=1.
     pub fn good_share(&self) -> f64 {
         if self.requests == 0 {
@@ -246,8 +251,12 @@ pub struct RunData {
     pub notes: Vec<String>,
 }
 
-/// The numeric part of a level label, so `0.5rps`, `0.5/s` and `0.5` name the same level.
+/// The numeric part of a level label, so `0.5rps`, `0.5/s` and `0.5` name the same level (in
+/// a run of several groups, after the group's name: `g|0.5`).
 pub fn label_key(label: &str) -> String {
+    if let Some((group, level)) = label.split_once('|') {
+        return format!("{group}|{}", label_key(level));
+    }
     let t = label.trim();
     let t = t
         .strip_suffix("rps")

@@ -38,13 +38,21 @@ pub(super) fn add(rows: &[PowerRow], levels: &mut [LevelRow]) {
     }
     polls.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut reloads: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // The group a poll belongs to (a run of several): a model absent across a group's edge was
+    // unloaded on purpose (another model, another setting), not reloaded mid-sweep.
+    let group = |c: &str| c.split_once('|').map_or("", |(g, _)| g).to_string();
     for (model, at) in &seen {
         let present: Vec<bool> = polls
             .iter()
             .map(|(t, _)| at.contains(&t.to_bits()))
             .collect();
+        let mut since = 0;
         for i in 1..present.len() {
-            if present[i] && !present[i - 1] && present[..i].iter().any(|p| *p) {
+            if group(&polls[i].1) != group(&polls[i - 1].1) {
+                since = i;
+                continue;
+            }
+            if present[i] && !present[i - 1] && present[since..i].iter().any(|p| *p) {
                 reloads
                     .entry(label_key(&polls[i].1))
                     .or_default()
@@ -53,7 +61,7 @@ pub(super) fn add(rows: &[PowerRow], levels: &mut [LevelRow]) {
         }
     }
     for l in levels {
-        let key = label_key(&l.label);
+        let key = l.key();
         l.cpu_share_max = cpu.get(&key).copied();
         l.reloaded_models = reloads.remove(&key).unwrap_or_default();
     }
@@ -113,5 +121,31 @@ mod tests {
         assert_eq!(levels[1].reloaded_models, ["m"]);
         assert_eq!(levels[0].cpu_share_max, Some(0.0));
         assert_eq!(levels[1].cpu_share_max, Some(0.3));
+
+        // Across a group's edge (the next model's group) an absence is no reload.
+        let mut rows = Vec::new();
+        for (t, cycle, loaded) in [
+            (1.0, "a|1", true),
+            (2.0, "b|load", false),
+            (3.0, "b|1", true),
+        ] {
+            rows.push(row(
+                t,
+                cycle,
+                "server",
+                "loaded_models",
+                f64::from(u8::from(loaded)),
+            ));
+            if loaded {
+                rows.push(row(t, cycle, "m", "size_bytes", 10.0));
+            }
+        }
+        let mut levels = vec![LevelRow {
+            label: "1".into(),
+            ..LevelRow::default()
+        }];
+        levels[0].cycle.group_label = "b".into();
+        add(&rows, &mut levels);
+        assert!(levels[0].reloaded_models.is_empty());
     }
 }

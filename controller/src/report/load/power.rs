@@ -105,7 +105,7 @@ fn energy_from_mean(level: &LevelRow, w: f64, baseline_w: Option<f64>) -> CycleE
 
 /// Fills a level's figures cycles.csv lacks; true when it filled its energy.
 fn fill_level(level: &mut LevelRow, r: &Readings, baseline_w: Option<f64>) -> bool {
-    let key = label_key(&level.label);
+    let key = level.key();
     let mut filled = false;
     if level.energy.is_none() {
         if let Some(w) = r.over_devices(&key, metric::POWER_W, false) {

@@ -162,7 +162,7 @@ impl Readings {
 
     /// Fills a level's server figures cycles.csv lacks, and its machine figures.
     fn fill_level(&self, level: &mut LevelRow) {
-        let key = label_key(&level.label);
+        let key = level.key();
         let (cpu, rss) = self.server(&key);
         if let Some((mean, peak)) = cpu.filter(|_| level.server_cpu_pct_mean().is_none()) {
             let u = usage(level);

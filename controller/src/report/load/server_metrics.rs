@@ -37,7 +37,7 @@ pub(super) fn add(dir: &Path, data: &mut RunData) -> Result<(), ReportError> {
         }
     }
     for level in &mut data.levels {
-        level.server_waiting_max = waiting_max.get(&label_key(&level.label)).copied();
+        level.server_waiting_max = waiting_max.get(&level.key()).copied();
     }
     super::ollama_ps::add(&rows, &mut data.levels);
     data.series.server_queue = series(queue);
