@@ -70,6 +70,10 @@ struct State {
     started_before: u64,
     started_cycle: u64,
     finished: BTreeMap<&'static str, u64>,
+    /// Every ended request (the sum of `finished`).
+    ended: u64,
+    /// Failed requests by `RequestRecord::error_kind` (Ollama's full queue apart).
+    failed: BTreeMap<&'static str, u64>,
     output_tokens: u64,
     in_flight: u64,
     cycle_tokens: u64,
@@ -148,32 +152,43 @@ impl Metrics {
         });
     }
 
-    /// A request of the running cycle ended.
+    /// A request of the running cycle ended. Each histogram is looked up once per record, not
+    /// once per token (ITL has a sample per token).
     pub fn request_done(&self, r: &RequestRecord) {
         self.with(|s| {
             *s.finished.entry(r.outcome.as_str()).or_default() += 1;
+            s.ended += 1;
+            if r.outcome.is_failure() {
+                *s.failed.entry(r.error_kind()).or_default() += 1;
+            }
             s.output_tokens += r.output_tokens;
             let level = s.level.clone();
-            let mut observe = |metric: &'static str, v: f64| match &level {
-                Some(l) => s.hists.entry((metric, l.clone())).or_default().observe(v),
-                None if s.pending.len() < PENDING_MAX => s.pending.push((metric, v)),
-                None => {}
+            let mut put = |metric, values: &mut dyn Iterator<Item = f64>| {
+                let mut values = values.peekable();
+                if values.peek().is_none() {
+                    return;
+                }
+                match &level {
+                    Some(l) => {
+                        let h = s.hists.entry((metric, l.clone())).or_default();
+                        values.for_each(|v| h.observe(v));
+                    }
+                    None => {
+                        let room = PENDING_MAX.saturating_sub(s.pending.len());
+                        s.pending.extend(values.take(room).map(|v| (metric, v)));
+                    }
+                }
             };
-            observe("send_lag_seconds", r.send_lag_s());
+            put("send_lag_seconds", &mut std::iter::once(r.send_lag_s()));
             if !r.outcome.is_failure() {
-                observe("e2e_seconds", r.total_s());
-                if let Some(t) = r.ttft_s() {
-                    observe("ttft_seconds", t);
-                }
-                for gap in r.itl_s() {
-                    observe("itl_seconds", gap);
-                }
+                put("e2e_seconds", &mut std::iter::once(r.total_s()));
+                put("ttft_seconds", &mut r.ttft_s().into_iter());
+                put("itl_seconds", &mut r.itl_s());
             }
             // Started is never below ended (a progress snapshot may not have come yet).
-            let ended: u64 = s.finished.values().sum();
             let started = s.started_before + s.started_cycle;
-            if ended > started {
-                s.started_cycle += ended - started;
+            if s.ended > started {
+                s.started_cycle += s.ended - started;
             }
         });
     }
@@ -257,7 +272,7 @@ fn render(s: &State) -> String {
         "counter",
         "Requests that failed, by kind.",
     );
-    for (k, n) in s.finished.iter().filter(|(k, _)| **k != "completed") {
+    for (k, n) in &s.failed {
         let _ = writeln!(o, "tokengun_requests_failed_total{{kind=\"{k}\"}} {n}");
     }
     head(

@@ -225,12 +225,17 @@ impl Console {
         self.tell(Event::Monitor(snapshot));
     }
 
+    /// The label of the cycle that starts (its metrics' `level`): the phase's, see
+    /// `run_dir::monitor_label`.
+    pub fn cycle_label(&mut self, label: &str) {
+        if let Some(m) = &self.metrics {
+            m.cycle_start(label);
+        }
+    }
+
     /// Announces the warm-up phase.
     pub fn warmup_start(&mut self, what: &str) {
         self.last_line = None;
-        if let Some(m) = &self.metrics {
-            m.cycle_start();
-        }
         let title = format!("warm-up: {what} (not counted)");
         self.go_live();
         if !self.send_live(|| Event::CycleStart {
@@ -243,9 +248,6 @@ impl Console {
     /// Announces a cycle.
     pub fn cycle_start(&mut self, index: usize, total: usize, what: &str, model: &str) {
         self.last_line = None;
-        if let Some(m) = &self.metrics {
-            m.cycle_start();
-        }
         let title = format!("cycle {}/{total}: {what} to {model}", index + 1);
         self.go_live();
         if !self.send_live(|| Event::CycleStart {
@@ -259,7 +261,7 @@ impl Console {
     /// rows; or the plain progress line (throttled to a heartbeat when not on a terminal).
     pub fn progress(&mut self, plan: &CyclePlan, p: &Progress) {
         if let Some(m) = &self.metrics {
-            m.progress(plan, p);
+            m.progress(p);
         }
         let shape = cycle_shape(plan);
         if self.send_live(|| Event::Progress {

@@ -1,32 +1,18 @@
 //! Live metrics out (`--metrics-listen`): the console's events fed into
 //! [`tokengun_common::metrics::Metrics`], served as Prometheus text while the run goes on.
 
-use crate::plan::Level;
-use crate::plan::compile::WARMUP_CYCLE_ID;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use tokengun_common::metrics::http::{self, Access};
 use tokengun_common::metrics::{Health, Metrics};
-use tokengun_common::{CyclePlan, CycleSummary, Progress, RequestRecord};
+use tokengun_common::{CycleSummary, Progress, RequestRecord};
 use tokio_util::sync::CancellationToken;
 
 /// The metrics of this run and the agents' names (the console numbers them).
 pub struct MetricsOut {
     m: Arc<Metrics>,
     agents: Vec<String>,
-}
-
-/// The level label of a cycle's plan, as `cycles.csv` writes it.
-fn level_label(plan: &CyclePlan) -> String {
-    if plan.cycle_id == WARMUP_CYCLE_ID {
-        return "warmup".into();
-    }
-    Level {
-        concurrency: plan.concurrency,
-        rate_per_s: (plan.rate_per_s > 0.0).then_some(plan.rate_per_s),
-    }
-    .label()
 }
 
 impl MetricsOut {
@@ -57,12 +43,14 @@ impl MetricsOut {
         self.m.agent_record(&self.name(agent), dropped);
     }
 
-    pub fn cycle_start(&self) {
+    /// A cycle starts; `label` is its phase's (the level's, `warmup`, `load`; in a run of
+    /// several groups prefixed by the group's).
+    pub fn cycle_start(&self, label: &str) {
         self.m.cycle_start();
+        self.m.level(label);
     }
 
-    pub fn progress(&self, plan: &CyclePlan, p: &Progress) {
-        self.m.level(&level_label(plan));
+    pub fn progress(&self, p: &Progress) {
         self.m.progress(
             u64::from(p.completed) + u64::from(p.failed) + u64::from(p.in_flight),
             u64::from(p.in_flight),
@@ -75,7 +63,6 @@ impl MetricsOut {
     }
 
     pub fn cycle_end(&self, s: &CycleSummary) {
-        self.m.level(&s.level);
         self.m.level_health(Health {
             loop_delay_p99_ms: s.loop_delay_p99_ms,
             cpu_pct: s.agent_cpu_pct,
