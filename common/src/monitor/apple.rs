@@ -16,12 +16,11 @@ pub enum Domain {
     Gpu,
     Ane,
     Dram,
-    GpuSram,
 }
 
 /// The domain of an "Energy Model" channel, by name: `CPU Energy` (`DIE_N_CPU Energy` on Ultra),
-/// `GPU Energy`, `ANE*`, `DRAM*`, `GPU SRAM*` (as macmon reads them); None for the rest (per-core
-/// channels such as `PCPU0`, which the cluster channels already count).
+/// `GPU Energy`, `ANE*`, `DRAM*` (as macmon reads them); None for the rest (per-core channels such as
+/// `PCPU0`, which the cluster channels already count, and `GPU SRAM*`, which no figure uses).
 pub fn domain(channel: &str) -> Option<Domain> {
     if channel == "GPU Energy" {
         Some(Domain::Gpu)
@@ -31,8 +30,6 @@ pub fn domain(channel: &str) -> Option<Domain> {
         Some(Domain::Ane)
     } else if channel.starts_with("DRAM") {
         Some(Domain::Dram)
-    } else if channel.starts_with("GPU SRAM") {
-        Some(Domain::GpuSram)
     } else {
         None
     }
@@ -81,7 +78,6 @@ pub struct SocEnergy {
     pub gpu_j: Option<f64>,
     pub ane_j: Option<f64>,
     pub dram_j: Option<f64>,
-    pub gpu_sram_j: Option<f64>,
 }
 
 impl SocEnergy {
@@ -136,7 +132,6 @@ pub fn energy(channels: &[EnergyChannel]) -> Result<SocEnergy, AppleError> {
             Domain::Gpu => &mut e.gpu_j,
             Domain::Ane => &mut e.ane_j,
             Domain::Dram => &mut e.dram_j,
-            Domain::GpuSram => &mut e.gpu_sram_j,
         };
         *slot = Some(slot.unwrap_or(0.0) + c.value as f64 * scale);
     }

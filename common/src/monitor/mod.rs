@@ -24,4 +24,4 @@ pub use power::PowerSeries;
 pub use pressure::MachinePressure;
 pub use samples::{MonitorBatch, PowerReading, ProcessReading, ProcessRole, SourceStatus};
 pub use series::{FOLD_POINTS, Series};
-pub use usage::{ServerUsage, ServerUsageAcc};
+pub use usage::{ServerUsage, ServerUsageAcc, max_opt};

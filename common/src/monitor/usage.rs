@@ -36,7 +36,8 @@ struct TickFold {
     fds_peak: Option<u64>,
 }
 
-fn max_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+/// The larger of two optional figures (either alone when the other is absent).
+pub fn max_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(x), Some(y)) => Some(if y > x { y } else { x }),
         (x, y) => x.or(y),

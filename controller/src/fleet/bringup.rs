@@ -251,17 +251,6 @@ async fn check_fleet(
     found.ok_or(FleetError::NoAgent)
 }
 
-/// Checks that the target serves `model`. Ollama knows exactly what it has, whichever API is
-/// used; some OpenAI-style servers (llama.cpp) serve their one model under any name, so a name
-/// they do not list is a warning (returned), not a refusal.
-pub async fn check_model(
-    up: &Fleet,
-    model: &str,
-    target_info: &TargetInfo,
-) -> Result<Option<String>, FleetError> {
-    check_model_at(up, &up.target, model, target_info).await
-}
-
 /// Checks every model of the run on every target of the run before any load is sent (the
 /// first target's `first` answer already in hand); returns the warnings.
 pub async fn check_models(
@@ -304,6 +293,9 @@ pub async fn check_models(
     Ok(warnings)
 }
 
+/// Checks that `target` serves `model`. Ollama knows exactly what it has, whichever API is
+/// used; some OpenAI-style servers (llama.cpp) serve their one model under any name, so a name
+/// they do not list is a warning (returned), not a refusal.
 async fn check_model_at(
     up: &Fleet,
     target: &str,

@@ -5,7 +5,7 @@
 pub mod bringup;
 pub mod server;
 
-pub use bringup::{FleetError, bring_up, check_model, check_models, expand_agents, prepare_run};
+pub use bringup::{FleetError, bring_up, check_models, expand_agents, prepare_run};
 
 use crate::link::{AgentAuth, AgentInfo, AgentLink, ClockMap, LinkError};
 use std::time::Duration;

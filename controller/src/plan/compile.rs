@@ -39,8 +39,6 @@ pub enum PhaseKind {
 pub struct Phase {
     pub level: Level,
     pub plan: CyclePlan,
-    /// Not a level: its requests are measured but not written as one (load, warm-up, unload).
-    pub warmup: bool,
     pub kind: PhaseKind,
     /// Which group (of `RunConfig::groups`) it belongs to.
     pub group: usize,
@@ -48,6 +46,13 @@ pub struct Phase {
     pub level_index: usize,
     /// `warmup`, or the level's label (`8`, `2.5rps`): its folder and its row.
     pub label: String,
+}
+
+impl Phase {
+    /// Not a level: its requests are measured but not written as one (load, warm-up, unload).
+    pub fn is_warmup(&self) -> bool {
+        self.kind != PhaseKind::Level
+    }
 }
 
 /// The cycle id of level `index` (0-based) of a run of one group.
@@ -219,7 +224,6 @@ pub fn phases(cfg: &RunConfig, target: &str) -> Vec<Phase> {
                     rate_per_s: plan.shape.is_rate().then_some(plan.rate_per_s),
                 },
                 plan,
-                warmup: true,
                 kind,
                 group: gi,
                 level_index: 0,
@@ -231,7 +235,6 @@ pub fn phases(cfg: &RunConfig, target: &str) -> Vec<Phase> {
             out.push(Phase {
                 level,
                 plan: for_group(plan, g, policy),
-                warmup: false,
                 kind: PhaseKind::Level,
                 group: gi,
                 level_index: i,
@@ -241,7 +244,7 @@ pub fn phases(cfg: &RunConfig, target: &str) -> Vec<Phase> {
         prev = Some(g);
     }
     // The study's numbering: a warm-up is cycle 1, the levels count from 2.
-    let first_level = out.iter().position(|p| !p.warmup).unwrap_or(0);
+    let first_level = out.iter().position(|p| !p.is_warmup()).unwrap_or(0);
     let mut next = 2u32;
     for (i, p) in out.iter_mut().enumerate() {
         p.plan.cycle_id = if i < first_level && i == 0 {
@@ -409,7 +412,7 @@ mod tests {
         let cfg = config(LoadShape::Burst, &[1.0, 4.0], Some("5s"));
         let ph = phases(&cfg, "http://127.0.0.1:9");
         assert_eq!(ph.len(), 3);
-        assert!(ph[0].warmup);
+        assert!(ph[0].is_warmup());
         assert_eq!(ph[0].label, "warmup");
         assert_eq!(ph[0].plan.cycle_id, WARMUP_CYCLE_ID);
         assert_eq!(
@@ -423,7 +426,7 @@ mod tests {
         assert_eq!(ids, vec![2, 3]);
         assert_eq!(ph[2].label, "4");
         assert_eq!(ph[2].level_index, 1);
-        assert!(!ph[2].warmup);
+        assert!(!ph[2].is_warmup());
         // Without a warm-up the levels come alone.
         let cfg = config(LoadShape::Burst, &[1.0], None);
         assert_eq!(phases(&cfg, "http://127.0.0.1:9").len(), 1);

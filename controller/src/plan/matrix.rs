@@ -24,8 +24,6 @@ pub struct Setting {
 pub struct ManagedServer {
     /// The program, as the agent's `--allow-server-command` must list it.
     pub command: String,
-    /// Arguments every setting gets.
-    pub args: Vec<String>,
     /// Environment every setting gets.
     pub env: Vec<(String, String)>,
     /// Every combination of the plan's swept values; one at least.
@@ -270,7 +268,6 @@ mod tests {
         let m = Matrix {
             server: Some(ManagedServer {
                 command: "ollama".into(),
-                args: vec!["serve".into()],
                 env: vec![],
                 settings: vec![setting(1), setting(4)],
                 health_timeout: Duration::from_secs(60),

@@ -151,7 +151,6 @@ impl ServerTable {
             .collect();
         Ok(ManagedServer {
             command: self.command.trim().to_string(),
-            args,
             env: base_env,
             settings,
             health_timeout: duration("health_timeout", &self.health_timeout, 60)?,

@@ -134,6 +134,11 @@ impl<'a> Sweep<'a> {
         }
     }
 
+    /// The group `phase` belongs to.
+    fn group_of(&self, phase: &Phase) -> &Group {
+        &self.groups[phase.group.min(self.groups.len().saturating_sub(1))]
+    }
+
     fn api(&self) -> Api {
         self.cfg.api.unwrap_or(Api::OllamaGenerate)
     }
@@ -232,7 +237,11 @@ impl<'a> Sweep<'a> {
         if alive.is_empty() {
             return Ok(Step::Stop(Some("every agent was lost".into())));
         }
-        let group = &self.groups[phase.group.min(self.groups.len().saturating_sub(1))];
+        // The phase's label in the monitor files and the live metrics (group-prefixed).
+        let label =
+            tokengun_common::run_dir::monitor_label(&self.group_of(phase).label, &phase.label);
+        self.console.cycle_label(&label);
+        let group = self.group_of(phase);
         match phase.kind {
             PhaseKind::Load => self.console.line(&format!(
                 "\n■ loading {} before its first level{}",
@@ -275,11 +284,7 @@ impl<'a> Sweep<'a> {
             return Ok(step);
         }
         if let Some(m) = self.monitor.as_mut() {
-            let group = &self.groups[phase.group.min(self.groups.len().saturating_sub(1))];
-            m.set_label(&tokengun_common::run_dir::monitor_label(
-                &group.label,
-                &phase.label,
-            ));
+            m.set_label(&label);
         }
         let reconnect_wait = if self.up.in_process() {
             Duration::ZERO
@@ -323,7 +328,7 @@ impl<'a> Sweep<'a> {
     fn parts(&mut self, phase: &Phase, alive: &[usize]) -> Result<Vec<MemberCycle>, RunError> {
         let many = self.up.many();
         let api = self.api();
-        let group = &self.groups[phase.group.min(self.groups.len().saturating_sub(1))];
+        let group = self.group_of(phase);
         // A model's load or unload is one request per instance: from the first agent alone, or
         // (pinned) from each agent to its own instance.
         let one_each = matches!(phase.kind, PhaseKind::Load | PhaseKind::Unload);
@@ -355,7 +360,7 @@ impl<'a> Sweep<'a> {
             // By its place in the fleet, so a lost agent does not move the others' targets.
             share_targets(&mut p, i);
             // The warm-up's requests are measured but not written: its figures go to run.json.
-            let writer = if phase.warmup {
+            let writer = if phase.is_warmup() {
                 None
             } else {
                 let targets: Vec<String> = p.targets().iter().map(|t| t.to_string()).collect();
@@ -449,7 +454,7 @@ impl<'a> Sweep<'a> {
         let gaps: u64 = parts.iter().map(|p| p.gaps).sum();
         let lost = parts.iter().any(|p| p.lost.is_some());
         let partial = lost || !aborted_by.is_empty() || gaps > 0 || self.stop.is_cancelled();
-        let group = self.groups[phase.group.min(self.groups.len().saturating_sub(1))].clone();
+        let group = self.group_of(phase).clone();
         let mut summary = summarize(&CycleParts {
             model: &group.model,
             label: &phase.label,
@@ -477,7 +482,7 @@ impl<'a> Sweep<'a> {
                 "cycle {cycle_id}: {gaps} record(s) missing from the agents' streams"
             ));
         }
-        let error_rate = (!phase.warmup).then(|| (summary.level.clone(), summary.error_rate));
+        let error_rate = (!phase.is_warmup()).then(|| (summary.level.clone(), summary.error_rate));
         self.record(phase, summary, parts, sink)?;
         self.dir.write_manifest(&self.manifest)?;
         // Everything up to here is on disk: the agents may forget it.
@@ -576,7 +581,7 @@ impl<'a> Sweep<'a> {
     ) -> Result<(), RunError> {
         // Written with the cycle's results, so a resume never runs a finished phase again.
         self.manifest.phases_done = Some(self.manifest.phases_done.unwrap_or(0) + 1);
-        if phase.warmup {
+        if phase.is_warmup() {
             self.console.line(&format!("  {}", summary_line(&summary)));
             if phase.kind == PhaseKind::Load {
                 self.note_load(phase, &summary);

@@ -35,14 +35,6 @@ struct Readings {
     spans: BTreeMap<String, (f64, f64)>,
 }
 
-/// The larger of two optional figures.
-pub(super) fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, y) => x.or(y),
-    }
-}
-
 impl Readings {
     fn gather(rows: &[ProcessRow]) -> Self {
         let mut r = Self::default();
@@ -181,8 +173,10 @@ impl Readings {
             .filter(|((c, _), (t0, _, t1, _))| *c == key && t1 > t0)
             .map(|((_, n), (t0, j0, t1, j1))| (n.clone(), (j1 - j0).max(0.0) / (t1 - t0)))
             .collect();
-        level.thermal_pressure_max =
-            max_opt(level.thermal_pressure_max, self.thermal.get(&key).copied());
+        level.thermal_pressure_max = tokengun_common::monitor::max_opt(
+            level.thermal_pressure_max,
+            self.thermal.get(&key).copied(),
+        );
         level.mem_pressure_max = self.mem_pressure.get(&key).copied();
         level.swap_growth_bytes = self.swap.get(&key).map(|(first, peak)| peak - first);
     }

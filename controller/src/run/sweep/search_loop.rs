@@ -13,7 +13,7 @@ impl Sweep<'_> {
         let mut broken = None;
         if let Some(w) = phases(&self.cfg, &self.up.target)
             .into_iter()
-            .find(|p| p.warmup)
+            .find(|p| p.is_warmup())
         {
             if let Step::Stop(r) = self.phase(&w, None).await? {
                 return self.finish(r).await;
@@ -115,7 +115,6 @@ impl Sweep<'_> {
         Phase {
             level,
             plan: crate::plan::compile::for_group(plan, &group, self.cfg.matrix.policy),
-            warmup: false,
             kind: crate::plan::PhaseKind::Level,
             group: 0,
             level_index: index,
