@@ -541,7 +541,23 @@ pub fn blank_summary() -> CycleSummary {
         setting: String::new(),
         instances: 0,
         targets: Vec::new(),
+        cycle_id: 0,
     }
+}
+
+/// The cycle id of each row of cycles.csv, given the rows' `cycle_id`s in order: its own, or
+/// (0: files from before the column, one group) the study's numbering, row k was cycle k + 2.
+pub fn cycle_ids(ids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+    ids.into_iter()
+        .enumerate()
+        .map(|(k, id)| {
+            if id > 0 {
+                id
+            } else {
+                u32::try_from(k + 2).unwrap_or(u32::MAX)
+            }
+        })
+        .collect()
 }
 
 /// Reads `<run>/cycles.csv` back into the summaries that wrote it, in file order. A column the
@@ -684,6 +700,7 @@ mod tests {
             cached_tokens: Some(31),
         });
         s.group = "2-instances".into();
+        s.cycle_id = 7;
         s.group_label = "m · 2 instances".into();
         s.instances = 2;
         s
@@ -692,7 +709,7 @@ mod tests {
     #[test]
     fn rows_match_the_header() {
         assert_eq!(cycles_header().len(), cycles_row(&summary()).len());
-        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14 + 5 + 1);
+        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14 + 6 + 1);
         assert_eq!(cycles_header()[17], "ttft_mean_s");
     }
 

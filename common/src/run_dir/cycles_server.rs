@@ -117,6 +117,11 @@ pub(super) const GROUP: &[Column] = &[
         write: |s| s.instances.to_string(),
         read: |s, v| s.instances = count(v).unwrap_or(0),
     },
+    Column {
+        name: "cycle_id",
+        write: |s| s.cycle_id.to_string(),
+        read: |s, v| s.cycle_id = count(v).unwrap_or(0),
+    },
     // The busiest instance's tokens over the mean's; each instance's figures are in run.json.
     Column {
         name: "target_imbalance",

@@ -35,7 +35,7 @@ pub mod search;
 pub mod workload;
 
 pub use csv_file::{OutputError, ReadError, write_atomic};
-pub use cycles::{CyclesCsv, cycles_header, cycles_row, read_cycles};
+pub use cycles::{CyclesCsv, cycle_ids, cycles_header, cycles_row, read_cycles};
 pub use manifest::{
     AgentInfo, GroupInfo, Manifest, ManifestError, ManifestSettings, MonitorInfo, RunStatus,
     ServerProcess, read_manifest,

@@ -127,6 +127,9 @@ pub struct CycleSummary {
     /// Several instances: each one's part (empty otherwise).
     #[serde(default)]
     pub targets: Vec<super::TargetCycle>,
+    /// The cycle that ran the level (records.pb's `cycle_id`); 0 in runs from before it.
+    #[serde(default)]
+    pub cycle_id: u32,
 }
 
 /// One agent's part of a cycle run by several.
@@ -259,6 +262,7 @@ impl CycleSummary {
             setting: String::new(),
             instances: 0,
             targets: Vec::new(),
+            cycle_id: 0,
         }
     }
 }

@@ -14,10 +14,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokengun_common::record::{RecordBody, RequestRecord};
-use tokengun_common::run_dir::{RECORDS_PB, ReadError, read_cycles};
+use tokengun_common::run_dir::{RECORDS_PB, ReadError, cycle_ids, read_cycles};
 use tokengun_proto::stored::{StoredError, read_all};
 
-use crate::plan::compile::{WARMUP_CYCLE_ID, level_cycle_id};
+use crate::plan::compile::WARMUP_CYCLE_ID;
 
 /// What a line is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -113,10 +113,13 @@ pub fn export(args: &ExportArgs) -> Result<usize, ExportError> {
 pub fn lines(run: &Path, tokens: bool) -> Result<Vec<Map<String, Value>>, ExportError> {
     let stored = read_all(&run.join(RECORDS_PB))
         .map_err(|e| ExportError::Records(e, run.display().to_string()))?;
-    // cycles.csv row k is the level of cycle level_cycle_id(k); without the file, no levels.
-    let levels: Vec<String> = match read_cycles(run) {
-        Ok(rows) => rows.into_iter().map(|c| c.level).collect(),
-        Err(ReadError::Csv { .. }) => Vec::new(),
+    // Each cycles.csv row says its cycle (run_dir::cycle_ids); without the file, no levels.
+    let levels: HashMap<u32, String> = match read_cycles(run) {
+        Ok(rows) => cycle_ids(rows.iter().map(|c| c.cycle_id))
+            .into_iter()
+            .zip(rows.into_iter().map(|c| c.level))
+            .collect(),
+        Err(ReadError::Csv { .. }) => HashMap::new(),
         Err(e) => return Err(e.into()),
     };
     let mut started: HashMap<(String, u32), i64> = HashMap::new();
@@ -140,13 +143,11 @@ pub fn lines(run: &Path, tokens: bool) -> Result<Vec<Map<String, Value>>, Export
     Ok(out)
 }
 
-fn level_of(levels: &[String], cycle_id: u32) -> Option<String> {
+fn level_of(levels: &HashMap<u32, String>, cycle_id: u32) -> Option<String> {
     if cycle_id == WARMUP_CYCLE_ID {
         return Some("warmup".into());
     }
-    (0..levels.len())
-        .find(|&i| level_cycle_id(i) == cycle_id)
-        .map(|i| levels[i].clone())
+    levels.get(&cycle_id).cloned()
 }
 
 /// One request's line: context, the record's fields, derived figures, the timeline if asked.

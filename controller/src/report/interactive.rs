@@ -199,9 +199,12 @@ fn token_arrivals(data: &RunData) -> HashMap<(usize, u64), Vec<f64>> {
     let Ok(stored) = tokengun_proto::stored::read_all(&data.dir.join(RECORDS_PB)) else {
         return out;
     };
-    let level_of: HashMap<u32, usize> = (0..data.levels.len())
-        .map(|i| (crate::plan::compile::level_cycle_id(i), i))
-        .collect();
+    let level_of: HashMap<u32, usize> =
+        tokengun_common::run_dir::cycle_ids(data.levels.iter().map(|l| l.cycle.cycle_id))
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
     for (_, rec) in stored {
         let RecordBody::Request(r) = rec.body else {
             continue;

@@ -471,6 +471,7 @@ impl<'a> Sweep<'a> {
                     .collect()
             }),
         });
+        summary.cycle_id = cycle_id;
         summary.group = group.variant.clone();
         summary.group_label = group.label.clone();
         summary.setting = group.setting_label.clone();
