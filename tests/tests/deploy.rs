@@ -105,12 +105,11 @@ fn systemd_unit_verifies_and_passes_known_flags() {
     );
 }
 
-#[test]
-fn launchd_plist_parses_and_runs_the_agent_as_root() {
-    let file = deploy("launchd/dev.tokengun.agent.plist");
-    let Some(python) = checker("python3", None) else {
-        return;
-    };
+/// A launchd plist of deploy/ read by Python's plistlib (the parser launchd's format is
+/// checked against): the document and its ProgramArguments; None without python3 (skipped).
+fn plist(rel: &str) -> Option<(serde_json::Value, Vec<String>)> {
+    let file = deploy(rel);
+    let python = checker("python3", None)?;
     let out = Command::new(python)
         .args([
             "-c",
@@ -121,12 +120,10 @@ fn launchd_plist_parses_and_runs_the_agent_as_root() {
         .unwrap();
     assert!(
         out.status.success(),
-        "plistlib: {}",
+        "plistlib on {rel}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let plist: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(plist["Label"], "dev.tokengun.agent");
-    assert_eq!(plist["UserName"], "root", "powermetrics needs root");
     let args: Vec<String> = plist["ProgramArguments"]
         .as_array()
         .unwrap()
@@ -134,39 +131,27 @@ fn launchd_plist_parses_and_runs_the_agent_as_root() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert!(args[0].ends_with("/tokengun-agent") && args[1] == "serve");
+    Some((plist, args))
+}
+
+#[test]
+fn launchd_plist_parses_and_runs_the_agent_as_root() {
+    let Some((plist, args)) = plist("launchd/dev.tokengun.agent.plist") else {
+        return;
+    };
+    assert_eq!(plist["Label"], "dev.tokengun.agent");
+    assert_eq!(plist["UserName"], "root", "powermetrics needs root");
     flags_are_known("tokengun-agent", "serve", &args[2..], "the launchd plist");
 }
 
 #[test]
 fn launchd_user_agent_parses_and_runs_the_agent_without_root() {
-    let file = deploy("launchd/dev.tokengun.agent.user.plist");
-    let Some(python) = checker("python3", None) else {
+    let Some((plist, args)) = plist("launchd/dev.tokengun.agent.user.plist") else {
         return;
     };
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import json, plistlib, sys; print(json.dumps(plistlib.load(open(sys.argv[1], 'rb'))))",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "plistlib: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plist: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plist["Label"], "dev.tokengun.agent.user");
     // A LaunchAgent runs as the user who loads it: no UserName, and nothing under a root path.
     assert!(plist.get("UserName").is_none(), "{plist}");
-    let args: Vec<String> = plist["ProgramArguments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    assert!(args[0].ends_with("/tokengun-agent") && args[1] == "serve");
     let power = args.iter().position(|a| a == "--power").unwrap();
     assert_eq!(
         args[power + 1],

@@ -153,7 +153,7 @@ fn figure(file: &str, title: &str, caption: &str, (png, data): (Vec<u8>, ChartDa
 }
 
 /// A line chart drawn twice: the PNG, and its data for the page's interactive chart.
-fn line_chart(
+pub(super) fn line_chart(
     title: &str,
     x: &XAxis,
     y_title: &str,

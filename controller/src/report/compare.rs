@@ -286,19 +286,14 @@ pub(super) fn overlays(
                 dots: true,
             })
             .collect();
+        let (png, data) =
+            super::charts::line_chart(o.chart_title, &axis, o.y_title, &lines, &[], None)?;
         figs.push(Figure {
             file: o.file.replacen("compare", stem, 1),
             title: o.title.into(),
             caption: o.caption.into(),
-            png: plot::line_chart(o.chart_title, &axis, o.y_title, &lines, &[], None)?,
-            data: Some(Box::new(super::interactive::lines(
-                o.chart_title,
-                &axis,
-                o.y_title,
-                &lines,
-                &[],
-                None,
-            ))),
+            png,
+            data: Some(Box::new(data)),
         });
     }
     Ok(figs)
