@@ -4,13 +4,14 @@
 // Plain threads, no async runtime here: blocking sleeps are fine.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+use common::{BIN, agent_bin, assert_one_line_error, free_port, tokengun};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokengun");
 
 /// Kills the child when the test ends, whatever happens.
 struct Proc {
@@ -78,27 +79,6 @@ impl Drop for Proc {
     }
 }
 
-fn tokengun(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// The error must be one line, start with `error:`, and contain every `needle`.
-fn assert_one_line_error(out: &Output, code: i32, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "{n:?} missing from: {err}");
-    }
-}
-
 fn entries(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|d| d.map(|e| e.unwrap().path()).collect())
@@ -133,21 +113,6 @@ fn spawn_sim(extra: &[&str]) -> (Proc, String) {
         .unwrap()
         .to_string();
     (sim, url)
-}
-
-fn agent_bin() -> PathBuf {
-    let path =
-        Path::new(BIN).with_file_name(format!("tokengun-agent{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "tokengun-agent", "--bin", "tokengun-agent"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "cannot build tokengun-agent");
-    }
-    path
 }
 
 #[test]

@@ -2,30 +2,13 @@
 //! line and the field; a tokenizer-exact synthetic workload and a trace run on the simulator.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::{assert_one_line_error, tokengun};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokengun");
-
-fn tokengun(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// The run exits with `code` and its one error line holds every needle.
-fn refused(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_default();
-    for n in needles {
-        assert!(line.contains(n), "{n:?} missing from: {err}");
-    }
 }
 
 #[test]
@@ -38,7 +21,7 @@ fn bad_workload_files_name_the_line_and_the_field() {
     )
     .unwrap();
     let out = tokengun(&["run", "--sim", "--prompts", p.to_str().unwrap()]);
-    refused(&out, &["bad.jsonl:2:", "content"]);
+    assert_one_line_error(&out, 2, &["bad.jsonl:2:", "content"]);
     let t = dir.path().join("t.csv");
     std::fs::write(
         &t,
@@ -46,9 +29,9 @@ fn bad_workload_files_name_the_line_and_the_field() {
     )
     .unwrap();
     let out = tokengun(&["run", "--sim", "--trace", t.to_str().unwrap()]);
-    refused(&out, &["t.csv:3:", "input_tokens"]);
+    assert_one_line_error(&out, 2, &["t.csv:3:", "input_tokens"]);
     let out = tokengun(&["run", "--sim", "--input-tokens", "uniform:9-3"]);
-    refused(&out, &["--input-tokens", "uniform:MIN-MAX"]);
+    assert_one_line_error(&out, 2, &["--input-tokens", "uniform:MIN-MAX"]);
     let out = tokengun(&[
         "run",
         "--sim",
@@ -57,7 +40,7 @@ fn bad_workload_files_name_the_line_and_the_field() {
         "--input-tokens",
         "8",
     ]);
-    refused(&out, &["tokenizer"]);
+    assert_one_line_error(&out, 2, &["tokenizer"]);
 }
 
 #[test]

@@ -3,16 +3,13 @@
 //! completions and the man page come from the CLI's own definitions.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::{BIN, agent_bin, free_port, tokengun};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use tokengun_common::record::{RecordBody, RequestRecord};
 use tokengun_common::run_dir::read_cycles;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokengun");
-
-fn tokengun(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
 
 /// `tokengun run --sim` with `args` into a fresh folder; the run folder it made (and the folder
 /// holding it, kept while the TempDir lives).
@@ -472,29 +469,6 @@ fn metrics_beyond_loopback_need_a_token() {
         err.contains("--metrics-token-file") && err.contains("--metrics-insecure-no-auth"),
         "{err}"
     );
-}
-
-fn agent_bin() -> PathBuf {
-    let path =
-        Path::new(BIN).with_file_name(format!("tokengun-agent{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "tokengun-agent", "--bin", "tokengun-agent"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "cannot build tokengun-agent");
-    }
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
