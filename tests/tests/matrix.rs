@@ -21,6 +21,30 @@ async fn instance() -> SimHandle {
     SimHandle::start("127.0.0.1:0", c).await.unwrap()
 }
 
+/// Each cycles.csv row says its cycle (load phases take ids between the levels'), and an export
+/// names every request's level from it.
+fn cycle_ids_name_each_levels_records(
+    dir: &std::path::Path,
+    cycles: &[std::collections::HashMap<String, String>],
+) {
+    let ids: Vec<u32> = cycles
+        .iter()
+        .map(|r| r["cycle_id"].parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(
+        ids.windows(2).any(|w| w[1] > w[0] + 1),
+        "loads sit between: {ids:?}"
+    );
+    let lines = tokengun::cmd::export::lines(dir, false).unwrap();
+    let level4 = lines
+        .iter()
+        .filter(|l| l["cycle_id"] == serde_json::json!(ids[3]))
+        .collect::<Vec<_>>();
+    assert_eq!(level4.len(), 4);
+    assert!(level4.iter().all(|l| l["level"] == "4"), "{level4:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_models_on_one_and_two_instances_each_get_their_own_results() {
     let (s1, s2) = (instance().await, instance().await);
@@ -61,24 +85,7 @@ async fn two_models_on_one_and_two_instances_each_get_their_own_results() {
     assert_eq!(seen, want);
     assert!(cycles.iter().all(|r| r["failed"] == "0"), "{cycles:?}");
     assert_eq!(cycles[2]["group"], "2-instances");
-    // Each row says its cycle (load phases take ids between the levels'), and an export names
-    // every request's level from it.
-    let ids: Vec<u32> = cycles
-        .iter()
-        .map(|r| r["cycle_id"].parse().unwrap())
-        .collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-    assert!(
-        ids.windows(2).any(|w| w[1] > w[0] + 1),
-        "loads sit between: {ids:?}"
-    );
-    let lines = tokengun::cmd::export::lines(dir, false).unwrap();
-    let level4 = lines
-        .iter()
-        .filter(|l| l["cycle_id"] == serde_json::json!(ids[3]))
-        .collect::<Vec<_>>();
-    assert_eq!(level4.len(), 4);
-    assert!(level4.iter().all(|l| l["level"] == "4"), "{level4:?}");
+    cycle_ids_name_each_levels_records(dir, &cycles);
     assert_eq!(cycles[2]["group_label"], "a · 2 instances");
 
     // Per model and instance count, the study's layout below.
