@@ -313,10 +313,8 @@ pub struct CycleWorkload {
     /// Think times drawn exponential around `think_time` (seeded) instead of fixed.
     pub think_exponential: bool,
     /// Trace replay (open loop): each arrival's offset from the origin, ms, in order; replaces
-    /// the rate's schedule when not empty.
+    /// the rate's schedule when not empty. Arrival i sends the cycle's prompt i.
     pub trace_at_ms: Vec<u64>,
-    /// The prompt each trace arrival sends (same length as `trace_at_ms`).
-    pub trace_prompt: Vec<u32>,
 }
 
 impl CycleWorkload {

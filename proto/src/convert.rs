@@ -97,7 +97,6 @@ impl From<&dom::CyclePlan> for pb::CyclePlan {
             think_time_ms: ms(p.workload.think_time),
             think_exponential: p.workload.think_exponential,
             trace_at_ms: p.workload.trace_at_ms.clone(),
-            trace_prompt: p.workload.trace_prompt.clone(),
             target_urls: p.target_urls.clone(),
             target_policy: match p.target_policy {
                 dom::TargetPolicy::RoundRobin => pb::TargetPolicy::RoundRobin,
@@ -190,7 +189,6 @@ impl TryFrom<pb::CyclePlan> for dom::CyclePlan {
                 think_time: Duration::from_millis(p.think_time_ms),
                 think_exponential: p.think_exponential,
                 trace_at_ms: p.trace_at_ms,
-                trace_prompt: p.trace_prompt,
             },
         };
         plan.validate()
@@ -787,7 +785,6 @@ mod tests {
                 think_time: Duration::from_millis(250),
                 think_exponential: true,
                 trace_at_ms: vec![0, 40],
-                trace_prompt: vec![0, 0],
             },
         }
     }

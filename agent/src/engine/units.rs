@@ -38,11 +38,15 @@ pub(crate) fn arrivals(
                 .map(|at| (at, None)),
         )
     } else {
-        // A trace's arrivals, each with its own prompt, replace the rate's schedule.
-        Box::new(trace.trace_at_ms.iter().enumerate().map(|(i, ms)| {
-            let p = trace.trace_prompt.get(i).map(|p| *p as usize);
-            (Duration::from_millis(*ms), p)
-        }))
+        // A trace's arrivals replace the rate's schedule; arrival i sends prompt i (the trace
+        // compiled one prompt per arrival, in order).
+        Box::new(
+            trace
+                .trace_at_ms
+                .iter()
+                .enumerate()
+                .map(|(i, ms)| (Duration::from_millis(*ms), Some(i))),
+        )
     }
 }
 

@@ -272,9 +272,6 @@ fn from_trace(
     }
     let r = super::trace::load(path, scale, tokenizer, seed)?;
     let n = r.prompts.len();
-    cycle.trace_prompt = (0..n)
-        .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
-        .collect();
     cycle.trace_at_ms = r.at_ms;
     let span_ms = cycle.trace_at_ms.last().copied().unwrap_or(0);
     let info = WorkloadInfo {
