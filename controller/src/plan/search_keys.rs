@@ -52,18 +52,16 @@ impl SearchPlan {
     }
 }
 
-fn bad(message: impl Into<String>) -> super::synth::SynthError {
-    super::synth::SynthError::Key {
-        key: "search",
-        message: message.into(),
-    }
+/// A `[search]` setting that does not make a search (named `--search`, plan key `search`).
+fn bad(message: impl Into<String>) -> super::PlanFileError {
+    super::file::field("search", message)
 }
 
 /// The search the plan asks for, None without `[search]`.
 pub fn compile(
     plan: Option<&SearchPlan>,
     shape: LoadShape,
-) -> Result<Option<SearchSpec>, super::synth::SynthError> {
+) -> Result<Option<SearchSpec>, super::PlanFileError> {
     let Some(p) = plan else {
         return Ok(None);
     };
