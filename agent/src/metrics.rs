@@ -50,10 +50,7 @@ fn take(m: &Metrics, body: RecordBody) {
             let sc = d.self_check;
             m.level_health(Health {
                 loop_delay_p99_ms: sc.and_then(|s| s.loop_delay_p99_ms),
-                cpu_pct: sc.and_then(|s| {
-                    (s.wall_s > 0.0 && s.cores > 0)
-                        .then(|| 100.0 * s.cpu_s / s.wall_s / f64::from(s.cores))
-                }),
+                cpu_pct: sc.and_then(|s| s.cpu_share()).map(|s| s * 100.0),
                 send_lag_p99_s: None,
                 schedule_valid: None,
             });

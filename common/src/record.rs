@@ -404,6 +404,13 @@ pub struct AgentSelfCheck {
     pub loop_delay_max_ms: Option<f64>,
 }
 
+impl AgentSelfCheck {
+    /// Its CPU time as a share of its cores over the cycle, 0..1 (None without a wall time).
+    pub fn cpu_share(&self) -> Option<f64> {
+        (self.wall_s > 0.0).then(|| self.cpu_s / self.wall_s / f64::from(self.cores.max(1)))
+    }
+}
+
 /// What a record says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordBody {

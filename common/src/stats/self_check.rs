@@ -21,11 +21,7 @@ pub fn self_check_verdict(
 ) -> String {
     let mut why = Vec::new();
     for c in checks {
-        let share = if c.wall_s > 0.0 {
-            c.cpu_s / c.wall_s / f64::from(c.cores.max(1))
-        } else {
-            0.0
-        };
+        let share = c.cpu_share().unwrap_or(0.0);
         if share > AGENT_CPU_LIMIT_SHARE {
             why.push(format!(
                 "agent CPU at {:.0}% of its {} core(s)",
@@ -68,8 +64,7 @@ impl CycleSummary {
         self.loop_delay_max_ms = None;
         for c in checks {
             self.agent_cpu_s = Some(self.agent_cpu_s.unwrap_or(0.0) + c.cpu_s);
-            let pct =
-                (c.wall_s > 0.0).then(|| c.cpu_s / c.wall_s / f64::from(c.cores.max(1)) * 100.0);
+            let pct = c.cpu_share().map(|s| s * 100.0);
             self.agent_cpu_pct = max(self.agent_cpu_pct, pct);
             self.loop_delay_p99_ms = max(self.loop_delay_p99_ms, c.loop_delay_p99_ms);
             self.loop_delay_max_ms = max(self.loop_delay_max_ms, c.loop_delay_max_ms);
