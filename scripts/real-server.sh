@@ -59,8 +59,23 @@ PY
   mv "$model.part" "$model"
 }
 
+# The CPU flags the server is built with. Not -march=native: a VM may advertise AMX without the
+# kernel granting its tile state, and ggml's AMX kernels then die with SIGILL at the first matrix
+# (seen here: `tilezero` in libggml-cpu). AVX2/FMA/F16C run on every x86-64 box of the last decade;
+# elsewhere (arm64) ggml's own native detection is kept.
+cpu_flags() {
+  if [[ $(uname -m) == x86_64 ]]; then
+    echo "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  else
+    echo "-DGGML_NATIVE=ON"
+  fi
+}
+
 ensure_server() {
-  [[ -x $server_bin ]] && return
+  local flags
+  flags=$(cpu_flags)
+  # A binary built with other flags (an older checkout's -march=native) is rebuilt.
+  [[ -x $server_bin && $(cat "$cache/bin/build-flags" 2>/dev/null) == "$flags" ]] && return
   local jobs src build
   jobs=$(nproc)
   echo "== cmake (PyPI wheel) into $cache/venv" >&2
@@ -84,7 +99,7 @@ ensure_server() {
   PATH=$cache/venv/bin:$PATH cmake -S "$src/llama.cpp" -B "$build" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DGGML_NATIVE=ON >"$cache/cmake-configure.log" 2>&1 \
+    $flags >"$cache/cmake-configure.log" 2>&1 \
     || { tail -30 "$cache/cmake-configure.log" >&2; die "cmake configure failed (log: $cache/cmake-configure.log)"; }
   PATH=$cache/venv/bin:$PATH cmake --build "$build" --target llama-server -j "$jobs" \
     >"$cache/cmake-build.log" 2>&1 \
@@ -96,6 +111,7 @@ ensure_server() {
   if ldd "$server_bin" | grep -q "$build"; then
     cp "$build"/bin/*.so* "$cache/bin/" 2>/dev/null || true
   fi
+  echo "$flags" >"$cache/bin/build-flags"
 }
 
 is_running() {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengun_common::schedule::prompt_index;
+use tokengun_common::stats::place_server_tokens;
 use tokengun_common::transport::root_cause;
 use tokengun_common::{
     AgentSelfCheck, CycleDone, CyclePlan, LIVE_REQUESTS_MAX, LoadShape, OutcomeKind, Progress,
@@ -337,6 +338,8 @@ struct Measure<'a> {
     /// Keep the answer's text, and the text kept.
     keep_answer: bool,
     answer: String,
+    /// (timeline index, most tokens it may hide) for events with multi-byte characters.
+    held_room: Vec<(usize, u32)>,
 }
 
 impl Measure<'_> {
@@ -396,6 +399,7 @@ async fn run_request(
             output_tokens: 0,
             token_source: TokenSource::Counted,
             counted_tokens: 0,
+            utf8_merged_tokens: 0,
             reasoning_tokens: 0,
             prompt_tokens: None,
             server: ServerTimings::default(),
@@ -406,6 +410,7 @@ async fn run_request(
         sent: false,
         keep_answer: sel.keep_answer,
         answer: String::new(),
+        held_room: Vec::new(),
     };
     // Held until the end is stamped, so the next request cannot appear to overlap this one.
     let mut permit = None;
@@ -446,6 +451,7 @@ async fn run_request(
     if r.token_source == TokenSource::Counted {
         r.output_tokens = r.counted_tokens;
     }
+    place_server_tokens(r, &m.held_room);
     if !m.done && r.outcome == OutcomeKind::Completed {
         r.outcome = OutcomeKind::Truncated;
         r.error = "the stream ended before the server said it was done".into();
@@ -606,6 +612,10 @@ fn on_chunk(
     }
     if let Some(e) = c.error {
         return Some((OutcomeKind::ServerError, e));
+    }
+    if c.multibyte_bytes > 1 && c.answer_tokens + c.reasoning_tokens > 0 {
+        m.held_room
+            .push((m.rec.timeline.len(), c.multibyte_bytes - 1));
     }
     on_tokens(
         s,

@@ -355,6 +355,7 @@ mod tests {
             output_tokens: 2,
             token_source: TokenSource::Counted,
             counted_tokens: 2,
+            utf8_merged_tokens: 0,
             reasoning_tokens: 0,
             prompt_tokens: None,
             server: ServerTimings::default(),

@@ -188,6 +188,12 @@ pub struct RequestRecord {
     pub token_source: TokenSource,
     /// Tokens counted from the stream's chunks (one per content chunk unless told otherwise).
     pub counted_tokens: u64,
+    /// Tokens the server counted that reached the client inside another token's event: a server
+    /// holds back a token that ends inside a multi-byte UTF-8 character and sends it with the
+    /// next (llama.cpp does). Added to those events in `timeline` (so ITL is per token), never to
+    /// `counted_tokens`; see `stats::server::place_server_tokens`.
+    #[serde(default)]
+    pub utf8_merged_tokens: u64,
     /// Of the counted tokens, those that were reasoning ("thinking").
     pub reasoning_tokens: u64,
     pub prompt_tokens: Option<u64>,
@@ -302,8 +308,8 @@ impl RequestRecord {
 
     /// Inter-token latencies, seconds: per token, not per chunk. The gap before a chunk that
     /// carried k tokens gives k samples of gap / k (vLLM's ITL). Where a server packs several
-    /// tokens into one event without saying how many, only its total count shows it (see
-    /// `stats::ServerAccount::tokens_per_chunk`).
+    /// tokens into one event without saying how many, its total count places them on the
+    /// timeline (`stats::server::place_server_tokens`).
     pub fn itl_s(&self) -> impl Iterator<Item = f64> + '_ {
         self.timeline.windows(2).flat_map(|w| {
             let k = w[1].tokens.max(1);
@@ -461,6 +467,7 @@ mod tests {
             output_tokens: timeline.iter().map(|c| u64::from(c.1)).sum(),
             token_source: TokenSource::Counted,
             counted_tokens: 0,
+            utf8_merged_tokens: 0,
             reasoning_tokens: 0,
             prompt_tokens: None,
             server: ServerTimings::default(),

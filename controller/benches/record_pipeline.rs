@@ -49,6 +49,7 @@ fn record(id: u32, tokens: u32) -> RequestRecord {
         output_tokens: u64::from(tokens),
         token_source: TokenSource::Server,
         counted_tokens: u64::from(tokens),
+        utf8_merged_tokens: 0,
         reasoning_tokens: 0,
         prompt_tokens: Some(26),
         server: ServerTimings {

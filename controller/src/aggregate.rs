@@ -335,6 +335,7 @@ mod tests {
             output_tokens: tokens,
             token_source: tokengun_common::TokenSource::Counted,
             counted_tokens: tokens,
+            utf8_merged_tokens: 0,
             reasoning_tokens: 0,
             prompt_tokens: None,
             server: tokengun_common::ServerTimings::default(),

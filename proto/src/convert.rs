@@ -260,6 +260,7 @@ impl From<&dom::RequestRecord> for pb::RequestRecord {
                 dom::TokenSource::Counted => pb::TokenSource::Counted,
             } as i32,
             counted_tokens: r.counted_tokens,
+            utf8_merged_tokens: r.utf8_merged_tokens,
             reasoning_tokens: r.reasoning_tokens,
             prompt_tokens: r.prompt_tokens,
             server_total_ns: r.server.total_ns,
@@ -327,6 +328,7 @@ impl TryFrom<pb::RequestRecord> for dom::RequestRecord {
             output_tokens: r.output_tokens,
             token_source,
             counted_tokens: r.counted_tokens,
+            utf8_merged_tokens: r.utf8_merged_tokens,
             reasoning_tokens: r.reasoning_tokens,
             prompt_tokens: r.prompt_tokens,
             server: dom::ServerTimings {
@@ -664,6 +666,7 @@ mod tests {
             output_tokens: 7,
             token_source: dom::TokenSource::Counted,
             counted_tokens: 7,
+            utf8_merged_tokens: 0,
             reasoning_tokens: 0,
             prompt_tokens: None,
             server: dom::ServerTimings {

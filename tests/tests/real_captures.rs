@@ -124,7 +124,7 @@ struct Case {
     first_token_ms: f64,
 }
 
-const CASES: [Case; 3] = [
+const CASES: [Case; 5] = [
     Case {
         api: Api::OpenaiCompletions,
         capture: "completions-stream-usage",
@@ -161,6 +161,33 @@ const CASES: [Case; 3] = [
         prompt_ms: 8.968,
         predicted_ms: 79.709,
         first_token_ms: 16.008,
+    },
+    // Asked without stream_options, llama.cpp's completions still close with usage; 3 of the
+    // prompt's 4 tokens were cached.
+    Case {
+        api: Api::OpenaiCompletions,
+        capture: "completions-stream-no-usage",
+        tokens: "16",
+        counted: "16",
+        agreement: "exact",
+        prompt_tokens: "4",
+        cached_tokens: "3",
+        prompt_ms: 12.285,
+        predicted_ms: 140.615,
+        first_token_ms: 14.92,
+    },
+    // Stopped by max_tokens (finish "length"): no end token, so the counts are equal.
+    Case {
+        api: Api::OpenaiChat,
+        capture: "chat-stream-usage-length",
+        tokens: "16",
+        counted: "16",
+        agreement: "exact",
+        prompt_tokens: "37",
+        cached_tokens: "0",
+        prompt_ms: 122.617,
+        predicted_ms: 114.542,
+        first_token_ms: 125.265,
     },
 ];
 

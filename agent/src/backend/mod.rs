@@ -178,6 +178,10 @@ pub struct Chunk {
     pub answer_tokens: u32,
     /// Content-bearing pieces of reasoning ("thinking").
     pub reasoning_tokens: u32,
+    /// Bytes of multi-byte UTF-8 characters in those pieces: a server that holds back a token
+    /// ending inside a character sends it with the next, so this unit may carry up to this many
+    /// less one more tokens than it counts (see `stats::server::attribute_held_tokens`).
+    pub multibyte_bytes: u32,
     /// The server's closing figures, when this unit carried them.
     pub fin: Option<Box<Final>>,
     /// The server said the generation is complete (Ollama `done`, OpenAI `[DONE]`).
@@ -195,10 +199,12 @@ impl Chunk {
         reasoning: Option<&str>,
         think: &mut InlineThink,
     ) {
-        if reasoning.is_some() {
+        if let Some(text) = reasoning {
             self.reasoning_tokens += 1;
+            self.multibyte_bytes += multibyte_bytes(text);
         }
         if let Some(text) = answer {
+            self.multibyte_bytes += multibyte_bytes(text);
             if think.classify(text) {
                 self.reasoning_tokens += 1;
             } else {
@@ -209,6 +215,12 @@ impl Chunk {
             }
         }
     }
+}
+
+/// Bytes of `text` that belong to multi-byte characters (all bytes of 0x80 and above).
+fn multibyte_bytes(text: &str) -> u32 {
+    let n = text.bytes().filter(|b| *b >= 0x80).count();
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The server's closing figures.

@@ -524,6 +524,29 @@ mod tests {
     }
 
     #[test]
+    fn an_event_says_how_many_bytes_of_multibyte_characters_it_held() {
+        let mut t = InlineThink::default();
+        // llama.cpp sends a token ending inside a character with the next one: "é" and "🦀"
+        // (2 and 4 bytes) may each be several byte tokens in one event.
+        let ev = r#"{"choices":[{"text":"caf\u00e9 \ud83e\udd80","index":0}]}"#;
+        let c = parse_event(Api::OpenaiCompletions, ev.as_bytes(), &mut t).unwrap();
+        assert_eq!((c.answer_tokens, c.multibyte_bytes), (1, 6));
+        let chat = "{\"choices\":[{\"delta\":{\"content\":\"ab\",\"reasoning_content\":\"中\"}}]}";
+        let c = parse_event(Api::OpenaiChat, chat.as_bytes(), &mut t).unwrap();
+        assert_eq!(
+            (c.answer_tokens, c.reasoning_tokens, c.multibyte_bytes),
+            (1, 1, 3)
+        );
+        let ascii = br#"{"choices":[{"text":"plain"}]}"#;
+        assert_eq!(
+            parse_event(Api::OpenaiCompletions, ascii, &mut t)
+                .unwrap()
+                .multibyte_bytes,
+            0
+        );
+    }
+
+    #[test]
     fn models_list() {
         let body = capture_body("models.http");
         assert_eq!(parse_models(&body).unwrap(), vec!["smollm2".to_string()]);

@@ -684,9 +684,10 @@ mod tests {
         s.errors_by_kind = "timeout=1".into();
         s.unrated_requests = 1;
         s.server_account = Some(crate::stats::ServerAccount {
-            token_checked: 2,
+            token_checked: 3,
             token_exact: 1,
             token_end_token: 1,
+            token_utf8_merged: 1,
             token_mismatch: 0,
             tokens_per_chunk: Some(1.05),
             breakdown_requests: 2,
@@ -709,7 +710,7 @@ mod tests {
     #[test]
     fn rows_match_the_header() {
         assert_eq!(cycles_header().len(), cycles_row(&summary()).len());
-        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 14 + 6 + 1);
+        assert_eq!(cycles_header().len(), 17 + 5 * 6 + 33 + 15 + 6 + 1);
         assert_eq!(cycles_header()[17], "ttft_mean_s");
     }
 

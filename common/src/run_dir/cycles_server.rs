@@ -34,6 +34,11 @@ pub(super) const SERVER_ACCOUNT: &[Column] = &[
         read: |s, v| acct(s).token_end_token = count(v).unwrap_or(0),
     },
     Column {
+        name: "server_token_utf8_merged",
+        write: |s| cell(s, |a| a.token_utf8_merged.to_string()),
+        read: |s, v| acct(s).token_utf8_merged = count(v).unwrap_or(0),
+    },
+    Column {
         name: "server_token_mismatch",
         write: |s| cell(s, |a| a.token_mismatch.to_string()),
         read: |s, v| acct(s).token_mismatch = count(v).unwrap_or(0),

@@ -53,8 +53,8 @@ pub mod col {
     pub const SERVER_PROMPT_EVAL_TOKENS: &str = "ServerPromptEvalTokens";
     pub const SERVER_CACHED_TOKENS: &str = "ServerCachedTokens";
     pub const SERVER_REASONING_TOKENS: &str = "ServerReasoningTokens";
-    /// `exact`, `end-token` or `mismatch`: the server's output count against the stream's
-    /// (empty when unchecked).
+    /// `exact`, `end-token`, `utf8-merged` or `mismatch`: the server's output count against the
+    /// stream's (empty when unchecked; see `tokengun_common::stats::TokenAgreement`).
     pub const TOKEN_AGREEMENT: &str = "TokenAgreement";
     /// Where the request's time went (seconds, summing to TotalDuration): see
     /// `tokengun_common::stats::Breakdown`.
@@ -390,6 +390,7 @@ pub(crate) mod tests {
             output_tokens: 3,
             token_source: TokenSource::Server,
             counted_tokens: 3,
+            utf8_merged_tokens: 0,
             reasoning_tokens: 0,
             prompt_tokens: Some(12),
             server: ServerTimings::default(),

@@ -23,7 +23,7 @@ pub use self_check::{
 };
 pub use server::{
     Breakdown, MODEL_LOAD_NS, ServerAccount, ServerTally, TokenAgreement, breakdown,
-    paid_model_load, token_agreement,
+    paid_model_load, place_server_tokens, token_agreement,
 };
 pub use slo::Slo;
 pub use summary::{AgentCycle, CycleInfo, CycleSummary};

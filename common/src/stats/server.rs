@@ -61,6 +61,9 @@ pub enum TokenAgreement {
     /// The server counts one more on a `stop`: the end-of-sequence token, which has no text
     /// (llama.cpp's `completion_tokens`).
     EndToken,
+    /// The stream's events held fewer tokens than the server counted, by no more than their
+    /// multi-byte characters explain (see [`place_server_tokens`]), plus the end token on a stop.
+    Utf8Merged,
     /// Anything else: chunks that carried several tokens, lost or extra events.
     Mismatch,
 }
@@ -72,6 +75,7 @@ impl TokenAgreement {
             TokenAgreement::Unchecked => "",
             TokenAgreement::Exact => "exact",
             TokenAgreement::EndToken => "end-token",
+            TokenAgreement::Utf8Merged => "utf8-merged",
             TokenAgreement::Mismatch => "mismatch",
         }
     }
@@ -82,12 +86,67 @@ pub fn token_agreement(r: &RequestRecord) -> TokenAgreement {
     if r.outcome != OutcomeKind::Completed || r.token_source != TokenSource::Server {
         return TokenAgreement::Unchecked;
     }
+    let seen = r.counted_tokens + r.utf8_merged_tokens;
+    let stop = r.done_reason == "stop";
     if r.output_tokens == r.counted_tokens {
         TokenAgreement::Exact
-    } else if r.output_tokens == r.counted_tokens + 1 && r.done_reason == "stop" {
+    } else if r.utf8_merged_tokens > 0
+        && (r.output_tokens == seen || (stop && r.output_tokens == seen + 1))
+    {
+        TokenAgreement::Utf8Merged
+    } else if r.output_tokens == r.counted_tokens + 1 && stop {
         TokenAgreement::EndToken
     } else {
         TokenAgreement::Mismatch
+    }
+}
+
+/// Places the tokens the server counted beyond the stream's events on the timeline, so that ITL
+/// and the decode rate are per token.
+///
+/// A server that streams text holds back a token ending inside a UTF-8 character and sends it with
+/// the next one (llama.cpp does), so one event then carries several tokens. An event whose text
+/// has `k` bytes of multi-byte characters can hide at most `k - 1` tokens: each held-back token and
+/// the one completing the character hold at least one such byte each. `room` lists (timeline
+/// index, that bound) for such events, in order. When the shortfall (less the end-of-sequence
+/// token on a `stop`) fits in the room, it is added to those events in order and kept in
+/// `utf8_merged_tokens`. When it does not (a server that packs tokens into events, speculative
+/// decoding, lost events), it is spread evenly over the events after the first and the record
+/// stays a mismatch. Call it once, after `counted_tokens` is set.
+pub fn place_server_tokens(r: &mut RequestRecord, room: &[(usize, u32)]) {
+    if r.token_source != TokenSource::Server || r.output_tokens <= r.counted_tokens {
+        return;
+    }
+    let mut short = r.output_tokens - r.counted_tokens;
+    if r.done_reason == "stop" {
+        short -= 1; // the end token, which has no text
+    }
+    if short == 0 {
+        return;
+    }
+    let total: u64 = room.iter().map(|&(_, k)| u64::from(k)).sum();
+    if short <= total {
+        r.utf8_merged_tokens = short;
+        for &(i, k) in room {
+            let add = short.min(u64::from(k));
+            if let Some(c) = r.timeline.get_mut(i) {
+                c.tokens = c
+                    .tokens
+                    .saturating_add(u32::try_from(add).unwrap_or(u32::MAX));
+            }
+            short -= add;
+        }
+        return;
+    }
+    let Some(later) = r.timeline.get_mut(1..).filter(|l| !l.is_empty()) else {
+        return;
+    };
+    let n = later.len() as u64;
+    for (j, c) in later.iter_mut().enumerate() {
+        let add = short / n + u64::from((j as u64) < short % n);
+        c.tokens = c
+            .tokens
+            .saturating_add(u32::try_from(add).unwrap_or(u32::MAX));
     }
 }
 
@@ -102,6 +161,7 @@ pub struct ServerTally {
     checked: u32,
     exact: u32,
     end_token: u32,
+    utf8_merged: u32,
     mismatch: u32,
     /// Over the checked requests: the server's tokens and the stream's content chunks.
     server_tokens: u64,
@@ -120,12 +180,15 @@ impl ServerTally {
         let agreement = token_agreement(r);
         if agreement != TokenAgreement::Unchecked {
             self.checked += 1;
-            self.server_tokens += r.output_tokens;
+            // The end token of a stop has no event of its own: it is not packed into one.
+            let end_token = agreement != TokenAgreement::Exact && r.done_reason == "stop";
+            self.server_tokens += r.output_tokens - u64::from(end_token);
             self.chunks += r.timeline.len() as u64;
         }
         match agreement {
             TokenAgreement::Exact => self.exact += 1,
             TokenAgreement::EndToken => self.end_token += 1,
+            TokenAgreement::Utf8Merged => self.utf8_merged += 1,
             TokenAgreement::Mismatch => self.mismatch += 1,
             TokenAgreement::Unchecked => {}
         }
@@ -159,6 +222,7 @@ impl ServerTally {
         self.checked += o.checked;
         self.exact += o.exact;
         self.end_token += o.end_token;
+        self.utf8_merged += o.utf8_merged;
         self.mismatch += o.mismatch;
         self.server_tokens += o.server_tokens;
         self.chunks += o.chunks;
@@ -184,6 +248,7 @@ impl ServerTally {
             token_checked: self.checked,
             token_exact: self.exact,
             token_end_token: self.end_token,
+            token_utf8_merged: self.utf8_merged,
             token_mismatch: self.mismatch,
             tokens_per_chunk: (self.chunks > 0)
                 .then(|| self.server_tokens as f64 / self.chunks as f64),
@@ -209,6 +274,9 @@ pub struct ServerAccount {
     pub token_exact: u32,
     /// ... whose count is the stream's plus the end-of-sequence token.
     pub token_end_token: u32,
+    /// ... whose count is the stream's plus tokens held back inside multi-byte characters.
+    #[serde(default)]
+    pub token_utf8_merged: u32,
     /// ... whose count differs otherwise.
     pub token_mismatch: u32,
     /// Server output tokens per content chunk over the checked requests (1.0: a token a chunk).
@@ -304,6 +372,75 @@ mod tests {
     }
 
     #[test]
+    fn tokens_held_inside_multibyte_characters_are_placed_at_their_events() {
+        // 10 events; the server counted 13 (length): events 2 and 6 held multi-byte text with
+        // room for 1 and 4 hidden tokens.
+        let mut r = done(1, 0, 10, 10, 10);
+        r.done_reason = "length".into();
+        r.output_tokens = 13;
+        let room = [(2, 1), (6, 4)];
+        place_server_tokens(&mut r, &room);
+        assert_eq!(r.utf8_merged_tokens, 3);
+        assert_eq!(r.counted_tokens, 10, "the stream's own count is kept");
+        let per_event: Vec<u32> = r.timeline.iter().map(|c| c.tokens).collect();
+        assert_eq!(per_event, [1, 1, 2, 1, 1, 1, 3, 1, 1, 1]);
+        assert_eq!(token_agreement(&r), TokenAgreement::Utf8Merged);
+        let mut t = ServerTally::default();
+        t.add(&r);
+        let a = t.account().unwrap();
+        assert_eq!((a.token_utf8_merged, a.token_mismatch), (1, 0));
+
+        // On a stop the end token is one of the shortfall, not a held token.
+        let mut stop = done(2, 0, 10, 10, 10);
+        stop.output_tokens = 12;
+        place_server_tokens(&mut stop, &[(0, 1)]);
+        assert_eq!(stop.utf8_merged_tokens, 1);
+        assert_eq!(stop.timeline[0].tokens, 2);
+        assert_eq!(token_agreement(&stop), TokenAgreement::Utf8Merged);
+
+        // More missing than the multi-byte text can hide (packed or lost events): spread evenly
+        // over the events after the first, still a mismatch.
+        let mut lost = done(3, 0, 10, 10, 10);
+        lost.done_reason = "length".into();
+        lost.output_tokens = 16;
+        place_server_tokens(&mut lost, &room);
+        assert_eq!(lost.utf8_merged_tokens, 0);
+        let per_event: Vec<u32> = lost.timeline.iter().map(|c| c.tokens).collect();
+        assert_eq!(per_event, [1, 2, 2, 2, 2, 2, 2, 1, 1, 1]);
+        assert_eq!(token_agreement(&lost), TokenAgreement::Mismatch);
+        assert_eq!(
+            lost.itl_s().count(),
+            15,
+            "one ITL sample per token after the first"
+        );
+
+        // A server that packs 4 tokens an event: ITL is per token, a quarter of each gap.
+        let mut packed = done(4, 0, 10, 5, 40);
+        packed.done_reason = "length".into();
+        packed.output_tokens = 17;
+        place_server_tokens(&mut packed, &[]);
+        assert!(packed.timeline[1..].iter().all(|c| c.tokens == 4));
+        assert!(packed.itl_s().all(|g| (g - 0.010).abs() < 1e-12));
+        let mut t = ServerTally::default();
+        t.add(&packed);
+        assert_eq!(t.account().unwrap().tokens_per_chunk, Some(17.0 / 5.0));
+
+        // The end token of a stop is not counted as packed into an event.
+        let mut ended = done(6, 0, 10, 9, 10);
+        ended.output_tokens = 10;
+        let mut t = ServerTally::default();
+        t.add(&ended);
+        assert_eq!(t.account().unwrap().tokens_per_chunk, Some(1.0));
+
+        // A client-counted record is never touched.
+        let mut counted = done(5, 0, 10, 10, 10);
+        counted.token_source = TokenSource::Counted;
+        counted.output_tokens = 12;
+        place_server_tokens(&mut counted, &room);
+        assert_eq!(counted.utf8_merged_tokens, 0);
+    }
+
+    #[test]
     fn tally_merges_to_the_same_account_as_one_pass() {
         let records: Vec<RequestRecord> = (0..6u32)
             .map(|i| {
@@ -339,7 +476,8 @@ mod tests {
         assert_eq!(x.model_load_max_s, Some(2.0));
         assert_eq!(x.cached_tokens, Some(15));
         assert_eq!(x.breakdown_requests, 6);
-        assert!((x.tokens_per_chunk.unwrap() - 70.0 / 60.0).abs() < 1e-9);
+        // The mismatch ends on a stop: its end token is not counted as packed into an event.
+        assert!((x.tokens_per_chunk.unwrap() - 69.0 / 60.0).abs() < 1e-9);
         assert_eq!(ServerTally::default().account(), None);
     }
 }

@@ -33,6 +33,7 @@ pub(crate) fn done(id: u32, start_ms: u64, first_ms: u64, n: u32, gap_ms: u64) -
         output_tokens: u64::from(n),
         token_source: TokenSource::Server,
         counted_tokens: u64::from(n),
+        utf8_merged_tokens: 0,
         reasoning_tokens: 0,
         prompt_tokens: Some(5),
         server: ServerTimings::default(),

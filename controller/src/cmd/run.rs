@@ -167,7 +167,7 @@ pub struct RunArgs {
     /// The server's Prometheus endpoint, scraped every --monitor-interval into
     /// server_metrics.csv (queue depth, running requests, KV cache), or `off`
     /// [default: <target>/metrics for OpenAI-compatible servers (a server without one is noted
-    /// once); none for Ollama, which has no such endpoint].
+    /// once); for Ollama, which has no such endpoint, its /api/ps (loaded models, VRAM)].
     #[arg(long, value_name = "URL|off")]
     pub server_metrics: Option<String>,
     /// Several agents: `total` divides each level among them (N/k each; rates too), `per-agent`

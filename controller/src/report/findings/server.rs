@@ -96,12 +96,22 @@ pub(super) fn token_truth(c: &Ctx<'_>) -> Option<String> {
         return None;
     }
     let (end, mismatch) = (sum(|a| a.token_end_token), sum(|a| a.token_mismatch));
-    let end_note = if end > 0 {
-        format!(
-            " ({end} of them count one more, the end-of-sequence token the server adds on a stop, which carries no text)"
-        )
-    } else {
+    let merged = sum(|a| a.token_utf8_merged);
+    let mut notes = Vec::new();
+    if end > 0 {
+        notes.push(format!(
+            "{end} of them count one more, the end-of-sequence token the server adds on a stop, which carries no text"
+        ));
+    }
+    if merged > 0 {
+        notes.push(format!(
+            "{merged} had tokens held back inside a multi-byte character and sent with the next token's event, so the stream showed fewer events than tokens; tokengun counts those tokens at those events"
+        ));
+    }
+    let end_note = if notes.is_empty() {
         String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
     };
     if mismatch == 0 {
         let per_chunk = accounts
@@ -129,7 +139,7 @@ pub(super) fn token_truth(c: &Ctx<'_>) -> Option<String> {
         .fold(0.0, f64::max);
     let why = if per_chunk > 1.05 {
         format!(
-            " The server sent up to {} tokens per event: it packs several tokens into one chunk (batched streaming or speculative decoding), so ITL per chunk overstates the gap between tokens; the token figures use the server's count.",
+            " The server sent up to {} tokens per event: it packs several tokens into one chunk (batched streaming or speculative decoding). The token figures use the server's count, and ITL spreads the extra tokens evenly over each request's events, so it is per token (exact only where each event's count is known).",
             fmt_num(per_chunk)
         )
     } else {
