@@ -15,7 +15,7 @@ import sys
 
 MAX_LINES = 700
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CRATES = ["proto", "common", "simulator", "agent", "controller", "tests"]
+CRATES = ["proto", "common", "simulator", "agent", "controller", "macos", "tests"]
 # Test-only trees: their files are tests as a whole.
 TEST_DIRS = {"tests", "benches", "examples"}
 

@@ -5,7 +5,7 @@ use crate::http::HttpClient;
 use crate::log::RecordLog;
 use std::sync::Arc;
 use std::time::Duration;
-use tokengun_common::{CycleDone, CyclePlan, LoadShape, RecordBody};
+use tokengun_common::{CycleDone, CyclePlan, RecordBody};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -276,7 +276,7 @@ impl Runner {
             });
         }
         if let Some(max) = caps.max_rate_per_s {
-            if plan.shape == LoadShape::Open && plan.rate_per_s > max {
+            if plan.shape.is_rate() && plan.rate_per_s > max {
                 return Err(RunnerError::RateCap {
                     rate: plan.rate_per_s,
                     max,
@@ -284,7 +284,7 @@ impl Runner {
             }
         }
         if let Some(max) = caps.max_duration {
-            if plan.shape != LoadShape::Burst && plan.duration > max {
+            if plan.shape.has_duration() && plan.duration > max {
                 return Err(RunnerError::DurationCap {
                     duration: plan.duration,
                     max,
@@ -293,7 +293,7 @@ impl Runner {
         }
         // An uncapped open loop is still bounded by what this agent allows in flight, and by
         // the sockets its open-file limit leaves.
-        if plan.shape == LoadShape::Open && plan.concurrency == 0 {
+        if plan.shape.is_rate() && plan.concurrency == 0 {
             plan.concurrency = caps.max_concurrency;
             if let Some(fd_max) = caps.nofile_limit.map(crate::fdlimit::max_streams) {
                 if fd_max < plan.concurrency {

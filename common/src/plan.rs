@@ -1,4 +1,5 @@
 //! What one cycle asks of an agent: the plan compiled from CLI flags, validated before any load.
+//! Extension point: a new load shape starts at [`LoadShape`], whose checklist lists its places.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -88,9 +89,10 @@ pub struct RequestOptions {
 /// To add a load shape:
 /// 1. a variant here, and an arm in each method of `impl LoadShape` below (the compiler lists
 ///    them): nothing outside the engine compares `== LoadShape::X`, they ask these methods;
-/// 2. its wire enum value in `proto/tokengun.proto` and both arms in `proto/src/convert.rs`;
-/// 3. its release loop in `agent/src/engine.rs` (`release`), and its limits in
-///    `agent/src/runner.rs` (`check_limits`);
+/// 2. its wire enum value in `proto/proto/tokengun/v1/agent.proto` and both arms in
+///    `proto/src/convert.rs`;
+/// 3. its release loop in `agent/src/engine.rs` (`dispatch`), and its limits in
+///    `agent/src/runner.rs` (`Runner::prepare`);
 /// 4. its flag value (`controller/src/cmd/run.rs`, `ShapeArg`) and a scenario test in
 ///    `tests/tests/load_shapes.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,7 +427,7 @@ impl CyclePlan {
                 }
             }
         }
-        if self.shape != LoadShape::Burst && self.duration.is_zero() {
+        if self.shape.has_duration() && self.duration.is_zero() {
             return Err(PlanError::NoDuration(self.shape.as_str()));
         }
         if self.model.trim().is_empty() {

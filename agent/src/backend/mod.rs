@@ -5,12 +5,12 @@
 //! To add a backend:
 //! 1. its variant(s) in `tokengun_common::Api` (common/src/plan.rs: `ALL`, `as_str`, `family`,
 //!    `path`);
-//! 2. its value in the wire enum `Api` of proto/proto/tokengun.proto, and both directions in
+//! 2. its value in the wire enum `Api` of proto/proto/tokengun/v1/agent.proto, and both directions in
 //!    proto/src/convert.rs (`api_to`, `api_from_wire`);
 //! 3. one file here with a unit struct implementing [`Backend`]: the request body, a
 //!    [`StreamParser`] (usually [`Framed`] over [`LineSplitter`] or [`sse::SseDecoder`] with a
 //!    [`UnitParser`] for one line or event), and its [`Preflight`]; with parser tests on a
-//!    recorded stream split at every byte (fixtures in tests/fixtures and /work/shared/fixtures);
+//!    recorded stream split at every byte (fixtures in agent/tests/fixtures);
 //! 4. one line in [`backend`] mapping the new `Api` variant(s) to it;
 //! 5. a simulator route that speaks it (simulator/src/wire.rs and the router in
 //!    simulator/src/lib.rs);

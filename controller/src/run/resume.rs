@@ -12,7 +12,7 @@ use crate::sinks::console::Console;
 use crate::sinks::run_folder::{Manifest, RunDir, RunStatus};
 use std::path::Path;
 use std::time::Duration;
-use tokengun_common::run_dir::{PLAN_JSON, RECORDS_PB, RUN_JSON};
+use tokengun_common::run_dir::{PLAN_JSON, RECORDS_PB, read_manifest};
 use tokengun_common::{Record, RecordBody};
 use tokio_util::sync::CancellationToken;
 
@@ -120,8 +120,7 @@ fn read_saved(run_dir: &Path) -> Result<Saved, RunError> {
     };
     let cfg: RunConfig = serde_json::from_slice(&read(PLAN_JSON)?)
         .map_err(|e| bad(format!("{PLAN_JSON} is not a run plan ({e})")))?;
-    let manifest: Manifest = serde_json::from_slice(&read(RUN_JSON)?)
-        .map_err(|e| bad(format!("{RUN_JSON} is not a tokengun manifest ({e})")))?;
+    let manifest: Manifest = read_manifest(run_dir).map_err(|e| bad(e.to_string()))?;
     if cfg.agents.is_empty() {
         return Err(bad(
             "it used the agent inside the controller, which ended with it: nothing is left to replay"
