@@ -180,7 +180,7 @@ pub struct Chunk {
     pub reasoning_tokens: u32,
     /// Bytes of multi-byte UTF-8 characters in those pieces: a server that holds back a token
     /// ending inside a character sends it with the next, so this unit may carry up to this many
-    /// less one more tokens than it counts (see `stats::server::attribute_held_tokens`).
+    /// less one more tokens than it counts (see `tokengun_common::stats::place_server_tokens`).
     pub multibyte_bytes: u32,
     /// The server's closing figures, when this unit carried them.
     pub fin: Option<Box<Final>>,

@@ -387,12 +387,12 @@ fn unrated_requests(c: &Ctx<'_>, l: &LevelRow) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use tokengun_common::monitor::{CycleEnergy, EnergyMethod, ServerUsage};
 
     /// A whole level with `x` concurrency, `tps` aggregate tokens/s, all requests good.
-    fn level(x: f64, tps: f64) -> LevelRow {
+    pub(in crate::report::findings) fn level(x: f64, tps: f64) -> LevelRow {
         let n = x as u32;
         let mut l = LevelRow {
             label: format!("{x}"),

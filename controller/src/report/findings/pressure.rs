@@ -161,19 +161,9 @@ mod tests {
     use crate::report::load::LevelRow;
     use tokengun_common::monitor::{CycleEnergy, EnergyMethod};
 
+    /// The findings' whole level, 10 s long.
     fn level(x: f64, tps: f64) -> LevelRow {
-        let n = x as u32;
-        let mut l = LevelRow {
-            label: format!("{x}"),
-            x,
-            ..LevelRow::default()
-        };
-        (
-            l.cycle.requests,
-            l.cycle.completed,
-            l.cycle.goodput_requests,
-        ) = (n, n, n);
-        l.cycle.aggregate_tokens_per_s = tps;
+        let mut l = super::super::tests::level(x, tps);
         l.cycle.duration_s = 10.0;
         l.cycle.output_tokens = (tps * 10.0) as u64;
         l
